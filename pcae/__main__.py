@@ -1,0 +1,3 @@
+from pcae.cli import main
+
+main()
