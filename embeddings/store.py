@@ -1,0 +1,215 @@
+"""Latents on disk: one HDF5 file per latents folder (DESIGN.md's "Latents file").
+
+Layout of `latents.h5`:
+    latents   (N, D) float32   one row per embedded item, chunked by rows and resizable
+    ids       (N,)   int64     the item's id: its index in its source, shifted so that ids stay unique
+                               when another source is appended (see the `segments` attr)
+    labels    (N,)   int64     the item's class, -1 where unknown; absent when no row has a label
+    attrs     format_version, encoder, dim, checkpoint (path), checkpoint_sha256, preprocessing (JSON),
+              segments (JSON list of {source, split, first_id, first_row, count, ...})
+
+`LatentWriter` appends blocks of rows to resizable datasets, so memory holds one block whatever N
+is. It writes to the path it is given: callers that want the atomic rename wrap it in
+`pcae.utils.atomic_path` (the `embed` pipeline renames the latents, the index and its infos together).
+`LatentStore` reads a file lazily (rows are read on demand) and turns every way a file can be
+missing or broken into one PcaeError line.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pcae.utils import PcaeError
+
+FORMAT_VERSION = 1
+_CHUNK_ROWS = 4096
+_JSON_ATTRS = ("preprocessing", "segments")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class LatentWriter:
+    """Streaming writer for `latents.h5`.
+
+    Args:
+        path: file to write (created, or extended when `base` is given).
+        dim: D, the size of each latent.
+        meta: attrs to store — `encoder`, `checkpoint`, `checkpoint_sha256`, `preprocessing` (dict),
+            `segments` (list of dicts); anything else JSON-serialisable is kept too.
+        base: an existing latents file to copy first and append to (its D must equal `dim`).
+    """
+
+    def __init__(self, path: str | os.PathLike, dim: int, meta: dict, base: str | os.PathLike | None = None):
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self.path = Path(path)
+        self.dim = int(dim)
+        if base is not None:
+            shutil.copyfile(base, self.path)
+            self._f = h5py.File(self.path, "r+")
+            if self._f["latents"].shape[1] != self.dim:
+                got = self._f["latents"].shape[1]
+                self._f.close()
+                raise ValueError(f"dim {dim} does not match the base file's {got}")
+        else:
+            self._f = h5py.File(self.path, "w")
+            self._f.create_dataset("latents", (0, self.dim), dtype="float32", maxshape=(None, self.dim),
+                                   chunks=(min(_CHUNK_ROWS, max(1, (1 << 20) // (4 * self.dim))), self.dim))
+            self._f.create_dataset("ids", (0,), dtype="int64", maxshape=(None,), chunks=(_CHUNK_ROWS,))
+            self._f.create_dataset("labels", (0,), dtype="int64", maxshape=(None,), chunks=(_CHUNK_ROWS,))
+        if "labels" not in self._f:  # a base file without labels gets -1 rows so the columns line up
+            n = self._f["ids"].shape[0]
+            self._f.create_dataset("labels", data=np.full(n, -1, np.int64), maxshape=(None,),
+                                   chunks=(_CHUNK_ROWS,))
+        self._f.attrs["format_version"] = FORMAT_VERSION
+        self._f.attrs["dim"] = self.dim
+        for key, value in meta.items():
+            self._f.attrs[key] = json.dumps(value) if key in _JSON_ATTRS else ("" if value is None else value)
+
+    def __len__(self) -> int:
+        return self._f["ids"].shape[0]
+
+    def append(self, latents: np.ndarray, ids: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """Append rows: latents (B, D) float, ids (B,) int, labels (B,) int (-1 = unknown) or None."""
+        latents = np.asarray(latents, dtype=np.float32)
+        ids = np.asarray(ids, dtype=np.int64)
+        if latents.ndim != 2 or latents.shape[1] != self.dim:
+            raise ValueError(f"latents must have shape (B, {self.dim}), got {latents.shape}")
+        if ids.shape != (latents.shape[0],):
+            raise ValueError(f"ids must have shape ({latents.shape[0]},), got {ids.shape}")
+        labels = np.full(len(ids), -1, np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+        if labels.shape != ids.shape:
+            raise ValueError(f"labels must have shape {ids.shape}, got {labels.shape}")
+        n, b = len(self), len(ids)
+        for name, rows in (("latents", latents), ("ids", ids), ("labels", labels)):
+            ds = self._f[name]
+            ds.resize(n + b, axis=0)
+            ds[n:n + b] = rows
+
+    def set_attr(self, key: str, value) -> None:
+        self._f.attrs[key] = json.dumps(value) if key in _JSON_ATTRS else value
+
+    def close(self) -> None:
+        """Drop an all-unknown labels column, then close the file."""
+        if self._f.id.valid:
+            labels = self._f["labels"]
+            if not any((labels[s:s + 65536] >= 0).any() for s in range(0, labels.shape[0], 65536)):
+                del self._f["labels"]
+            self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class LatentStore:
+    """Read-only view of a `latents.h5` file; rows are read on demand.
+
+    Attributes:
+        latents: the h5py dataset (N, D); slice it to read rows.
+        ids, labels: h5py datasets (labels is None when the file has none).
+        meta: the attrs, JSON attrs decoded.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise PcaeError(f"{self.path}: latents file not found")
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise PcaeError(f"{self.path}: not a readable HDF5 file ({_one_line(e)})") from None
+        try:
+            self.latents = self._f["latents"]
+            self.ids = self._f["ids"]
+            self.labels = self._f["labels"] if "labels" in self._f else None
+            if self.latents.ndim != 2 or self.ids.shape != (self.latents.shape[0],):
+                raise PcaeError(f"{self.path}: latents {self.latents.shape} and ids {self.ids.shape} disagree")
+            self.meta = {k: (json.loads(v) if k in _JSON_ATTRS else _plain(v)) for k, v in self._f.attrs.items()}
+        except (KeyError, OSError, ValueError) as e:
+            self._f.close()
+            raise PcaeError(f"{self.path}: not a pcae latents file ({_one_line(e)})") from None
+        except PcaeError:
+            self._f.close()
+            raise
+
+    @property
+    def dim(self) -> int:
+        return int(self.latents.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.latents.shape[0])
+
+    def rows(self, positions) -> np.ndarray:
+        """Latents at the given row positions (any order, repeats allowed) -> (len, D) float32."""
+        positions = np.asarray(positions, dtype=np.int64)
+        uniq, inverse = np.unique(positions, return_inverse=True)  # h5py wants increasing indices
+        return self.latents[uniq][inverse] if len(uniq) else np.zeros((0, self.dim), np.float32)
+
+    def column(self, name: str, positions) -> np.ndarray:
+        """Values of `ids` or `labels` at row positions (labels: -1 where the file has none)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if name == "labels" and self.labels is None:
+            return np.full(len(positions), -1, np.int64)
+        uniq, inverse = np.unique(positions, return_inverse=True)
+        return self._f[name][uniq][inverse] if len(uniq) else np.zeros(0, np.int64)
+
+    def position_of(self, item_id: int) -> int:
+        """Row position of an id; PcaeError when the file has no such id."""
+        n = len(self)
+        if 0 <= item_id < n and self.ids[item_id] == item_id:  # ids are usually 0..N-1 in order
+            return int(item_id)
+        for start in range(0, n, 1 << 16):
+            hit = np.flatnonzero(self.ids[start:start + (1 << 16)] == item_id)
+            if len(hit):
+                return start + int(hit[0])
+        raise PcaeError(f"{self.path}: no item with id {item_id}")
+
+    def segment_of(self, item_id: int) -> dict:
+        """The segment (source, split, first_id, ...) an id came from."""
+        for seg in self.meta.get("segments", []):
+            if seg["first_id"] <= item_id < seg["first_id"] + seg["count"]:
+                return seg
+        raise PcaeError(f"{self.path}: no source recorded for id {item_id}")
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_latents(path: str | os.PathLike) -> LatentStore:
+    """Open a latents file for reading (PcaeError when missing or not a latents file)."""
+    return LatentStore(path)
+
+
+def _plain(v):
+    """h5py attr -> plain Python value."""
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())

@@ -1,0 +1,175 @@
+"""Tests for embeddings/: latents HDF5 store, FAISS indexes (build, search, save/load, merge), and the
+`pcae embed` / `pcae search` / `pcae index merge` commands. Library tests use synthetic clustered
+vectors made here; CLI tests embed a few dozen images of a folder made in the test."""
+from __future__ import annotations
+
+import json
+
+import faiss
+import numpy as np
+import pytest
+
+from embeddings import index as ix
+from embeddings.store import LatentStore, LatentWriter, file_sha256
+from pcae.utils import PcaeError
+
+
+def clustered(n, d=32, clusters=30, seed=0, spread=0.3):
+    """n points around `clusters` Gaussian centres (the same centres for every n with one seed)."""
+    centres = np.random.default_rng(seed).normal(size=(clusters, d)).astype(np.float32)
+    rng = np.random.default_rng(seed + n)
+    return (centres[rng.integers(0, clusters, n)] + spread * rng.normal(size=(n, d))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    return clustered(3000)
+
+
+# ---- indexes ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("index_string", ["Flat", "IVF32,Flat", "HNSW16,Flat", None])
+def test_stored_vector_is_its_own_nearest_neighbour(vectors, index_string, metric):
+    index, infos = ix.build_index(vectors, index_string, metric, flat_max=1000)
+    assert infos["count"] == len(vectors) and infos["d"] == vectors.shape[1]
+    rows = np.arange(0, len(vectors), 29)
+    dist, pos = ix.search(index, vectors[rows], 5, metric)
+    np.testing.assert_array_equal(pos[:, 0], rows)
+    np.testing.assert_allclose(dist[:, 0], 1.0 if metric == "cosine" else 0.0, atol=1e-4)
+
+
+def test_default_index_string_depends_on_size():
+    assert ix.default_index_string(500, flat_max=1000) == "Flat"
+    s = ix.default_index_string(100_000, flat_max=1000)
+    assert s.startswith("IVF") and s.endswith(",Flat")
+    nlist = int(s[3:].split(",")[0])
+    assert 100_000 >= 39 * nlist and nlist & (nlist - 1) == 0
+    with pytest.raises(ValueError, match="n and flat_max"):
+        ix.default_index_string(-1)
+
+
+def test_default_large_index_recall_at_10():
+    """The default non-Flat index reaches recall@10 >= 0.95 on held-out queries (not used in tuning)."""
+    x = clustered(8000)
+    queries = clustered(200)  # same centres, new points
+    index, infos = ix.build_index(x, None, "l2", flat_max=2000)
+    assert infos["index_string"].startswith("IVF")
+    assert infos["recall_at_10"] >= 0.95
+    recall = ix.recall_at_k(index, x, queries, "l2", k=10)
+    assert recall >= 0.95, (recall, infos)
+
+
+def test_save_load_round_trip(tmp_path, vectors):
+    for s in ["Flat", "IVF32,Flat", "HNSW16,Flat"]:
+        index, infos = ix.build_index(vectors, s, "cosine")
+        path = tmp_path / f"{s}.faiss"
+        size = ix.save_index(index, path)
+        assert size == path.stat().st_size > 0
+        loaded = ix.load_index(path)
+        # nprobe / efSearch survive the file (read_index may name the class more precisely)
+        assert {**ix.describe(loaded), "type": 0} == {**ix.describe(index), "type": 0}
+        q = vectors[:20] + 0.05
+        for a, b in zip(ix.search(index, q, 10, "cosine"), ix.search(loaded, q, 10, "cosine")):
+            np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Flat.faiss", "HNSW16,Flat.faiss", "IVF32,Flat.faiss"]
+    ix.write_infos(infos, tmp_path / "index_infos.json")
+    assert ix.read_infos(tmp_path / "index_infos.json") == infos
+
+
+def test_merge_of_shards_equals_single_pass(vectors):
+    """Two shards added to copies of one trained IVF index, merged, give exactly the single-pass index."""
+    trained = ix.create_index(vectors.shape[1], "IVF32,Flat", "l2")
+    ix.train_index(trained, vectors, "l2")
+    single, part_a, part_b = (faiss.clone_index(trained) for _ in range(3))
+    ix.add_vectors(single, vectors, "l2")
+    ix.add_vectors(part_a, vectors[:1700], "l2")
+    ix.add_vectors(part_b, vectors[1700:], "l2")
+    merged = ix.merge_indexes([part_a, part_b])
+    assert merged.ntotal == single.ntotal == len(vectors)
+    for index in (single, merged):
+        ix.apply_search_params(index, {"nprobe": 4})
+    q = clustered(50, seed=0)
+    d1, i1 = ix.search(single, q, 10, "l2")
+    d2, i2 = ix.search(merged, q, 10, "l2")
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_array_equal(d1, d2)
+    # Flat parts merge too; IVF parts with their own quantizers or HNSW parts cannot
+    flat = [ix.build_index(v, "Flat", "l2")[0] for v in (vectors[:1000], vectors[1000:])]
+    np.testing.assert_array_equal(ix.search(ix.merge_indexes(flat), q, 5, "l2")[1],
+                                  ix.search(ix.build_index(vectors, "Flat", "l2")[0], q, 5, "l2")[1])
+    own = [ix.build_index(v, "IVF32,Flat", "l2", seed=s)[0] for s, v in enumerate((vectors[:1500], vectors[1500:]))]
+    assert ix.merge_indexes(own) is None
+    hnsw = [ix.build_index(v, "HNSW16,Flat", "l2")[0] for v in (vectors[:100], vectors[100:200])]
+    assert ix.merge_indexes(hnsw) is None
+
+
+def test_dimension_mismatch_and_bad_files(tmp_path, vectors):
+    index, _ = ix.build_index(vectors, "Flat", "l2")
+    with pytest.raises(PcaeError, match="d=31 but the index holds d=32"):
+        ix.search(index, vectors[:2, :31], 3, "l2")
+    with pytest.raises(PcaeError, match="dimension mismatch"):
+        ix.check_compatible(index, 16)
+    with pytest.raises(PcaeError, match="metric mismatch"):
+        ix.check_compatible(index, 32, "cosine", {"metric": "l2"})
+    with pytest.raises(PcaeError, match="index file not found"):
+        ix.load_index(tmp_path / "nope.faiss")
+    (tmp_path / "bad.faiss").write_bytes(b"not an index at all")
+    with pytest.raises(PcaeError, match="not a readable FAISS index") as e:
+        ix.load_index(tmp_path / "bad.faiss")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="index string 'IVFxx'"):
+        ix.create_index(8, "IVFxx")
+    with pytest.raises(ValueError, match="metric must be one of"):
+        ix.create_index(8, "Flat", "manhattan")
+
+
+# ---- latents store ---------------------------------------------------------------------------------
+
+def test_store_streams_and_round_trips(tmp_path, vectors):
+    path = tmp_path / "latents.h5"
+    meta = {"encoder": "conv", "checkpoint": "ae.pt", "checkpoint_sha256": "ab" * 32,
+            "preprocessing": {"channels": 1, "image_size": 28},
+            "segments": [{"source": "s", "split": "train", "first_id": 0, "first_row": 0, "count": 3000}]}
+    with LatentWriter(path, 32, meta) as w:
+        for start in range(0, 3000, 1000):
+            w.append(vectors[start:start + 1000], np.arange(start, start + 1000), np.arange(1000) % 7)
+    # rows are stored in chunks and the datasets grew by resizing, one block at a time
+    with LatentStore(path) as s:
+        assert len(s) == 3000 and s.dim == 32 and s.latents.chunks is not None
+        np.testing.assert_array_equal(s.latents[:], vectors)
+        np.testing.assert_array_equal(s.rows([5, 2, 5]), vectors[[5, 2, 5]])
+        np.testing.assert_array_equal(s.column("labels", [8, 1]), [1, 1])
+        assert s.meta["preprocessing"] == {"channels": 1, "image_size": 28}
+        assert s.meta["encoder"] == "conv" and s.meta["checkpoint_sha256"] == "ab" * 32
+        assert s.position_of(1234) == 1234 and s.segment_of(10)["source"] == "s"
+        with pytest.raises(PcaeError, match="no item with id 5000"):
+            s.position_of(5000)
+    # append onto a copy: labels unknown for the new rows, old rows unchanged
+    path2 = tmp_path / "more.h5"
+    with LatentWriter(path2, 32, {}, base=path) as w:
+        w.append(vectors[:10], np.arange(3000, 3010))
+    with LatentStore(path2) as s:
+        assert len(s) == 3010 and s.position_of(3005) == 3005
+        np.testing.assert_array_equal(s.column("labels", [3005, 8]), [-1, 1])
+    with LatentWriter(tmp_path / "nolabels.h5", 4, {}) as w:
+        w.append(np.ones((3, 4)), np.arange(3))
+    with LatentStore(tmp_path / "nolabels.h5") as s:
+        assert s.labels is None and list(s.column("labels", [0])) == [-1]
+    with pytest.raises(ValueError, match=r"latents must have shape \(B, 4\)"):
+        LatentWriter(tmp_path / "x.h5", 4, {}).append(np.ones((3, 5)), np.arange(3))
+    assert len(file_sha256(path)) == 64
+
+
+def test_store_errors_are_one_line(tmp_path):
+    with pytest.raises(PcaeError, match="latents file not found"):
+        LatentStore(tmp_path / "missing.h5")
+    (tmp_path / "corrupt.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"garbage" * 100)
+    with pytest.raises(PcaeError, match="not a readable HDF5 file") as e:
+        LatentStore(tmp_path / "corrupt.h5")
+    assert "\n" not in str(e.value)
+    import h5py
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["images"] = np.zeros((2, 3))
+    with pytest.raises(PcaeError, match="not a pcae latents file"):
+        LatentStore(tmp_path / "other.h5")
