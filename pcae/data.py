@@ -1,0 +1,647 @@
+"""Image datasets: one registry of sources, fixed train/test splits, uint8 images (C, H, W).
+
+`load_dataset(source, split)` returns an `ImageDataset` whose items are `(image, label)`: a uint8
+tensor (C, H, W) of levels in [0, 256) and an int class index (-1 for unlabelled data). Every
+source can be converted on load to `channels` (1 or 3) and a square `image_size` (resize the
+shorter side, bilinear with antialiasing, then centre crop).
+
+Sources (`SOURCES`, the one registry; `pcae data info SOURCE` describes any of them):
+  fashion-mnist  the default. In order: a torchvision root given as data_root
+                 (DATA_ROOT/FashionMNIST/raw/*-ubyte[.gz]); Debian's dataset-fashion-mnist
+                 (/usr/share/datasets/fashion-mnist, the full 60000/10000); else the real subset
+                 bundled in pcae/data/ (first 1000 train + first 200 test images of each class,
+                 MIT licence notice beside it). PCAE_DATA_BUNDLED=1 (or bundled=True) forces the
+                 bundled subset, so results do not depend on what the machine has installed.
+  mnist          torchvision layout under data_root: DATA_ROOT/MNIST/raw/*-ubyte[.gz].
+  cifar10        torchvision layout under data_root: DATA_ROOT/cifar-10-batches-py/.
+                 For both, data_root defaults to $PCAE_DATA_ROOT; when the files are missing and a
+                 root was given, torchvision's download is tried once; otherwise one PcaeError.
+  folder:PATH    image files; class sub-folders give labels (sorted names), a flat folder gives
+                 none. Default conversion: 3 channels, and the images' own size when they all
+                 share one, else 32. Unreadable images are skipped and listed in info["skipped"].
+  h5:PATH        pcae's HDF5 format (below), e.g. written by `import_dataset`.
+
+Splits are fixed. The datasets with official splits keep them. A folder puts a file in the
+test split when sha1(its path relative to the folder, '/'-separated) read as an integer is
+divisible by 10 (about 10%), so the split never depends on the listing order or on other
+files. An HDF5 file without a `split` dataset puts every 10th row (row % 10 == 9) in test.
+
+HDF5 format (format attr "pcae-images/1"): `images` uint8 (N, C, H, W), chunked and
+gzip-compressed; optional `labels` int64 (N,) (-1 = none); optional `split` uint8 (N,) with
+0 = train, 1 = test; attrs `source`, `origin`, `classes` (JSON list or absent).
+
+Known limits: folder and torchvision-layout sources are read into memory (after conversion);
+HDF5 files larger than IN_MEMORY_LIMIT are read lazily, row by row. CIFAR pickles are read with
+an unpickler that only rebuilds numpy arrays, so a tampered file cannot run code.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from pcae.utils import PcaeError, atomic_path
+
+SPLITS = ("train", "test")
+TEST_EVERY = 10                       # ~1 in 10 items of a folder / split-less HDF5 go to test
+IN_MEMORY_LIMIT = 2 * 1024 ** 3       # bytes of converted uint8 images kept in memory
+CHUNK = 512                           # images per decode / write step
+BUNDLED_DIR = Path(__file__).parent / "data"
+BUNDLED_FILE = BUNDLED_DIR / "fashion-mnist-subset.npz"
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+H5_FORMAT = "pcae-images/1"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+FASHION_MNIST_CLASSES = (BUNDLED_DIR / "fashion-mnist-classes.txt").read_text().splitlines()
+MNIST_CLASSES = [str(i) for i in range(10)]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck"]
+_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+# ----------------------------------------------------------------------------- the dataset
+
+class ImageDataset:
+    """A map-style dataset (DataLoader-compatible) of uint8 images (C, H, W) and int labels.
+
+    In-memory sources expose `images` (N, C, H, W) uint8 and `labels` (N,) long tensors; lazily
+    read ones (large HDF5 files) have `images = labels = None` and read one row per item.
+    """
+
+    def __init__(self, *, shape: tuple[int, int, int], classes: list[str] | None, info: dict,
+                 images=None, labels=None, reader: Callable | None = None, count: int | None = None):
+        if (images is None) == (reader is None):
+            raise ValueError("ImageDataset needs exactly one of images= or reader=")
+        self.images, self.labels, self._reader = images, labels, reader
+        self._count = len(images) if images is not None else int(count)
+        self.shape = tuple(shape)
+        self.classes = classes
+        self.info = info
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i: int):
+        if self.images is not None:
+            return self.images[i], int(self.labels[i])
+        if not -self._count <= i < self._count:
+            raise IndexError(f"index {i} out of range for {self._count} images")
+        return self._reader(i % self._count)
+
+    def __repr__(self) -> str:
+        return (f"ImageDataset({self.info['source']!r}, split={self.info['split']!r}, "
+                f"count={len(self)}, shape={self.shape}, classes={self.num_classes})")
+
+
+# ----------------------------------------------------------------------------- conversion
+
+def convert_images(images, channels: int | None = None, image_size: int | None = None):
+    """Convert a batch of uint8 images to `channels` and a square `image_size`.
+
+    Grey -> RGB repeats the plane; RGB -> grey uses ITU-R 601 luma (0.299, 0.587, 0.114).
+    Resizing scales the shorter side to `image_size` (bilinear, antialiased) and centre-crops.
+
+    Args:
+        images: uint8 tensor (N, C, H, W), C in {1, 3}.
+        channels: 1, 3 or None (keep).
+        image_size: side S >= 1 or None (keep).
+    Returns:
+        uint8 tensor (N, channels, S, S); the input itself when nothing changes.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if channels == 3 and images.shape[1] == 1 and image_size is not None:  # resize 1 plane, copy it
+        return convert_images(convert_images(images, None, image_size), 3, None)
+    n, c, h, w = images.shape
+    if channels is not None and channels != c:
+        if c == 1:
+            images = images.expand(n, 3, h, w).contiguous()
+        elif c == 3:
+            luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images.float() * luma).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+        else:
+            raise ValueError(f"cannot convert {c}-channel images to {channels} channels")
+    if image_size is not None and (h, w) != (image_size, image_size):
+        scale = image_size / min(h, w)
+        size = (max(image_size, round(h * scale)), max(image_size, round(w * scale)))
+        x = F.interpolate(images.float(), size=size, mode="bilinear", antialias=True,
+                          align_corners=False)
+        top, left = (size[0] - image_size) // 2, (size[1] - image_size) // 2
+        x = x[:, :, top:top + image_size, left:left + image_size]
+        images = x.round().clamp(0, 255).to(torch.uint8).contiguous()
+    return images
+
+
+# ----------------------------------------------------------------------------- sources
+# Each opener returns a _Split: native-format chunks plus what info needs. load_dataset and
+# import_dataset share it, so an import streams chunk by chunk through the same code.
+
+@dataclass
+class _Split:
+    origin: str
+    shape: tuple[int, int, int]                                  # native (C, H, W) of the chunks
+    classes: list[str] | None
+    chunks: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]]   # (n,C,H,W) u8, (n,) i64
+    count: int                                                   # upper bound until chunks ran
+    skipped: list[dict] = field(default_factory=list)            # filled while chunks run
+    reader: Callable | None = None                               # random access (lazy HDF5)
+    nbytes: int = 0
+
+
+def _array_split(origin, images: np.ndarray, labels: np.ndarray, classes) -> _Split:
+    def chunks(size):
+        for s in range(0, len(images), size):
+            yield images[s:s + size], labels[s:s + size]
+    return _Split(origin, tuple(images.shape[1:]), classes, chunks, len(images))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read one idx file (MNIST's format: magic, big-endian dims, uint8 data), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+        if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+            raise ValueError("not an idx file of uint8")
+        ndim = raw[3]
+        dims = tuple(int(d) for d in np.frombuffer(raw[4:4 + 4 * ndim], ">i4"))
+        data = np.frombuffer(raw[4 + 4 * ndim:], np.uint8)
+        return data.reshape(dims)
+    except (OSError, ValueError, EOFError) as e:
+        raise PcaeError(f"{path}: cannot read idx file ({e})") from None
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _idx_split(folder: Path, split: str, classes, origin: str) -> _Split:
+    img_path, lab_path = (_find_idx(folder, s) for s in _IDX_FILES[split])
+    images, labels = _read_idx(img_path), _read_idx(lab_path)
+    if images.ndim != 3 or labels.shape != images.shape[:1]:
+        raise PcaeError(f"{img_path}: {images.shape} images do not match {labels.shape} labels")
+    return _array_split(origin, images[:, None], labels.astype(np.int64), classes)
+
+
+def _has_idx(folder: Path) -> bool:
+    return all(_find_idx(folder, s) for pair in _IDX_FILES.values() for s in pair)
+
+
+def _torchvision_root(name: str, data_root: str | None, subdir: str, check: Callable[[Path], bool],
+                      how: str) -> Path:
+    """The folder holding `name`'s files under a torchvision root, downloading once if allowed."""
+    root = data_root or os.environ.get("PCAE_DATA_ROOT")
+    if root is not None and check(Path(root) / subdir):
+        return Path(root) / subdir
+    hint = (f"{name}: data not found; pass --data-root DIR with the torchvision layout "
+            f"({how}) or, with network access, a --data-root to download into")
+    if root is None:
+        raise PcaeError(hint)
+    import socket
+    import torchvision.datasets as tvd
+    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        for train in (True, False):
+            cls(root, train=train, download=True)
+    except Exception as e:  # no network, disk full, bad mirror: all end the same way for the user
+        raise PcaeError(f"{hint}; download into {root} failed: {str(e).splitlines()[0][:120]}") from None
+    finally:
+        socket.setdefaulttimeout(old)
+    if not check(Path(root) / subdir):
+        raise PcaeError(hint)
+    return Path(root) / subdir
+
+
+def _bundled_split(split: str) -> _Split:
+    with np.load(BUNDLED_FILE) as z:
+        images, labels = z[f"{split}_images"], z[f"{split}_labels"]
+        n_train, n_test = len(z["train_labels"]), len(z["test_labels"])
+    origin = f"bundled subset ({n_train} train / {n_test} test)"
+    return _array_split(origin, images[:, None], labels.astype(np.int64), FASHION_MNIST_CLASSES)
+
+
+def _open_fashion_mnist(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
+    if data_root is not None:
+        folder = _torchvision_root("fashion-mnist", data_root, "FashionMNIST/raw", _has_idx,
+                                   "DIR/FashionMNIST/raw/*-ubyte[.gz]")
+        return _idx_split(folder, split, FASHION_MNIST_CLASSES, str(folder))
+    if bundled is None:
+        bundled = os.environ.get("PCAE_DATA_BUNDLED", "") not in ("", "0")
+    if not bundled and _has_idx(DEBIAN_FASHION_MNIST):
+        return _idx_split(DEBIAN_FASHION_MNIST, split, FASHION_MNIST_CLASSES,
+                          f"{DEBIAN_FASHION_MNIST} (full set)")
+    return _bundled_split(split)
+
+
+def _open_mnist(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
+    folder = _torchvision_root("mnist", data_root, "MNIST/raw", _has_idx,
+                               "DIR/MNIST/raw/*-ubyte[.gz]")
+    return _idx_split(folder, split, MNIST_CLASSES, str(folder))
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's batches (dicts, lists, numpy arrays) and refuses every other global."""
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"),
+                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _cifar_batches(split: str) -> list[str]:
+    return [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+
+
+def _has_cifar(folder: Path) -> bool:
+    return all((folder / b).is_file() for s in SPLITS for b in _cifar_batches(s))
+
+
+def _open_cifar10(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
+    folder = _torchvision_root("cifar10", data_root, "cifar-10-batches-py", _has_cifar,
+                               "DIR/cifar-10-batches-py/data_batch_1..5, test_batch")
+    images, labels = [], []
+    for name in _cifar_batches(split):
+        try:
+            with open(folder / name, "rb") as f:
+                batch = _ArrayUnpickler(f, encoding="latin1").load()
+            images.append(np.asarray(batch["data"], np.uint8).reshape(-1, 3, 32, 32))
+            labels.append(np.asarray(batch["labels"], np.int64))
+        except Exception as e:
+            raise PcaeError(f"{folder / name}: not a CIFAR-10 batch ({e})") from None
+    return _array_split(str(folder), np.concatenate(images), np.concatenate(labels), CIFAR10_CLASSES)
+
+
+def _is_test_path(rel: str) -> bool:
+    return int(hashlib.sha1(rel.encode()).hexdigest(), 16) % TEST_EVERY == 0
+
+
+def _is_image_file(p: Path) -> bool:
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _short(e: Exception) -> str:
+    return (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0][:160]
+
+
+def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
+    from PIL import Image
+
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        raise PcaeError(f"{root}: not a folder")
+    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    labelled = [(d.name, sorted(p for p in d.rglob("*") if _is_image_file(p))) for d in subdirs]
+    labelled = [(name, files) for name, files in labelled if files]
+    skipped: list[dict] = []
+    if labelled:
+        classes = [name for name, _ in labelled]
+        files = [(p, k) for k, (_, ps) in enumerate(labelled) for p in ps]
+        for p in sorted(root.iterdir()):
+            if _is_image_file(p):
+                skipped.append({"file": p.name, "reason": "not inside a class folder"})
+    else:
+        classes = None
+        files = [(p, -1) for p in sorted(root.iterdir()) if _is_image_file(p)]
+    if not files:
+        raise PcaeError(f"{root}: no images found (expected image files, or class sub-folders of them)")
+
+    channels = channels or 3
+    sizes, readable = set(), []
+    for p, k in files:                                    # headers only: cheap, finds junk early
+        rel = p.relative_to(root).as_posix()
+        try:
+            with Image.open(p) as im:
+                sizes.add(im.size)
+            readable.append((p, rel, k))
+        except Exception as e:
+            if _is_test_path(rel) == (split == "test"):
+                skipped.append({"file": rel, "reason": _short(e)})
+    if not readable:
+        raise PcaeError(f"{root}: none of its {len(files)} image files could be read")
+    if image_size is None and len(sizes) == 1:
+        (w, h), = sizes
+    else:
+        h = w = image_size or 32
+    mine = [(p, rel, k) for p, rel, k in readable if _is_test_path(rel) == (split == "test")]
+    if not mine:
+        raise PcaeError(f"{root}: no images in the {split} split ({len(readable)} images; "
+                        f"about 1 in {TEST_EVERY} go to test by a hash of the file path)")
+
+    mode = {1: "L", 3: "RGB"}[channels]
+
+    def decode(p: Path) -> np.ndarray:
+        with Image.open(p) as im:
+            im = im.convert("RGBA").convert(mode) if im.mode in ("P", "LA", "PA") else im.convert(mode)
+            if im.size != (w, h):
+                scale = max(w / im.width, h / im.height)
+                size = (max(w, round(im.width * scale)), max(h, round(im.height * scale)))
+                im = im.resize(size, Image.BILINEAR)
+                left, top = (size[0] - w) // 2, (size[1] - h) // 2
+                im = im.crop((left, top, left + w, top + h))
+            a = np.asarray(im, np.uint8)
+        return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+    def chunks(size):
+        del skipped[len(header_skipped):]                 # a second pass re-reports, not doubles
+        for s in range(0, len(mine), size):
+            imgs, labs = [], []
+            for p, rel, k in mine[s:s + size]:
+                try:
+                    imgs.append(decode(p))
+                    labs.append(k)
+                except Exception as e:
+                    skipped.append({"file": rel, "reason": _short(e)})
+            if imgs:
+                yield np.stack(imgs), np.asarray(labs, np.int64)
+
+    header_skipped = list(skipped)
+    return _Split(str(root), (channels, h, w), classes, chunks, len(mine), skipped)
+
+
+def _h5_classes(f) -> list[str] | None:
+    raw = f.attrs.get("classes")
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    if isinstance(raw, str):
+        return list(json.loads(raw)) or None
+    return [x.decode() if isinstance(x, bytes) else str(x) for x in raw] or None
+
+
+def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
+    import h5py
+
+    path = Path(arg).expanduser()
+    if not path.is_file():
+        raise PcaeError(f"{path}: file not found")
+    if not h5py.is_hdf5(path):
+        raise PcaeError(f"{path}: not an HDF5 file")
+    try:
+        with h5py.File(path, "r") as f:
+            if "images" not in f or not isinstance(f["images"], h5py.Dataset):
+                raise PcaeError(f"{path}: no 'images' dataset (pcae expects images uint8 (N, C, H, W))")
+            ds = f["images"]
+            if ds.dtype != np.uint8 or ds.ndim != 4 or ds.shape[1] not in (1, 3):
+                raise PcaeError(f"{path}: 'images' is {ds.dtype} {ds.shape}, expected uint8 (N, 1|3, H, W)")
+            n = ds.shape[0]
+            shape = tuple(ds.shape[1:])
+            if "split" in f:
+                which = f["split"][:]
+                if which.shape != (n,):
+                    raise PcaeError(f"{path}: 'split' has shape {which.shape}, expected ({n},)")
+                rows = np.flatnonzero(which == SPLITS.index(split))
+            else:
+                test = np.arange(n) % TEST_EVERY == TEST_EVERY - 1
+                rows = np.flatnonzero(test if split == "test" else ~test)
+            has_labels = "labels" in f
+            if has_labels and f["labels"].shape != (n,):
+                raise PcaeError(f"{path}: 'labels' has shape {f['labels'].shape}, expected ({n},)")
+            classes = _h5_classes(f)
+            origin = f"{path} (imported from {f.attrs['origin']})" if "origin" in f.attrs else str(path)
+    except PcaeError:
+        raise
+    except Exception as e:
+        raise PcaeError(f"{path}: cannot read HDF5 file ({_short(e)})") from None
+
+    def read(f, sel):
+        imgs = f["images"][sel]
+        labs = f["labels"][sel].astype(np.int64) if has_labels else np.full(len(imgs), -1, np.int64)
+        return imgs, labs
+
+    def chunks(size):
+        with h5py.File(path, "r") as f:
+            for s in range(0, len(rows), size):
+                r = rows[s:s + size]
+                sel = slice(int(r[0]), int(r[-1]) + 1) if r[-1] - r[0] + 1 == len(r) else r
+                yield read(f, sel)
+
+    handle = {}                                            # one open file per process (workers fork)
+
+    def reader(i):
+        import torch
+        pid = os.getpid()
+        if handle.get("pid") != pid:
+            handle.update(pid=pid, f=h5py.File(path, "r"))
+        img, lab = read(handle["f"], int(rows[i]))
+        return torch.from_numpy(np.ascontiguousarray(img)), int(lab)
+
+    return _Split(origin, shape, classes, chunks, len(rows), reader=reader,
+                  nbytes=len(rows) * int(np.prod(shape)))
+
+
+@dataclass(frozen=True)
+class Source:
+    """One registry entry: how to open a split, and a line for --help."""
+    open: Callable[..., _Split]
+    help: str
+    takes_path: bool = False
+
+
+SOURCES: dict[str, Source] = {
+    "fashion-mnist": Source(_open_fashion_mnist, "Fashion-MNIST (default; full set if installed, "
+                            "else the bundled subset)"),
+    "mnist": Source(_open_mnist, "MNIST from a torchvision --data-root"),
+    "cifar10": Source(_open_cifar10, "CIFAR-10 from a torchvision --data-root"),
+    "folder": Source(_open_folder, "folder:PATH, image files (class sub-folders give labels)", True),
+    "h5": Source(_open_h5, "h5:PATH, pcae's HDF5 images file (see `pcae data import`)", True),
+}
+DEFAULT_SOURCE = "fashion-mnist"
+
+
+def source_names() -> list[str]:
+    """The names users type: 'fashion-mnist', ..., 'folder:PATH', 'h5:PATH'."""
+    return [f"{k}:PATH" if s.takes_path else k for k, s in SOURCES.items()]
+
+
+def _resolve(source: str) -> tuple[Source, str | None]:
+    name, sep, arg = source.partition(":")
+    entry = SOURCES.get(name)
+    if entry is None or entry.takes_path != bool(sep) or (sep and not arg):
+        hint = ""
+        if Path(source).is_dir():
+            hint = f" (did you mean folder:{source}?)"
+        elif Path(source).is_file() and source.endswith((".h5", ".hdf5")):
+            hint = f" (did you mean h5:{source}?)"
+        raise PcaeError(f"unknown data source {source!r}{hint}; known: {', '.join(source_names())}")
+    return entry, arg or None
+
+
+def _open(source, split, data_root, channels, image_size, bundled) -> _Split:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    entry, arg = _resolve(source)
+    return entry.open(arg, split, None if data_root is None else str(data_root), channels,
+                      image_size, bundled=bundled)
+
+
+def _out_shape(native: tuple[int, int, int], channels, image_size) -> tuple[int, int, int]:
+    c, h, w = native
+    return (channels or c, image_size or h, image_size or w)
+
+
+# ----------------------------------------------------------------------------- public API
+
+def load_dataset(source: str = DEFAULT_SOURCE, split: str = "train", *, channels: int | None = None,
+                 image_size: int | None = None, data_root: str | os.PathLike | None = None,
+                 bundled: bool | None = None) -> ImageDataset:
+    """Open one split of a registered source as an ImageDataset.
+
+    Args:
+        source: a name from `source_names()`, e.g. "fashion-mnist" or "folder:photos/".
+        split: "train" or "test" (fixed; see the module docstring).
+        channels: 1 or 3 to convert, None to keep (folders default to 3).
+        image_size: square side S to resize + centre-crop to, None to keep.
+        data_root: torchvision root for fashion-mnist / mnist / cifar10.
+        bundled: fashion-mnist only: True forces the bundled subset; None reads PCAE_DATA_BUNDLED.
+    Returns:
+        ImageDataset; items (uint8 (C, H, W), int label or -1); `info` says where the data came from.
+    """
+    import torch
+
+    sp = _open(source, split, data_root, channels, image_size, bundled)
+    shape = _out_shape(sp.shape, channels, image_size)
+    info = {"source": source, "origin": sp.origin, "split": split, "count": None,
+            "shape": list(shape), "classes": sp.classes, "skipped": sp.skipped}
+    if sp.reader is not None and sp.nbytes * np.prod(shape) / np.prod(sp.shape) > IN_MEMORY_LIMIT:
+        def reader(i, _read=sp.reader):
+            img, lab = _read(i)
+            return convert_images(img[None], channels, image_size)[0], lab
+        info["count"] = sp.count
+        return ImageDataset(shape=shape, classes=sp.classes, info=info, reader=reader, count=sp.count)
+
+    images, labels = [], []
+    for imgs, labs in sp.chunks(4 * CHUNK):
+        images.append(convert_images(torch.from_numpy(np.array(imgs)), channels, image_size))
+        labels.append(torch.from_numpy(np.array(labs, np.int64)))
+    images = torch.cat(images) if images else torch.empty((0, *shape), dtype=torch.uint8)
+    labels = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
+    info["count"] = len(images)
+    return ImageDataset(shape=shape, classes=sp.classes, info=info, images=images, labels=labels)
+
+
+def describe_source(source: str = DEFAULT_SOURCE, *, channels: int | None = None,
+                    image_size: int | None = None, data_root: str | os.PathLike | None = None,
+                    bundled: bool | None = None) -> dict:
+    """Counts per split, shape, classes, origin and skipped files of a source, as a JSON-able dict."""
+    out = {"source": source}
+    for split in SPLITS:
+        ds = load_dataset(source, split, channels=channels, image_size=image_size,
+                          data_root=data_root, bundled=bundled)
+        out.update(origin=ds.info["origin"], shape=list(ds.shape), classes=ds.classes)
+        out.setdefault("counts", {})[split] = len(ds)
+        out.setdefault("skipped", []).extend(ds.info["skipped"])
+    return out
+
+
+def import_dataset(source: str, out_path: str | os.PathLike, *, channels: int | None = None,
+                   image_size: int | None = None, data_root: str | os.PathLike | None = None,
+                   bundled: bool | None = None, force: bool = False, chunk_size: int = CHUNK,
+                   progress: Callable[[int], None] | None = None) -> dict:
+    """Write both splits of `source` to a pcae HDF5 file, chunk by chunk, atomically.
+
+    Memory stays at about one chunk of images (plus what the source itself holds), whatever N is.
+
+    Args:
+        source, channels, image_size, data_root, bundled: as for `load_dataset`.
+        out_path: the .h5 file to write; an existing one is replaced only with force=True.
+        chunk_size: images decoded and written per step.
+        progress: called with the number of images written after each chunk.
+    Returns:
+        A summary dict: path, source, origin, counts per split, shape, classes, skipped.
+    """
+    import h5py
+    import torch
+
+    out_path = Path(out_path)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if out_path.exists() and not force:
+        raise PcaeError(f"{out_path}: already exists; pass --force to replace it")
+    if out_path.is_dir():
+        raise PcaeError(f"{out_path}: is a folder, expected an .h5 file path")
+    splits = {s: _open(source, s, data_root, channels, image_size, bundled) for s in SPLITS}
+    shape = _out_shape(splits["train"].shape, channels, image_size)
+    test_shape = _out_shape(splits["test"].shape, channels, image_size)
+    if test_shape != shape:
+        raise PcaeError(f"{source}: train images are {shape} but test images {test_shape}; "
+                        f"pass --image-size to make them one size")
+    summary = {"path": str(out_path), "source": source, "origin": splits["train"].origin,
+               "counts": {}, "shape": list(shape), "classes": splits["train"].classes, "skipped": []}
+    rows_per_chunk = max(1, min(256, (1 << 20) // int(np.prod(shape))))   # ~1 MB HDF5 chunks
+    with atomic_path(out_path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            images = f.create_dataset("images", (0, *shape), np.uint8, maxshape=(None, *shape),
+                                      chunks=(rows_per_chunk, *shape), compression="gzip",
+                                      compression_opts=4)
+            labels = f.create_dataset("labels", (0,), np.int64, maxshape=(None,), chunks=(4096,),
+                                      compression="gzip")
+            which = f.create_dataset("split", (0,), np.uint8, maxshape=(None,), chunks=(4096,),
+                                     compression="gzip")
+            n = 0
+            for code, (name, sp) in enumerate(splits.items()):
+                start = n
+                for imgs, labs in sp.chunks(chunk_size):
+                    imgs = convert_images(torch.from_numpy(np.array(imgs)), channels, image_size)
+                    k = len(imgs)
+                    for ds in (images, labels, which):
+                        ds.resize(n + k, axis=0)
+                    images[n:n + k] = imgs.numpy()
+                    labels[n:n + k] = labs
+                    which[n:n + k] = code
+                    n += k
+                    if progress is not None:
+                        progress(n)
+                summary["counts"][name] = n - start
+                summary["skipped"].extend(sp.skipped)
+            f.attrs["format"] = H5_FORMAT
+            f.attrs["source"] = source
+            f.attrs["origin"] = summary["origin"]
+            if summary["classes"]:
+                f.attrs["classes"] = json.dumps(summary["classes"])
+            f.attrs["skipped"] = json.dumps(summary["skipped"])
+    return summary
+
+
+def _build_bundled_subset(src: Path = DEBIAN_FASHION_MNIST, out: Path = BUNDLED_FILE,
+                          per_class: tuple[int, int] = (1000, 200)) -> None:
+    """Rebuild the bundled subset from the full idx files: the first `per_class` images of each
+    class of train and test, kept in their original order with their original indices."""
+    arrays = {}
+    for split, k in zip(SPLITS, per_class):
+        images, labels = (_read_idx(_find_idx(src, s)) for s in _IDX_FILES[split])
+        rows = np.sort(np.concatenate([np.flatnonzero(labels == c)[:k] for c in range(10)]))
+        arrays.update({f"{split}_images": images[rows], f"{split}_labels": labels[rows],
+                       f"{split}_index": rows.astype(np.int32)})
+    np.savez_compressed(out, **arrays)
