@@ -266,7 +266,7 @@ def _open_mnist(arg, split, data_root, channels, image_size, bundled=None) -> _S
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles CIFAR's batches (dicts, lists, numpy arrays) and refuses every other global."""
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
                 ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
 
     def find_class(self, module, name):
@@ -350,9 +350,6 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _
     else:
         h = w = image_size or 32
     mine = [(p, rel, k) for p, rel, k in readable if _is_test_path(rel) == (split == "test")]
-    if not mine:
-        raise PcaeError(f"{root}: no images in the {split} split ({len(readable)} images; "
-                        f"about 1 in {TEST_EVERY} go to test by a hash of the file path)")
 
     mode = {1: "L", 3: "RGB"}[channels]
 
@@ -450,8 +447,8 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
         pid = os.getpid()
         if handle.get("pid") != pid:
             handle.update(pid=pid, f=h5py.File(path, "r"))
-        img, lab = read(handle["f"], int(rows[i]))
-        return torch.from_numpy(np.ascontiguousarray(img)), int(lab)
+        f, row = handle["f"], int(rows[i])
+        return torch.from_numpy(f["images"][row]), int(f["labels"][row]) if has_labels else -1
 
     return _Split(origin, shape, classes, chunks, len(rows), reader=reader,
                   nbytes=len(rows) * int(np.prod(shape)))
@@ -484,7 +481,11 @@ def source_names() -> list[str]:
 def _resolve(source: str) -> tuple[Source, str | None]:
     name, sep, arg = source.partition(":")
     entry = SOURCES.get(name)
-    if entry is None or entry.takes_path != bool(sep) or (sep and not arg):
+    if entry is not None and entry.takes_path and not arg:
+        raise PcaeError(f"data source {name!r} needs a path: {name}:PATH")
+    if entry is not None and not entry.takes_path and sep:
+        raise PcaeError(f"data source {name!r} takes no path; use --data-root for its files")
+    if entry is None:
         hint = ""
         if Path(source).is_dir():
             hint = f" (did you mean folder:{source}?)"
@@ -548,6 +549,10 @@ def load_dataset(source: str = DEFAULT_SOURCE, split: str = "train", *, channels
     images = torch.cat(images) if images else torch.empty((0, *shape), dtype=torch.uint8)
     labels = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
     info["count"] = len(images)
+    if not len(images):
+        rule = (f"; about 1 in {TEST_EVERY} files go to test, by a hash of the file path"
+                if source.startswith("folder:") else "")
+        raise PcaeError(f"{sp.origin}: no images in the {split} split{rule}")
     return ImageDataset(shape=shape, classes=sp.classes, info=info, images=images, labels=labels)
 
 
