@@ -101,6 +101,297 @@ def data_import(
         typer.echo(f"  skipped {k['file']}: {k['reason']}")
 
 
+# --- latents: `pcae embed`, `pcae search`, `pcae index merge|describe` (embeddings/) -------------
+from encoders import ENCODER_NAMES as _ENCODER_NAMES  # noqa: E402  (torch-free registry names)
+
+index_app = typer.Typer(help="Latent indexes: merge shard parts, describe a latents folder.",
+                        no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+
+@app.command("embed")
+def embed_cmd(
+    encoder: str = typer.Option(..., "--encoder", help="Encoder: " + ", ".join(_ENCODER_NAMES) + "."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint holding the encoder "
+                                              "(needed for conv; optional for onehot and facenet)."),
+    data: str = typer.Option("fashion-mnist", "--data", help=_DATA_SOURCE_HELP),
+    out: Path = typer.Option(..., "--out", help="Latents folder: latents.h5, index.faiss, index_infos.json."),
+    split: str = typer.Option("train", "--split", help="train or test."),
+    index: Optional[str] = typer.Option(None, "--index", help="faiss.index_factory string, e.g. Flat, "
+                                        "IVF1024,Flat, HNSW32,Flat (default: Flat for small N, IVF above)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="l2 or cosine (default l2)."),
+    append: bool = typer.Option(False, "--append", help="Add to the folder's latents and index."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: embed the i-th of n slices into "
+                                        "OUT/part-i-of-n/ (then `pcae index merge`)."),
+    force: bool = typer.Option(False, "--force", help="Replace the folder's latents and index."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Embed only the first N items."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
+):
+    """Stream a data source through an encoder into latents.h5 and a FAISS index."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from embeddings.embed import embed, parse_shard
+
+    with Progress(TextColumn("embed"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]} images/s"), TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("embed", total=None, rate="-")
+        start = time.perf_counter()
+
+        def progress(done, total):
+            rate = done / max(time.perf_counter() - start, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:.0f}")
+
+        infos = embed(encoder, checkpoint, data, out, split=split, index_string=index, metric=metric,
+                      append=append, shard=parse_shard(shard), force=force, batch_size=batch_size,
+                      data_root=data_root, limit=limit, progress=progress)
+    recall = infos["recall_at_10"]
+    typer.echo(f"wrote {infos['out']}: {infos['count']} latents of d={infos['d']} ({infos['encoder']}), "
+               f"index {infos['index_string']} {infos['metric']}, recall@10 "
+               f"{'-' if recall is None else f'{recall:.3f}'}, {infos['images_per_s']:.0f} images/s"
+               + (f", {infos['skipped']} skipped" if infos["skipped"] else ""))
+
+
+@app.command("search")
+def search_cmd(
+    folder: Path = typer.Argument(..., help="Latents folder written by `pcae embed`."),
+    query: str = typer.Argument(..., help="An image file, or id:N for a stored item."),
+    k: int = typer.Option(10, "-k", "--k", min=1, help="Neighbours to return."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Draw the query and its neighbours to this PNG."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+):
+    """Print the k stored items nearest to QUERY (ids, distances, labels)."""
+    import json
+
+    from embeddings.embed import draw_neighbours, search_folder
+
+    if out is not None and out.exists() and not force:
+        raise PcaeError(f"{out} already exists; pass --force to replace it")
+    result = search_folder(folder, query, k)
+    if out is not None:
+        draw_neighbours(folder, result, out, None if query.startswith("id:") else query)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    score = "cosine" if result["metric"] == "cosine" else "l2^2"
+    typer.echo(f"{'rank':>4}  {'id':>8}  {score:>10}  label")
+    for n in result["neighbours"]:
+        label = "-" if n["label"] < 0 else f"{n['label']}" + (f" {n['class']}" if n["class"] else "")
+        typer.echo(f"{n['rank']:>4}  {n['id']:>8}  {n['distance']:>10.4g}  {label}")
+    if out is not None:
+        typer.echo(f"wrote {out}")
+
+
+@index_app.command("merge")
+def index_merge(
+    parts: list[Path] = typer.Argument(..., help="Part folders from `pcae embed --shard i/n`."),
+    out: Path = typer.Option(..., "--out", help="Latents folder to write."),
+    force: bool = typer.Option(False, "--force", help="Replace the folder's latents and index."),
+):
+    """Merge shard parts into one latents folder (FAISS IVF merge, else re-adding the latents)."""
+    from embeddings.embed import merge_parts
+
+    infos = merge_parts(parts, out, force=force)
+    typer.echo(f"wrote {infos['out']}: {infos['count']} latents from {len(parts)} parts ({infos['merge']}), "
+               f"index {infos['index_string']}, recall@10 {infos['recall_at_10']}")
+
+
+@index_app.command("describe")
+def index_describe(folder: Path = typer.Argument(..., help="Latents folder.")):
+    """Print a latents folder's index infos and encoder metadata as JSON."""
+    import json
+
+    from embeddings.embed import describe_folder
+
+    typer.echo(json.dumps(describe_folder(folder), indent=2))
+
+
+# --- training: `pcae train`, `pcae sample`, `pcae evaluate` (pcae/train.py) --------------------
+def _run_training(config, spec, resume: bool, force: bool, resume_fields=None):
+    """Run pcae.train.train with a rich progress bar; print the summary; exit 130 on Ctrl-C.
+
+    Shared by every training command (train, train-ae, ...): they differ only in config and spec.
+    """
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    from pcae.train import train
+
+    console = Console(stderr=True)
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("train {task.fields[metric]} {task.fields[value]}"),
+                   TextColumn("{task.fields[rate]} images/s"), TimeElapsedColumn(),
+                   TimeRemainingColumn(), console=console, transient=False)
+    state = {}
+
+    def callback(event, info):
+        if event == "start":
+            state["metric"] = info["metric"]
+            console.print(f"{info['kind']} run {info['out']}: steps {info['step']} -> {info['total']} "
+                          f"on {info['device']}" + (f" x {info['world']} ranks" if info["world"] > 1 else "")
+                          + f"; data {info['data'].get('source')} ({info['data'].get('origin')}), "
+                          f"batches from {info['feeding']}")
+            state["bar"] = bar.add_task("step", total=info["total"], completed=info["step"],
+                                        metric=info["metric"], value="-", rate="-")
+        elif event == "train":
+            bar.update(state["bar"], completed=info["step"],
+                       value=f"{info.get(state['metric'], float('nan')):.4f}",
+                       rate=f"{info['images_per_s']:.0f}")
+        elif event == "eval":
+            metric = state["metric"]
+            bar.console.print(f"step {info['step']}: test {metric} {info.get(metric, float('nan')):.4f}"
+                              f" ({info.get('images', '?')} images)")
+
+    with bar:
+        result = train(config, spec, resume=resume, force=force, callback=callback,
+                       resume_fields=resume_fields)
+    out = result.out
+    if result.status == "interrupted":
+        typer.echo(f"interrupted at step {result.summary['steps']}: saved {out / 'last.pt'}; "
+                   f"continue with --resume --out {out}")
+        raise typer.Exit(130)
+    s = result.summary
+    metric = s["metric"]
+    final, best = s[f"final_test_{metric}"], s[f"best_test_{metric}"]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"
+    typer.echo(f"done: {s['steps']} steps ({s['epochs']:.2f} epochs) in {s['wall_seconds']:.0f} s, "
+               f"{s['images_per_s']:.0f} images/s; test {metric} {fmt(final)} (best {fmt(best)} at "
+               f"step {s['best_step']}, {s['test_images']} test images)")
+    typer.echo(f"wrote {out}/: last.pt, samples.png, summary.json, curve.png, metrics.jsonl")
+
+
+_DEVICE_HELP = "cpu or cuda."
+_PRECISION_HELP = "fp32 or bf16 (bf16 autocast; the loss and its softmax stay fp32)."
+
+
+@app.command("train")
+def train_cmd(
+    data: str = typer.Option("fashion-mnist", "--data", help=_DATA_SOURCE_HELP),
+    out: Path = typer.Option(Path("runs/pixelcnn"), "--out", help="Run folder (refused if it exists, "
+                             "unless --resume or --force)."),
+    condition: str = typer.Option("none", "--condition", help="none, or label (one-hot class h)."),
+    channels: int = typer.Option(32, "--channels", min=1, help="Feature maps per stack (p)."),
+    n_layers: int = typer.Option(5, "--n-layers", min=0, help="Gated layers after the first."),
+    kernel_size: int = typer.Option(3, "--kernel-size", min=3, help="Gated layers' kernel (odd)."),
+    first_kernel_size: int = typer.Option(7, "--first-kernel-size", min=3, help="First layer's kernel (odd)."),
+    head_channels: int = typer.Option(0, "--head-channels", min=0, help="Output head width (0: --channels)."),
+    image_channels: Optional[int] = typer.Option(None, "--image-channels", help="Convert the data to 1 or 3."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Resize + centre crop."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per step (per rank)."),
+    lr: float = typer.Option(2e-3, "--lr", help="AdamW learning rate."),
+    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant or cosine (to lr/10)."),
+    grad_clip: float = typer.Option(0.0, "--grad-clip", min=0, help="Max gradient norm (0: off)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default 300; with "
+                                 "--resume, the stored total)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    precision: str = typer.Option("fp32", "--precision", help=_PRECISION_HELP),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the loss computation."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format."),
+    num_workers: int = typer.Option(2, "--num-workers", min=0, help="DataLoader workers (data not in memory)."),
+    log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train metrics."),
+    eval_every: int = typer.Option(100, "--eval-every", min=0, help="Steps between test evaluations (0: end)."),
+    eval_images: int = typer.Option(1000, "--eval-images", min=0, help="Test images per evaluation (0: all)."),
+    sample_every: int = typer.Option(0, "--sample-every", min=0, help="Steps between sample grids (0: end)."),
+    n_samples: int = typer.Option(16, "--n-samples", min=0, help="Images per sample grid."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=0, help="Steps between checkpoints."),
+    checkpoint_seconds: float = typer.Option(600, "--checkpoint-seconds", min=0,
+                                             help="Also checkpoint after this many seconds (0: off)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue --out from its last.pt."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+):
+    """Train a Gated PixelCNN (unconditional, or class-conditional with --condition label).
+
+    Writes OUT/last.pt, best.pt, metrics.jsonl, samples.png, summary.json, curve.png, train.log.
+    Data-parallel: torchrun --standalone --nproc_per_node=N -m pcae train ...
+    """
+    if resume and force:
+        raise typer.BadParameter("--resume and --force exclude each other", param_hint="--resume")
+    if steps is not None and epochs is not None:
+        raise typer.BadParameter("give --steps or --epochs, not both", param_hint="--epochs")
+    _check_channels(image_channels)
+    from pcae.train import PixelCNNSpec, TrainConfig
+
+    try:
+        config = TrainConfig(
+            data=data, out=str(out), data_root=None if data_root is None else str(data_root),
+            image_channels=image_channels, image_size=image_size,
+            steps=0 if epochs else (steps or 300), epochs=epochs or 0, batch_size=batch_size, lr=lr,
+            lr_schedule=lr_schedule, grad_clip=grad_clip, seed=seed, device=device,
+            precision=precision, compile=compile, channels_last=channels_last,
+            num_workers=num_workers, log_every=log_every, eval_every=eval_every,
+            eval_images=eval_images, sample_every=sample_every, n_samples=n_samples,
+            checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
+        spec = PixelCNNSpec(channels=channels, n_layers=n_layers, kernel_size=kernel_size,
+                            first_kernel_size=first_kernel_size, head_channels=head_channels,
+                            condition=condition)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    if condition not in ("none", "label"):
+        raise typer.BadParameter(f"must be none or label, got {condition!r}", param_hint="--condition")
+    keep = ("steps", "epochs") if steps is None and epochs is None else ()  # resume: stored length
+    _run_training(config, spec, resume, force,
+                  [f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None)
+
+
+@app.command("sample")
+def sample_cmd(
+    checkpoint: Path = typer.Argument(..., help="A PixelCNN checkpoint (e.g. runs/pixelcnn/last.pt)."),
+    out: Path = typer.Option(..., "--out", help="PNG grid to write."),
+    n: int = typer.Option(16, "--n", min=1, help="Images (per class when conditional and no --label)."),
+    label: Optional[int] = typer.Option(None, "--label", min=0, help="Class index (label-conditional models)."),
+    temperature: float = typer.Option(1.0, "--temperature", min=0, help="Divides the logits; 0 = argmax."),
+    seed: int = typer.Option(0, "--seed"),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="cached or naive (default: pcae's default)."),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+):
+    """Draw a grid of samples from a trained PixelCNN."""
+    if out.exists() and not force:
+        raise PcaeError(f"{out}: already exists; pass --force to replace it")
+    import time
+
+    from pcae.train import sample_checkpoint, save_grid
+
+    start = time.perf_counter()
+    images, nrow = sample_checkpoint(checkpoint, n=n, label=label, temperature=temperature, seed=seed,
+                                     sampler=sampler, device=device)
+    save_grid(images, nrow, out)
+    typer.echo(f"wrote {out}: {len(images)} samples of {' x '.join(map(str, images.shape[1:]))} "
+               f"in {time.perf_counter() - start:.1f} s")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by a training command."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data source [default: the training data]. "
+                                       + _DATA_SOURCE_HELP),
+    split: str = typer.Option("test", "--split", help="train or test."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
+    limit: int = typer.Option(0, "--limit", min=0, help="Only the first N images (0: all)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    precision: str = typer.Option("fp32", "--precision", help=_PRECISION_HELP),
+):
+    """Print test bits/dim (per class for labelled data) of a checkpoint as JSON."""
+    import json
+
+    from pcae.train import evaluate_checkpoint
+
+    if split not in ("train", "test"):
+        raise typer.BadParameter(f"must be train or test, got {split!r}", param_hint="--split")
+    result = evaluate_checkpoint(checkpoint, data=data, split=split,
+                                 data_root=None if data_root is None else str(data_root),
+                                 device=device, batch_size=batch_size, limit=limit, precision=precision)
+    typer.echo(json.dumps(result, indent=2))
+
+
 def main():
     try:
         app(standalone_mode=False)

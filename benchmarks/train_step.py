@@ -1,0 +1,119 @@
+"""Training-step throughput of the Gated PixelCNN (forward + backward + AdamW step).
+
+Reference configuration: 3x32x32 images, 256 levels, first layer 7x7, 10 gated 3x3 layers,
+120 channels. Prints images/s for each (batch, precision, compile) combination measured in this one
+run, the model FLOPs per image (forward + backward, counted by torch's FlopCounterMode) and the
+fraction of the device's peak that was achieved.
+
+    python benchmarks/train_step.py                          # CPU, batch 32, fp32
+    python benchmarks/train_step.py --device cuda --batch 32 --batch 128 \
+        --mode fp32 --mode bf16 --mode bf16+compile
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim
+
+# dense peak TFLOP/s by device-name fragment: (fp32 incl. TF32 tensor cores, bf16)
+GPU_PEAKS = {"H100": (494.7, 989.4), "H200": (494.7, 989.4), "A100": (156.0, 312.0)}
+
+
+def reference_config() -> PixelCNNConfig:
+    return PixelCNNConfig(image_channels=3, levels=256, n_layers=10, channels=120, kernel_size=3,
+                          first_kernel_size=7, image_size=(32, 32))
+
+
+def flops_per_image(model, device) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randint(0, 256, (2, 3, 32, 32), device=device)
+    with FlopCounterMode(display=False) as counter:
+        bits_per_dim(model(x), x).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
+
+
+def time_steps(model, batch, device, mode, seconds, min_steps):
+    x = torch.randint(0, 256, (batch, 3, 32, 32), device=device)
+    fused = device.type == "cuda"
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
+    bf16 = mode.startswith("bf16")
+    step_model = torch.compile(model) if mode.endswith("compile") else model
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = step_model(x)
+        loss = bits_per_dim(logits, x)  # fp32 softmax
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(3 if mode.endswith("compile") else 1):
+        step()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    n, start = 0, time.perf_counter()
+    while n < min_steps or time.perf_counter() - start < seconds:
+        loss = step()
+        n += 1
+    sync()
+    elapsed = time.perf_counter() - start
+    return batch * n / elapsed, float(loss)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, action="append")
+    ap.add_argument("--mode", action="append", choices=["fp32", "bf16", "bf16+compile", "fp32+compile"])
+    ap.add_argument("--seconds", type=float, default=20.0, help="time per measurement")
+    ap.add_argument("--min-steps", type=int, default=3)
+    ap.add_argument("--peak-tflops", type=float, help="device peak for the fraction (CPU: unknown)")
+    ap.add_argument("--json", help="also write the rows to this file")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    batches, modes = args.batch or [32], args.mode or ["fp32"]
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        name = torch.cuda.get_device_name()
+    else:
+        name = f"cpu ({torch.get_num_threads()} threads)"
+
+    torch.manual_seed(0)
+    model = GatedPixelCNN(reference_config()).to(device)
+    flops = flops_per_image(model, device)
+    print(f"device: {name}; torch {torch.__version__}")
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+          f"{flops / 1e9:.2f} GFLOP per image (forward + backward)")
+    rows = []
+    print(f"{'batch':>5} {'mode':>13} {'images/s':>10} {'TFLOP/s':>8} {'of peak':>8}")
+    for batch in batches:
+        for mode in modes:
+            ips, loss = time_steps(model, batch, device, mode, args.seconds, args.min_steps)
+            tflops = ips * flops / 1e12
+            peak = args.peak_tflops
+            if peak is None and device.type == "cuda":
+                peak = next((p[1 if mode.startswith("bf16") else 0] for key, p in GPU_PEAKS.items()
+                             if key in name), None)
+            frac = f"{tflops / peak:.1%}" if peak else "n/a"
+            print(f"{batch:>5} {mode:>13} {ips:>10.1f} {tflops:>8.3f} {frac:>8}")
+            rows.append(dict(batch=batch, mode=mode, images_per_s=ips, tflops=tflops,
+                             peak_fraction=tflops / peak if peak else None, loss=loss))
+    base = {r["batch"]: r["images_per_s"] for r in rows if r["mode"] == "fp32"}
+    for r in rows:
+        if r["mode"] != "fp32" and r["batch"] in base:
+            print(f"batch {r['batch']}: {r['mode']} is {r['images_per_s'] / base[r['batch']]:.2f}x fp32")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(device=name, gflop_per_image=flops / 1e9, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
