@@ -302,8 +302,9 @@ def _is_test_path(rel: str) -> bool:
     return int(hashlib.sha1(rel.encode()).hexdigest(), 16) % TEST_EVERY == 0
 
 
-def _is_image_file(p: Path) -> bool:
-    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+def _is_image_file(p: Path, root: Path) -> bool:
+    hidden = any(part.startswith(".") for part in p.relative_to(root).parts)
+    return not hidden and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
 
 
 def _short(e: Exception) -> str:
@@ -317,18 +318,21 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _
     if not root.is_dir():
         raise PcaeError(f"{root}: not a folder")
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    labelled = [(d.name, sorted(p for p in d.rglob("*") if _is_image_file(p))) for d in subdirs]
+    labelled = [(d.name, sorted(p for p in d.rglob("*") if _is_image_file(p, root))) for d in subdirs]
     labelled = [(name, files) for name, files in labelled if files]
-    skipped: list[dict] = []
+    def in_split(rel: str) -> bool:
+        return _is_test_path(rel) == (split == "test")
+
+    skipped: list[dict] = []                               # this split's files only
+    top = [p for p in sorted(root.iterdir()) if _is_image_file(p, root)]
     if labelled:
         classes = [name for name, _ in labelled]
         files = [(p, k) for k, (_, ps) in enumerate(labelled) for p in ps]
-        for p in sorted(root.iterdir()):
-            if _is_image_file(p):
-                skipped.append({"file": p.name, "reason": "not inside a class folder"})
+        skipped += [{"file": p.name, "reason": "not inside a class folder"} for p in top
+                    if in_split(p.name)]
     else:
         classes = None
-        files = [(p, -1) for p in sorted(root.iterdir()) if _is_image_file(p)]
+        files = [(p, -1) for p in top]
     if not files:
         raise PcaeError(f"{root}: no images found (expected image files, or class sub-folders of them)")
 
@@ -341,7 +345,7 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _
                 sizes.add(im.size)
             readable.append((p, rel, k))
         except Exception as e:
-            if _is_test_path(rel) == (split == "test"):
+            if in_split(rel):
                 skipped.append({"file": rel, "reason": _short(e)})
     if not readable:
         raise PcaeError(f"{root}: none of its {len(files)} image files could be read")
@@ -349,7 +353,7 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _
         (w, h), = sizes
     else:
         h = w = image_size or 32
-    mine = [(p, rel, k) for p, rel, k in readable if _is_test_path(rel) == (split == "test")]
+    mine = [(p, rel, k) for p, rel, k in readable if in_split(rel)]
 
     mode = {1: "L", 3: "RGB"}[channels]
 
@@ -437,8 +441,12 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
         with h5py.File(path, "r") as f:
             for s in range(0, len(rows), size):
                 r = rows[s:s + size]
-                sel = slice(int(r[0]), int(r[-1]) + 1) if r[-1] - r[0] + 1 == len(r) else r
-                yield read(f, sel)
+                span = int(r[-1] - r[0]) + 1
+                if span <= 2 * len(r):                     # one sliced read beats fancy indexing
+                    imgs, labs = read(f, slice(int(r[0]), int(r[0]) + span))
+                    yield imgs[r - r[0]], labs[r - r[0]]
+                else:
+                    yield read(f, r)
 
     handle = {}                                            # one open file per process (workers fork)
 
@@ -533,23 +541,24 @@ def load_dataset(source: str = DEFAULT_SOURCE, split: str = "train", *, channels
 
     sp = _open(source, split, data_root, channels, image_size, bundled)
     shape = _out_shape(sp.shape, channels, image_size)
-    info = {"source": source, "origin": sp.origin, "split": split, "count": None,
+    info = {"source": source, "origin": sp.origin, "split": split, "count": sp.count,
             "shape": list(shape), "classes": sp.classes, "skipped": sp.skipped}
     if sp.reader is not None and sp.nbytes * np.prod(shape) / np.prod(sp.shape) > IN_MEMORY_LIMIT:
         def reader(i, _read=sp.reader):
             img, lab = _read(i)
             return convert_images(img[None], channels, image_size)[0], lab
-        info["count"] = sp.count
-        return ImageDataset(shape=shape, classes=sp.classes, info=info, reader=reader, count=sp.count)
+        if sp.count:
+            return ImageDataset(shape=shape, classes=sp.classes, info=info, reader=reader,
+                                count=sp.count)
 
     images, labels = [], []
-    for imgs, labs in sp.chunks(4 * CHUNK):
+    for imgs, labs in sp.chunks(4 * CHUNK) if sp.count else ():
         images.append(convert_images(torch.from_numpy(np.array(imgs)), channels, image_size))
         labels.append(torch.from_numpy(np.array(labs, np.int64)))
     images = torch.cat(images) if images else torch.empty((0, *shape), dtype=torch.uint8)
     labels = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
     info["count"] = len(images)
-    if not len(images):
+    if not len(images):                                    # also: every file of it unreadable
         rule = (f"; about 1 in {TEST_EVERY} files go to test, by a hash of the file path"
                 if source.startswith("folder:") else "")
         raise PcaeError(f"{sp.origin}: no images in the {split} split{rule}")

@@ -35,12 +35,16 @@ def _png(path, size=(20, 20), mode="RGB", seed=0):
 
 
 def make_labelled_folder(root, per_class=15):
-    """Two class folders of 20x20 RGB PNGs, one corrupt file and one non-image file."""
+    """Two class folders of 20x20 RGB PNGs, plus junk: a file that is no image, one whose header
+    reads but whose pixels are cut off, a text file and a hidden folder (both ignored)."""
     for k, name in enumerate(["cat", "dog"]):
         for i in range(per_class):
             _png(root / name / f"{name}_{i:02d}.png", seed=100 * k + i)
     (root / "dog" / "broken.png").write_bytes(b"\x89PNG not really an image")
+    whole = (root / "cat" / "cat_00.png").read_bytes()
+    (root / "cat" / "truncated.png").write_bytes(whole[: len(whole) // 2])
     (root / "README.txt").write_text("not an image, ignored")
+    _png(root / "cat" / ".thumbnails" / "t.png", seed=7)
     return root
 
 
@@ -217,8 +221,10 @@ def test_folder_split_is_a_disjoint_cover_by_path_hash(tmp_path):
 def test_folder_skips_and_reports_corrupt_images(tmp_path):
     root = make_labelled_folder(tmp_path / "imgs")
     report = describe_source(f"folder:{root}")
-    assert [s["file"] for s in report["skipped"]] == ["dog/broken.png"]
-    assert "cannot identify image file" in report["skipped"][0]["reason"]
+    reasons = {s["file"]: s["reason"] for s in report["skipped"]}
+    assert sorted(reasons) == ["cat/truncated.png", "dog/broken.png"]
+    assert "cannot identify image file" in reasons["dog/broken.png"]
+    assert "truncated" in reasons["cat/truncated.png"]
     assert report["counts"]["train"] + report["counts"]["test"] == 30
 
 
@@ -246,7 +252,7 @@ def test_import_round_trip_keeps_images_labels_splits_and_classes(tmp_path):
     summary = import_dataset(src, tmp_path / "d.h5", image_size=12, chunk_size=4, progress=seen.append)
     assert seen == sorted(seen) and len(seen) > 5                       # written chunk by chunk
     assert summary["counts"]["train"] + summary["counts"]["test"] == 30 == seen[-1]
-    assert [s["file"] for s in summary["skipped"]] == ["dog/broken.png"]
+    assert sorted(s["file"] for s in summary["skipped"]) == ["cat/truncated.png", "dog/broken.png"]
     with h5py.File(tmp_path / "d.h5") as f:
         assert f["images"].dtype == np.uint8 and f["images"].shape == (30, 3, 12, 12)
         assert f["images"].compression == "gzip" and f["images"].chunks is not None
@@ -312,6 +318,19 @@ def test_bad_sources_raise_one_line_pcae_errors(case, tmp_path):
     assert "\n" not in str(e.value)
     if "h5" in case or "folder" in case:
         assert str(tmp_path) in str(e.value)                   # names the file
+
+
+def test_missing_torchvision_data_with_a_root_tries_one_download_then_one_error(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+    calls = []
+
+    def offline(root, train, download):
+        calls.append((root, train, download))
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno network")
+    monkeypatch.setattr(tvd, "MNIST", offline)
+    with pytest.raises(PcaeError, match=r"--data-root DIR .* download into .* failed: Error downloading") as e:
+        load_dataset("mnist", data_root=tmp_path)
+    assert "\n" not in str(e.value) and calls == [(str(tmp_path), True, True)]
 
 
 def test_bad_arguments_raise_value_errors():
