@@ -5,7 +5,8 @@ Layout of `latents.h5`:
     ids       (N,)   int64     the item's id: its index in its source, shifted so that ids stay unique
                                when another source is appended (see the `segments` attr)
     labels    (N,)   int64     the item's class, -1 where unknown; absent when no row has a label
-    attrs     format_version, encoder, dim, checkpoint (path), checkpoint_sha256, preprocessing (JSON),
+    attrs     format_version, encoder, encoder_config (JSON), dim, checkpoint (path), checkpoint_sha256,
+              preprocessing (JSON), next_id,
               segments (JSON list of {source, split, first_id, first_row, count, ...})
 
 `LatentWriter` appends blocks of rows to resizable datasets, so memory holds one block whatever N
@@ -29,7 +30,7 @@ from pcae.utils import PcaeError
 
 FORMAT_VERSION = 1
 _CHUNK_ROWS = 4096
-_JSON_ATTRS = ("preprocessing", "segments")
+_JSON_ATTRS = ("preprocessing", "segments", "encoder_config")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -173,3 +173,185 @@ def test_store_errors_are_one_line(tmp_path):
         f["images"] = np.zeros((2, 3))
     with pytest.raises(PcaeError, match="not a pcae latents file"):
         LatentStore(tmp_path / "other.h5")
+
+
+# ---- the commands ----------------------------------------------------------------------------------
+
+from typer.testing import CliRunner  # noqa: E402
+
+from embeddings.embed import LATENTS, INDEX, INFOS  # noqa: E402
+from pcae.cli import app  # noqa: E402
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def fails(result, match):
+    """A user error: exit 1, one PcaeError line containing `match`, no traceback printed."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, PcaeError), repr(result.exception)
+    msg = str(result.exception)
+    assert "\n" not in msg and match in msg, msg
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """72 grey 16x16 PNGs in 3 class folders, each class a different brightness pattern."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(["dark", "mid", "bright"]):
+        (root / name).mkdir()
+        for i in range(24):
+            a = np.clip(60 + 70 * c + 40 * rng.normal(size=(16, 16)), 0, 255).astype(np.uint8)
+            Image.fromarray(a, "L").save(root / name / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def conv_checkpoint(tmp_path_factory):
+    """A freshly built (untrained) conv encoder saved as a checkpoint of its own."""
+    import torch
+
+    from encoders import build_encoder
+    from pcae.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ck") / "enc.pt"
+    for bottleneck, p in ((8, path), (6, path.with_name("enc6.pt"))):
+        e = build_encoder("conv", in_channels=1, image_size=(16, 16), bottleneck=bottleneck)
+        save_checkpoint({"kind": "encoder", "configs": {"encoder": e.config},
+                         "state_dicts": {"encoder": e.state_dict()}}, p)
+    return path
+
+
+def test_cli_embed_and_search(tmp_path, image_folder, conv_checkpoint):
+    from pcae.data import load_dataset
+
+    out, data = tmp_path / "lat", f"folder:{image_folder}"
+    r = run("embed", "--encoder", "conv", "--checkpoint", conv_checkpoint, "--data", data, "--out", out)
+    assert r.exit_code == 0, r.output
+    infos = json.loads((out / INFOS).read_text())
+    n = infos["count"]
+    assert 50 < n < 72 and infos["d"] == 8 and infos["index_string"] == "Flat" and infos["recall_at_10"] == 1.0
+    assert infos["checkpoint_sha256"] == file_sha256(conv_checkpoint) and infos["bytes"] == (out / INDEX).stat().st_size
+    assert sorted(p.name for p in out.iterdir()) == sorted([LATENTS, INDEX, INFOS])  # no temp files left
+    with LatentStore(out / LATENTS) as s:
+        assert s.meta["encoder"] == "conv" and s.meta["encoder_config"]["bottleneck"] == 8
+        assert s.meta["preprocessing"]["input"] == "images" and s.labels is not None
+        ids = s.ids[:]
+    np.testing.assert_array_equal(ids, np.arange(n))
+
+    r = run("search", out, "id:3", "-k", 5, "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert len(res["neighbours"]) == 5 and 3 not in [x["id"] for x in res["neighbours"]]
+    assert all(x["class"] in ("dark", "mid", "bright") for x in res["neighbours"])
+    assert [x["distance"] for x in res["neighbours"]] == sorted(x["distance"] for x in res["neighbours"])
+
+    # an image file as query: a stored image finds itself first, at distance ~0
+    from PIL import Image
+    img = load_dataset(data, "train", channels=1, image_size=16)[7][0]
+    Image.fromarray(img[0].numpy(), "L").save(tmp_path / "q.png")
+    r = run("search", out, tmp_path / "q.png", "-k", 3, "--out", tmp_path / "grid.png")
+    assert r.exit_code == 0, r.output
+    first = r.output.splitlines()[1].split()
+    assert first[:2] == ["1", "7"] and float(first[2]) < 1e-6
+    assert (tmp_path / "grid.png").stat().st_size > 1000
+    fails(run("search", out, tmp_path / "q.png", "--out", tmp_path / "grid.png"), "already exists")
+
+    # the folder is not replaced without --force; with it, it is
+    fails(run("embed", "--encoder", "conv", "--checkpoint", conv_checkpoint, "--data", data, "--out", out),
+          "pass --force")
+    r = run("embed", "--encoder", "conv", "--checkpoint", conv_checkpoint, "--data", data, "--out", out,
+            "--metric", "cosine", "--force")
+    assert r.exit_code == 0 and json.loads((out / INFOS).read_text())["metric"] == "cosine"
+
+
+def test_cli_append(tmp_path, image_folder, conv_checkpoint):
+    out, data = tmp_path / "lat", f"folder:{image_folder}"
+    assert run("embed", "--encoder", "onehot", "--data", data, "--out", out).exit_code == 0
+    n_train = json.loads((out / INFOS).read_text())["count"]
+    r = run("embed", "--encoder", "onehot", "--data", data, "--split", "test", "--out", out, "--append")
+    assert r.exit_code == 0, r.output
+    infos = json.loads((out / INFOS).read_text())
+    assert infos["count"] == 72 and n_train < 72
+    with LatentStore(out / LATENTS) as s:
+        ids = s.ids[:]
+        assert len(set(ids)) == 72 and ids[n_train] == n_train  # test ids continue after the train ids
+        assert [seg["split"] for seg in s.meta["segments"]] == ["train", "test"]
+    r = run("search", out, f"id:{n_train}", "-k", 3, "--json", "--out", tmp_path / "g.png")
+    assert r.exit_code == 0, r.output
+    # the one-hot latent's neighbours share its label
+    hits = json.loads(r.output)["neighbours"]
+    with LatentStore(out / LATENTS) as s:
+        own = int(s.column("labels", [n_train])[0])
+    assert all(h["label"] == own for h in hits)
+    fails(run("embed", "--encoder", "conv", "--checkpoint", conv_checkpoint, "--data", data, "--out", out,
+              "--append"), "made by the onehot encoder, not conv")
+
+
+def test_cli_shards_merge_like_a_single_pass(tmp_path, image_folder, conv_checkpoint):
+    """Two shards (one common training sample) merged = the single-pass index: same neighbours."""
+    data = f"folder:{image_folder}"
+    common = ["--encoder", "conv", "--checkpoint", conv_checkpoint, "--data", data, "--index", "IVF4,Flat"]
+    for shard in ("1/2", "0/2"):
+        r = run("embed", *common, "--out", tmp_path / "parts", "--shard", shard)
+        assert r.exit_code == 0, r.output
+    fails(run("index", "merge", tmp_path / "parts" / "part-0-of-2", "--out", tmp_path / "m"), "shard(s) 1/2 missing")
+    r = run("index", "merge", tmp_path / "parts" / "part-1-of-2", tmp_path / "parts" / "part-0-of-2",
+            "--out", tmp_path / "merged")
+    assert r.exit_code == 0 and "merge_from" in r.output, r.output
+    assert run("embed", *common, "--out", tmp_path / "single").exit_code == 0
+    merged, single = ix.load_index(tmp_path / "merged" / INDEX), ix.load_index(tmp_path / "single" / INDEX)
+    assert ix.describe(merged)["family"] == "IVF" and merged.ntotal == single.ntotal
+    with LatentStore(tmp_path / "single" / LATENTS) as a, LatentStore(tmp_path / "merged" / LATENTS) as b:
+        np.testing.assert_array_equal(a.latents[:], b.latents[:])
+        np.testing.assert_array_equal(a.ids[:], b.ids[:])
+        x = a.latents[:]
+    for index in (merged, single):
+        ix.apply_search_params(index, {"nprobe": 2})
+    np.testing.assert_array_equal(ix.search(merged, x, 10, "l2")[1], ix.search(single, x, 10, "l2")[1])
+    r = run("index", "describe", tmp_path / "merged")
+    assert r.exit_code == 0 and json.loads(r.output)["count"] == len(x)
+
+
+def test_cli_errors_are_one_line(tmp_path, image_folder, conv_checkpoint):
+    out, data = tmp_path / "lat", f"folder:{image_folder}"
+    assert run("embed", "--encoder", "conv", "--checkpoint", conv_checkpoint, "--data", data, "--out", out).exit_code == 0
+    six = conv_checkpoint.with_name("enc6.pt")
+    fails(run("embed", "--encoder", "conv", "--checkpoint", six, "--data", data, "--out", out, "--append"),
+          "dimension mismatch")
+    (tmp_path / "notes.txt").write_text("not an image")
+    fails(run("search", out, tmp_path / "notes.txt"), "not a readable image")
+    fails(run("search", out, "id:999"), "no item with id 999")
+    fails(run("embed", "--encoder", "conv", "--data", data, "--out", tmp_path / "x"), "needs --checkpoint")
+    fails(run("embed", "--encoder", "conv", "--checkpoint", conv_checkpoint, "--data", data, "--out", out,
+              "--force", "--shard", "2/2"), "0 <= i < n")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in (LATENTS, INDEX, INFOS):
+        (broken / name).write_bytes((out / name).read_bytes())
+    (broken / INDEX).unlink()
+    fails(run("search", broken, "id:1"), "index file not found")
+    (broken / INDEX).write_bytes((out / INDEX).read_bytes())
+    (broken / LATENTS).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(500))
+    fails(run("search", broken, "id:1"), "not a readable HDF5 file")
+    fails(run("index", "describe", tmp_path / "nowhere"), "no such latents folder")
+
+
+def test_main_prints_one_red_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from pcae.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["pcae", "search", str(tmp_path), "id:1"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err

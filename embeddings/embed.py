@@ -1,0 +1,556 @@
+"""Latents folders: embed a dataset with an encoder, search it, merge shard parts, describe it.
+
+A latents folder holds three files, always written together (each to a temp name in the folder,
+renamed at the very end, so a run killed at any moment leaves the previous folder intact):
+
+    latents.h5         the latents, ids, labels and encoder metadata (embeddings/store.py)
+    index.faiss        a FAISS index over the latents, row i of the file = position i of the index
+    index_infos.json   index string, metric, d, count, bytes, faiss version, build time,
+                       recall@10 against exact search, and the encoder (embeddings/index.py)
+
+`embed` streams the data through the encoder batch by batch into the HDF5 file (memory holds one
+batch), then builds the index by reading the file back in blocks. `--shard i/n` embeds the i-th
+contiguous slice of the data into DIR/part-i-of-n/; when the index needs training, every shard
+trains it on the same sample of the whole dataset, so the parts share one quantizer and
+`merge_parts` can use FAISS's IVF `merge_from`. Parts that cannot be merged that way (HNSW, or IVF
+parts trained apart) are merged by adding their stored latents to a copy of the first part's index.
+
+Ids are the items' indexes in their data source; an appended source's ids start after the largest
+id already stored. Each source is a `segment` in the latents file's attrs, which is how `search`
+finds the images of the neighbours it returns.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from embeddings import index as ix
+from embeddings.store import LatentStore, LatentWriter, file_sha256, open_latents
+from pcae.utils import PcaeError, atomic_path
+
+LATENTS, INDEX, INFOS = "latents.h5", "index.faiss", "index_infos.json"
+TRAIN_SEED = 0
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'i/n' -> (i, n) with 0 <= i < n; None stays None."""
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise PcaeError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise PcaeError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return i, n
+
+
+# ----------------------------------------------------------------------------- encoders
+
+def encoder_from_checkpoint(path: str | os.PathLike):
+    """The encoder stored in a pcae checkpoint (an encoder's own, or the encoder of an auto-encoder)."""
+    from encoders import ENCODER_NAMES, load_encoder
+    from pcae.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path)
+    configs, states = ck.get("configs") or {}, ck.get("state_dicts") or {}
+    for key, cfg in configs.items():
+        state = states.get(key)
+        if isinstance(cfg, dict) and cfg.get("name") in ENCODER_NAMES:
+            break
+        if isinstance(cfg, dict) and isinstance(cfg.get("encoder"), dict):  # an auto-encoder's config
+            cfg = cfg["encoder"]
+            state = None if state is None else {k[len("encoder."):]: v for k, v in state.items()
+                                                if k.startswith("encoder.")}
+            break
+    else:
+        raise PcaeError(f"{path}: checkpoint of kind {ck['kind']!r} holds no encoder")
+    try:
+        return load_encoder(cfg, state or None)
+    except (ValueError, RuntimeError, KeyError) as e:
+        raise PcaeError(f"{path}: cannot rebuild its {cfg.get('name')} encoder ({' '.join(str(e).split())[:160]})") from None
+
+
+def open_encoder(name: str, checkpoint: str | os.PathLike | None = None, num_classes: int = 0):
+    """(encoder in eval mode, metadata {encoder, encoder_config, checkpoint, checkpoint_sha256, preprocessing})."""
+    from encoders import ENCODER_NAMES, build_encoder
+
+    if name not in ENCODER_NAMES:
+        raise PcaeError(f"unknown encoder {name!r}; known: {', '.join(ENCODER_NAMES)}")
+    if checkpoint is not None:
+        encoder = encoder_from_checkpoint(checkpoint)
+        stored = encoder.config["name"]
+        if stored != name:
+            raise PcaeError(f"{checkpoint}: holds a {stored} encoder, not {name}")
+    elif name == "conv":
+        raise PcaeError("--encoder conv needs --checkpoint (a trained auto-encoder or encoder checkpoint)")
+    elif name == "onehot":
+        if num_classes < 1:
+            raise PcaeError("--encoder onehot needs labelled data, and this source has no classes")
+        encoder = build_encoder("onehot", num_classes=num_classes)
+    else:
+        encoder = build_encoder(name)
+    encoder.eval()
+    meta = {"encoder": name, "encoder_config": dict(encoder.config),
+            "checkpoint": "" if checkpoint is None else str(Path(checkpoint).resolve()),
+            "checkpoint_sha256": "" if checkpoint is None else file_sha256(checkpoint),
+            "preprocessing": dict(encoder.preprocessing)}
+    return encoder, meta
+
+
+def _data_options(encoder) -> dict:
+    """load_dataset's channels / image_size for what the encoder reads."""
+    cfg = encoder.config
+    if cfg["name"] == "conv":
+        h, w = cfg["image_size"]
+        return {"channels": cfg["in_channels"], "image_size": h if h == w else None}
+    if cfg["name"] == "facenet":
+        return {"channels": 3, "image_size": None}
+    return {"channels": None, "image_size": None}
+
+
+def _encode(encoder, images, labels) -> tuple[np.ndarray, np.ndarray]:
+    """One batch -> (latents (B', D) float32, kept (B',) bool mask over the batch)."""
+    import torch
+
+    with torch.no_grad():
+        if encoder.input == "labels":
+            keep = labels >= 0
+            return encoder(labels[keep]).float().numpy(), keep.numpy()
+        if encoder.config["name"] == "facenet":  # crop the face first; skip images without one
+            from torchvision.transforms.functional import to_pil_image
+            crops = [encoder.detect(to_pil_image(img.expand(3, -1, -1)))[0] for img in images]
+            keep = torch.tensor([c is not None for c in crops], dtype=torch.bool)
+            if not keep.any():
+                return np.zeros((0, encoder.dim), np.float32), keep.numpy()
+            return encoder(torch.stack([c for c in crops if c is not None])).float().numpy(), keep.numpy()
+        return encoder(images).float().numpy(), np.ones(len(images), bool)
+
+
+def _batches(ds, rows: np.ndarray, batch_size: int):
+    """(rows, images uint8 (B, C, H, W), labels (B,)) for consecutive slices of `rows`."""
+    import torch
+
+    for s in range(0, len(rows), batch_size):
+        r = rows[s:s + batch_size]
+        if ds.images is not None:
+            yield r, ds.images[r], ds.labels[r]
+        else:
+            items = [ds[int(i)] for i in r]
+            yield r, torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
+
+
+# ----------------------------------------------------------------------------- embed
+
+def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", index_string: str | None = None,
+          metric: str | None = None, append: bool = False, shard: tuple[int, int] | None = None,
+          force: bool = False, batch_size: int = 256, data_root=None, limit: int | None = None,
+          flat_max: int = ix.FLAT_MAX, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Embed one split of a data source into a latents folder (see the module docstring).
+
+    Args:
+        encoder: registered encoder name; checkpoint: a pcae checkpoint holding it (None for onehot
+            and pretrained facenet).
+        source, split, data_root: what `pcae.data.load_dataset` reads.
+        out: the latents folder (with `shard`, its part-i-of-n sub-folder is written).
+        index_string, metric: index to build (None: chosen by size; metric defaults to l2, or to the
+            existing folder's on append).
+        append: add to the folder's latents and index (encoder, checkpoint, d and metric must match).
+        shard: (i, n) to embed the i-th of n contiguous slices.
+        limit: embed only the first `limit` items of the split.
+        progress: called as progress(done, total) after each batch.
+    Returns:
+        the index infos written to index_infos.json (plus `skipped`, items without a latent).
+    """
+    from pcae.data import load_dataset
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if append and shard:
+        raise PcaeError("--append and --shard cannot be combined: embed shards, then `pcae index merge`")
+    out = Path(out)
+    if shard:
+        out = out / f"part-{shard[0]}-of-{shard[1]}"
+    old = _existing(out, append, force)
+    if old and metric is not None and metric != old["infos"]["metric"]:
+        raise PcaeError(f"{out}: the index uses metric {old['infos']['metric']}, not {metric}")
+    if old and index_string is not None and index_string != old["infos"]["index_string"]:
+        raise PcaeError(f"{out}: the index is {old['infos']['index_string']!r}, not {index_string!r}")
+    metric = metric or (old["infos"]["metric"] if old else "l2")
+    if metric not in ix.METRICS:
+        raise PcaeError(f"--metric must be one of {', '.join(ix.METRICS)}, got {metric!r}")
+
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise PcaeError(f"{checkpoint}: no such checkpoint file")
+    # onehot needs the number of classes before the data is opened with the encoder's options
+    probe = load_dataset(source, split, data_root=data_root) if encoder == "onehot" and checkpoint is None else None
+    enc, meta = open_encoder(encoder, checkpoint, probe.num_classes if probe else 0)
+    if old:
+        _check_same_encoder(out, old["meta"], meta, enc.dim)
+    options = _data_options(enc)
+    ds = probe if probe is not None and options["channels"] is None else \
+        load_dataset(source, split, data_root=data_root, **options)
+    n_all = len(ds) if limit is None else min(limit, len(ds))
+    lo, hi = (shard[0] * n_all // shard[1], (shard[0] + 1) * n_all // shard[1]) if shard else (0, n_all)
+    rows = np.arange(lo, hi)
+    first_id = old["next_id"] if old else 0
+    segment = {"source": source, "split": split, "origin": ds.info.get("origin"), "offset": first_id,
+               "first_id": first_id + lo, "count": 0, "first_row": old["count"] if old else 0,
+               "load": {**options, "data_root": None if data_root is None else str(data_root)},
+               "classes": ds.classes}
+    if shard:
+        segment["shard"] = list(shard)
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0, skipped = time.perf_counter(), 0
+    with ExitStack() as stack:  # temp names for all three files; renamed together on success
+        tmp_infos = stack.enter_context(atomic_path(out / INFOS, ".json"))
+        tmp_index = stack.enter_context(atomic_path(out / INDEX, ".faiss"))
+        tmp_latents = stack.enter_context(atomic_path(out / LATENTS, ".h5"))
+        segments = (old["meta"].get("segments", []) if old else []) + [segment]
+        with LatentWriter(tmp_latents, enc.dim, {**meta, "segments": segments},
+                          base=out / LATENTS if old else None) as writer:
+            done = 0
+            for r, images, labels in _batches(ds, rows, batch_size):
+                z, keep = _encode(enc, images, labels)
+                writer.append(z, r[keep] + first_id, labels.numpy()[keep])
+                skipped += int((~keep).sum())
+                done += len(r)
+                if progress:
+                    progress(done, len(rows))
+            segment["count"] = len(writer) - segment["first_row"]
+            writer.set_attr("segments", segments)
+            writer.set_attr("next_id", int(first_id + n_all if not shard else first_id + hi))
+        embed_time = time.perf_counter() - t0
+
+        with LatentStore(tmp_latents) as store:
+            if len(store) == 0:
+                raise PcaeError(f"no latents: {source} ({split}) gave no item the {encoder} encoder could embed")
+            if old:
+                index = ix.load_index(out / INDEX)
+                ix.check_compatible(index, store.dim, metric, old["infos"])
+                t1 = time.perf_counter()
+                ix.add_vectors(index, store.latents[old["count"]:], metric)
+                infos = {**old["infos"], "count": int(index.ntotal),
+                         "build_time_s": round(old["infos"].get("build_time_s", 0) + time.perf_counter() - t1, 3),
+                         **ix.measure_recall(index, store.latents, metric)}
+            else:
+                train = None
+                if shard:  # every shard trains on one common sample of the whole split
+                    index_string = index_string or ix.default_index_string(n_all, flat_max)
+                    train = _common_train_sample(enc, ds, n_all, index_string, metric, batch_size)
+                index, infos = ix.build_index(store.latents, index_string, metric, flat_max=flat_max,
+                                              train_vectors=train, seed=TRAIN_SEED)
+        infos.update(bytes=_write_index(index, tmp_index),
+                     encoder=meta["encoder"], checkpoint=meta["checkpoint"],
+                     checkpoint_sha256=meta["checkpoint_sha256"], embed_time_s=round(embed_time, 3),
+                     images_per_s=round(len(rows) / max(embed_time, 1e-9), 1),
+                     skipped=skipped + (old["infos"].get("skipped", 0) if old else 0),
+                     faiss_version=infos["faiss_version"])
+        if shard:
+            infos["shard"] = list(shard)
+        tmp_infos.write_text(json.dumps(infos, indent=2) + "\n")
+    return {**infos, "out": str(out)}
+
+
+def _write_index(index, path: Path) -> int:
+    import faiss
+
+    faiss.write_index(index, str(path))
+    return path.stat().st_size
+
+
+def _common_train_sample(enc, ds, n_all, index_string, metric, batch_size) -> np.ndarray | None:
+    """Latents of the same random sample of the whole split, for every shard (None: no training)."""
+    probe = ix.create_index(enc.dim, index_string, metric)
+    if probe.is_trained:
+        return None
+    ivf = ix._ivf(probe)
+    rows = ix._sample(n_all, 50 * ivf.nlist if ivf is not None else 100_000, TRAIN_SEED)
+    parts = [_encode(enc, images, labels)[0] for _, images, labels in _batches(ds, rows, batch_size)]
+    return np.concatenate(parts)
+
+
+def _existing(out: Path, append: bool, force: bool) -> dict | None:
+    """What an --append run adds to; PcaeError when the folder holds latents and neither flag is set."""
+    present = [name for name in (LATENTS, INDEX, INFOS) if (out / name).exists()]
+    if append:
+        if len(present) < 3:
+            missing = sorted({LATENTS, INDEX, INFOS} - set(present))
+            raise PcaeError(f"{out}: nothing to append to ({', '.join(missing)} missing)")
+        infos = ix.read_infos(out / INFOS)
+        with open_latents(out / LATENTS) as store:
+            meta, count = store.meta, len(store)
+            next_id = meta.get("next_id")
+            if next_id is None:
+                next_id = max((int(store.ids[s:s + 65536].max()) for s in range(0, count, 65536)), default=-1) + 1
+        if infos.get("count") != count:
+            raise PcaeError(f"{out}: index_infos.json counts {infos.get('count')} items, latents.h5 {count}")
+        return {"infos": infos, "meta": meta, "count": count, "next_id": int(next_id)}
+    if present and not force:
+        raise PcaeError(f"{out} already holds {', '.join(present)}; pass --force to replace them "
+                        f"or --append to add to them")
+    return None
+
+
+def _check_same_encoder(out: Path, old: dict, new: dict, dim: int) -> None:
+    if old.get("encoder") != new["encoder"]:
+        raise PcaeError(f"{out}: latents were made by the {old.get('encoder')} encoder, not {new['encoder']}")
+    if old.get("dim") != dim:
+        raise PcaeError(f"{out}: dimension mismatch: stored latents have d={old.get('dim')}, "
+                        f"the {new['encoder']} encoder gives d={dim}")
+    if old.get("checkpoint_sha256", "") != new["checkpoint_sha256"]:
+        raise PcaeError(f"{out}: latents were made with another checkpoint "
+                        f"({old.get('checkpoint') or 'none'}, sha256 {old.get('checkpoint_sha256', '')[:12] or '-'})")
+
+
+# ----------------------------------------------------------------------------- folders
+
+def open_folder(folder) -> tuple[LatentStore, "object", dict]:
+    """(store, index, infos) of a latents folder, checked to agree with each other."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PcaeError(f"{folder}: no such latents folder")
+    infos = ix.read_infos(folder / INFOS)
+    index = ix.load_index(folder / INDEX)
+    store = open_latents(folder / LATENTS)
+    if index.ntotal != len(store) or index.d != store.dim:
+        store.close()
+        raise PcaeError(f"{folder}: index ({index.ntotal} x {index.d}) and latents ({len(store)} x {store.dim}) "
+                        f"disagree; rebuild with `pcae embed --force`")
+    ix.apply_search_params(index, infos.get("search_params", {}))
+    return store, index, infos
+
+
+def describe_folder(folder) -> dict:
+    """Infos, index details and the latents file's encoder metadata of a latents folder."""
+    store, index, infos = open_folder(folder)
+    with store:
+        return {"folder": str(folder), **infos, "index": ix.describe(index),
+                "latents": {"count": len(store), "d": store.dim, "labels": store.labels is not None,
+                            "preprocessing": store.meta.get("preprocessing"),
+                            "segments": [{k: s[k] for k in ("source", "split", "first_id", "count")}
+                                         for s in store.meta.get("segments", [])]}}
+
+
+def search_folder(folder, query: str, k: int = 10) -> dict:
+    """k nearest stored items to QUERY ('id:N' or an image file).
+
+    Returns:
+        {"query", "metric", "neighbours": [{"rank", "id", "distance", "label", "class"}]}; for the
+        cosine metric "distance" is the cosine similarity (larger = closer). An id query does not
+        return the item itself.
+    """
+    if k < 1:
+        raise PcaeError(f"-k must be >= 1, got {k}")
+    store, index, infos = open_folder(folder)
+    with store:
+        exclude = None
+        if query.startswith("id:"):
+            try:
+                qid = int(query[3:])
+            except ValueError:
+                raise PcaeError(f"query {query!r}: expected id:N with an integer N") from None
+            exclude = store.position_of(qid)
+            vector = store.rows([exclude])
+        else:
+            vector = embed_query_image(store.meta, query)
+        dist, pos = ix.search(index, vector, min(k + (exclude is not None), index.ntotal), infos["metric"])
+        keep = [(d, p) for d, p in zip(dist[0], pos[0]) if p >= 0 and p != exclude][:k]
+        positions = [p for _, p in keep]
+        ids, labels = store.column("ids", positions), store.column("labels", positions)
+        neighbours = []
+        for rank, ((d, _), i, lab) in enumerate(zip(keep, ids, labels), 1):
+            classes = store.segment_of(int(i)).get("classes") if store.meta.get("segments") else None
+            neighbours.append({"rank": rank, "id": int(i), "distance": round(float(d), 6), "label": int(lab),
+                               "class": classes[lab] if classes and 0 <= lab < len(classes) else None})
+        return {"query": query, "metric": infos["metric"], "neighbours": neighbours}
+
+
+def embed_query_image(meta: dict, path) -> np.ndarray:
+    """The latent (1, D) of an image file, made by the encoder recorded in the latents' metadata."""
+    import torch
+
+    from encoders import load_encoder
+    from pcae.data import convert_images
+
+    path = Path(path)
+    name = meta.get("encoder")
+    if not path.is_file():
+        raise PcaeError(f"query {path}: no such image file (or use id:N)")
+    if name == "onehot":
+        raise PcaeError("these latents are one-hot labels: search them with id:N, not an image")
+    if name == "facenet":
+        enc = _recorded_encoder(meta)
+        crop, _ = enc.detect_file(path)
+        with torch.no_grad():
+            return enc(crop[None]).float().numpy()
+    image = read_image(path)
+    enc = _recorded_encoder(meta)
+    opts = _data_options(enc)
+    cfg = enc.config
+    x = convert_images(image[None], opts["channels"], opts["image_size"])
+    if opts["image_size"] is None and tuple(x.shape[2:]) != tuple(cfg["image_size"]):
+        x = torch.nn.functional.interpolate(x.float(), size=tuple(cfg["image_size"]), mode="bilinear",
+                                            antialias=True).round().clamp(0, 255).to(torch.uint8)
+    with torch.no_grad():
+        return enc(x).float().numpy()
+
+
+def read_image(path) -> "torch.Tensor":
+    """An image file as uint8 (C, H, W), C = 1 or 3; PcaeError when it is not an image."""
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise PcaeError(f"query {path}: not a readable image ({' '.join(str(e).split())[:120]})") from None
+    a = np.array(im, np.uint8)
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _recorded_encoder(meta: dict):
+    """Rebuild the encoder the latents were made with, refusing a checkpoint that has changed."""
+    from encoders import load_encoder
+
+    ck = meta.get("checkpoint") or None
+    if ck:
+        if not Path(ck).is_file():
+            raise PcaeError(f"the latents' encoder checkpoint {ck} is missing; an image query needs it")
+        if file_sha256(ck) != meta.get("checkpoint_sha256"):
+            raise PcaeError(f"{ck} has changed since the latents were made (sha256 differs)")
+        enc = encoder_from_checkpoint(ck)
+    else:
+        enc = load_encoder(meta["encoder_config"])
+    return enc.eval()
+
+
+def neighbour_images(folder, result: dict, query_image=None):
+    """uint8 images (C, H, W) of the query (when it is an id) and of each neighbour, from their sources."""
+    from pcae.data import load_dataset
+
+    store = open_latents(Path(folder) / LATENTS)
+    cache, images = {}, []
+    with store:
+        ids = ([int(result["query"][3:])] if result["query"].startswith("id:") else []) + \
+              [n["id"] for n in result["neighbours"]]
+        for i in ids:
+            seg = store.segment_of(i)
+            key = json.dumps([seg["source"], seg["split"], seg["load"]], sort_keys=True)
+            if key not in cache:
+                load = seg["load"]
+                cache[key] = load_dataset(seg["source"], seg["split"], channels=load["channels"],
+                                          image_size=load["image_size"], data_root=load["data_root"])
+            images.append(cache[key][i - seg["offset"]][0])
+    if query_image is not None:
+        images.insert(0, query_image)
+    return images
+
+
+def draw_neighbours(folder, result: dict, out, query_file=None) -> Path:
+    """A one-row grid: the query, then its neighbours with id, distance and class; written atomically."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    query_image = read_image(query_file) if query_file else None
+    images = neighbour_images(folder, result, query_image)
+    titles = ["query" + (f"\n{result['query']}" if result["query"].startswith("id:") else "")] + [f"id {n['id']}\n{n['distance']:.3g}" + (f"\n{n['class']}" if n["class"] else "")
+                          for n in result["neighbours"]]
+    fig, axes = plt.subplots(1, len(images), figsize=(1.4 * len(images), 1.9), squeeze=False)
+    for ax, img, title in zip(axes[0], images, titles):
+        a = img.numpy()
+        ax.imshow(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=7)
+        ax.axis("off")
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out, out.suffix) as tmp:
+        fig.savefig(tmp, dpi=100, format=(out.suffix[1:] or "png"))
+    plt.close(fig)
+    return out
+
+
+# ----------------------------------------------------------------------------- merge
+
+def merge_parts(parts: list, out, *, force: bool = False) -> dict:
+    """Merge shard folders (from `embed(..., shard=...)`) into one latents folder.
+
+    Parts are ordered by their shard number; all n shards must be present, with one encoder,
+    checkpoint, d, metric and index string. Returns the merged folder's infos.
+    """
+    if not parts:
+        raise PcaeError("index merge needs at least one part folder")
+    out = Path(out)
+    if any(Path(p).resolve() == out.resolve() for p in parts):
+        raise PcaeError(f"{out}: the output folder cannot also be a part")
+    _existing(out, append=False, force=force)
+    opened = [open_folder(p) for p in parts]
+    with ExitStack() as stack:
+        for store, _, _ in opened:
+            stack.enter_context(store)
+        infos0, meta0 = opened[0][2], opened[0][0].meta
+        shards = [o[2].get("shard") for o in opened]
+        if all(shards):
+            n = shards[0][1]
+            have = sorted(s[0] for s in shards)
+            if any(s[1] != n for s in shards) or have != sorted(set(have)):
+                raise PcaeError(f"parts are not distinct shards of one split: {[f'{i}/{m}' for i, m in shards]}")
+            if have != list(range(n)):
+                missing = sorted(set(range(n)) - set(have))
+                raise PcaeError(f"shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing from the parts")
+            opened.sort(key=lambda o: o[2]["shard"][0])
+            parts = [p for _, p in sorted(zip([s[0] for s in shards], parts))]
+        for (store, index, infos), p in zip(opened, parts):
+            for key in ("encoder", "checkpoint_sha256", "metric", "index_string", "d"):
+                if infos.get(key) != infos0.get(key):
+                    raise PcaeError(f"{p}: its {key} ({infos.get(key)}) differs from {parts[0]}'s ({infos0.get(key)})")
+
+        t0 = time.perf_counter()
+        indexes = [o[1] for o in opened]
+        merged = ix.merge_indexes(indexes)
+        how = "faiss merge_from"
+        if merged is None:
+            import faiss
+            merged, how = faiss.clone_index(indexes[0]), "re-added into part 0's trained index"
+            for store, _, _ in opened[1:]:
+                ix.add_vectors(merged, store.latents, infos0["metric"])
+        ix.apply_search_params(merged, infos0.get("search_params", {}))
+
+        out.mkdir(parents=True, exist_ok=True)
+        with ExitStack() as files:
+            tmp_infos = files.enter_context(atomic_path(out / INFOS, ".json"))
+            tmp_index = files.enter_context(atomic_path(out / INDEX, ".faiss"))
+            tmp_latents = files.enter_context(atomic_path(out / LATENTS, ".h5"))
+            segments, row = [], 0
+            for store, _, _ in opened:
+                for seg in store.meta.get("segments", []):
+                    segments.append({**seg, "first_row": row + seg["first_row"]})
+                row += len(store)
+            meta = {k: meta0.get(k) for k in ("encoder", "encoder_config", "checkpoint", "checkpoint_sha256",
+                                              "preprocessing")}
+            with LatentWriter(tmp_latents, opened[0][0].dim, {**meta, "segments": segments}) as writer:
+                for store, _, _ in opened:
+                    for s in range(0, len(store), ix.BLOCK):
+                        writer.append(store.latents[s:s + ix.BLOCK], store.ids[s:s + ix.BLOCK],
+                                      store.column("labels", np.arange(s, min(len(store), s + ix.BLOCK))))
+                writer.set_attr("next_id", max(int(o[0].meta.get("next_id", 0)) for o in opened))
+            with LatentStore(tmp_latents) as store:
+                recall = ix.measure_recall(merged, store.latents, infos0["metric"])
+            infos = {k: v for k, v in infos0.items() if k not in ("shard", "embed_time_s", "images_per_s")}
+            infos.update(count=int(merged.ntotal), merge=how, parts=[str(p) for p in parts],
+                         skipped=sum(o[2].get("skipped", 0) for o in opened),
+                         build_time_s=round(time.perf_counter() - t0, 3), **recall,
+                         bytes=_write_index(merged, tmp_index))
+            tmp_infos.write_text(json.dumps(infos, indent=2) + "\n")
+    return {**infos, "out": str(out)}
