@@ -1,0 +1,279 @@
+"""FaceNet face embeddings: MTCNN face crops [2] + InceptionResnetV1 [3] -> 512-d unit vectors.
+
+The portrait model of [1, section 3.3] conditions a PixelCNN on the embedding of a face from a
+network trained with a triplet loss. We use facenet-pytorch's port of FaceNet [3] (InceptionResnetV1)
+and its MTCNN detector [2]. The embedder is always frozen: `trainable` is False, it stays in eval
+mode, its parameters never require grad, and `forward` runs under `no_grad`.
+
+The contract, in two steps:
+    1. `detect(pil_image, face_index)` finds a face with MTCNN (the largest one by default; with
+       `face_index`, faces are numbered largest first) and returns the crop as uint8 (3, S, S),
+       S = `image_size` = 160, plus its detection probability. `detect_file(path)` does the same
+       for a file and raises PcaeError "no face found in FILE (best probability p)" when MTCNN
+       finds none (p is the best ONet score over all candidates with the last two stages' thresholds
+       turned off; 0.0 when PNet proposes nothing). Detection runs on the CPU.
+    2. `forward(crops)` takes uint8 face crops (B, 3, H, W) (or 1 channel, repeated) of any size,
+       resizes them to S x S (bilinear, antialiased), applies facenet-pytorch's
+       `fixed_image_standardization` ((x - 127.5) / 128) and embeds them. `embed_crops(x)` takes
+       crops already resized and standardised (B, 3, S, S) float, so training can cache crops.
+
+Weights (`weights=`):
+    "vggface2" (default) or "casia-webface": facenet-pytorch's own pretrained path; it reads
+        `$TORCH_HOME/checkpoints/<file>` (TORCH_HOME defaults to ~/.cache/torch). We check that
+        the file exists *before* constructing, so nothing tries to download; a missing file is a
+        PcaeError that names the exact path to put it at.
+    a file path: a state dict of InceptionResnetV1 (its `logits.*` classifier keys, if any, are
+        dropped).
+    "random": random initialisation, for tests and offline dry runs only. The config and the
+        preprocessing record it, so every output made with it says so.
+
+References:
+    [1] van den Oord et al., "Conditional Image Generation with PixelCNN Decoders", 2016,
+        arXiv:1606.05328.
+    [2] Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded Convolutional
+        Networks", 2016, arXiv:1604.02878.
+    [3] Schroff et al., "FaceNet: A Unified Embedding for Face Recognition and Clustering", 2015,
+        arXiv:1503.03832; facenet-pytorch (Tim Esler), weights converted from David Sandberg's facenet.
+
+Known limits: checkpoints that hold this encoder carry its ~23.5M weights (~94 MB).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pcae.utils import PcaeError
+
+# facenet-pytorch's pretrained names -> the file its load_weights() looks for in $TORCH_HOME/checkpoints
+PRETRAINED_FILES = {
+    "vggface2": "20180402-114759-vggface2.pt",
+    "casia-webface": "20180408-102900-casia-webface.pt",
+}
+EMBEDDING_DIM = 512
+
+
+def pretrained_path(name: str) -> Path:
+    """Where facenet-pytorch reads the `name` weights from: $TORCH_HOME/checkpoints/<file>."""
+    from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
+    return Path(get_torch_home()) / "checkpoints" / PRETRAINED_FILES[name]
+
+
+def standardize(crops: torch.Tensor) -> torch.Tensor:
+    """facenet-pytorch's fixed_image_standardization: levels in [0, 255] -> (x - 127.5) / 128."""
+    return (crops - 127.5) / 128.0
+
+
+def build_inception(weights: str) -> nn.Module:
+    """InceptionResnetV1 with `weights` ("vggface2", "casia-webface", a file, or "random")."""
+    from facenet_pytorch import InceptionResnetV1
+
+    if weights == "random":
+        return InceptionResnetV1()
+    if weights in PRETRAINED_FILES:
+        path = pretrained_path(weights)
+        if not path.is_file():  # facenet-pytorch would try to download it
+            raise PcaeError(
+                f"FaceNet {weights} weights not found: put {path.name} (facenet-pytorch's release) "
+                f"at {path} (the folder follows $TORCH_HOME), or pass --facenet-weights FILE, "
+                f"or --facenet-weights random for untrained weights")
+        try:
+            net = InceptionResnetV1(pretrained=weights)
+        except Exception as e:  # a truncated or foreign file
+            raise PcaeError(f"cannot load FaceNet weights {path}: {_first_line(e)}") from e
+        del net.logits  # the VGGFace2 identity classifier; embeddings do not use it
+        return net
+    path = Path(weights)
+    if not path.is_file():
+        raise PcaeError(f"FaceNet weights file {path} does not exist "
+                        f"(expected a state dict of facenet-pytorch's InceptionResnetV1)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise PcaeError(f"cannot read FaceNet weights {path}: {_first_line(e)}") from e
+    if not isinstance(state, dict):
+        raise PcaeError(f"{path} is not a state dict (got {type(state).__name__})")
+    state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+    net = InceptionResnetV1()
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise PcaeError(f"{path} does not hold InceptionResnetV1 weights: {_first_line(e)}") from e
+    return net
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+@functools.lru_cache(maxsize=4)
+def mtcnn_detector(min_face_size: int = 20):
+    """facenet-pytorch's MTCNN on the CPU (its P/R/O-Net weights ship in the wheel)."""
+    from facenet_pytorch import MTCNN
+    return MTCNN(min_face_size=min_face_size, select_largest=True).eval()
+
+
+class FaceNetEncoder(nn.Module):
+    """Frozen FaceNet embedder: uint8 face crops (B, 3, H, W) -> (B, 512) unit vectors.
+
+    Args:
+        weights: "vggface2", "casia-webface", a state-dict file, or "random" (see the module doc).
+        image_size: S, the square crop size MTCNN cuts and the network sees (FaceNet uses 160).
+        margin: pixels of margin MTCNN adds around the box, in crop pixels (facenet-pytorch's).
+        min_face_size: smallest face MTCNN looks for, in image pixels.
+    """
+
+    input = "images"
+
+    def __init__(self, weights: str = "vggface2", image_size: int = 160, margin: int = 0,
+                 min_face_size: int = 20):
+        super().__init__()
+        weights = str(weights)
+        if image_size < 32:
+            raise ValueError(f"image_size must be >= 32, got {image_size}")
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        if min_face_size < 1:
+            raise ValueError(f"min_face_size must be >= 1, got {min_face_size}")
+        if weights not in PRETRAINED_FILES and weights != "random":
+            weights = str(Path(weights).expanduser().resolve())
+        self.net = build_inception(weights)
+        self.weights = weights
+        self.image_size, self.margin, self.min_face_size = image_size, margin, min_face_size
+        self.dim = EMBEDDING_DIM
+        self.trainable = False
+        self.requires_grad_(False)
+        self.eval()
+
+    @classmethod
+    def from_config(cls, options: dict, state_dict=None) -> "FaceNetEncoder":
+        """With a state dict the weights come from it: build random, and keep the recorded source."""
+        if state_dict is None:
+            return cls(**options)
+        options = dict(options)
+        source = options.pop("weights", "random")
+        encoder = cls(weights="random", **options)
+        encoder.weights = source
+        return encoder
+
+    def train(self, mode: bool = True) -> "FaceNetEncoder":
+        return super().train(False)  # always frozen: BatchNorm keeps its running statistics
+
+    @property
+    def config(self) -> dict:
+        return {"name": "facenet", "weights": self.weights, "image_size": self.image_size,
+                "margin": self.margin, "min_face_size": self.min_face_size}
+
+    @property
+    def preprocessing(self) -> dict:
+        S = self.image_size
+        random = self.weights == "random"
+        return {
+            "input": "images",
+            "face_crop": f"facenet-pytorch MTCNN, largest face, margin {self.margin}, "
+                         f"min_face_size {self.min_face_size}, cropped to {S}x{S}",
+            "dtype": "uint8 RGB face crops (B, 3, H, W), resized to "
+                     f"{S}x{S} (bilinear, antialiased) inside the encoder",
+            "standardization": "(x - 127.5) / 128 (facenet-pytorch fixed_image_standardization)",
+            "weights": ("random (NOT pretrained: the embeddings carry no identity)" if random
+                        else self.weights),
+            "random_weights": random,
+        }
+
+    # -- detection ---------------------------------------------------------------------------------
+
+    def detect(self, image, face_index: int | None = None):
+        """Find a face in a PIL image with MTCNN.
+
+        Args:
+            image: a PIL image (any mode; converted to RGB).
+            face_index: which face, numbered largest first; None = the largest.
+        Returns:
+            (crop, prob): crop uint8 (3, S, S) and its detection probability; or (None, p) when no
+            face is found, p being the best probability over all candidates (see the module doc).
+        """
+        from facenet_pytorch import extract_face
+
+        rgb = image.convert("RGB")
+        boxes, probs = mtcnn_detector(self.min_face_size).detect(rgb)
+        if boxes is None:
+            return None, self.best_probability(rgb)
+        index = 0 if face_index is None else face_index
+        if not 0 <= index < len(boxes):
+            raise ValueError(f"face_index must be in [0, {len(boxes)}) for an image with "
+                             f"{len(boxes)} face(s), got {face_index}")
+        face = extract_face(rgb, boxes[index], self.image_size, self.margin)  # (3, S, S) in [0, 255]
+        return face.round().clamp(0, 255).to(torch.uint8), float(probs[index])
+
+    def best_probability(self, rgb) -> float:
+        """Highest ONet face score over all candidates, with RNet's and ONet's thresholds off."""
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        mtcnn = mtcnn_detector(self.min_face_size)
+        with torch.no_grad():
+            batch_boxes, _ = detect_face(rgb, mtcnn.min_face_size, mtcnn.pnet, mtcnn.rnet, mtcnn.onet,
+                                         [mtcnn.thresholds[0], 0.0, 0.0], mtcnn.factor, mtcnn.device)
+        boxes = batch_boxes[0]
+        return float(max(boxes[:, 4])) if len(boxes) else 0.0
+
+    def detect_file(self, path, face_index: int | None = None):
+        """detect() on an image file, with one-line PcaeErrors for the user's mistakes.
+
+        Returns:
+            (crop uint8 (3, S, S), prob).
+        """
+        from PIL import Image, UnidentifiedImageError
+
+        path = Path(path)
+        try:
+            with Image.open(path) as im:
+                im.load()
+                image = im.convert("RGB")
+        except FileNotFoundError:
+            raise PcaeError(f"{path} does not exist") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise PcaeError(f"{path} is not a readable image: {_first_line(e)}") from None
+        try:
+            crop, prob = self.detect(image, face_index)
+        except ValueError as e:
+            raise PcaeError(f"{path}: {e}") from None
+        if crop is None:
+            raise PcaeError(f"no face found in {path} (best probability {prob:.3f})")
+        return crop, prob
+
+    # -- embedding ---------------------------------------------------------------------------------
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        """Args:
+            crops: (B, 3 or 1, H, W) integer levels in [0, 255], face crops (from `detect`).
+        Returns:
+            (B, 512) float32 unit vectors.
+        """
+        if crops.dim() != 4 or crops.shape[1] not in (1, 3):
+            raise ValueError(f"crops must have shape (B, 3, H, W) or (B, 1, H, W), "
+                             f"got {tuple(crops.shape)}")
+        if crops.is_floating_point() or crops.is_complex():
+            raise ValueError(f"crops must hold integer levels (uint8), got dtype {crops.dtype}")
+        S = self.image_size
+        x = crops.to(self.net.last_linear.weight.dtype).expand(-1, 3, -1, -1)  # grey -> RGB
+        if tuple(x.shape[2:]) != (S, S):
+            x = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
+        return self.embed_crops(standardize(x))
+
+    @torch.no_grad()
+    def embed_crops(self, crops: torch.Tensor) -> torch.Tensor:
+        """Args:
+            crops: (B, 3, S, S) float, already standardised ((x - 127.5) / 128).
+        Returns:
+            (B, 512) float32 unit vectors.
+        """
+        S = self.image_size
+        if crops.dim() != 4 or tuple(crops.shape[1:]) != (3, S, S) or not crops.is_floating_point():
+            raise ValueError(f"crops must be float (B, 3, {S}, {S}), got {tuple(crops.shape)} "
+                             f"{crops.dtype}")
+        return self.net(crops).float()  # InceptionResnetV1 L2-normalises its output

@@ -1,0 +1,178 @@
+"""Autoencoder and deconv decoder: gradients reach the encoder end to end and nothing moves when it
+is frozen; both deconv outputs; sampling; configs rebuild the same model."""
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pytest
+import torch
+
+from encoders import build_encoder
+from pcae.autoencoder import Autoencoder, build_autoencoder
+from pcae.deconv import DeconvConfig, DeconvDecoder, gaussian_bits_per_dim
+from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
+
+SIZE = (8, 8)
+
+
+def images(B=4, C=1, size=SIZE, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (B, C, *size), generator=g, dtype=torch.uint8)
+
+
+def pixelcnn_ae(m=3, C=1, spatial_cond=False, encoder=None, size=SIZE):
+    torch.manual_seed(0)
+    encoder = encoder or build_encoder("conv", in_channels=C, image_size=size, bottleneck=m, channels=4)
+    decoder = GatedPixelCNN(PixelCNNConfig(image_channels=C, channels=6 * C, n_layers=2, cond_dim=encoder.dim,
+                                           spatial_cond=spatial_cond, spatial_channels=4, image_size=size))
+    return Autoencoder(encoder, decoder)
+
+
+def deconv_ae(output, m=3, C=1):
+    torch.manual_seed(0)
+    encoder = build_encoder("conv", in_channels=C, image_size=SIZE, bottleneck=m, channels=4)
+    return Autoencoder(encoder, DeconvDecoder(DeconvConfig(cond_dim=m, image_channels=C, image_size=SIZE,
+                                                           channels=4, output=output)))
+
+
+def snapshot(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_end_to_end_step_trains_the_encoder_through_the_pixelcnn_loss():
+    ae = pixelcnn_ae()
+    x = images()
+    before = snapshot(ae.encoder)
+    opt = torch.optim.Adam(ae.trainable_parameters(), lr=1e-2)
+    loss, metrics = ae.loss(x)
+    loss.backward()
+    assert torch.equal(loss.detach(), metrics["bits_per_dim"]) and 7.0 < loss.item() < 9.0
+    for name, p in ae.encoder.named_parameters():  # the NLL reaches every encoder weight
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    opt.step()
+    after = ae.encoder.state_dict()
+    assert all(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_frozen_encoder_stays_bit_identical():
+    ae = pixelcnn_ae().freeze_encoder()
+    assert not ae.encoder.trainable and not any(p.requires_grad for p in ae.encoder.parameters())
+    assert {id(p) for p in ae.trainable_parameters()} == {id(p) for p in ae.decoder.parameters()}
+    before_enc, before_dec = snapshot(ae.encoder), snapshot(ae.decoder)
+    opt = torch.optim.AdamW(ae.parameters(), lr=1e-2, weight_decay=0.1)  # even given every parameter
+    ae.train()
+    assert not ae.encoder.training
+    for step in range(2):
+        opt.zero_grad()
+        ae.loss(images(seed=step))[0].backward()
+        opt.step()
+    assert all(torch.equal(before_enc[k], v) for k, v in ae.encoder.state_dict().items())
+    assert any(not torch.equal(before_dec[k], v) for k, v in ae.decoder.state_dict().items())
+
+
+@pytest.mark.parametrize("output", ["mse", "categorical"])
+def test_deconv_decoder_both_outputs(output):
+    ae = deconv_ae(output, C=3)
+    x = images(C=3)
+    loss, metrics = ae.loss(x)
+    loss.backward()
+    assert set(metrics) == {"mse", "bits_per_dim"}
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in metrics.values())
+    assert 0 < float(metrics["mse"]) < 1
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in ae.encoder.parameters())
+    with torch.no_grad():
+        out = ae.decoder(ae.encode(x))
+    if output == "mse":
+        assert out.shape == (4, 3, *SIZE) and 0 <= float(out.min()) and float(out.max()) <= 1
+        assert torch.equal(loss.detach(), metrics["mse"])
+    else:
+        assert out.shape == (4, 256, 3, *SIZE)
+        assert torch.equal(loss.detach(), metrics["bits_per_dim"])
+    rec = ae.reconstruct(x)
+    assert rec.shape == x.shape and rec.dtype == torch.long and 0 <= rec.min() and rec.max() <= 255
+
+
+def test_categorical_deconv_is_on_the_bits_per_dim_scale():
+    """All-zero logits are the uniform distribution over 256 levels: exactly 8 bits/dim."""
+    ae = deconv_ae("categorical")
+    with torch.no_grad():
+        ae.decoder.out.weight.zero_()
+        ae.decoder.out.bias.zero_()
+    loss, _ = ae.loss(images())
+    assert loss.item() == pytest.approx(8.0, abs=1e-5)
+
+
+def test_gaussian_bits_per_dim_is_a_distribution():
+    mean = torch.full((1, 1, 1, 1), 0.3)
+    for sigma in (0.002, 0.05, 2.0):
+        bits = torch.stack([gaussian_bits_per_dim(mean, torch.full((1, 1, 1, 1), v), sigma)
+                            for v in range(256)])
+        assert (2.0 ** -bits.double()).sum().item() == pytest.approx(1.0, abs=1e-6)
+    # an interior level at the mean: P = erf(1/2 / (s sqrt 2)) with s in levels
+    s = 0.01 * 255
+    x = torch.full((1, 1, 1, 1), 100)
+    expected = -math.log2(math.erf(0.5 / (s * math.sqrt(2))))
+    assert gaussian_bits_per_dim(x / 255.0, x, 0.01).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_sample_shapes_seeds_and_sources():
+    small = (4, 4)  # sampling is C*H*W forward passes
+    ae = pixelcnn_ae(spatial_cond=True, size=small).eval()
+    x = images(B=2, size=small)
+    first = ae.sample(x, n_per=2, generator=torch.Generator().manual_seed(5))
+    again = ae.sample(x, n_per=2, generator=torch.Generator().manual_seed(5))
+    assert first.shape == (2, 2, 1, *small) and first.dtype == torch.long
+    assert torch.equal(first, again) and 0 <= first.min() and first.max() <= 255
+    h = ae.encode(x)
+    from_h = ae.sample(h, n_per=2, generator=torch.Generator().manual_seed(5), method="naive")
+    assert torch.equal(from_h, first)  # an image and its h condition the same way
+    with pytest.raises(ValueError, match="n_per must be >= 1, got 0"):
+        ae.sample(h, n_per=0)
+    with pytest.raises(ValueError, match="reconstruct needs a deconv decoder"):
+        ae.reconstruct(x)
+    with pytest.raises(ValueError, match="sample needs a PixelCNN decoder"):
+        deconv_ae("mse").sample(x)
+
+
+def test_class_conditional_pixelcnn_reads_labels():
+    ae = pixelcnn_ae(encoder=build_encoder("onehot", num_classes=5), size=(3, 3))
+    x, y = images(B=3, size=(3, 3)), torch.tensor([0, 4, 2])
+    loss, _ = ae.loss(x, y)
+    assert torch.isfinite(loss)
+    drawn = ae.sample(torch.tensor([1]), n_per=2, generator=torch.Generator().manual_seed(0))
+    assert drawn.shape == (1, 2, 1, 3, 3)  # labels carry no size: the decoder's image_size
+    with pytest.raises(ValueError, match="labels are required: the onehot encoder"):
+        ae.loss(x)
+
+
+def test_decoder_must_match_encoder_dim():
+    encoder = build_encoder("conv", image_size=SIZE, bottleneck=4)
+    decoder = DeconvDecoder(DeconvConfig(cond_dim=5, image_size=SIZE))
+    with pytest.raises(ValueError, match="decoder cond_dim must equal the encoder's dim 4, got 5"):
+        Autoencoder(encoder, decoder)
+    with pytest.raises(ValueError, match="output must be one of mse, categorical, got 'l1'"):
+        DeconvConfig(output="l1")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: pixelcnn_ae(spatial_cond=True),
+    lambda: pixelcnn_ae(encoder=build_encoder("onehot", num_classes=5)),
+    lambda: deconv_ae("mse").freeze_encoder(),
+    lambda: deconv_ae("categorical", C=3),
+], ids=["pixelcnn-spatial", "pixelcnn-onehot", "deconv-mse-frozen", "deconv-categorical"])
+def test_config_dict_rebuilds_the_same_model(make):
+    ae = make()
+    config = ae.config_dict()
+    json.dumps(config)
+    buffer = io.BytesIO()  # what a checkpoint does: plain dicts that load with weights_only=True
+    torch.save({"config": config, "state": ae.state_dict()}, buffer)
+    buffer.seek(0)
+    stored = torch.load(buffer, weights_only=True)
+    rebuilt = build_autoencoder(stored["config"], stored["state"])
+    assert rebuilt.config_dict() == config
+    assert rebuilt.encoder_frozen == ae.encoder_frozen
+    C = ae.decoder.config.image_channels
+    x, y = images(C=C), torch.tensor([0, 1, 2, 3])
+    assert torch.equal(rebuilt.loss(x, y)[0], ae.loss(x, y)[0])
