@@ -1,0 +1,182 @@
+"""Checkpoints: one dict per file, written atomically, loaded without running code.
+
+A checkpoint is a plain dict (DESIGN.md, "Contracts"):
+
+    format_version  int, FORMAT_VERSION when written; newer files are refused, not misread
+    pcae            "checkpoint" (marks the file as ours)
+    kind            "pixelcnn", "autoencoder", "portrait", ... (which builder rebuilds the model)
+    configs         {"model": asdict(PixelCNNConfig), "train": asdict(TrainConfig), ...} plain dicts
+    state_dicts     {"model": model.state_dict(), ...}
+    optimizer       optimizer.state_dict() (absent in a weights-only export)
+    step, epoch, position   optimizer steps done; data epoch and batches consumed inside it
+    rng             {"torch", "cuda", "numpy", "python"} generator states
+    data            the data source's info dict (source, origin, classes, skipped files, ...)
+    metrics         {"best_test": ..., ...} what the run knew when it saved
+
+Writing goes through `pcae.utils.atomic_path` (temp file in the same folder, fsync, os.replace), so
+a run killed at any moment leaves the previous checkpoint or the new one, never half of one.
+Reading uses `torch.load(weights_only=True)`: everything stored is tensors, numbers, strings, None,
+lists, tuples and dicts (`to_plain` converts the rest), so an untrusted file cannot run code.
+
+Models are rebuilt from the stored config by the builder registered for the checkpoint's kind
+(`BUILDERS`), never from numbers written down elsewhere. Other kinds register theirs with
+`register_builder`, or by naming "module:function" in `BUILDERS` (imported on first use).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from pcae.utils import PcaeError, atomic_path
+
+FORMAT_VERSION = 1
+
+# kind -> builder(checkpoint) -> nn.Module with its weights loaded, on CPU.
+# A string "module:function" is imported the first time that kind is loaded.
+BUILDERS: dict[str, Callable[[dict], torch.nn.Module] | str] = {
+    "pixelcnn": "pcae.checkpoint:build_pixelcnn",
+}
+
+
+def register_builder(kind: str, builder: Callable[[dict], torch.nn.Module] | str) -> None:
+    """Make `load_model` able to rebuild checkpoints of `kind`."""
+    BUILDERS[kind] = builder
+
+
+def to_plain(value: Any) -> Any:
+    """Convert dataclasses, tuples, paths and numpy values into what weights_only loading accepts."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_plain(dataclasses.asdict(value))
+    if isinstance(value, dict):  # keys stay as they are (optimizer states use int keys)
+        return {k if isinstance(k, (int, str)) else str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return str(value)
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint: {value!r}")
+
+
+def rng_states() -> dict:
+    """Every global generator's state, in a weights_only-loadable form."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": to_plain(random.getstate()),
+    }
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore what `rng_states` returned (CUDA states only where this machine has the devices)."""
+    torch.set_rng_state(states["torch"])
+    cuda = states.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) <= torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> Path:
+    """Write `checkpoint` (see the module docstring) atomically to `path`. Returns the path."""
+    for key in ("kind", "configs", "state_dicts"):
+        if key not in checkpoint:
+            raise ValueError(f"checkpoint must have a {key!r} entry, got keys {sorted(checkpoint)}")
+    from pcae import __version__
+    payload = {"pcae": "checkpoint", "format_version": FORMAT_VERSION, "pcae_version": __version__}
+    payload.update(to_plain({k: v for k, v in checkpoint.items() if k not in payload}))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
+    """Read a checkpoint onto the CPU, refusing anything that is not a usable pcae checkpoint.
+
+    Args:
+        path: the .pt file.
+        kind: if given, the kind the caller needs ("pixelcnn", ...).
+    Returns:
+        the checkpoint dict (tensors on CPU).
+    Raises:
+        PcaeError naming the file and the problem: missing, unreadable or corrupt, not a pcae
+        checkpoint, written by a newer pcae, or of another kind.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PcaeError(f"{path}: no such checkpoint file")
+    if path.is_dir():
+        raise PcaeError(f"{path}: is a folder, expected a checkpoint file (e.g. {path / 'last.pt'})")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PcaeError(f"{path}: not a pcae checkpoint or corrupt ({first})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PcaeError(f"{path}: corrupt or truncated checkpoint ({first})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("pcae") != "checkpoint":
+        raise PcaeError(f"{path}: not a pcae checkpoint (no pcae checkpoint header)")
+    version = checkpoint.get("format_version")
+    if not isinstance(version, int):
+        raise PcaeError(f"{path}: checkpoint has no valid format_version")
+    if version > FORMAT_VERSION:
+        raise PcaeError(f"{path}: checkpoint format {version} is newer than this pcae reads "
+                        f"({FORMAT_VERSION}); upgrade pcae")
+    for key in ("kind", "configs", "state_dicts"):
+        if key not in checkpoint:
+            raise PcaeError(f"{path}: checkpoint is missing its {key!r} entry")
+    if kind is not None and checkpoint["kind"] != kind:
+        raise PcaeError(f"{path}: is a {checkpoint['kind']!r} checkpoint, expected {kind!r}")
+    return checkpoint
+
+
+def load_model(path: str | os.PathLike, kind: str | None = None):
+    """Rebuild the model stored in a checkpoint, on CPU in float32, in eval mode.
+
+    Returns:
+        (model, checkpoint dict).
+    """
+    checkpoint = load_checkpoint(path, kind)
+    builder = BUILDERS.get(checkpoint["kind"])
+    if builder is None:
+        raise PcaeError(f"{path}: checkpoint kind {checkpoint['kind']!r} is not known to this pcae "
+                        f"(known: {', '.join(sorted(BUILDERS))})")
+    if isinstance(builder, str):
+        module, name = builder.split(":")
+        builder = getattr(importlib.import_module(module), name)
+    try:
+        model = builder(checkpoint)
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise PcaeError(f"{path}: cannot rebuild the model from this checkpoint ({first})") from None
+    return model.float().eval(), checkpoint
+
+
+def build_pixelcnn(checkpoint: dict) -> torch.nn.Module:
+    """The "pixelcnn" builder: GatedPixelCNN(PixelCNNConfig(**configs["model"])) + its weights."""
+    from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
+
+    model = GatedPixelCNN(PixelCNNConfig(**checkpoint["configs"]["model"]))
+    model.load_state_dict(checkpoint["state_dicts"]["model"])
+    return model

@@ -1,0 +1,171 @@
+"""Checkpoints: round trip, weights_only loading, RNG states, and one clear error per bad file."""
+from __future__ import annotations
+
+import pickle
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pcae.checkpoint import (FORMAT_VERSION, load_checkpoint, load_model, rng_states,
+                             save_checkpoint, set_rng_states, to_plain)
+from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from pcae.utils import PcaeError
+
+CONFIG = PixelCNNConfig(channels=8, n_layers=1, cond_dim=3, image_size=(6, 5))
+
+
+def make_checkpoint(model=None, kind="pixelcnn"):
+    torch.manual_seed(0)
+    model = model or GatedPixelCNN(CONFIG)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(0, 256, (2, 1, 6, 5))
+    h = torch.randn(2, 3)
+    model(x, h).float().mean().backward()
+    optimizer.step()
+    return model, {
+        "kind": kind,
+        "configs": {"model": CONFIG, "train": {"lr": 1e-3, "out": Path("runs/x")}},
+        "state_dicts": {"model": model.state_dict()},
+        "optimizer": optimizer.state_dict(),
+        "step": 1, "epoch": 0, "position": 1,
+        "rng": rng_states(),
+        "data": {"source": "fashion-mnist", "classes": ("a", "b", "c"), "skipped": []},
+    }
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path):
+    model, checkpoint = make_checkpoint()
+    path = save_checkpoint(checkpoint, tmp_path / "last.pt")
+    assert not [p for p in tmp_path.iterdir() if p.name != "last.pt"], "temp file left behind"
+    loaded = torch.load(path, weights_only=True)  # everything stored is weights_only-loadable
+    assert loaded["format_version"] == FORMAT_VERSION and loaded["kind"] == "pixelcnn"
+    assert loaded["configs"]["model"]["image_size"] == [6, 5]  # tuples and paths became plain values
+    assert loaded["configs"]["train"]["out"] == "runs/x"
+    assert loaded["optimizer"]["state"][0]["exp_avg"].shape == model.layers[0].v_conv.weight.shape
+
+    rebuilt, ckpt = load_model(path)
+    assert ckpt["step"] == 1 and ckpt["data"]["classes"] == ["a", "b", "c"]
+    assert rebuilt.config == CONFIG and not rebuilt.training
+    for (name, a), (_, b) in zip(model.state_dict().items(), rebuilt.state_dict().items()):
+        assert torch.equal(a, b), name
+    x, h = torch.randint(0, 256, (3, 1, 6, 5)), torch.randn(3, 3)
+    model.eval()
+    assert torch.equal(model(x, h), rebuilt(x, h))
+
+
+def test_bf16_weights_load_as_float32_on_cpu(tmp_path):
+    model, checkpoint = make_checkpoint()
+    checkpoint["state_dicts"]["model"] = model.to(torch.bfloat16).state_dict()
+    rebuilt, _ = load_model(save_checkpoint(checkpoint, tmp_path / "bf16.pt"))
+    assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in rebuilt.parameters())
+    assert torch.equal(rebuilt.head2.weight, model.head2.weight.float())
+
+
+def test_rng_states_round_trip():
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    states = rng_states()
+    first = (torch.rand(3), np.random.rand(3), random.random())
+    states = to_plain(states)  # what comes back from a checkpoint
+    set_rng_states(states)
+    second = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+    assert first[2] == second[2]
+
+
+def test_to_plain_refuses_objects():
+    assert to_plain({"a": (1, 2), "b": np.float32(0.5), "c": [Path("x")]}) == \
+        {"a": [1, 2], "b": 0.5, "c": ["x"]}
+    with pytest.raises(TypeError, match="cannot store"):
+        to_plain({"f": object()})
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    """name -> (path, kind asked for, expected words in the error)."""
+    tmp_path = tmp_path_factory.mktemp("bad")
+    _, checkpoint = make_checkpoint()
+    good = save_checkpoint(checkpoint, tmp_path / "good.pt")
+    data = good.read_bytes()
+    cases = {}
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    cases["truncated"] = (tmp_path / "truncated.pt", None, "corrupt")
+    (tmp_path / "garbage.pt").write_bytes(b"\x00not a checkpoint at all" * 10)
+    cases["garbage"] = (tmp_path / "garbage.pt", None, "corrupt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    cases["foreign"] = (tmp_path / "foreign.pt", None, "not a pcae checkpoint")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    cases["list"] = (tmp_path / "list.pt", None, "not a pcae checkpoint")
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"pcae": "checkpoint", "x": Evil()}, f, protocol=2)
+    cases["code"] = (tmp_path / "evil.pt", None, "not a pcae checkpoint")
+    cases["missing"] = (tmp_path / "nope.pt", None, "no such checkpoint")
+    cases["folder"] = (tmp_path, None, "is a folder")
+    cases["other kind"] = (good, "autoencoder", "is a 'pixelcnn' checkpoint, expected 'autoencoder'")
+    newer = dict(torch.load(good, weights_only=True), format_version=FORMAT_VERSION + 1)
+    torch.save(newer, tmp_path / "newer.pt")
+    cases["newer"] = (tmp_path / "newer.pt", None, "newer than this pcae reads")
+    incomplete = {k: v for k, v in torch.load(good, weights_only=True).items() if k != "state_dicts"}
+    torch.save(incomplete, tmp_path / "incomplete.pt")
+    cases["incomplete"] = (tmp_path / "incomplete.pt", None, "missing its 'state_dicts'")
+    return cases
+
+
+CASES = ["truncated", "garbage", "foreign", "list", "code", "missing", "folder", "other kind",
+         "newer", "incomplete"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_checkpoints_are_pcae_errors_naming_the_file(case, bad_files, capsys):
+    path, kind, words = bad_files[case]
+    with pytest.raises(PcaeError) as info:
+        load_checkpoint(path, kind=kind)
+    message = str(info.value)
+    assert str(path) in message and words in message and "\n" not in message
+    assert "must never run" not in capsys.readouterr().out
+
+
+def test_unknown_kind_cannot_be_rebuilt(tmp_path):
+    _, checkpoint = make_checkpoint(kind="mystery")
+    path = save_checkpoint(checkpoint, tmp_path / "m.pt")
+    with pytest.raises(PcaeError, match="kind 'mystery' is not known"):
+        load_model(path)
+
+
+def run_pcae(monkeypatch, capsys, *args):
+    """Run the real entry point (`main` turns PcaeError into one line); (code, out, err)."""
+    from pcae.cli import main
+    monkeypatch.setattr(sys, "argv", ["pcae", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("command,case", [("sample", "truncated"), ("sample", "newer"),
+                                          ("evaluate", "foreign"), ("evaluate", "missing")])
+def test_cli_bad_checkpoint_is_one_line(command, case, bad_files, tmp_path, monkeypatch, capsys):
+    path, _, words = bad_files[case]
+    extra = ["--out", tmp_path / "grid.png"] if command == "sample" else []
+    code, out, err = run_pcae(monkeypatch, capsys, command, path, *extra)
+    assert code == 1, (out, err)
+    assert err.strip().count("\n") == 0 and words in err and "Traceback" not in err + out
+    assert not (tmp_path / "grid.png").exists()
+
+
+def test_cli_sample_refuses_another_kind(tmp_path, monkeypatch, capsys):
+    _, checkpoint = make_checkpoint(kind="autoencoder")
+    path = save_checkpoint(checkpoint, tmp_path / "ae.pt")
+    code, out, err = run_pcae(monkeypatch, capsys, "sample", path, "--out", tmp_path / "g.png")
+    assert code == 1 and "expected 'pixelcnn'" in err and err.strip().count("\n") == 0
