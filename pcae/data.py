@@ -161,7 +161,8 @@ class _Split:
     shape: tuple[int, int, int]                                  # native (C, H, W) of the chunks
     classes: list[str] | None
     chunks: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]]   # (n,C,H,W) u8, (n,) i64
-    count: int                                                   # upper bound until chunks ran
+    count: int                                                   # exact, or an upper bound
+    exact: bool = True                                           # False: decoding may skip some
     skipped: list[dict] = field(default_factory=list)            # filled while chunks run
     reader: Callable | None = None                               # random access (lazy HDF5)
     nbytes: int = 0
@@ -383,7 +384,8 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _
                 yield np.stack(imgs), np.asarray(labs, np.int64)
 
     header_skipped = list(skipped)
-    return _Split(str(root), (channels, h, w), classes, chunks, len(mine), skipped)
+    return _Split(str(root), (channels, h, w), classes, chunks, len(mine), exact=False,
+                  skipped=skipped)
 
 
 def _h5_classes(f) -> list[str] | None:
@@ -569,13 +571,15 @@ def describe_source(source: str = DEFAULT_SOURCE, *, channels: int | None = None
                     image_size: int | None = None, data_root: str | os.PathLike | None = None,
                     bundled: bool | None = None) -> dict:
     """Counts per split, shape, classes, origin and skipped files of a source, as a JSON-able dict."""
-    out = {"source": source}
+    out = {"source": source, "counts": {}, "skipped": []}
     for split in SPLITS:
-        ds = load_dataset(source, split, channels=channels, image_size=image_size,
-                          data_root=data_root, bundled=bundled)
-        out.update(origin=ds.info["origin"], shape=list(ds.shape), classes=ds.classes)
-        out.setdefault("counts", {})[split] = len(ds)
-        out.setdefault("skipped", []).extend(ds.info["skipped"])
+        sp = _open(source, split, data_root, channels, image_size, bundled)
+        # exact counts need no pixels; a folder's count is known only once every file decoded
+        count = sp.count if sp.exact else sum(len(labs) for _, labs in sp.chunks(CHUNK))
+        out.update(origin=sp.origin, shape=list(_out_shape(sp.shape, channels, image_size)),
+                   classes=sp.classes)
+        out["counts"][split] = count
+        out["skipped"].extend(sp.skipped)
     return out
 
 

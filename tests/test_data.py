@@ -242,6 +242,7 @@ def test_an_empty_split_is_an_error_to_load_but_imports_as_zero_rows(tmp_path):
         load_dataset(f"folder:{root}", "test")
     summary = import_dataset(f"folder:{root}", tmp_path / "d.h5")
     assert summary["counts"] == {"train": 5, "test": 0}
+    assert describe_source(f"folder:{root}")["counts"] == {"train": 5, "test": 0}
 
 
 # ----------------------------------------------------------------------------- HDF5 import
