@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import pickle
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -187,8 +188,8 @@ def _read_idx(path: Path) -> np.ndarray:
         dims = tuple(int(d) for d in np.frombuffer(raw[4:4 + 4 * ndim], ">i4"))
         data = np.frombuffer(raw[4 + 4 * ndim:], np.uint8)
         return data.reshape(dims)
-    except (OSError, ValueError, EOFError) as e:
-        raise PcaeError(f"{path}: cannot read idx file ({e})") from None
+    except (OSError, ValueError, EOFError, zlib.error) as e:
+        raise PcaeError(f"{path}: cannot read idx file ({_short(e)})") from None
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -444,11 +445,15 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
             for s in range(0, len(rows), size):
                 r = rows[s:s + size]
                 span = int(r[-1] - r[0]) + 1
-                if span <= 2 * len(r):                     # one sliced read beats fancy indexing
-                    imgs, labs = read(f, slice(int(r[0]), int(r[0]) + span))
-                    yield imgs[r - r[0]], labs[r - r[0]]
-                else:
-                    yield read(f, r)
+                try:
+                    if span <= 2 * len(r):                 # one sliced read beats fancy indexing
+                        imgs, labs = read(f, slice(int(r[0]), int(r[0]) + span))
+                        imgs, labs = imgs[r - r[0]], labs[r - r[0]]
+                    else:
+                        imgs, labs = read(f, r)
+                except (OSError, ValueError) as e:        # a damaged chunk deep inside the file
+                    raise PcaeError(f"{path}: cannot read rows {r[0]}..{r[-1]} ({_short(e)})") from None
+                yield imgs, labs
 
     handle = {}                                            # one open file per process (workers fork)
 
@@ -618,37 +623,40 @@ def import_dataset(source: str, out_path: str | os.PathLike, *, channels: int | 
     summary = {"path": str(out_path), "source": source, "origin": splits["train"].origin,
                "counts": {}, "shape": list(shape), "classes": splits["train"].classes, "skipped": []}
     rows_per_chunk = max(1, min(256, (1 << 20) // int(np.prod(shape))))   # ~1 MB HDF5 chunks
-    with atomic_path(out_path, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            images = f.create_dataset("images", (0, *shape), np.uint8, maxshape=(None, *shape),
-                                      chunks=(rows_per_chunk, *shape), compression="gzip",
-                                      compression_opts=4)
-            labels = f.create_dataset("labels", (0,), np.int64, maxshape=(None,), chunks=(4096,),
-                                      compression="gzip")
-            which = f.create_dataset("split", (0,), np.uint8, maxshape=(None,), chunks=(4096,),
-                                     compression="gzip")
-            n = 0
-            for code, (name, sp) in enumerate(splits.items()):
-                start = n
-                for imgs, labs in sp.chunks(chunk_size):
-                    imgs = convert_images(torch.from_numpy(np.array(imgs)), channels, image_size)
-                    k = len(imgs)
-                    for ds in (images, labels, which):
-                        ds.resize(n + k, axis=0)
-                    images[n:n + k] = imgs.numpy()
-                    labels[n:n + k] = labs
-                    which[n:n + k] = code
-                    n += k
-                    if progress is not None:
-                        progress(n)
-                summary["counts"][name] = n - start
-                summary["skipped"].extend(sp.skipped)
-            f.attrs["format"] = H5_FORMAT
-            f.attrs["source"] = source
-            f.attrs["origin"] = summary["origin"]
-            if summary["classes"]:
-                f.attrs["classes"] = json.dumps(summary["classes"])
-            f.attrs["skipped"] = json.dumps(summary["skipped"])
+    try:                                                   # disk full, no permission, ...
+        with atomic_path(out_path, suffix=".h5") as tmp:
+            with h5py.File(tmp, "w") as f:
+                images = f.create_dataset("images", (0, *shape), np.uint8, maxshape=(None, *shape),
+                                          chunks=(rows_per_chunk, *shape), compression="gzip",
+                                          compression_opts=4)
+                labels = f.create_dataset("labels", (0,), np.int64, maxshape=(None,), chunks=(4096,),
+                                          compression="gzip")
+                which = f.create_dataset("split", (0,), np.uint8, maxshape=(None,), chunks=(4096,),
+                                         compression="gzip")
+                n = 0
+                for code, (name, sp) in enumerate(splits.items()):
+                    start = n
+                    for imgs, labs in sp.chunks(chunk_size):
+                        imgs = convert_images(torch.from_numpy(np.array(imgs)), channels, image_size)
+                        k = len(imgs)
+                        for ds in (images, labels, which):
+                            ds.resize(n + k, axis=0)
+                        images[n:n + k] = imgs.numpy()
+                        labels[n:n + k] = labs
+                        which[n:n + k] = code
+                        n += k
+                        if progress is not None:
+                            progress(n)
+                    summary["counts"][name] = n - start
+                    summary["skipped"].extend(sp.skipped)
+                f.attrs["format"] = H5_FORMAT
+                f.attrs["source"] = source
+                f.attrs["origin"] = summary["origin"]
+                if summary["classes"]:
+                    f.attrs["classes"] = json.dumps(summary["classes"])
+                f.attrs["skipped"] = json.dumps(summary["skipped"])
+    except OSError as e:
+        raise PcaeError(f"{out_path}: cannot write ({_short(e)})") from None
     return summary
 
 

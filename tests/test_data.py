@@ -334,6 +334,17 @@ def test_missing_torchvision_data_with_a_root_tries_one_download_then_one_error(
     assert "\n" not in str(e.value) and calls == [(str(tmp_path), True, True)]
 
 
+def test_damaged_files_and_unwritable_outputs_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    root = make_mnist_root(tmp_path / "root")
+    (root / "MNIST/raw/t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    code, out, err = run_pcae(monkeypatch, capsys, "data", "info", "mnist", "--data-root", root)
+    assert code == 1 and "t10k-images-idx3-ubyte.gz: cannot read idx file" in err
+    (tmp_path / "a_file").write_text("")
+    code, out, err = run_pcae(monkeypatch, capsys, "data", "import", "fashion-mnist",
+                              tmp_path / "a_file" / "out.h5")
+    assert code == 1 and "out.h5: cannot write" in err and err.strip().count("\n") == 0
+
+
 def test_bad_arguments_raise_value_errors():
     with pytest.raises(ValueError, match="split"):
         load_dataset("fashion-mnist", "validation")
