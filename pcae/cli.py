@@ -54,8 +54,9 @@ def _check_channels(channels):
 def data_info(
     source: str = typer.Argument("fashion-mnist", help=_DATA_SOURCE_HELP),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
-    channels: Optional[int] = typer.Option(None, "--channels", min=1, max=3, help="Convert to 1 or 3."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Resize + centre crop."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Convert to 1 or 3 channels."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=1,
+                                             help="Resize the shorter side + centre crop."),
     as_json: bool = typer.Option(False, "--json", help="Print the description as JSON."),
 ):
     """Print counts per split, image shape, classes and where the data comes from."""
@@ -73,7 +74,8 @@ def data_info(
     typer.echo(f"shape    {' x '.join(map(str, d['shape']))}  (C x H x W, uint8)")
     for split, n in d["counts"].items():
         typer.echo(f"{split:<8} {n} images")
-    typer.echo(f"classes  {len(classes)}: {', '.join(classes)}" if classes else "classes  none (unlabelled)")
+    typer.echo(f"classes  {len(classes)}: {', '.join(classes)}" if classes
+               else "classes  none (unlabelled)")
     if d["skipped"]:
         typer.echo(f"skipped  {len(d['skipped'])} unreadable files:")
         for s in d["skipped"]:
@@ -85,15 +87,22 @@ def data_import(
     source: str = typer.Argument(..., help=_DATA_SOURCE_HELP),
     out: Path = typer.Argument(..., help="HDF5 file to write (images, labels, split)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
-    channels: Optional[int] = typer.Option(None, "--channels", min=1, max=3, help="Convert to 1 or 3."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Resize + centre crop."),
+    channels: Optional[int] = typer.Option(None, "--channels", help="Convert to 1 or 3 channels."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=1,
+                                             help="Resize the shorter side + centre crop."),
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT."),
 ):
     """Write both splits of SOURCE to one HDF5 file, streaming chunk by chunk."""
     _check_channels(channels)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     from pcae.data import import_dataset
-    s = import_dataset(source, out, channels=channels, image_size=image_size, data_root=data_root,
-                       force=force)
+    with Progress(SpinnerColumn(), TextColumn("importing {task.completed} images"),
+                  TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task("import", total=None)
+        s = import_dataset(source, out, channels=channels, image_size=image_size,
+                           data_root=data_root, force=force,
+                           progress=lambda n: bar.update(task, completed=n))
     counts = ", ".join(f"{k} {v}" for k, v in s["counts"].items())
     typer.echo(f"wrote {out}: {counts} images of {' x '.join(map(str, s['shape']))}, "
                f"{len(s['classes'] or [])} classes, {len(s['skipped'])} files skipped")

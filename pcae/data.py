@@ -125,7 +125,8 @@ def convert_images(images, channels: int | None = None, image_size: int | None =
     import torch.nn.functional as F
 
     if images.dtype != torch.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(f"images must be uint8 (N, C, H, W), "
+                         f"got {images.dtype} {tuple(images.shape)}")
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if image_size is not None and image_size < 1:
@@ -230,7 +231,8 @@ def _torchvision_root(name: str, data_root: str | None, subdir: str, check: Call
         for train in (True, False):
             cls(root, train=train, download=True)
     except Exception as e:  # no network, disk full, bad mirror: all end the same way for the user
-        raise PcaeError(f"{hint}; download into {root} failed: {str(e).splitlines()[0][:120]}") from None
+        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise PcaeError(f"{hint}; download into {root} failed: {first}") from None
     finally:
         socket.setdefaulttimeout(old)
     if not check(Path(root) / subdir):
@@ -336,7 +338,8 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _
         classes = None
         files = [(p, -1) for p in top]
     if not files:
-        raise PcaeError(f"{root}: no images found (expected image files, or class sub-folders of them)")
+        raise PcaeError(f"{root}: no images found "
+                        f"(expected image files, or class sub-folders of them)")
 
     channels = channels or 3
     sizes, readable = set(), []
@@ -411,10 +414,12 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
     try:
         with h5py.File(path, "r") as f:
             if "images" not in f or not isinstance(f["images"], h5py.Dataset):
-                raise PcaeError(f"{path}: no 'images' dataset (pcae expects images uint8 (N, C, H, W))")
+                raise PcaeError(f"{path}: no 'images' dataset "
+                                f"(pcae expects images uint8 (N, C, H, W))")
             ds = f["images"]
             if ds.dtype != np.uint8 or ds.ndim != 4 or ds.shape[1] not in (1, 3):
-                raise PcaeError(f"{path}: 'images' is {ds.dtype} {ds.shape}, expected uint8 (N, 1|3, H, W)")
+                raise PcaeError(f"{path}: 'images' is {ds.dtype} {ds.shape}, "
+                                f"expected uint8 (N, 1|3, H, W)")
             n = ds.shape[0]
             shape = tuple(ds.shape[1:])
             if "split" in f:
@@ -429,7 +434,9 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
             if has_labels and f["labels"].shape != (n,):
                 raise PcaeError(f"{path}: 'labels' has shape {f['labels'].shape}, expected ({n},)")
             classes = _h5_classes(f)
-            origin = f"{path} (imported from {f.attrs['origin']})" if "origin" in f.attrs else str(path)
+            origin = str(path)
+            if "origin" in f.attrs:
+                origin += f" (imported from {f.attrs['origin']})"
     except PcaeError:
         raise
     except Exception as e:
@@ -452,7 +459,8 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
                     else:
                         imgs, labs = read(f, r)
                 except (OSError, ValueError) as e:        # a damaged chunk deep inside the file
-                    raise PcaeError(f"{path}: cannot read rows {r[0]}..{r[-1]} ({_short(e)})") from None
+                    raise PcaeError(f"{path}: cannot read rows {r[0]}..{r[-1]} "
+                                    f"({_short(e)})") from None
                 yield imgs, labs
 
     handle = {}                                            # one open file per process (workers fork)

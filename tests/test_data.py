@@ -62,12 +62,13 @@ def _write_idx(path, array):
         f.write(header + array.astype(np.uint8).tobytes())
 
 
-def make_mnist_root(root, n_train=20, n_test=10):
-    """The torchvision MNIST layout (root/MNIST/raw/*-ubyte.gz) with random digits."""
+def make_mnist_root(root, n_train=20, n_test=10, name="MNIST"):
+    """The torchvision MNIST layout (root/NAME/raw/*-ubyte.gz) with random digits."""
     rng = np.random.default_rng(0)
+    raw = root / name / "raw"
     for split, n in (("train", n_train), ("t10k", n_test)):
-        _write_idx(root / "MNIST/raw" / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        _write_idx(root / "MNIST/raw" / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+        _write_idx(raw / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(raw / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
     return root
 
 
@@ -170,13 +171,21 @@ def test_full_fashion_mnist_when_installed_and_subset_rows_match_it(monkeypatch)
     assert len(full) == 10000 and "full set" in full.info["origin"]
     small = load_dataset("fashion-mnist", "test", bundled=True)
     rows = torch.from_numpy(np.load(data.BUNDLED_FILE)["test_index"]).long()
-    assert torch.equal(full.images[rows], small.images) and torch.equal(full.labels[rows], small.labels)
+    assert torch.equal(full.images[rows], small.images)
+    assert torch.equal(full.labels[rows], small.labels)
+
+
+def test_fashion_mnist_from_a_torchvision_root(tmp_path):
+    root = make_mnist_root(tmp_path, n_train=7, n_test=3, name="FashionMNIST")
+    ds = load_dataset("fashion-mnist", "test", data_root=root)
+    assert len(ds) == 3 and ds.info["origin"] == str(root / "FashionMNIST/raw")
+    assert ds.classes == data.FASHION_MNIST_CLASSES
 
 
 def test_fashion_mnist_at_32_rgb_for_the_reference_config():
     ds = load_dataset("fashion-mnist", "test", channels=3, image_size=32)
     assert ds.images.shape == (2000, 3, 32, 32)
-    assert torch.equal(ds.images[:, 0], ds.images[:, 1]) and torch.equal(ds.images[:, 1], ds.images[:, 2])
+    assert all(torch.equal(ds.images[:, 0], ds.images[:, c]) for c in (1, 2))
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -302,7 +311,8 @@ BAD_SOURCES = {
     "empty folder": (lambda t: f"folder:{(t / 'empty').mkdir() or t / 'empty'}", "no images found"),
     "not a folder": (lambda t: f"folder:{t / 'nowhere'}", "not a folder"),
     "h5 missing": (lambda t: f"h5:{t / 'none.h5'}", "file not found"),
-    "not hdf5": (lambda t: (t / "x.h5").write_text("hello") and f"h5:{t / 'x.h5'}", "not an HDF5 file"),
+    "not hdf5": (lambda t: (t / "x.h5").write_text("hello") and f"h5:{t / 'x.h5'}",
+                 "not an HDF5 file"),
     "h5 without images": (lambda t: h5py.File(t / "e.h5", "w").close() or f"h5:{t / 'e.h5'}",
                           "no 'images' dataset"),
     "mnist without root": (lambda t: "mnist", "--data-root"),
@@ -329,7 +339,8 @@ def test_missing_torchvision_data_with_a_root_tries_one_download_then_one_error(
         calls.append((root, train, download))
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nno network")
     monkeypatch.setattr(tvd, "MNIST", offline)
-    with pytest.raises(PcaeError, match=r"--data-root DIR .* download into .* failed: Error downloading") as e:
+    expected = r"--data-root DIR .* download into .* failed: Error downloading"
+    with pytest.raises(PcaeError, match=expected) as e:
         load_dataset("mnist", data_root=tmp_path)
     assert "\n" not in str(e.value) and calls == [(str(tmp_path), True, True)]
 
