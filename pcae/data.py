@@ -30,6 +30,10 @@ HDF5 format (format attr "pcae-images/1"): `images` uint8 (N, C, H, W), chunked 
 gzip-compressed; optional `labels` int64 (N,) (-1 = none); optional `split` uint8 (N,) with
 0 = train, 1 = test; attrs `source`, `origin`, `classes` (JSON list or absent).
 
+References: [1] Xiao, Rasul, Vollgraf 2017, "Fashion-MNIST: a Novel Image Dataset for
+Benchmarking Machine Learning Algorithms", arXiv 1708.07747 (MIT licence). [2] LeCun et al.
+1998, MNIST. [3] Krizhevsky 2009, "Learning Multiple Layers of Features from Tiny Images" (CIFAR-10).
+
 Known limits: folder and torchvision-layout sources are read into memory (after conversion);
 HDF5 files larger than IN_MEMORY_LIMIT are read lazily, row by row. CIFAR pickles are read with
 an unpickler that only rebuilds numpy arrays, so a tampered file cannot run code.
