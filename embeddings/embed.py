@@ -193,6 +193,11 @@ def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", i
     enc, meta = open_encoder(encoder, checkpoint, probe.num_classes if probe else 0)
     if old:
         _check_same_encoder(out, old["meta"], meta, enc.dim)
+    if index_string is not None:
+        try:
+            ix.create_index(enc.dim, index_string, metric)
+        except ValueError as e:
+            raise PcaeError(f"--index: {e}") from None
     options = _data_options(enc)
     ds = probe if probe is not None and options["channels"] is None else \
         load_dataset(source, split, data_root=data_root, **options)

@@ -87,7 +87,11 @@ def train_index(index: faiss.Index, vectors, metric: str, max_train: int | None 
         ivf = _ivf(index)
         max_train = 50 * ivf.nlist if ivf is not None else 100_000
     rows = _sample(n, max_train, seed)
-    index.train(prepare(vectors[rows], metric))
+    try:
+        index.train(prepare(vectors[rows], metric))
+    except RuntimeError as e:  # e.g. fewer training points than IVF lists
+        raise PcaeError(f"cannot train the index on {len(rows)} vectors "
+                        f"({' '.join(str(e).split())[-120:]})") from None
 
 
 def add_vectors(index: faiss.Index, vectors, metric: str, block: int = BLOCK) -> None:

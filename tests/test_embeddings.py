@@ -331,6 +331,10 @@ def test_cli_errors_are_one_line(tmp_path, image_folder, conv_checkpoint):
     fails(run("search", out, tmp_path / "notes.txt"), "not a readable image")
     fails(run("search", out, "id:999"), "no item with id 999")
     fails(run("embed", "--encoder", "conv", "--data", data, "--out", tmp_path / "x"), "needs --checkpoint")
+    fails(run("embed", "--encoder", "onehot", "--data", data, "--out", tmp_path / "x", "--index", "IVF9x"),
+          "--index: index string 'IVF9x'")
+    fails(run("embed", "--encoder", "onehot", "--data", data, "--out", tmp_path / "x", "--index", "IVF512,Flat"),
+          "cannot train the index on")
     fails(run("embed", "--encoder", "conv", "--checkpoint", conv_checkpoint, "--data", data, "--out", out,
               "--force", "--shard", "2/2"), "0 <= i < n")
     broken = tmp_path / "broken"
