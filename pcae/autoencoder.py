@@ -107,7 +107,8 @@ class Autoencoder(nn.Module):
             return self.encoder(batch)
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor | None = None):
-        """The training loss of a batch.
+        """The training loss of a batch. Checks shapes only, never values, so it makes no host sync
+        (it runs inside the training loop, under autocast, DDP and torch.compile).
 
         Args:
             images: (B, C, H, W) integer levels.
@@ -118,29 +119,34 @@ class Autoencoder(nn.Module):
             tensors: "bits_per_dim" always (estimated through a discretised Gaussian with sigma
             fitted to the batch's MSE for the "mse" deconv), and "mse" for deconv decoders.
         """
+        self.check_images(images)
         h = self.encode(self.encoder_batch(images, labels))
         if self.kind == "pixelcnn":
-            bpd = bits_per_dim(self.decoder(images, h), images)
+            logits = self.decoder.forward_float(self.decoder.scale(images), h)  # (B, K, C, H, W)
+            bpd = bits_per_dim(logits, images)
             return bpd, {"bits_per_dim": bpd.detach()}
-        self.check_images(images)
         out = self.decoder(h)
         target = self.decoder.scale(images)
         if self.decoder.config.output == "mse":
-            mse = F.mse_loss(out, target)
-            sigma = mse.detach().sqrt()
-            bpd = gaussian_bits_per_dim(out.detach(), images, sigma, self.decoder.config.levels)
+            mse = F.mse_loss(out.float(), target.float())
+            bpd = gaussian_bits_per_dim(out.detach(), images, mse.detach().sqrt(),
+                                        self.decoder.config.levels)
             return mse, {"mse": mse.detach(), "bits_per_dim": bpd}
         bpd = bits_per_dim(out, images)
         mean = expected_levels(out.detach()) / (self.decoder.config.levels - 1)
-        return bpd, {"bits_per_dim": bpd.detach(), "mse": F.mse_loss(mean, target).detach()}
+        return bpd, {"bits_per_dim": bpd.detach(), "mse": F.mse_loss(mean, target.float()).detach()}
 
     def check_images(self, images: torch.Tensor) -> None:
-        """ValueError unless images are (B, C, H, W) integer levels the deconv decoder produces."""
+        """ValueError unless images are (B, C, H, W) integer levels of the decoder's channels (and
+        size, for decoders tied to one: deconv, spatial conditioning)."""
         cfg = self.decoder.config
-        expected = (cfg.image_channels, *cfg.image_size)
-        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(f"images must have shape (B, {', '.join(map(str, expected))}), "
+        if images.dim() != 4 or images.shape[1] != cfg.image_channels:
+            raise ValueError(f"images must have shape (B, {cfg.image_channels}, H, W), "
                              f"got {tuple(images.shape)}")
+        fixed = self.kind == "deconv" or cfg.spatial_cond
+        if fixed and tuple(images.shape[2:]) != tuple(cfg.image_size):
+            raise ValueError(f"images must be {cfg.image_size[0]}x{cfg.image_size[1]} for this "
+                             f"decoder, got {images.shape[2]}x{images.shape[3]}")
         if images.is_floating_point() or images.is_complex():
             raise ValueError(f"images must hold integer levels, got dtype {images.dtype}")
 
