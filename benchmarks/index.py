@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -82,8 +81,8 @@ def main():
     p.add_argument("--d", type=int, default=64)
     p.add_argument("--clusters", type=int, default=1000)
     p.add_argument("--queries", type=int, default=1000, help="held-out queries for queries/s and recall")
-    p.add_argument("--indexes", default="Flat,IVF{auto},HNSW32,Flat",
-                   help="comma-separated index strings; IVF{auto} = default_index_string(n)")
+    p.add_argument("--indexes", default="Flat;IVF{auto};HNSW32,Flat",
+                   help="';'-separated index strings; IVF{auto} = default_index_string(n)")
     p.add_argument("--embed", type=int, default=0, metavar="N", help="also time `embed` on N default images")
     p.add_argument("--json", type=Path, help="write the results here too")
     a = p.parse_args()
@@ -95,12 +94,7 @@ def main():
     truth = ix.exact_knn(x, test_q, 10, "l2")
     print(f"data: n={a.n} d={a.d} clusters={a.clusters}, made + exact truth in {time.perf_counter() - t0:.1f}s; "
           f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, {platform.processor() or platform.machine()}")
-    strings, parts = [], a.indexes.replace("IVF{auto}", ix.default_index_string(a.n, 0)).split(",")
-    for s in parts:  # re-join "HNSW32" + "Flat" style pieces split on the comma
-        if strings and s in ("Flat", "PQ8", "SQ8") and not strings[-1] == "Flat":
-            strings[-1] += "," + s
-        else:
-            strings.append(s)
+    strings = a.indexes.replace("IVF{auto}", ix.default_index_string(a.n, 0)).split(";")
     results = []
     for s in strings:
         r = bench_index(s, x, tune_q, test_q, truth)

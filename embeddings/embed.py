@@ -276,8 +276,8 @@ def _common_train_sample(enc, ds, n_all, index_string, metric, batch_size) -> np
     probe = ix.create_index(enc.dim, index_string, metric)
     if probe.is_trained:
         return None
-    ivf = ix._ivf(probe)
-    rows = ix._sample(n_all, 50 * ivf.nlist if ivf is not None else 100_000, TRAIN_SEED)
+    ivf = ix.extract_ivf(probe)
+    rows = ix.sample_rows(n_all, 50 * ivf.nlist if ivf is not None else 100_000, TRAIN_SEED)
     parts = [_encode(enc, images, labels)[0] for _, images, labels in _batches(ds, rows, batch_size)]
     return np.concatenate(parts)
 
@@ -382,7 +382,6 @@ def embed_query_image(meta: dict, path) -> np.ndarray:
     """The latent (1, D) of an image file, made by the encoder recorded in the latents' metadata."""
     import torch
 
-    from encoders import load_encoder
     from pcae.data import convert_images
 
     path = Path(path)

@@ -84,9 +84,9 @@ def train_index(index: faiss.Index, vectors, metric: str, max_train: int | None 
         return
     n = len(vectors)
     if max_train is None:
-        ivf = _ivf(index)
+        ivf = extract_ivf(index)
         max_train = 50 * ivf.nlist if ivf is not None else 100_000
-    rows = _sample(n, max_train, seed)
+    rows = sample_rows(n, max_train, seed)
     try:
         index.train(prepare(vectors[rows], metric))
     except RuntimeError as e:  # e.g. fewer training points than IVF lists
@@ -140,11 +140,11 @@ def recall_at_k(index: faiss.Index, vectors, queries: np.ndarray, metric: str, k
 def tune_search(index: faiss.Index, vectors, queries: np.ndarray, metric: str, target_recall: float = 0.95,
                 k: int = 10) -> dict:
     """Smallest nprobe (IVF) or efSearch (HNSW) whose recall@k reaches the target; returns the setting."""
-    name = "nprobe" if _ivf(index) is not None else "efSearch" if _hnsw(index) is not None else None
+    name = "nprobe" if extract_ivf(index) is not None else "efSearch" if _hnsw(index) is not None else None
     if name is None or len(queries) == 0:
         return {}
     truth = exact_knn(vectors, queries, k, metric)
-    steps = [s for s in _STEPS[name] if name != "nprobe" or s <= _ivf(index).nlist] or [1]
+    steps = [s for s in _STEPS[name] if name != "nprobe" or s <= extract_ivf(index).nlist] or [1]
     for value in steps:
         _set_param(index, name, value)
         if recall_at_k(index, vectors, queries, metric, k, truth) >= target_recall:
@@ -179,7 +179,7 @@ def build_index(vectors, index_string: str | None = None, metric: str = "l2", *,
             raise PcaeError(f"index {index_string!r} needs training but there are no vectors")
         train_index(index, source, metric, seed=seed)
     add_vectors(index, vectors, metric, block)
-    rows = _sample(n, 2 * n_queries, seed + 1)
+    rows = sample_rows(n, 2 * n_queries, seed + 1)
     rng = np.random.default_rng(seed + 2)
     rng.shuffle(rows)
     tune_rows, eval_rows = np.sort(rows[:len(rows) // 2]), np.sort(rows[len(rows) // 2:])
@@ -197,7 +197,7 @@ def build_index(vectors, index_string: str | None = None, metric: str = "l2", *,
 def measure_recall(index: faiss.Index, vectors, metric: str, rows=None, n_queries: int = 200,
                    seed: int = 1) -> dict:
     """{'recall_at_10', 'recall_queries'} with stored vectors at `rows` (default a random sample) as queries."""
-    rows = _sample(len(vectors), n_queries, seed) if rows is None else np.asarray(rows)
+    rows = sample_rows(len(vectors), n_queries, seed) if rows is None else np.asarray(rows)
     if len(rows) == 0:
         return {"recall_at_10": None, "recall_queries": 0}
     recall = recall_at_k(index, vectors, vectors[np.sort(rows)], metric, 10)
@@ -260,10 +260,10 @@ def merge_indexes(parts: list[faiss.Index]) -> faiss.Index | None:
         if p.d != first.d or p.metric_type != first.metric_type or _family(p) != _family(first):
             raise PcaeError(f"cannot merge parts of different kinds: {_family(first)} d={first.d} "
                             f"vs {_family(p)} d={p.d}")
-    ivf0 = _ivf(first)
+    ivf0 = extract_ivf(first)
     if ivf0 is not None:
         centroids = _centroids(ivf0)
-        if any(not np.array_equal(_centroids(_ivf(p)), centroids) for p in parts[1:]):
+        if any(not np.array_equal(_centroids(extract_ivf(p)), centroids) for p in parts[1:]):
             return None
     elif not isinstance(first, faiss.IndexFlat):
         return None
@@ -280,7 +280,7 @@ def describe(index: faiss.Index) -> dict:
     info = {"type": type(index).__name__, "family": _family(index), "d": index.d, "count": int(index.ntotal),
             "metric": next((m for m, v in METRICS.items() if v == index.metric_type), str(index.metric_type)),
             "trained": bool(index.is_trained)}
-    if (ivf := _ivf(index)) is not None:
+    if (ivf := extract_ivf(index)) is not None:
         info.update(nlist=ivf.nlist, nprobe=ivf.nprobe)
     if (h := _hnsw(index)) is not None:
         info.update(efSearch=h.hnsw.efSearch, M=h.hnsw.nb_neighbors(1))
@@ -294,7 +294,7 @@ def apply_search_params(index: faiss.Index, params: dict) -> None:
 
 def _set_param(index, name, value):
     if name == "nprobe":
-        _ivf(index).nprobe = int(value)
+        extract_ivf(index).nprobe = int(value)
     elif name == "efSearch":
         _hnsw(index).hnsw.efSearch = int(value)
     else:
@@ -302,14 +302,15 @@ def _set_param(index, name, value):
 
 
 def _family(index) -> str:
-    if _ivf(index) is not None:
+    if extract_ivf(index) is not None:
         return "IVF"
     if _hnsw(index) is not None:
         return "HNSW"
     return "Flat" if isinstance(index, faiss.IndexFlat) else type(index).__name__
 
 
-def _ivf(index):
+def extract_ivf(index):
+    """The IndexIVF inside `index`, or None."""
     try:
         return faiss.extract_index_ivf(index)
     except RuntimeError:
@@ -325,7 +326,7 @@ def _centroids(ivf) -> np.ndarray:
     return ivf.quantizer.reconstruct_n(0, ivf.nlist)
 
 
-def _sample(n: int, m: int, seed: int) -> np.ndarray:
+def sample_rows(n: int, m: int, seed: int) -> np.ndarray:
     """Sorted random sample of min(n, m) row positions (h5py needs increasing indices)."""
     if m >= n:
         return np.arange(n)
