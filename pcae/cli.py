@@ -230,7 +230,7 @@ def _run_training(config, spec, resume: bool, force: bool, resume_fields=None):
 
     from pcae.train import train
 
-    console = Console(stderr=True)
+    console = Console()
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("train {task.fields[metric]} {task.fields[value]}"),
                    TextColumn("{task.fields[rate]} images/s"), TimeElapsedColumn(),
@@ -403,7 +403,9 @@ def evaluate_cmd(
 
 def main():
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)
     except PcaeError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(1)

@@ -1,0 +1,1113 @@
+"""Training runs: one loop for every model kind, with checkpoints, exact resume and DDP.
+
+The loop (`train`) knows nothing about PixelCNNs. A *task* tells it what to train: the module, the
+loss of a batch, how to evaluate and draw a sample grid, and what goes into the checkpoint. A *spec*
+builds a fresh task from the training data or restores one from a checkpoint. `PixelCNNTask` (with
+`PixelCNNSpec`) trains an unconditional or label-conditional Gated PixelCNN; the auto-encoder and
+portrait commands plug in their own task and reuse everything else.
+
+A run folder holds:
+    last.pt, best.pt     checkpoints (pcae.checkpoint); best.pt tracks the task's test metric
+    metrics.jsonl        one JSON row per log/eval point: {"step", "split": "train"|"test", ...}
+    samples/step_*.png   sample grids during training; samples.png is the final one
+    summary.json         config, data source, best/final test metric, wall time, images/s
+    curve.png            the training curve
+    train.log            what happened, including files the data layer skipped
+
+Exact resume. The data order is a pure function of (seed, epoch): epoch e is the permutation drawn
+from a generator seeded with (seed, e); the checkpoint stores (epoch, batches consumed in it), the
+optimizer, every RNG state and the step, and the model is rebuilt from its stored config. A run
+killed at any moment (checkpoints are atomic) and resumed from last.pt therefore makes the same
+updates in the same order as one that never stopped: on CPU with a fixed seed the final weights
+are bit-identical (tests/test_train.py kills a real process with SIGKILL to check it).
+
+Throughput (the same code path on CPU and CUDA): data that fits is kept on the device and batches
+are gathered there; otherwise a DataLoader with workers, pinned memory and non-blocking copies.
+Loss metrics stay on the device and are read (one host sync) only every `log_every` steps, which is
+also when a non-finite loss is noticed. Options: bf16 autocast (the loss and its softmax in fp32),
+torch.compile of the loss computation, channels_last, fused AdamW on CUDA.
+
+Data parallel: under `torchrun --nproc_per_node=N -m pcae train ...` each rank takes its own slice
+of every global batch (batch_size images per rank; the DistributedSampler idea without its padding),
+DDP averages the gradients, and only rank 0 writes anything.
+
+Known limits: bit-identical resume holds on CPU; on CUDA, kernels (and compile) may be
+nondeterministic. Resuming with another number of ranks continues from the same image of the same
+epoch, but is not bit-identical.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+import torch.nn.functional as F
+from torch import nn
+
+from pcae.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from pcae.utils import PcaeError, atomic_path
+
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("cpu", "cuda")
+LR_SCHEDULES = ("constant", "cosine")
+RUN_FILES = ("last.pt", "metrics.jsonl", "summary.json", "train.log")  # marks a pcae run folder
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: data, optimisation, hardware and bookkeeping. Model options live in the spec.
+
+    Exactly one of `steps` and `epochs` is > 0. Every `*_every` counts optimizer steps; 0 means
+    "only at the end". `batch_size` is per rank.
+    """
+
+    data: str = "fashion-mnist"
+    out: str = "runs/pixelcnn"
+    data_root: str | None = None
+    image_channels: int | None = None  # convert the data to 1 or 3 channels; None keeps the source's
+    image_size: int | None = None  # resize + centre-crop; None keeps the source's
+    steps: int = 0
+    epochs: int = 0
+    batch_size: int = 32
+    lr: float = 2e-3
+    lr_schedule: str = "constant"
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max gradient norm; 0 = no clipping
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "fp32"
+    compile: bool = False
+    channels_last: bool = False
+    num_workers: int = 2  # DataLoader workers, used only for data that is not held in memory
+    log_every: int = 10
+    eval_every: int = 0
+    eval_images: int = 0  # test images per evaluation (the first ones); 0 = the whole test split
+    sample_every: int = 0
+    n_samples: int = 16
+    temperature: float = 1.0
+    checkpoint_every: int = 0
+    checkpoint_seconds: float = 600.0  # also checkpoint when this much time passed; 0 = off
+    keep_best: bool = True
+
+    # Fields a resumed run takes from the new command; the rest come from the checkpoint.
+    RUN_FIELDS: ClassVar[tuple[str, ...]] = (
+        "steps", "epochs", "device", "precision", "compile", "channels_last", "num_workers",
+        "log_every", "eval_every", "eval_images", "sample_every", "n_samples", "temperature",
+        "checkpoint_every", "checkpoint_seconds", "keep_best", "data_root")
+
+    def __post_init__(self):
+        checks = [
+            ("steps", self.steps >= 0, ">= 0"),
+            ("epochs", self.epochs >= 0, ">= 0"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr > 0 and math.isfinite(self.lr), "> 0 and finite"),
+            ("lr_schedule", self.lr_schedule in LR_SCHEDULES, f"one of {LR_SCHEDULES}"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("grad_clip", self.grad_clip >= 0, ">= 0"),
+            ("device", self.device in DEVICES, f"one of {DEVICES}"),
+            ("precision", self.precision in PRECISIONS, f"one of {PRECISIONS}"),
+            ("num_workers", self.num_workers >= 0, ">= 0"),
+            ("log_every", self.log_every >= 1, ">= 1"),
+            ("eval_every", self.eval_every >= 0, ">= 0"),
+            ("eval_images", self.eval_images >= 0, ">= 0"),
+            ("sample_every", self.sample_every >= 0, ">= 0"),
+            ("n_samples", self.n_samples >= 0, ">= 0"),
+            ("temperature", self.temperature >= 0, ">= 0"),
+            ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"),
+            ("checkpoint_seconds", self.checkpoint_seconds >= 0, ">= 0"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        if (self.steps > 0) == (self.epochs > 0):
+            raise ValueError(f"exactly one of steps and epochs must be > 0, got steps={self.steps}, "
+                             f"epochs={self.epochs}")
+
+    def resumed_with(self, new: "TrainConfig", fields=None) -> "TrainConfig":
+        """This (stored) config with `fields` (default RUN_FIELDS) taken from `new`."""
+        fields = self.RUN_FIELDS if fields is None else fields
+        unknown = set(fields) - set(self.RUN_FIELDS)
+        if unknown:
+            raise ValueError(f"fields must be among TrainConfig.RUN_FIELDS, got {sorted(unknown)}")
+        return dataclasses.replace(self, **{k: getattr(new, k) for k in fields})
+
+
+# ---------------------------------------------------------------------------------------------
+# The task interface
+
+
+class Task:
+    """What the loop needs to know about one kind of model.
+
+    Subclasses set `kind` and `metric` and fill `model` (one nn.Module holding everything that is
+    saved; parameters with requires_grad=False are not optimised).
+    """
+
+    kind: ClassVar[str] = ""
+    metric: ClassVar[str] = "bpd"  # the loss metric shown, evaluated and tracked by best.pt; lower is better
+    model: nn.Module
+
+    def configs(self) -> dict[str, Any]:
+        """Plain dicts stored under checkpoint["configs"] (next to "train"); `restore` reads them."""
+        raise NotImplementedError
+
+    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Scalar tensors for one batch: `metric`, maybe more; the loop minimises "loss" when the
+        dict has one, else `metric`.
+
+        images: (B, C, H, W) uint8 on the model's device; labels: (B,) long, -1 when unlabelled.
+        Runs inside autocast, DDP and torch.compile: no host syncs, no Python branching on values.
+        """
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, batches) -> dict[str, Any]:
+        """Metrics over an iterable of (images, labels) batches; the default averages `loss()`."""
+        totals, n = {}, 0
+        for images, labels in batches:
+            out = self.loss(images, labels)
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * len(images)
+            n += len(images)
+        return {k: v / max(n, 1) for k, v in totals.items()}
+
+    def sample_grid(self, examples: tuple[torch.Tensor, torch.Tensor], n: int,
+                    generator: torch.Generator, temperature: float) -> tuple[torch.Tensor, int]:
+        """A grid to look at: (N, C, H, W) uint8 images and the number per row.
+
+        `examples` are the first test images and labels, on the model's device (an auto-encoder
+        shows each one followed by samples given its code).
+        """
+        raise NotImplementedError
+
+    def check_data(self, dataset) -> None:
+        """Raise PcaeError when `dataset` does not fit this task (shape, labels)."""
+
+    def state_dicts(self) -> dict[str, dict]:
+        return {"model": self.model.state_dict()}
+
+    def load_state_dicts(self, state_dicts: dict[str, dict]) -> None:
+        self.model.load_state_dict(state_dicts["model"])
+
+
+class TaskSpec(Protocol):
+    """Makes a task: fresh from the training data, or restored from a checkpoint of its kind."""
+
+    kind: ClassVar[str]
+
+    def build(self, dataset) -> Task: ...
+
+    def restore(self, checkpoint: dict) -> Task: ...
+
+
+CONDITIONS = ("none", "label")
+
+
+class PixelCNNTask(Task):
+    """A Gated PixelCNN trained on the NLL, unconditional or given a one-hot class label."""
+
+    kind = "pixelcnn"
+    metric = "bpd"
+
+    def __init__(self, config, condition: str = "none", classes: list[str] | None = None):
+        from pcae.pixelcnn import GatedPixelCNN
+
+        if condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+        if (condition == "label") != (config.cond_dim > 0):
+            raise ValueError(f"condition {condition!r} does not match cond_dim={config.cond_dim}")
+        self.config, self.condition = config, condition
+        self.classes = list(classes) if classes else [str(k) for k in range(config.cond_dim)]
+        self.model = GatedPixelCNN(config)
+
+    def configs(self):
+        return {"model": dataclasses.asdict(self.config),
+                "task": {"condition": self.condition, "classes": self.classes}}
+
+    def h(self, labels: torch.Tensor) -> torch.Tensor | None:
+        if self.condition == "none":
+            return None
+        return F.one_hot(labels.clamp(min=0), self.config.cond_dim).float()  # (B, D)
+
+    def loss(self, images, labels):
+        from pcae.pixelcnn import bits_per_dim
+
+        logits = self.model.forward_float(self.model.scale(images), self.h(labels))
+        return {"bpd": bits_per_dim(logits, images)}  # fp32 cross-entropy, also under bf16 autocast
+
+    @torch.no_grad()
+    def evaluate(self, batches):
+        from pcae.pixelcnn import nll_bits
+
+        bits, all_labels = [], []
+        for images, labels in batches:
+            logits = self.model.forward_float(self.model.scale(images), self.h(labels))
+            bits.append((nll_bits(logits, images) / images[0].numel()).cpu())
+            all_labels.append(labels.cpu())
+        if not bits:
+            return {}
+        bits, labels = torch.cat(bits), torch.cat(all_labels)
+        metrics = {"bpd": bits.mean().item(), "images": len(bits)}
+        if (labels >= 0).all():
+            names = self.classes
+            per_class = {}
+            for k in labels.unique().tolist():
+                name = names[k] if k < len(names) else str(k)
+                per_class[name] = bits[labels == k].mean().item()
+            metrics["bpd_per_class"] = per_class
+        return metrics
+
+    def sample_grid(self, examples, n, generator, temperature):
+        from pcae.sampling import sample
+
+        cfg = self.config
+        shape = (cfg.image_channels, *examples[0].shape[2:])
+        device = next(self.model.parameters()).device
+        if self.condition == "label":
+            per_class = max(1, math.ceil(n / cfg.cond_dim))
+            labels = torch.arange(cfg.cond_dim, device=device).repeat_interleave(per_class)
+            x = sample(self.model, len(labels), shape, self.h(labels), temperature, generator)
+            return x.to(torch.uint8), per_class  # one row per class
+        x = sample(self.model, n, shape, None, temperature, generator)
+        return x.to(torch.uint8), max(1, math.ceil(math.sqrt(n)))
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> "PixelCNNTask":
+        from pcae.pixelcnn import PixelCNNConfig
+
+        configs = checkpoint["configs"]
+        task_config = configs.get("task", {})
+        task = cls(PixelCNNConfig(**configs["model"]), task_config.get("condition", "none"),
+                   task_config.get("classes"))
+        task.load_state_dicts(checkpoint["state_dicts"])
+        return task
+
+    def check_data(self, dataset):
+        C = dataset.shape[0]
+        if C != self.config.image_channels:
+            raise PcaeError(f"data {dataset.info.get('source')!r} has {C}-channel images, the model "
+                            f"expects {self.config.image_channels}")
+        if self.config.spatial_cond and tuple(dataset.shape[1:]) != tuple(self.config.image_size):
+            raise PcaeError(f"data images are {dataset.shape[1]}x{dataset.shape[2]}, the model "
+                            f"expects {self.config.image_size[0]}x{self.config.image_size[1]}")
+        if self.condition == "label":
+            if not dataset.num_classes:
+                raise PcaeError(f"data {dataset.info.get('source')!r} has no labels; "
+                                "--condition label needs a labelled source")
+            if dataset.num_classes != self.config.cond_dim:
+                raise PcaeError(f"data {dataset.info.get('source')!r} has {dataset.num_classes} "
+                                f"classes, the model was built for {self.config.cond_dim}")
+
+
+@dataclass(frozen=True)
+class PixelCNNSpec:
+    """Model options for `pcae train`; the image shape and class count come from the data."""
+
+    kind: ClassVar[str] = "pixelcnn"
+    channels: int = 32
+    n_layers: int = 5
+    kernel_size: int = 3
+    first_kernel_size: int = 7
+    head_channels: int = 0
+    condition: str = "none"
+
+    def build(self, dataset) -> PixelCNNTask:
+        from pcae.pixelcnn import PixelCNNConfig
+
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
+        C, H, W = dataset.shape
+        cond_dim = (dataset.num_classes or 0) if self.condition == "label" else 0
+        if self.condition == "label" and not cond_dim:
+            raise PcaeError(f"data {dataset.info.get('source')!r} has no labels; "
+                            "--condition label needs a labelled source")
+        try:
+            config = PixelCNNConfig(image_channels=C, channels=self.channels, n_layers=self.n_layers,
+                                    kernel_size=self.kernel_size,
+                                    first_kernel_size=self.first_kernel_size,
+                                    head_channels=self.head_channels, cond_dim=cond_dim,
+                                    image_size=(H, W))
+        except ValueError as e:
+            raise PcaeError(f"model options: {e}") from None
+        return PixelCNNTask(config, self.condition, list(dataset.classes or []))
+
+    def restore(self, checkpoint: dict) -> PixelCNNTask:
+        return PixelCNNTask.from_checkpoint(checkpoint)
+
+
+# kind -> function(checkpoint) -> Task with weights loaded; evaluate/sample commands look tasks up here.
+TASKS: dict[str, Callable[[dict], Task]] = {"pixelcnn": PixelCNNTask.from_checkpoint}
+
+
+def register_task(kind: str, from_checkpoint: Callable[[dict], Task]) -> None:
+    """Let `evaluate_checkpoint` and friends rebuild tasks of `kind`."""
+    TASKS[kind] = from_checkpoint
+
+
+def task_from_checkpoint(checkpoint: dict, path="checkpoint") -> Task:
+    kind = checkpoint["kind"]
+    if kind not in TASKS:
+        raise PcaeError(f"{path}: no task is registered for checkpoint kind {kind!r} "
+                        f"(known: {', '.join(sorted(TASKS))})")
+    try:
+        return TASKS[kind](checkpoint)
+    except (TypeError, ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise PcaeError(f"{path}: cannot rebuild the model from this checkpoint ({first})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Data feeding
+
+
+def data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """The permutation of n training images used in `epoch`: a pure function of (seed, epoch)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+class _IndexBatches(torch.utils.data.Sampler):
+    """This rank's index lists for every batch of one epoch, from batch `start` on."""
+
+    def __init__(self, order, start, per_epoch, batch_size, rank, world):
+        self.order, self.start, self.per_epoch = order, start, per_epoch
+        self.batch_size, self.rank, self.world = batch_size, rank, world
+
+    def __len__(self):
+        return self.per_epoch - self.start
+
+    def __iter__(self):
+        G, B = self.batch_size * self.world, self.batch_size
+        for p in range(self.start, self.per_epoch):
+            lo = p * G + self.rank * B
+            yield self.order[lo:lo + B].tolist()
+
+
+class Feeder:
+    """Batches of (images uint8, labels long) on `device`, in the order fixed by (seed, epoch).
+
+    In-memory data is held on the device when it fits (a quarter of its memory at most) and
+    gathered there; otherwise batches come through a DataLoader (workers, pinned memory).
+    """
+
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int, world: int,
+                 device: torch.device, num_workers: int, channels_last: bool = False):
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.rank, self.world, self.device = rank, world, device
+        self.num_workers, self.channels_last = num_workers, channels_last
+        self.n = len(dataset)
+        self.global_batch = batch_size * world
+        self.per_epoch = self.n // self.global_batch
+        if self.per_epoch == 0:
+            raise PcaeError(f"data {dataset.info.get('source')!r}: {self.n} training images are fewer "
+                            f"than one batch ({batch_size} x {world} ranks); lower --batch-size")
+        self.images = self.labels = None
+        if getattr(dataset, "images", None) is not None:
+            images, labels = dataset.images, dataset.labels
+            if labels is None:
+                labels = torch.full((self.n,), -1, dtype=torch.long)
+            if device.type == "cuda" and images.numel() > torch.cuda.get_device_properties(device).total_memory // 4:
+                self.images, self.labels = images, labels.long()  # gathered on the host, then copied
+            else:
+                self.images, self.labels = images.to(device), labels.long().to(device)
+        self.where = ("device memory" if self.images is not None and self.images.device == device
+                      else "host memory" if self.images is not None else "DataLoader")
+
+    def _finish(self, images, labels):
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels
+
+    def batches(self, epoch: int, position: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless batches from batch `position` of `epoch` on."""
+        while True:
+            order = data_order(self.seed, epoch, self.n)
+            if self.images is not None:
+                order = order.to(self.images.device)
+                pin = self.images.device != self.device and self.device.type == "cuda"
+                G, B = self.global_batch, self.batch_size
+                for p in range(position, self.per_epoch):
+                    idx = order[p * G + self.rank * B:p * G + (self.rank + 1) * B]
+                    images, labels = self.images[idx], self.labels[idx]
+                    if pin:
+                        images, labels = images.pin_memory(), labels.pin_memory()
+                    yield self._finish(images, labels)
+            else:
+                sampler = _IndexBatches(order, position, self.per_epoch, self.batch_size, self.rank,
+                                        self.world)
+                loader = torch.utils.data.DataLoader(
+                    self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                    pin_memory=self.device.type == "cuda", collate_fn=_collate)
+                for images, labels in loader:
+                    yield self._finish(images, labels)
+            epoch, position = epoch + 1, 0
+
+
+def _collate(items):
+    images = torch.stack([torch.as_tensor(x) for x, _ in items])
+    labels = torch.tensor([int(y) for _, y in items], dtype=torch.long)
+    return images, labels
+
+
+def eval_batches(dataset, limit: int, batch_size: int, device: torch.device, num_workers: int = 0):
+    """The first `limit` images of `dataset` (all when 0) in order, as batches on `device`."""
+    n = len(dataset) if limit == 0 else min(limit, len(dataset))
+    if getattr(dataset, "images", None) is not None:
+        labels = dataset.labels if dataset.labels is not None else torch.full((len(dataset),), -1)
+        for lo in range(0, n, batch_size):
+            hi = min(lo + batch_size, n)
+            yield dataset.images[lo:hi].to(device), labels[lo:hi].long().to(device)
+        return
+    subset = torch.utils.data.Subset(dataset, range(n))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=num_workers,
+                                         collate_fn=_collate, pin_memory=device.type == "cuda")
+    for images, labels in loader:
+        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
+def first_examples(dataset, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n images and labels of `dataset` on `device` (for grids)."""
+    items = [dataset[i] for i in range(min(max(n, 1), len(dataset)))]
+    return tuple(t.to(device) for t in _collate(items))
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pieces of the loop
+
+
+def resolve_device(device: str) -> torch.device:
+    """"cpu" or "cuda" -> a torch.device, or PcaeError when CUDA is asked for and absent."""
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise PcaeError("--device cuda: no CUDA device is available here (use --device cpu)")
+        return torch.device("cuda")
+    if device == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+
+
+@dataclass
+class Distributed:
+    """This process's place in a torchrun job (world 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False
+
+    @classmethod
+    def setup(cls, device: str) -> "Distributed":
+        resolve_device(device)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls(device=torch.device("cuda" if device == "cuda" else "cpu"))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        target = torch.device(f"cuda:{local}" if device == "cuda" else "cpu")
+        if target.type == "cuda":
+            torch.cuda.set_device(target)
+        owns = not tdist.is_initialized()
+        if owns:
+            tdist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+        return cls(tdist.get_rank(), tdist.get_world_size(), target, owns)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.world > 1:
+            tdist.barrier()
+
+    def close(self):
+        if self.owns_group:
+            tdist.destroy_process_group()
+
+
+class _Objective(nn.Module):
+    """task.loss as a module, so DDP and torch.compile wrap the whole loss computation."""
+
+    def __init__(self, task: Task):
+        super().__init__()
+        self.model = task.model  # registers the parameters for DDP
+        self.task = [task]  # a list: not a submodule
+
+    def forward(self, images, labels):
+        return self.task[0].loss(images, labels)
+
+
+def learning_rate(config: TrainConfig, step: int, total: int) -> float:
+    """The learning rate at `step` (a pure function, so resuming needs no scheduler state)."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    if config.lr_schedule == "cosine":
+        t = min(step / max(total, 1), 1.0)
+        return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {config.lr_schedule!r}")
+
+
+def save_grid(images: torch.Tensor, nrow: int, path: str | os.PathLike) -> Path:
+    """Write (N, C, H, W) uint8 images as one PNG grid, atomically."""
+    from torchvision.utils import make_grid, save_image
+
+    grid = make_grid(images.detach().float().cpu() / 255.0, nrow=nrow, padding=2, pad_value=0.5)
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        save_image(grid, tmp, format="png")
+    return path
+
+
+def write_json(data: dict, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """The rows of a metrics.jsonl file; a torn last line (a killed run) is dropped."""
+    rows = []
+    path = Path(path)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def plot_curve(rows: list[dict], metric: str, path: str | os.PathLike) -> Path:
+    """Train and test `metric` against step, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for split, style in (("train", "-"), ("test", "o-")):
+        points = [(r["step"], r[metric]) for r in rows if r.get("split") == split and metric in r]
+        if points:
+            ax.plot(*zip(*points), style, label=f"{split} {metric}", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits/dim" if metric == "bpd" else metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+def prepare_out(out: Path, resume: bool, force: bool) -> None:
+    """Refuse to overwrite a run folder unless told: --resume continues it, --force replaces it."""
+    if resume and force:
+        raise ValueError("resume and force exclude each other")
+    if out.exists() and not out.is_dir():
+        raise PcaeError(f"{out}: exists and is not a folder")
+    if resume:
+        if not (out / "last.pt").exists():
+            raise PcaeError(f"{out}: nothing to resume (no last.pt in it)")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise PcaeError(f"{out}: already exists; pass --resume to continue it or --force to "
+                            "replace it")
+        if not any((out / name).exists() for name in RUN_FILES):
+            raise PcaeError(f"{out}: does not look like a pcae run folder; refusing to replace it")
+
+
+class _Interrupt:
+    """SIGINT sets a flag (the loop saves and stops between steps) instead of raising mid-step."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+class NonFiniteLoss(PcaeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the run's summary, the trained task, and how it ended."""
+
+    summary: dict
+    task: Task
+    status: str  # "finished" | "interrupted"
+    out: Path
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+Callback = Callable[[str, dict], None]  # (event, info): "start", "train", "eval", "sample", "checkpoint", "end"
+
+
+def train(config: TrainConfig, spec: TaskSpec, *, resume: bool = False, force: bool = False,
+          callback: Callback | None = None, resume_fields=None) -> TrainResult:
+    """Train `spec`'s task as `config` says, writing the run folder `config.out`.
+
+    Args:
+        config: what to train on and how.
+        spec: builds the task (model + loss) from the data, or restores it from last.pt.
+        resume: continue `config.out` from its last.pt. The stored settings win, except
+            `resume_fields` (default: all of TrainConfig.RUN_FIELDS), taken from `config`.
+        force: replace an existing `config.out`.
+        callback: told about progress (rank 0 only); the CLI draws its progress bar from it.
+    Returns:
+        TrainResult; status "interrupted" after Ctrl-C (a checkpoint was saved).
+    Raises:
+        PcaeError for problems the user can fix; NonFiniteLoss when the loss diverges.
+    """
+    dist = Distributed.setup(config.device)
+    try:
+        return _Run(config, spec, dist, resume, force, callback or (lambda event, info: None),
+                    resume_fields).run()
+    finally:
+        dist.close()
+
+
+class _Run:
+    def __init__(self, config, spec, dist, resume, force, callback, resume_fields):
+        self.config, self.spec, self.dist = config, spec, dist
+        self.resume_fields = resume_fields
+        self.resume, self.force, self.callback = resume, force, callback
+        self.out = Path(config.out)
+        self.log = logging.getLogger(f"pcae.train.{id(self)}")
+        self.log.propagate = False
+        self.log.setLevel(logging.INFO)
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _setup(self):
+        config, dist = self.config, self.dist
+        prepare_out(self.out, self.resume, self.force)  # every rank checks before anyone writes
+        dist.barrier()
+        checkpoint = None
+        if self.resume:
+            checkpoint = load_checkpoint(self.out / "last.pt", kind=self.spec.kind)
+            stored = TrainConfig(**checkpoint["configs"]["train"])
+            config = self.config = stored.resumed_with(config, self.resume_fields)
+
+        from pcae.data import load_dataset
+
+        kwargs = dict(channels=config.image_channels, image_size=config.image_size,
+                      data_root=config.data_root)
+        self.train_ds = load_dataset(config.data, split="train", **kwargs)
+        self.test_ds = load_dataset(config.data, split="test", **kwargs)
+        self.data_info = {"train": self.train_ds.info, "test": self.test_ds.info}
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        task = self.spec.restore(checkpoint) if checkpoint else self.spec.build(self.train_ds)
+        task.check_data(self.train_ds)
+        self.task = task
+
+        # Nothing is written before here, so a run that cannot start leaves no folder behind.
+        if dist.main:
+            if self.force and self.out.exists():
+                shutil.rmtree(self.out)
+            self.out.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(self.out / "train.log")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+            self.log.addHandler(handler)
+        else:
+            self.log.addHandler(logging.NullHandler())
+        dist.barrier()
+        self.log.info("%s run in %s (rank 0 of %d, device %s)",
+                      "resumed" if checkpoint else "new", self.out, dist.world, dist.device)
+        self.log.info("config %s", json.dumps(dataclasses.asdict(config)))
+        for split, info in self.data_info.items():
+            self.log.info("data %s: %s", split, json.dumps(info, default=str))
+            for skipped in info.get("skipped", []) or []:
+                self.log.info("data %s: skipped %s", split, skipped)
+        self.log.info("model %s: %s", task.kind, json.dumps(task.configs(), default=str))
+
+        device = dist.device
+        task.model.to(device)
+        if config.channels_last:
+            task.model.to(memory_format=torch.channels_last)
+        params = [p for p in task.model.parameters() if p.requires_grad]
+        self.params = params
+        fused = device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+                                           fused=fused or None)
+        self.feeder = Feeder(self.train_ds, config.batch_size, config.seed, dist.rank, dist.world,
+                             device, config.num_workers, config.channels_last)
+        self.total = config.steps or config.epochs * self.feeder.per_epoch
+        self.step, self.epoch, self.position = 0, 0, 0
+        self.best, self.elapsed, self.train_seconds, self.images_seen = None, 0.0, 0.0, 0
+        self.last_checkpoint_step = None
+        if checkpoint:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            for group in self.optimizer.param_groups:  # the saving machine's choice may not apply here
+                group["fused"], group["foreach"] = (fused or None), None
+            self.step, self.epoch = checkpoint["step"], checkpoint["epoch"]
+            self.position = checkpoint["position"]
+            saved_batch = checkpoint.get("global_batch", self.feeder.global_batch)
+            if saved_batch != self.feeder.global_batch:  # another number of ranks: same image on
+                self.position = self.position * saved_batch // self.feeder.global_batch
+                self.log.info("global batch changed %d -> %d: resuming at batch %d of epoch %d",
+                              saved_batch, self.feeder.global_batch, self.position, self.epoch)
+            metrics = checkpoint.get("metrics", {})
+            self.best = metrics.get("best")
+            self.elapsed = metrics.get("elapsed", 0.0)
+            self.train_seconds = metrics.get("train_seconds", 0.0)
+            self.images_seen = metrics.get("images_seen", 0)
+            self.last_checkpoint_step = self.step
+            set_rng_states(checkpoint["rng"])
+            if dist.main:  # forget what happened after the checkpoint: it will happen again
+                rows = [r for r in read_metrics(self.out / "metrics.jsonl") if r["step"] <= self.step]
+                with atomic_path(self.out / "metrics.jsonl") as tmp:
+                    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+        objective: nn.Module = _Objective(task)
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+            objective = DDP(objective, device_ids=[device.index] if device.type == "cuda" else None,
+                            broadcast_buffers=False)
+        if config.compile:
+            objective = torch.compile(objective)
+        self.objective = objective
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                                       enabled=config.precision == "bf16")
+        self.examples = first_examples(self.test_ds, config.n_samples, device)
+
+    # -- pieces ---------------------------------------------------------------------------------
+
+    def _write_row(self, row: dict):
+        if self.dist.main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def _checkpoint(self, name="last.pt"):
+        if not self.dist.main:
+            return
+        if not all(torch.isfinite(p).all() for p in self.params):
+            raise NonFiniteLoss(self._nonfinite_message("the parameters are not finite"))
+        checkpoint = {
+            "kind": self.task.kind,
+            "configs": {**self.task.configs(), "train": dataclasses.asdict(self.config)},
+            "state_dicts": self.task.state_dicts(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step, "epoch": self.epoch, "position": self.position,
+            "global_batch": self.feeder.global_batch,
+            "rng": rng_states(),
+            "data": self.data_info,
+            "metrics": {"best": self.best, "elapsed": self.elapsed + self._since_start(),
+                        "train_seconds": self.train_seconds, "images_seen": self.images_seen},
+        }
+        path = save_checkpoint(checkpoint, self.out / name)
+        if name == "last.pt":
+            self.last_checkpoint_step = self.step
+        self.log.info("step %d: saved %s", self.step, path)
+        self.callback("checkpoint", {"step": self.step, "path": str(path)})
+
+    def _since_start(self):
+        return time.monotonic() - self.started
+
+    def _nonfinite_message(self, what: str) -> str:
+        if self.last_checkpoint_step is None:
+            kept = "no checkpoint had been written yet"
+        else:
+            kept = f"the last good checkpoint is {self.out / 'last.pt'} (step {self.last_checkpoint_step})"
+        return (f"{what} by step {self.step}: training stopped; {kept}. Try a lower --lr "
+                f"(now {self.config.lr:g}) or --grad-clip")
+
+    def _evaluate(self):
+        if not self.dist.main:
+            return None
+        task, config = self.task, self.config
+        task.model.eval()
+        try:
+            with self.autocast:
+                batches = eval_batches(self.test_ds, config.eval_images, 2 * config.batch_size,
+                                       self.dist.device, config.num_workers)
+                metrics = task.evaluate(batches)
+        finally:
+            task.model.train()
+        if not metrics:
+            return None
+        row = {"step": self.step, "epoch": self.epoch, "split": "test", **metrics}
+        self._write_row(row)
+        self.log.info("step %d: test %s", self.step, json.dumps(metrics))
+        self.callback("eval", row)
+        value = metrics.get(task.metric)
+        if value is not None and math.isfinite(value) and (self.best is None or value < self.best["value"]):
+            self.best = {"value": value, "step": self.step}
+            if config.keep_best:
+                self._checkpoint("best.pt")
+        return metrics
+
+    def _sample(self, name: str):
+        if not self.dist.main or self.config.n_samples == 0:
+            return None
+        generator = torch.Generator(self.dist.device).manual_seed(self.config.seed)
+        images, nrow = self.task.sample_grid(self.examples, self.config.n_samples, generator,
+                                             self.config.temperature)
+        path = save_grid(images, nrow, self.out / name)
+        self.last_grid = (self.step, path)
+        self.log.info("step %d: wrote %s", self.step, path)
+        self.callback("sample", {"step": self.step, "path": str(path)})
+        return path
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        self.started = time.monotonic()
+        try:
+            self._setup()
+            return self._loop()
+        finally:
+            for handler in list(self.log.handlers):
+                handler.close()
+                self.log.removeHandler(handler)
+
+    def _loop(self) -> TrainResult:
+        config, dist, task = self.config, self.dist, self.task
+        device = dist.device
+        self.callback("start", {"step": self.step, "total": self.total, "device": str(device),
+                                "metric": task.metric, "kind": task.kind,
+                                "world": dist.world, "data": self.data_info["train"],
+                                "feeding": self.feeder.where, "out": str(self.out)})
+        task.model.train()
+        sums: dict[str, torch.Tensor] = {}
+        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        window_steps, window_start = 0, time.monotonic()
+        last_checkpoint_time = time.monotonic()
+        status = "finished"
+        batches = self.feeder.batches(self.epoch, self.position)
+        with _Interrupt() as interrupt:
+            while self.step < self.total:
+                images, labels = next(batches)
+                if config.lr_schedule != "constant":
+                    lr = learning_rate(config, self.step, self.total)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                with self.autocast:
+                    out = self.objective(images, labels)
+                loss = out["loss"] if "loss" in out else out[task.metric]
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip)
+                self.optimizer.step()
+
+                self.step += 1
+                self.position += 1
+                if self.position == self.feeder.per_epoch:
+                    self.epoch, self.position = self.epoch + 1, 0
+                self.images_seen += self.feeder.global_batch
+                window_steps += 1
+                nonfinite |= ~torch.isfinite(loss.detach())
+                for k, v in out.items():
+                    sums[k] = sums.get(k, 0) + v.detach().float()
+
+                final = self.step == self.total
+                due = lambda every: every > 0 and self.step % every == 0
+                log_now = due(config.log_every) or final
+                eval_now = due(config.eval_every) or final
+                sample_now = due(config.sample_every)
+                checkpoint_now = due(config.checkpoint_every) or final or (
+                    log_now and config.checkpoint_seconds > 0
+                    and time.monotonic() - last_checkpoint_time >= config.checkpoint_seconds)
+                stop_now = interrupt.requested and dist.world == 1
+                if not (log_now or eval_now or sample_now or checkpoint_now or stop_now):
+                    continue
+
+                # One host sync: are the losses finite, did any rank get Ctrl-C.
+                flags = torch.stack([nonfinite.float(),
+                                     torch.tensor(float(interrupt.requested), device=device)])
+                if dist.world > 1:
+                    tdist.all_reduce(flags, op=tdist.ReduceOp.MAX)
+                bad, stop = (bool(v) for v in flags.tolist())
+                if bad:
+                    message = self._nonfinite_message("the loss is not finite")
+                    self.log.info(message)
+                    raise NonFiniteLoss(message)
+                if log_now or stop:
+                    now = time.monotonic()
+                    seconds = now - window_start
+                    self.train_seconds += seconds
+                    values = torch.stack(list(sums.values())) / window_steps
+                    if dist.world > 1:
+                        tdist.all_reduce(values)
+                        values /= dist.world
+                    metrics = dict(zip(sums, values.tolist()))
+                    row = {"step": self.step, "epoch": self.epoch, "split": "train", **metrics,
+                           "images_per_s": window_steps * self.feeder.global_batch / max(seconds, 1e-9),
+                           "lr": self.optimizer.param_groups[0]["lr"]}
+                    self._write_row(row)
+                    if dist.main:
+                        self.callback("train", {**row, "total": self.total})
+                    sums, window_steps = {}, 0
+                if eval_now:
+                    self._evaluate()
+                if sample_now:
+                    self._sample(f"samples/step_{self.step:07d}.png")
+                if checkpoint_now or stop:
+                    self._checkpoint()
+                    last_checkpoint_time = time.monotonic()
+                if stop:
+                    status = "interrupted"
+                    self.log.info("step %d: interrupted; saved last.pt", self.step)
+                    break
+                window_start = time.monotonic()
+
+            if status == "finished":
+                if self.last_checkpoint_step != self.step:
+                    self._checkpoint()
+                summary = self._finish()
+            else:
+                summary = self._summary(final=None)
+        return TrainResult(summary=summary, task=task, status=status, out=self.out)
+
+    def _finish(self) -> dict:
+        """The end of a run: final eval (unless the last step had one), samples, summary, curve."""
+        if not self.dist.main:
+            return {}
+        rows = read_metrics(self.out / "metrics.jsonl")
+        tests = [r for r in rows if r.get("split") == "test"]
+        final = tests[-1] if tests and tests[-1]["step"] == self.step else self._evaluate()
+        if getattr(self, "last_grid", (None,))[0] == self.step:  # drawn at this step already
+            with atomic_path(self.out / "samples.png", suffix=".png") as tmp:
+                shutil.copyfile(self.last_grid[1], tmp)
+        else:
+            self._sample("samples.png")
+        summary = self._summary(final)
+        write_json(summary, self.out / "summary.json")
+        plot_curve(read_metrics(self.out / "metrics.jsonl"), self.task.metric, self.out / "curve.png")
+        self.log.info("finished: %s", json.dumps(summary, default=str))
+        self.callback("end", summary)
+        return summary
+
+    def _summary(self, final) -> dict:
+        metric = self.task.metric
+        return {
+            "kind": self.task.kind,
+            "out": str(self.out),
+            "steps": self.step,
+            "epochs": self.step / self.feeder.per_epoch,
+            "config": dataclasses.asdict(self.config),
+            "model": self.task.configs(),
+            "data": self.data_info,
+            "metric": metric,
+            f"final_test_{metric}": None if not final else final.get(metric),
+            f"best_test_{metric}": None if not self.best else self.best["value"],
+            "best_step": None if not self.best else self.best["step"],
+            "test_images": None if not final else final.get("images"),
+            "wall_seconds": self.elapsed + self._since_start(),
+            "train_seconds": self.train_seconds,
+            "images_per_s": self.images_seen / max(self.train_seconds, 1e-9),
+            "world_size": self.dist.world,
+            "device": str(self.dist.device),
+            "parameters": sum(p.numel() for p in self.task.model.parameters()),
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Using a trained checkpoint
+
+
+def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, split: str = "test",
+                        data_root: str | None = None, device: str = "cpu", batch_size: int = 64,
+                        limit: int = 0, precision: str = "fp32") -> dict:
+    """Test metrics of a checkpoint on a data source (by default the one it was trained on).
+
+    Returns:
+        {"checkpoint", "kind", "data", "split", "images", <metric>, <metric>_per_class, ...}.
+    """
+    checkpoint = load_checkpoint(path)
+    task = task_from_checkpoint(checkpoint, path)
+    train_config = checkpoint["configs"].get("train", {})
+    source = data or train_config.get("data")
+    if source is None:
+        raise PcaeError(f"{path}: the checkpoint names no data source; pass --data")
+    from pcae.data import load_dataset
+
+    dataset = load_dataset(source, split=split, channels=train_config.get("image_channels"),
+                           image_size=train_config.get("image_size"),
+                           data_root=data_root or train_config.get("data_root"))
+    task.check_data(dataset)
+    target = resolve_device(device)
+    task.model.to(target).eval()
+    with torch.autocast(target.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        metrics = task.evaluate(eval_batches(dataset, limit, batch_size, target))
+    return {"checkpoint": str(path), "kind": task.kind, "step": checkpoint.get("step"),
+            "data": source, "split": split, **metrics}
+
+
+def sample_checkpoint(path: str | os.PathLike, n: int = 16, label: int | None = None,
+                      temperature: float = 1.0, seed: int = 0, sampler: str | None = None,
+                      device: str = "cpu") -> tuple[torch.Tensor, int]:
+    """Draw from a PixelCNN checkpoint. Returns ((N, C, H, W) uint8 images, images per row).
+
+    An unconditional model gives n images; a label-conditional one n images of class `label`, or
+    without a label, one row of ceil(n / classes) images per class.
+    """
+    from pcae.sampling import SAMPLERS, sample
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    checkpoint = load_checkpoint(path, kind="pixelcnn")
+    task = task_from_checkpoint(checkpoint, path)
+    if sampler is not None and sampler not in SAMPLERS:
+        raise PcaeError(f"unknown sampler {sampler!r} (available: {', '.join(sorted(SAMPLERS))})")
+    target = resolve_device(device)
+    task.model.to(target).eval()
+    cfg = task.config
+    shape = (cfg.image_channels, *cfg.image_size)
+    generator = torch.Generator(target).manual_seed(seed)
+    kwargs = {} if sampler is None else {"method": sampler}
+    if task.condition == "none":
+        if label is not None:
+            raise PcaeError(f"{path}: the model is unconditional; --label needs a model trained "
+                            "with --condition label")
+        images = sample(task.model, n, shape, None, temperature, generator, **kwargs)
+        return images.to(torch.uint8), max(1, math.ceil(math.sqrt(n)))
+    if label is None:
+        per_class = max(1, math.ceil(n / cfg.cond_dim))
+        labels = torch.arange(cfg.cond_dim).repeat_interleave(per_class)
+        nrow = per_class
+    else:
+        if not 0 <= label < cfg.cond_dim:
+            names = ", ".join(f"{k}={name}" for k, name in enumerate(task.classes))
+            raise PcaeError(f"--label must be in [0, {cfg.cond_dim}), got {label} ({names})")
+        labels = torch.full((n,), label)
+        nrow = max(1, math.ceil(math.sqrt(n)))
+    labels = labels.to(target)
+    images = sample(task.model, len(labels), shape, task.h(labels), temperature, generator, **kwargs)
+    return images.to(torch.uint8), nrow

@@ -1,0 +1,322 @@
+"""Training runs: the CLI end to end, exact resume after SIGKILL, Ctrl-C, non-finite loss, DDP.
+
+All runs use the bundled Fashion-MNIST subset (PCAE_DATA_BUNDLED=1) shrunk to 8x8 and a tiny
+model, so each step takes milliseconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from pcae.checkpoint import load_checkpoint
+from pcae.train import (Feeder, PixelCNNSpec, PixelCNNTask, TrainConfig, data_order, read_metrics,
+                        train)
+
+TINY = ["--batch-size", "8", "--channels", "8", "--n-layers", "1", "--image-size", "8",
+        "--eval-images", "16", "--n-samples", "2", "--log-every", "1"]
+TINY_CONFIG = dict(batch_size=8, image_size=8, eval_images=16, n_samples=2, log_every=1)
+TINY_SPEC = PixelCNNSpec(channels=8, n_layers=1)
+
+
+@pytest.fixture(autouse=True)
+def bundled_data(monkeypatch):
+    monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")
+
+
+@pytest.fixture
+def one_thread():
+    """Match the single-threaded subprocesses bit for bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run_pcae(monkeypatch, capsys, *args):
+    """Run the real entry point (`main` turns PcaeError into one line); (code, out, err)."""
+    from pcae.cli import main
+    monkeypatch.setattr(sys, "argv", ["pcae", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def weights(path):
+    return load_checkpoint(path)["state_dicts"]["model"]
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+# ----------------------------------------------------------------------------- data order
+
+
+class FakeData:
+    def __init__(self, n):
+        self.images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1)
+        self.labels = torch.arange(n) % 3
+        self.shape, self.info = (1, 1, 1), {"source": "fake"}
+
+    def __len__(self):
+        return len(self.images)
+
+
+def take(iterator, k):
+    return [next(iterator)[0].flatten().tolist() for _ in range(k)]
+
+
+def test_data_order_is_a_pure_function_and_ranks_split_each_batch():
+    assert torch.equal(data_order(3, 1, 50), data_order(3, 1, 50))
+    assert not torch.equal(data_order(3, 1, 50), data_order(3, 2, 50))
+    data, cpu = FakeData(50), torch.device("cpu")
+    one = Feeder(data, 10, seed=3, rank=0, world=1, device=cpu, num_workers=0)
+    ranks = [Feeder(data, 5, seed=3, rank=r, world=2, device=cpu, num_workers=0) for r in (0, 1)]
+    assert one.per_epoch == ranks[0].per_epoch == 5
+    whole = take(one.batches(0, 0), 12)  # runs over into the next epoch
+    halves = [take(f.batches(0, 0), 12) for f in ranks]
+    for batch, a, b in zip(whole, *halves):
+        assert batch == a + b  # each rank a disjoint slice of the same global batch
+    assert sorted(sum(whole[:5], [])) == list(range(50))  # an epoch sees every image once
+    assert take(one.batches(1, 2), 3) == whole[7:10]  # (epoch, position) resumes the same stream
+
+
+# ----------------------------------------------------------------------------- CLI end to end
+
+
+def test_cli_train_writes_a_run_and_guards_its_folder(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--out", out, *TINY, "--eval-every", "2", "--checkpoint-every", "2",
+            "--sample-every", "2"]
+    code, stdout, err = run_pcae(monkeypatch, capsys, *args, "--steps", "4")
+    assert code == 0, err
+    for name in ("last.pt", "best.pt", "metrics.jsonl", "summary.json", "samples.png",
+                 "samples/step_0000002.png", "curve.png", "train.log"):
+        assert (out / name).is_file(), name
+    rows = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["split"] == "train"] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows if r["split"] == "test"] == [2, 4]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["kind"] == "pixelcnn"
+    assert 0 < summary["final_test_bpd"] < 8.5 and summary["best_test_bpd"] <= summary["final_test_bpd"]
+    assert summary["images_per_s"] > 0 and summary["wall_seconds"] > 0
+    assert "bundled" in summary["data"]["train"]["origin"]
+    assert Image.open(out / "samples.png").size == (22, 12)  # 2 samples of 8x8 in one row
+    assert "test bpd" in stdout and "done: 4 steps" in stdout and not err
+    assert load_checkpoint(out / "last.pt")["step"] == 4
+
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--steps", "4")
+    assert code == 1 and "already exists" in err and err.strip().count("\n") == 0
+    assert "Traceback" not in err
+
+    code, stdout, err = run_pcae(monkeypatch, capsys, *args, "--steps", "6", "--resume")
+    assert code == 0, err
+    steps = [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 6
+
+    code, _, err = run_pcae(monkeypatch, capsys, "sample", out / "last.pt", "--label", "1",
+                            "--out", tmp_path / "g.png")
+    assert code == 1 and "unconditional" in err and not (tmp_path / "g.png").exists()
+
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--steps", "2", "--force")
+    assert code == 0, err
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+    assert not (out / "samples/step_0000004.png").exists()  # replaced, not merged
+
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("precious")
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", other, *TINY, "--force")
+    assert code == 1 and "does not look like a pcae run folder" in err
+    assert (other / "notes.txt").read_text() == "precious"
+
+
+def test_label_conditional_run_sample_and_evaluate(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", out, *TINY, "--steps", "2",
+                            "--condition", "label", "--n-samples", "10", "--eval-every", "0")
+    assert code == 0, err
+    assert Image.open(out / "samples.png").size == (12, 102)  # one row per class, 10 classes
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["configs"]["model"]["cond_dim"] == 10
+    assert ckpt["configs"]["task"] == {"condition": "label", "classes": ckpt["data"]["train"]["classes"]}
+
+    grid = tmp_path / "g.png"
+    code, stdout, err = run_pcae(monkeypatch, capsys, "sample", out / "last.pt", "--n", "4",
+                                 "--label", "3", "--out", grid, "--seed", "1")
+    assert code == 0, err
+    assert Image.open(grid).size == (22, 22) and "4 samples" in stdout
+    code, _, err = run_pcae(monkeypatch, capsys, "sample", out / "last.pt", "--out", grid)
+    assert code == 1 and "already exists" in err
+    code, _, err = run_pcae(monkeypatch, capsys, "sample", out / "last.pt", "--label", "10",
+                            "--out", tmp_path / "h.png")
+    assert code == 1 and "--label must be in [0, 10)" in err and err.strip().count("\n") == 0
+    code, _, err = run_pcae(monkeypatch, capsys, "sample", out / "last.pt", "--sampler", "magic",
+                            "--out", tmp_path / "h.png")
+    assert code == 1 and "unknown sampler 'magic'" in err and "naive" in err
+
+    code, stdout, err = run_pcae(monkeypatch, capsys, "evaluate", out / "last.pt", "--limit", "40")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["images"] == 40 and result["kind"] == "pixelcnn" and result["step"] == 2
+    assert 0 < result["bpd"] < 8.5
+    assert set(result["bpd_per_class"]) <= set(ckpt["data"]["train"]["classes"])
+    assert len(result["bpd_per_class"]) >= 2
+
+
+def test_cli_bad_options(tmp_path, monkeypatch, capsys):
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", tmp_path / "a", "--condition", "x")
+    assert code == 2 and "none or label" in err
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", tmp_path / "a", "--resume")
+    assert code == 1 and "nothing to resume" in err
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", tmp_path / "a", "--channels", "8",
+                            "--image-channels", "3", "--steps", "1")
+    assert code == 1 and "channels must be divisible by image_channels=3" in err
+    assert not (tmp_path / "a").exists()  # a run that fails to start leaves nothing behind
+    if not torch.cuda.is_available():
+        code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", tmp_path / "b", "--device", "cuda")
+        assert code == 1 and "no CUDA device" in err and err.strip().count("\n") == 0
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(30):
+        Image.new("L", (8, 8), color=i * 8).save(flat / f"{i}.png")
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", tmp_path / "c", "--data",
+                            f"folder:{flat}", "--condition", "label", *TINY)
+    assert code == 1 and "has no labels" in err and err.strip().count("\n") == 0
+
+
+# ----------------------------------------------------------------------------- stopping
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, monkeypatch, capsys):
+    original, calls = PixelCNNTask.loss, []
+
+    def loss(self, images, labels):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C during step 3
+        return original(self, images, labels)
+
+    monkeypatch.setattr(PixelCNNTask, "loss", loss)
+    out = tmp_path / "run"
+    args = ["train", "--out", out, *TINY, "--steps", "6", "--checkpoint-every", "0"]
+    code, stdout, err = run_pcae(monkeypatch, capsys, *args)
+    assert code == 130, err
+    assert "interrupted at step 3" in stdout and "Traceback" not in err
+    assert load_checkpoint(out / "last.pt")["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--resume")
+    assert code == 0, err
+    assert load_checkpoint(out / "last.pt")["step"] == 6
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    original, calls = PixelCNNTask.loss, []
+
+    def loss(self, images, labels):
+        calls.append(1)
+        out = original(self, images, labels)
+        return {k: v * float("nan") for k, v in out.items()} if len(calls) >= 5 else out
+
+    monkeypatch.setattr(PixelCNNTask, "loss", loss)
+    out = tmp_path / "run"
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", out, *TINY, "--steps", "8",
+                            "--checkpoint-every", "2", "--eval-every", "0")
+    assert code == 1 and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert "loss is not finite by step 5" in err and "last.pt (step 4)" in err
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dicts"]["model"].values())
+    assert not (out / "summary.json").exists()
+
+
+# ----------------------------------------------------------------------------- exact resume
+
+
+def test_resume_after_sigkill_ends_with_identical_weights(tmp_path, monkeypatch, capsys, one_thread):
+    steps, every = 24, 4
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PCAE_DATA_BUNDLED": "1", "OMP_NUM_THREADS": "1"}
+    # Evaluations make the doomed run slow enough to kill mid-way (and must not change the weights).
+    cmd = [sys.executable, "-m", "pcae", "train", "--out", str(killed), *TINY, "--steps", str(steps),
+           "--checkpoint-every", str(every), "--eval-every", "1", "--eval-images", "1000"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (killed / "last.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    stopped_at = load_checkpoint(killed / "last.pt")["step"]
+    assert 0 < stopped_at < steps, "the run was not killed mid-way"
+
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", killed, "--resume",
+                            "--eval-every", "0", *TINY)
+    assert code == 0, err
+    ref = train(TrainConfig(out=str(tmp_path / "ref"), steps=steps, checkpoint_every=every,
+                            **TINY_CONFIG), TINY_SPEC)
+    assert ref.summary["steps"] == steps == load_checkpoint(killed / "last.pt")["step"]
+    assert_same_weights(weights(killed / "last.pt"), weights(tmp_path / "ref/last.pt"))
+    rows = [r["step"] for r in read_metrics(killed / "metrics.jsonl") if r["split"] == "train"]
+    assert rows == list(range(1, steps + 1))  # rows after the checkpoint were dropped, then redone
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def _ddp_worker(rank, world, port, out, result_dir):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), PCAE_DATA_BUNDLED="1")
+    torch.set_num_threads(1)
+    config = TrainConfig(out=out, steps=4, checkpoint_every=2, keep_best=False, **TINY_CONFIG)
+    result = train(config, TINY_SPEC)
+    torch.save(result.task.model.state_dict(), Path(result_dir) / f"rank{rank}.pt")
+    torch.save(result.summary, Path(result_dir) / f"summary{rank}.pt")
+
+
+def test_ddp_two_cpu_ranks_stay_identical_and_only_rank0_writes(tmp_path):
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out, results = tmp_path / "run", tmp_path / "results"
+    results.mkdir()
+    mp.spawn(_ddp_worker, args=(2, port, str(out), str(results)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(results / f"rank{r}.pt") for r in (0, 1))
+    assert_same_weights(rank0, rank1)
+    torch.manual_seed(0)
+    init = PixelCNNSpec(channels=8, n_layers=1).build(FakeShape()).model.state_dict()
+    assert any(not torch.equal(rank0[k], init[k]) for k in init), "no training happened"
+    assert sorted(p.name for p in out.rglob("*.pt")) == ["last.pt"]
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")], "temp files left behind"
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["step"] == 4 and ckpt["global_batch"] == 16
+    assert_same_weights(ckpt["state_dicts"]["model"], rank0)
+    summary = torch.load(results / "summary0.pt")
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert torch.load(results / "summary1.pt") == {}  # rank 1 reports nothing
+
+
+class FakeShape:
+    shape, num_classes, classes, info = (1, 8, 8), 10, None, {"source": "fake"}
