@@ -12,7 +12,9 @@ labels (onehot). End-to-end training updates encoder and decoder together; `free
 the encoder's gradients (and keeps it in eval mode) so its weights stay bit-identical.
 
 `config_dict()` is what a checkpoint stores; `build_autoencoder(config, state_dict)` rebuilds the
-model from it.
+model from it. `AutoencoderTask` / `AutoencoderSpec` plug the model into pcae.train's loop
+(`pcae train-ae`, checkpoint kind "autoencoder"); `reconstruct_checkpoint` draws the paper-style grid
+(each original, then samples given its h) from a checkpoint (`pcae reconstruct`).
 
 References:
     [1] van den Oord et al., "Conditional Image Generation with PixelCNN Decoders", 2016,
@@ -22,15 +24,20 @@ Shapes: B batch, C image channels, H, W image size, K levels, D = encoder.dim, n
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+import math
+from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encoders import load_encoder
+from encoders import build_encoder, load_encoder
+from pcae.checkpoint import load_checkpoint, register_builder
 from pcae.deconv import DeconvConfig, DeconvDecoder, expected_levels, gaussian_bits_per_dim
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim
+from pcae.train import Task, register_task, task_from_checkpoint
+from pcae.utils import PcaeError
 
 # decoder kind -> (class, config class)
 DECODERS = {
@@ -236,3 +243,257 @@ def build_autoencoder(config: dict, state_dict: dict | None = None) -> Autoencod
     if state_dict is not None:
         model.load_state_dict(state_dict)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Training (`pcae train-ae`) and use (`pcae reconstruct`): a task for the loop in pcae/train.py
+
+
+DECODER_NAMES = tuple(DECODERS)
+GRID_SAMPLES = 4  # PixelCNN samples per original in a training grid
+
+
+class AutoencoderTask(Task):
+    """An Autoencoder trained by pcae.train's loop. Tracked metric: "bpd" (PixelCNN, categorical
+    deconv) or "mse" (the MSE deconv, whose "bpd" is the discretised-Gaussian estimate)."""
+
+    kind = "autoencoder"
+
+    def __init__(self, model: Autoencoder, classes: list[str] | None = None):
+        self.model = model
+        self.classes = list(classes or [])
+        mse = model.kind == "deconv" and model.decoder.config.output == "mse"
+        self.metric = "mse" if mse else "bpd"
+
+    def configs(self):
+        return {"model": self.model.config_dict(), "task": {"classes": self.classes}}
+
+    def loss(self, images, labels):
+        loss, metrics = self.model.loss(images, labels)
+        out = {("bpd" if k == "bits_per_dim" else k): v for k, v in metrics.items()}
+        out[self.metric] = loss  # the tensor the loop back-propagates
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, batches):
+        """Image-weighted means of loss()'s metrics over the batches, plus "images"."""
+        totals, n = {}, 0
+        for images, labels in batches:
+            for k, v in self.loss(images, labels).items():
+                totals[k] = totals.get(k, 0.0) + float(v) * len(images)
+            n += len(images)
+        return {**{k: v / n for k, v in totals.items()}, "images": n} if n else {}
+
+    def grid(self, images: torch.Tensor, labels: torch.Tensor, per: int, generator=None,
+             temperature: float = 1.0, method: str | None = None) -> tuple[torch.Tensor, int]:
+        """Each original followed by `per` PixelCNN samples given its h (or by its deconv
+        reconstruction). Returns ((N, C, H, W) uint8, images per row)."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            if model.kind == "deconv":
+                rec = model.reconstruct(images, labels)
+                rows = torch.stack([images.long(), rec], 1)  # (B, 2, C, H, W)
+            else:
+                source = labels if model.encoder.input == "labels" else images
+                drawn = model.sample(source, per, temperature=temperature, generator=generator,
+                                     method=method)  # (B, per, C, H, W)
+                rows = torch.cat([images[:, None].long(), drawn], 1)
+        finally:
+            model.train(was_training)
+        return rows.flatten(0, 1).to(torch.uint8), rows.shape[1]
+
+    def sample_grid(self, examples, n, generator, temperature):
+        images, labels = examples
+        rows = max(1, min(len(images), math.ceil(n / GRID_SAMPLES)))
+        return self.grid(images[:rows], labels[:rows], GRID_SAMPLES, generator, temperature)
+
+    def check_data(self, dataset):
+        source, (C, H, W) = dataset.info.get("source"), tuple(dataset.shape)
+        encoder, decoder = self.model.encoder, self.model.decoder.config
+        enc = encoder.config
+        shapes = [(decoder.image_channels, None)]  # (channels, (H, W) or None = any size)
+        if self.model.kind == "deconv" or decoder.spatial_cond:
+            shapes.append((decoder.image_channels, tuple(decoder.image_size)))
+        if enc["name"] == "conv":
+            shapes.append((enc["in_channels"], tuple(enc["image_size"])))
+        for channels, size in shapes:
+            if C != channels or (size is not None and (H, W) != size):
+                want = f"{channels}-channel" + ("" if size is None else f" {size[0]}x{size[1]}")
+                raise PcaeError(f"data {source!r} has {C}-channel {H}x{W} images, the model "
+                                f"expects {want} images")
+        if encoder.input == "labels":
+            if not dataset.num_classes:
+                raise PcaeError(f"data {source!r} has no labels; the {enc['name']} encoder needs "
+                                "a labelled source")
+            if dataset.num_classes != encoder.dim:
+                raise PcaeError(f"data {source!r} has {dataset.num_classes} classes, the "
+                                f"{enc['name']} encoder was built for {encoder.dim}")
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict) -> "AutoencoderTask":
+        configs = checkpoint["configs"]
+        model = build_autoencoder(configs["model"], checkpoint["state_dicts"]["model"])
+        return cls(model, configs.get("task", {}).get("classes"))
+
+
+def model_from_checkpoint(checkpoint: dict) -> Autoencoder:
+    """The pcae.checkpoint builder for kind "autoencoder"."""
+    return build_autoencoder(checkpoint["configs"]["model"], checkpoint["state_dicts"]["model"])
+
+
+def encoder_from_checkpoint(path) -> nn.Module:
+    """The encoder of an auto-encoder checkpoint, with its weights (for --encoder-checkpoint)."""
+    checkpoint = load_checkpoint(path, kind="autoencoder")
+    config = checkpoint["configs"]["model"]["encoder"]
+    state = {k[len("encoder."):]: v for k, v in checkpoint["state_dicts"]["model"].items()
+             if k.startswith("encoder.")}
+    try:
+        return load_encoder(config, state)
+    except (ValueError, RuntimeError, KeyError) as e:
+        raise PcaeError(f"{path}: cannot rebuild its encoder ({str(e).splitlines()[0]})") from None
+
+
+@dataclass(frozen=True)
+class AutoencoderSpec:
+    """Model options for `pcae train-ae`; image shape and class count come from the data.
+
+    encoder: a name in encoders.ENCODER_NAMES (None: "conv", or the --encoder-checkpoint's).
+    bottleneck: the conv encoder's m (None: 10, or the checkpoint encoder's dim, which it must match).
+    decoder: "pixelcnn" or "deconv" (with `deconv_output` "mse" or "categorical").
+    freeze_encoder: train the decoder only; the encoder's weights stay bit-identical.
+    encoder_checkpoint: an auto-encoder checkpoint whose encoder (and weights) to start from.
+    facenet_weights: "vggface2" (default), a state-dict file, or "random" (facenet encoder only).
+    """
+
+    kind: ClassVar[str] = "autoencoder"
+    encoder: str | None = None
+    bottleneck: int | None = None
+    encoder_channels: int = 32
+    decoder: str = "pixelcnn"
+    channels: int = 32
+    n_layers: int = 5
+    kernel_size: int = 3
+    first_kernel_size: int = 7
+    head_channels: int = 0
+    spatial_cond: bool = False
+    deconv_output: str = "mse"
+    deconv_channels: int = 32
+    freeze_encoder: bool = False
+    encoder_checkpoint: str | None = None
+    facenet_weights: str | None = None
+
+    def __post_init__(self):
+        from encoders import ENCODER_NAMES
+
+        if self.encoder is not None and self.encoder not in ENCODER_NAMES:
+            raise ValueError(f"encoder must be one of {', '.join(ENCODER_NAMES)}, got {self.encoder!r}")
+        if self.bottleneck is not None and self.bottleneck < 1:
+            raise ValueError(f"bottleneck must be >= 1, got {self.bottleneck}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
+        if self.spatial_cond and self.decoder != "pixelcnn":
+            raise ValueError("spatial_cond needs the pixelcnn decoder")
+        if self.facenet_weights is not None and self.encoder not in (None, "facenet"):
+            raise ValueError(f"facenet_weights applies to the facenet encoder, not {self.encoder}")
+        if self.bottleneck is not None and self.encoder in ("onehot", "facenet") and not self.encoder_checkpoint:
+            raise ValueError(f"bottleneck applies to the conv encoder; the {self.encoder} encoder's "
+                             "dim is fixed")
+
+    def make_encoder(self, dataset) -> nn.Module:
+        if self.encoder_checkpoint:
+            encoder = encoder_from_checkpoint(self.encoder_checkpoint)
+            name = encoder.config["name"]
+            if self.encoder is not None and self.encoder != name:
+                raise PcaeError(f"{self.encoder_checkpoint}: holds a {name} encoder, not {self.encoder}")
+            if self.bottleneck is not None and self.bottleneck != encoder.dim:
+                raise PcaeError(f"{self.encoder_checkpoint}: its {name} encoder has dim {encoder.dim}, "
+                                f"but --bottleneck is {self.bottleneck}")
+            return encoder
+        name = self.encoder or "conv"
+        C, H, W = dataset.shape
+        if name == "conv":
+            return build_encoder("conv", in_channels=C, image_size=(H, W),
+                                 bottleneck=self.bottleneck or 10, channels=self.encoder_channels)
+        if name == "onehot":
+            if not dataset.num_classes:
+                raise PcaeError(f"data {dataset.info.get('source')!r} has no labels; --encoder "
+                                "onehot needs a labelled source")
+            return build_encoder("onehot", num_classes=dataset.num_classes)
+        if name == "facenet":
+            return build_encoder("facenet", weights=self.facenet_weights or "vggface2")
+        raise ValueError(f"encoder must be one of the registered names, got {name!r}")
+
+    def build(self, dataset) -> AutoencoderTask:
+        C, H, W = dataset.shape
+        encoder = self.make_encoder(dataset)
+        try:
+            if self.decoder == "pixelcnn":
+                decoder = GatedPixelCNN(PixelCNNConfig(
+                    image_channels=C, channels=self.channels, n_layers=self.n_layers,
+                    kernel_size=self.kernel_size, first_kernel_size=self.first_kernel_size,
+                    head_channels=self.head_channels, cond_dim=encoder.dim,
+                    spatial_cond=self.spatial_cond, image_size=(H, W)))
+            else:
+                decoder = DeconvDecoder(DeconvConfig(
+                    cond_dim=encoder.dim, image_channels=C, image_size=(H, W),
+                    channels=self.deconv_channels, output=self.deconv_output))
+        except ValueError as e:
+            raise PcaeError(f"model options: {e}") from None
+        model = Autoencoder(encoder, decoder)
+        if self.freeze_encoder:
+            model.freeze_encoder()
+        return AutoencoderTask(model, list(dataset.classes or []))
+
+    def restore(self, checkpoint: dict) -> AutoencoderTask:
+        return AutoencoderTask.from_checkpoint(checkpoint)
+
+
+def reconstruct_checkpoint(path, data: str | None = None, split: str = "test", n: int = 8,
+                           samples: int = 4, temperature: float = 1.0, seed: int = 0,
+                           sampler: str | None = None, data_root: str | None = None,
+                           device: str = "cpu") -> tuple[torch.Tensor, int, dict]:
+    """The first n images of a data split, each followed by what an auto-encoder makes of its h.
+
+    A PixelCNN decoder draws `samples` images given each h; a deconv decoder gives its one
+    reconstruction (`samples` is then ignored).
+
+    Returns:
+        (grid (N, C, H, W) uint8, images per row, info {checkpoint, data, split, images, decoder,
+        encoder, <metric> over the n images, ...}).
+    """
+    from pcae.data import load_dataset
+    from pcae.sampling import SAMPLERS
+    from pcae.train import first_examples, resolve_device
+
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if sampler is not None and sampler not in SAMPLERS:
+        raise PcaeError(f"unknown sampler {sampler!r} (available: {', '.join(sorted(SAMPLERS))})")
+    checkpoint = load_checkpoint(path, kind="autoencoder")
+    task = task_from_checkpoint(checkpoint, path)
+    train_config = checkpoint["configs"].get("train", {})
+    source = data or train_config.get("data")
+    if source is None:
+        raise PcaeError(f"{path}: the checkpoint names no data source; pass --data")
+    dataset = load_dataset(source, split=split, channels=train_config.get("image_channels"),
+                           image_size=train_config.get("image_size"),
+                           data_root=data_root or train_config.get("data_root"))
+    task.check_data(dataset)
+    target = resolve_device(device)
+    task.model.to(target).eval()
+    images, labels = first_examples(dataset, n, target)
+    metrics = task.evaluate([(images, labels)])
+    generator = torch.Generator(target).manual_seed(seed)
+    grid, nrow = task.grid(images, labels, samples, generator, temperature, sampler)
+    info = {"checkpoint": str(path), "step": checkpoint.get("step"), "data": source, "split": split,
+            "decoder": task.model.kind, "encoder": task.model.encoder.config["name"],
+            "samples_per_image": nrow - 1, **metrics}
+    return grid, nrow, info
+
+
+register_task("autoencoder", AutoencoderTask.from_checkpoint)
+register_builder("autoencoder", "pcae.autoencoder:model_from_checkpoint")
