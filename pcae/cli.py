@@ -401,6 +401,131 @@ def evaluate_cmd(
     typer.echo(json.dumps(result, indent=2))
 
 
+# --- auto-encoders: `pcae train-ae`, `pcae reconstruct` (pcae/autoencoder.py) -----------------
+@app.command("train-ae")
+def train_ae_cmd(
+    data: str = typer.Option("fashion-mnist", "--data", help=_DATA_SOURCE_HELP),
+    out: Path = typer.Option(Path("runs/autoencoder"), "--out", help="Run folder (refused if it "
+                             "exists, unless --resume or --force)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder: " + ", ".join(_ENCODER_NAMES)
+                                          + " (default: conv, or the --encoder-checkpoint's)."),
+    bottleneck: Optional[int] = typer.Option(None, "--bottleneck", help="Size m of the conv encoder's h "
+                                             "(default: 10)."),
+    decoder: str = typer.Option("pixelcnn", "--decoder", help="pixelcnn (samples given h) or deconv "
+                                "(the MSE baseline)."),
+    deconv_output: str = typer.Option("mse", "--deconv-output", help="deconv: mse, or categorical "
+                                      "(256-way per sub-pixel, NLL in bits/dim)."),
+    spatial_cond: bool = typer.Option(False, "--spatial-cond", help="pixelcnn: also condition on a "
+                                      "deconv map m(h) (location-dependent)."),
+    freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="Train the decoder only."),
+    encoder_checkpoint: Optional[Path] = typer.Option(None, "--encoder-checkpoint", help="Start the "
+                                                      "encoder from this auto-encoder checkpoint."),
+    facenet_weights: Optional[str] = typer.Option(None, "--facenet-weights", help="facenet: vggface2 "
+                                                  "(default, from $TORCH_HOME/checkpoints), FILE, or random."),
+    encoder_channels: int = typer.Option(32, "--encoder-channels", min=1, help="conv encoder width."),
+    channels: int = typer.Option(32, "--channels", min=1, help="pixelcnn: feature maps per stack (p)."),
+    n_layers: int = typer.Option(5, "--n-layers", min=0, help="pixelcnn: gated layers after the first."),
+    deconv_channels: int = typer.Option(32, "--deconv-channels", min=1, help="deconv: width at full size."),
+    image_channels: Optional[int] = typer.Option(None, "--image-channels", help="Convert the data to 1 or 3."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Resize + centre crop."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per step (per rank)."),
+    lr: float = typer.Option(2e-3, "--lr", help="AdamW learning rate."),
+    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant or cosine (to lr/10)."),
+    grad_clip: float = typer.Option(0.0, "--grad-clip", min=0, help="Max gradient norm (0: off)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default 300; with "
+                                        "--resume, the stored total)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    precision: str = typer.Option("fp32", "--precision", help=_PRECISION_HELP),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the loss computation."),
+    num_workers: int = typer.Option(2, "--num-workers", min=0, help="DataLoader workers (data not in memory)."),
+    log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train metrics."),
+    eval_every: int = typer.Option(100, "--eval-every", min=0, help="Steps between test evaluations (0: end)."),
+    eval_images: int = typer.Option(1000, "--eval-images", min=0, help="Test images per evaluation (0: all)."),
+    sample_every: int = typer.Option(0, "--sample-every", min=0, help="Steps between grids (0: end)."),
+    n_samples: int = typer.Option(16, "--n-samples", min=0, help="Images per grid (4 samples per original)."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=0, help="Steps between checkpoints."),
+    resume: bool = typer.Option(False, "--resume", help="Continue --out from its last.pt."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+):
+    """Train an auto-encoder: an encoder makes h, a conditional PixelCNN (or deconv net) decodes x.
+
+    Grids show each test image followed by samples given its h (deconv: its reconstruction).
+    Same run folder, resume, DDP and metrics as `pcae train`. --encoder facenet expects face crops.
+    """
+    if resume and force:
+        raise typer.BadParameter("--resume and --force exclude each other", param_hint="--resume")
+    if steps is not None and epochs is not None:
+        raise typer.BadParameter("give --steps or --epochs, not both", param_hint="--epochs")
+    _check_channels(image_channels)
+    from pcae.autoencoder import AutoencoderSpec
+    from pcae.train import TrainConfig
+
+    try:
+        spec = AutoencoderSpec(
+            encoder=encoder, bottleneck=bottleneck, encoder_channels=encoder_channels, decoder=decoder,
+            channels=channels, n_layers=n_layers, spatial_cond=spatial_cond, deconv_output=deconv_output,
+            deconv_channels=deconv_channels, freeze_encoder=freeze_encoder,
+            encoder_checkpoint=None if encoder_checkpoint is None else str(encoder_checkpoint),
+            facenet_weights=facenet_weights)
+    except ValueError as e:  # the user's option values: one line, exit 1
+        raise PcaeError(str(e)) from None
+    try:
+        config = TrainConfig(
+            data=data, out=str(out), data_root=None if data_root is None else str(data_root),
+            image_channels=image_channels, image_size=image_size,
+            steps=0 if epochs else (steps or 300), epochs=epochs or 0, batch_size=batch_size, lr=lr,
+            lr_schedule=lr_schedule, grad_clip=grad_clip, seed=seed, device=device,
+            precision=precision, compile=compile, num_workers=num_workers, log_every=log_every,
+            eval_every=eval_every, eval_images=eval_images, sample_every=sample_every,
+            n_samples=n_samples, checkpoint_every=checkpoint_every)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    keep = ("steps", "epochs") if steps is None and epochs is None else ()  # resume: stored length
+    _run_training(config, spec, resume, force,
+                  [f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None)
+
+
+@app.command("reconstruct")
+def reconstruct_cmd(
+    checkpoint: Path = typer.Argument(..., help="An auto-encoder checkpoint (e.g. runs/autoencoder/last.pt)."),
+    out: Path = typer.Option(..., "--out", help="PNG grid to write."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data source (default: the training data). "
+                                       + _DATA_SOURCE_HELP),
+    split: str = typer.Option("test", "--split", help="train or test."),
+    n: int = typer.Option(8, "--n", min=1, help="Originals (one per row)."),
+    samples: int = typer.Option(4, "--samples", min=1, help="PixelCNN samples per original."),
+    temperature: float = typer.Option(1.0, "--temperature", min=0, help="Divides the logits; 0 = argmax."),
+    seed: int = typer.Option(0, "--seed"),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="cached or naive (default: pcae's default)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+):
+    """Each of the first N images, followed by PixelCNN samples given its h (deconv: its reconstruction)."""
+    if split not in ("train", "test"):
+        raise typer.BadParameter(f"must be train or test, got {split!r}", param_hint="--split")
+    if out.exists() and not force:
+        raise PcaeError(f"{out}: already exists; pass --force to replace it")
+    import time
+
+    from pcae.autoencoder import reconstruct_checkpoint
+    from pcae.train import save_grid
+
+    start = time.perf_counter()
+    grid, nrow, info = reconstruct_checkpoint(checkpoint, data=data, split=split, n=n, samples=samples,
+                                              temperature=temperature, seed=seed, sampler=sampler,
+                                              data_root=None if data_root is None else str(data_root),
+                                              device=device)
+    save_grid(grid, nrow, out)
+    made = "reconstruction" if info["decoder"] == "deconv" else f"{nrow - 1} samples"
+    scores = ", ".join(f"{k} {info[k]:.4f}" for k in ("bpd", "mse") if k in info)
+    typer.echo(f"wrote {out}: {len(grid) // nrow} {info['split']} images of {info['data']}, each + {made}; "
+               f"{scores} over them; {time.perf_counter() - start:.1f} s")
+
+
 def main():
     try:
         code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
