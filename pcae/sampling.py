@@ -64,8 +64,11 @@ def draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | 
     if temperature == 0:
         return logits.argmax(dim=1)
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float64)
-    gumbel = -torch.log(-torch.log(u.clamp_(1e-300, 1.0 - 1e-16)))
-    return (logits.double() / temperature + gumbel).argmax(dim=1)
+    # in place and without the no-op divide: the cached sampler calls this C*H*W times; the values
+    # are those of (logits / T + Gumbel noise), Gumbel noise = -log(-log u), bit for bit
+    neg_gumbel = u.clamp_(1e-300, 1.0 - 1e-16).log_().neg_().log_()
+    scores = logits.double() if temperature == 1 else logits.double() / temperature
+    return torch.sub(scores, neg_gumbel).argmax(dim=1)
 
 
 def check_sample_args(model: GatedPixelCNN, n: int, image_shape, h, temperature) -> tuple[int, int, int]:
@@ -115,21 +118,24 @@ def _row(bias: torch.Tensor | None, i: int) -> torch.Tensor | None:
 class _LayerCache:
     """One gated layer's weights as matrices, and what the cached sampler keeps for it."""
 
-    def __init__(self, layer: GatedLayer, bias_v, bias_h, n: int, W: int):
+    def __init__(self, layer: GatedLayer, bias_v, bias_h, n: int, W: int, row_term: torch.Tensor):
         self.layer, self.bias_v, self.bias_h = layer, bias_v, bias_h
         self.first = layer.first
         self.pad = layer.v_conv.pad  # == layer.h_conv.pad == k//2
         wh = layer.h_conv.masked_weight()  # (pre, in, 1, pad+1); last tap = the pixel itself
         pre, cin = wh.shape[:2]
         self.w_centre = wh[:, :, 0, -1].t().contiguous()  # (in, pre)
+        # window layout: pixel j-pad first, its `in` channels contiguous
         self.w_left = wh[:, :, 0, :-1].permute(2, 1, 0).reshape(self.pad * cin, pre).contiguous()
-        self.w_out = layer.out.masked_weight()[:, :, 0, 0].t().contiguous()  # (p, p or 2p)
-        self.b_out = layer.out.bias
+        w_out = layer.out.masked_weight()[:, :, 0, 0]  # (p, p) first layer, else (2p, p): [res | skip]
+        self.w_out, self.b_out = w_out.t().contiguous(), layer.out.bias
         kw = dict(device=wh.device, dtype=wh.dtype)
         self.strip = torch.zeros(n, cin, self.pad + 1, W, **kw)  # last k//2+1 vertical input rows
-        self.row = torch.zeros(n, W + self.pad, cin, **kw)  # horizontal inputs of this row, left-padded
-        self.base = torch.zeros(n, pre, **kw)  # this pixel's left-neighbour + row term
-        self.row_term = None  # (n, W, pre)
+        self.row_term = row_term  # (n, W, pre) view: per-column constant of the current row
+        self.term = None  # (n, pre) view: row_term at the current column
+        self.window = torch.zeros(n, self.pad * cin, **kw)  # horizontal inputs of the pad pixels left
+        self.base = torch.zeros(n, pre, **kw)  # term + left-neighbour contribution, per pixel
+        self.output = torch.zeros(n, w_out.shape[1] if self.first else w_out.shape[0] // 2, **kw)
 
     def push_row(self, values: torch.Tensor) -> None:
         """Append a finished vertical input row (n, in, 1, W) to the strip, dropping the oldest."""
@@ -146,15 +152,21 @@ class _LayerCache:
         term = self.layer.link(v_pre_above) + self.layer.h_conv.bias[:, None, None]  # (n, pre, 1, W)
         if self.bias_h is not None:
             term = term + _row(self.bias_h, i)
-        self.row_term = term[:, :, 0].transpose(1, 2).contiguous()  # (n, W, pre)
+        self.row_term.copy_(term[:, :, 0].transpose(1, 2))
 
-    def set_base(self, j: int) -> None:
-        window = self.row[:, j:j + self.pad].reshape(self.row.shape[0], -1)  # (n, pad*in), a view
-        torch.addmm(self.row_term[:, j], window, self.w_left, out=self.base)
+    def push_pixel(self, x_h: torch.Tensor) -> None:
+        """Slide the window one pixel right: x_h (n, in) is the finished pixel's horizontal input."""
+        if self.pad == 1:
+            self.window.copy_(x_h)
+        else:
+            self.window.copy_(torch.cat([self.window[:, x_h.shape[1]:], x_h], dim=1))
 
 
 class _CachedRun:
-    """State of one cached pass over n images of shape (C, H, W)."""
+    """State of one cached pass over n images of shape (C, H, W).
+
+    Everything a per-pixel step reads or writes lives in buffers allocated here once, so the steps
+    can be captured as CUDA graphs and replayed."""
 
     def __init__(self, model: GatedPixelCNN, n: int, image_shape, h, cuda_graphs: bool):
         C, H, W = image_shape
@@ -165,84 +177,101 @@ class _CachedRun:
         self.w1, self.b1 = w1.t().contiguous(), model.head1.bias
         self.w2 = [w2[c * K:(c + 1) * K].t().contiguous() for c in range(C)]  # (hidden, K) each
         self.b2 = [model.head2.bias[c * K:(c + 1) * K] for c in range(C)]
-        self.layers = [_LayerCache(layer, bv, bh, n, W)
-                       for layer, (bv, bh) in zip(model.layers, model.condition(h))]
         device, dtype = w1.device, w1.dtype
+        biases = model.condition(h)
+        pres = [layer.link.out_channels for layer in model.layers]
+        # the row terms of all layers in one tensor: one copy per pixel selects a column for all
+        self.row_terms = torch.zeros(n, W, sum(pres), device=device, dtype=dtype)
+        self.terms = torch.zeros(n, sum(pres), device=device, dtype=dtype)
+        self.layers, start = [], 0
+        for layer, (bias_v, bias_h), pre in zip(model.layers, biases, pres):
+            L = _LayerCache(layer, bias_v, bias_h, n, W, self.row_terms[:, :, start:start + pre])
+            L.term = self.terms[:, start:start + pre]
+            self.layers.append(L)
+            start += pre
         self.x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
-        self.cur = torch.zeros(n, C, device=device, dtype=dtype)  # the pixel being drawn, scaled
-        pre = self.layers[0].base.shape[1]
-        self.v_pre = [torch.zeros(n, pre, 1, W, device=device, dtype=dtype) for _ in self.layers]
-        self.graphs = _capture(self.step, C) if cuda_graphs else None
+        self.levels = torch.zeros(n, C, dtype=torch.long, device=device)  # the pixel being drawn
+        self.v_pre = [torch.zeros(n, pre, 1, W, device=device, dtype=dtype) for pre in pres]
+        self.graphs = _capture(self) if cuda_graphs else None
 
-    def step(self, c: int):
-        """Every layer on the current pixel alone, then the head for channel c.
+    def step(self, c: int) -> torch.Tensor:
+        """Every layer on the current pixel alone, then the head for channel c: float64 logits (n, K).
 
-        Returns logits (n, K) and the horizontal input of layers 1.. at this pixel, [(n, p)]."""
-        xh, skip, inputs = self.cur, None, []
+        Channels >= c of `levels` are stale; the masks give them zero weight. Step 0 first adds the
+        left neighbours' contribution to each layer's `base`; the others reuse it."""
+        if c == 0:
+            for L in self.layers:
+                torch.addmm(L.term, L.window, L.w_left, out=L.base)
+        xh, skip = self.model.scale(self.levels), None  # (n, C)
         for L in self.layers:
-            h_pre = torch.addmm(L.base, xh, L.w_centre)  # (n, pre)
-            out = torch.addmm(L.b_out, L.layer.gate(h_pre), L.w_out)  # (n, p) first, else (n, 2p)
+            gated = L.layer.gate(torch.addmm(L.base, xh, L.w_centre))  # (n, p)
             if L.first:
-                xh = skip = out
+                xh = skip = torch.addmm(L.b_out, gated, L.w_out, out=L.output)
             else:
-                res, s = out.chunk(2, dim=1)
-                xh, skip = xh + res, skip + s
-            inputs.append(xh)
+                res, s = torch.addmm(L.b_out, gated, L.w_out).chunk(2, dim=1)
+                xh, skip = torch.add(xh, res, out=L.output), skip + s
         hidden = F.relu(torch.addmm(self.b1, F.relu(skip), self.w1))
-        return torch.addmm(self.b2[c], hidden, self.w2[c]), inputs[:-1]
+        return torch.addmm(self.b2[c], hidden, self.w2[c]).double()  # draw() works in float64
 
-    def advance_vertical(self, i: int) -> None:
-        """Row i is finished: run the vertical stack on it for every layer."""
-        self.layers[0].push_row(self.model.scale(self.x[:, :, i:i + 1]))
-        for l, L in enumerate(self.layers):
-            self.v_pre[l] = L.vertical()
-            if l + 1 < len(self.layers):
-                v_pre = self.v_pre[l] if L.bias_v is None else self.v_pre[l] + _row(L.bias_v, i)
-                self.layers[l + 1].push_row(L.layer.gate(v_pre))
+    def push_pixel(self) -> None:
+        """The pixel is drawn: it joins every layer's window (outputs of the last step are final)."""
+        inputs = [self.model.scale(self.levels)] + [L.output for L in self.layers[:-1]]
+        for L, x_h in zip(self.layers, inputs):
+            L.push_pixel(x_h)
+
+    def start_row(self, i: int) -> None:
+        """Run the vertical stack on finished row i-1, then set row i's terms and empty windows."""
+        if i > 0:
+            self.layers[0].push_row(self.model.scale(self.x[:, :, i - 1:i]))
+            for l, L in enumerate(self.layers):
+                self.v_pre[l] = L.vertical()
+                if l + 1 < len(self.layers):
+                    v_pre = self.v_pre[l] if L.bias_v is None else self.v_pre[l] + _row(L.bias_v, i - 1)
+                    self.layers[l + 1].push_row(L.layer.gate(v_pre))
+        for L, v_pre in zip(self.layers, self.v_pre):
+            L.set_row_term(v_pre, i)
+            L.window.zero_()
 
     def run(self, pick: Pick, progress: Progress | None = None) -> torch.Tensor:
         """Visit every sub-pixel in raster order; `pick` turns its logits into levels."""
         for i in range(self.H):
-            if i > 0:
-                self.advance_vertical(i - 1)
-            for L, v_pre in zip(self.layers, self.v_pre):
-                L.set_row_term(v_pre, i)
+            self.start_row(i)
             for j in range(self.W):
-                for L in self.layers:
-                    L.set_base(j)
-                self.cur.zero_()
+                self.terms.copy_(self.row_terms[:, j])
                 for c in range(self.C):
                     if self.graphs is None:
-                        logits, inputs = self.step(c)
+                        logits = self.step(c)
                     else:
-                        graph, (logits, inputs) = self.graphs[c]
+                        graph, logits = self.graphs[c]
                         graph.replay()
-                    level = pick(logits, c, i, j)
-                    self.x[:, c, i, j] = level
-                    self.cur[:, c] = self.model.scale(level)
-                # the last step saw every channel the features may depend on: cache them
-                self.layers[0].row[:, j + self.layers[0].pad] = self.cur
-                for L, xh in zip(self.layers[1:], inputs):
-                    L.row[:, j + L.pad] = xh
+                    self.levels[:, c] = pick(logits, c, i, j)
+                self.x[:, :, i, j] = self.levels
+                if self.graphs is None:
+                    self.push_pixel()
+                else:
+                    self.graphs[-1][0].replay()
             if progress is not None:
                 progress(i + 1, self.H)
         return self.x
 
 
-def _capture(step, C: int):
-    """Capture step(c) for each channel c as a CUDA graph; returns [(graph, static outputs)]."""
+def _capture(run: _CachedRun):
+    """CUDA graphs of run.step(c) for each channel c, then of run.push_pixel: [(graph, output)].
+
+    Called before the run starts: the warm-up writes only buffers that the run resets."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up (cuBLAS handles, workspaces) off the capture
-        for c in range(C):
-            step(c)
+        for c in range(run.C):
+            run.step(c)
+        run.push_pixel()
     torch.cuda.current_stream().wait_stream(side)
     graphs = []
-    for c in range(C):
+    for fn in [lambda c=c: run.step(c) for c in range(run.C)] + [run.push_pixel]:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            outputs = step(c)
-        graphs.append((graph, outputs))
+            output = fn()
+        graphs.append((graph, output))
     return graphs
 
 
@@ -279,7 +308,7 @@ def cached_logits(model: GatedPixelCNN, x: torch.Tensor, h: torch.Tensor | None 
     model.check_inputs(x, h)
     B, C, H, W = x.shape
     run = _CachedRun(model, B, (C, H, W), h, _use_graphs(model, cuda_graphs))
-    logits = torch.empty(B, model.config.levels, C, H, W, device=x.device, dtype=run.cur.dtype)
+    logits = torch.empty(B, model.config.levels, C, H, W, device=x.device, dtype=run.terms.dtype)
 
     def force(step_logits, c, i, j):
         logits[:, :, c, i, j] = step_logits
