@@ -36,6 +36,7 @@ from pcae.utils import PcaeError, atomic_path
 
 LATENTS, INDEX, INFOS = "latents.h5", "index.faiss", "index_infos.json"
 TRAIN_SEED = 0
+FACENET_PHOTO_SIZE = 256  # facenet: photos are read at 256x256 (resize + centre crop), then MTCNN crops the face
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -77,12 +78,19 @@ def encoder_from_checkpoint(path: str | os.PathLike):
         raise PcaeError(f"{path}: cannot rebuild its {cfg.get('name')} encoder ({' '.join(str(e).split())[:160]})") from None
 
 
-def open_encoder(name: str, checkpoint: str | os.PathLike | None = None, num_classes: int = 0):
-    """(encoder in eval mode, metadata {encoder, encoder_config, checkpoint, checkpoint_sha256, preprocessing})."""
+def open_encoder(name: str, checkpoint: str | os.PathLike | None = None, num_classes: int = 0,
+                 facenet_weights: str | None = None):
+    """(encoder in eval mode, metadata {encoder, encoder_config, checkpoint, checkpoint_sha256, preprocessing}).
+
+    facenet_weights: for facenet without a checkpoint, "vggface2" (default), "casia-webface", a
+    weights file, or "random" (recorded in the metadata).
+    """
     from encoders import ENCODER_NAMES, build_encoder
 
     if name not in ENCODER_NAMES:
         raise PcaeError(f"unknown encoder {name!r}; known: {', '.join(ENCODER_NAMES)}")
+    if facenet_weights is not None and (name != "facenet" or checkpoint is not None):
+        raise PcaeError("--facenet-weights goes with --encoder facenet and no --checkpoint")
     if checkpoint is not None:
         encoder = encoder_from_checkpoint(checkpoint)
         stored = encoder.config["name"]
@@ -95,7 +103,7 @@ def open_encoder(name: str, checkpoint: str | os.PathLike | None = None, num_cla
             raise PcaeError("--encoder onehot needs labelled data, and this source has no classes")
         encoder = build_encoder("onehot", num_classes=num_classes)
     else:
-        encoder = build_encoder(name)
+        encoder = build_encoder(name, **({} if facenet_weights is None else {"weights": facenet_weights}))
     encoder.eval()
     meta = {"encoder": name, "encoder_config": dict(encoder.config),
             "checkpoint": "" if checkpoint is None else str(Path(checkpoint).resolve()),
@@ -110,8 +118,8 @@ def _data_options(encoder) -> dict:
     if cfg["name"] == "conv":
         h, w = cfg["image_size"]
         return {"channels": cfg["in_channels"], "image_size": h if h == w else None}
-    if cfg["name"] == "facenet":
-        return {"channels": 3, "image_size": None}
+    if cfg["name"] == "facenet":  # whole photos, one common size (folders of mixed sizes would get 32)
+        return {"channels": 3, "image_size": FACENET_PHOTO_SIZE}
     return {"channels": None, "image_size": None}
 
 
@@ -151,7 +159,8 @@ def _batches(ds, rows: np.ndarray, batch_size: int):
 def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", index_string: str | None = None,
           metric: str | None = None, append: bool = False, shard: tuple[int, int] | None = None,
           force: bool = False, batch_size: int = 256, data_root=None, limit: int | None = None,
-          flat_max: int = ix.FLAT_MAX, progress: Callable[[int, int], None] | None = None) -> dict:
+          flat_max: int = ix.FLAT_MAX, facenet_weights: str | None = None,
+          progress: Callable[[int, int], None] | None = None) -> dict:
     """Embed one split of a data source into a latents folder (see the module docstring).
 
     Args:
@@ -164,6 +173,7 @@ def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", i
         append: add to the folder's latents and index (encoder, checkpoint, d and metric must match).
         shard: (i, n) to embed the i-th of n contiguous slices.
         limit: embed only the first `limit` items of the split.
+        facenet_weights: see `open_encoder`.
         progress: called as progress(done, total) after each batch.
     Returns:
         the index infos written to index_infos.json (plus `skipped`, items without a latent).
@@ -190,7 +200,7 @@ def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", i
         raise PcaeError(f"{checkpoint}: no such checkpoint file")
     # onehot needs the number of classes before the data is opened with the encoder's options
     probe = load_dataset(source, split, data_root=data_root) if encoder == "onehot" and checkpoint is None else None
-    enc, meta = open_encoder(encoder, checkpoint, probe.num_classes if probe else 0)
+    enc, meta = open_encoder(encoder, checkpoint, probe.num_classes if probe else 0, facenet_weights)
     if old:
         _check_same_encoder(out, old["meta"], meta, enc.dim)
     if index_string is not None:
@@ -391,6 +401,9 @@ def embed_query_image(meta: dict, path) -> np.ndarray:
     if name == "onehot":
         raise PcaeError("these latents are one-hot labels: search them with id:N, not an image")
     if name == "facenet":
+        if (meta.get("encoder_config") or {}).get("weights") == "random" and not meta.get("checkpoint"):
+            raise PcaeError("these latents were made with random FaceNet weights that were not saved: "
+                            "an image query cannot be embedded the same way; use id:N")
         enc = _recorded_encoder(meta)
         crop, _ = enc.detect_file(path)
         with torch.no_grad():

@@ -136,6 +136,9 @@ def embed_cmd(
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Embed only the first N items."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
+    facenet_weights: Optional[str] = typer.Option(None, "--facenet-weights", help="facenet without "
+                                                  "--checkpoint: vggface2 (default), casia-webface, FILE "
+                                                  "or random."),
 ):
     """Stream a data source through an encoder into latents.h5 and a FAISS index."""
     import time
@@ -155,7 +158,7 @@ def embed_cmd(
 
         infos = embed(encoder, checkpoint, data, out, split=split, index_string=index, metric=metric,
                       append=append, shard=parse_shard(shard), force=force, batch_size=batch_size,
-                      data_root=data_root, limit=limit, progress=progress)
+                      data_root=data_root, limit=limit, facenet_weights=facenet_weights, progress=progress)
     recall = infos["recall_at_10"]
     typer.echo(f"wrote {infos['out']}: {infos['count']} latents of d={infos['d']} ({infos['encoder']}), "
                f"index {infos['index_string']} {infos['metric']}, recall@10 "
@@ -399,6 +402,191 @@ def evaluate_cmd(
                                  data_root=None if data_root is None else str(data_root),
                                  device=device, batch_size=batch_size, limit=limit, precision=precision)
     typer.echo(json.dumps(result, indent=2))
+
+
+# --- portraits: `pcae train-portraits`, `pcae portrait`, `pcae interpolate` (pcae/portrait.py) --
+@app.command("train-portraits")
+def train_portraits_cmd(
+    data: Optional[str] = typer.Option(None, "--data", help="Photos: folder:PATH (searched recursively) "
+                                       "or h5:PATH. Not needed with --resume."),
+    out: Path = typer.Option(Path("runs/portraits"), "--out", help="Run folder (refused if it exists, "
+                             "unless --resume or --force)."),
+    image_size: int = typer.Option(32, "--image-size", min=1, help="Side of the face images the PixelCNN models."),
+    facenet_weights: str = typer.Option("vggface2", "--facenet-weights", help="vggface2 (from "
+                                        "$TORCH_HOME/checkpoints), casia-webface, a state-dict FILE, or "
+                                        "random (untrained: for dry runs only)."),
+    facenet_crop_size: int = typer.Option(160, "--facenet-crop-size", min=32, help="MTCNN crop and FaceNet "
+                                          "input side (FaceNet's is 160; smaller is faster)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Face cache HDF5 (default: one per source "
+                                         "under $PCAE_CACHE_DIR or ~/.cache/pcae/faces)."),
+    max_photos: Optional[int] = typer.Option(None, "--max-photos", min=1, help="Use only the first N photos."),
+    channels: int = typer.Option(32, "--channels", min=1, help="Feature maps per stack (p)."),
+    n_layers: int = typer.Option(5, "--n-layers", min=0, help="Gated layers after the first."),
+    kernel_size: int = typer.Option(3, "--kernel-size", min=3, help="Gated layers' kernel (odd)."),
+    first_kernel_size: int = typer.Option(7, "--first-kernel-size", min=3, help="First layer's kernel (odd)."),
+    head_channels: int = typer.Option(0, "--head-channels", min=0, help="Output head width (0: --channels)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per step (per rank)."),
+    lr: float = typer.Option(2e-3, "--lr", help="AdamW learning rate."),
+    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant or cosine (to lr/10)."),
+    grad_clip: float = typer.Option(0.0, "--grad-clip", min=0, help="Max gradient norm (0: off)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default 300; with "
+                                        "--resume, the stored total)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP + " FaceNet embeds there too."),
+    precision: str = typer.Option("fp32", "--precision", help=_PRECISION_HELP),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the loss computation."),
+    log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train metrics."),
+    eval_every: int = typer.Option(100, "--eval-every", min=0, help="Steps between test evaluations (0: end)."),
+    eval_images: int = typer.Option(1000, "--eval-images", min=0, help="Test faces per evaluation (0: all)."),
+    sample_every: int = typer.Option(0, "--sample-every", min=0, help="Steps between sample grids (0: end)."),
+    n_samples: int = typer.Option(16, "--n-samples", min=0, help="Portraits per grid (4 per test face)."),
+    checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=0, help="Steps between checkpoints."),
+    checkpoint_seconds: float = typer.Option(600, "--checkpoint-seconds", min=0,
+                                             help="Also checkpoint after this many seconds (0: off)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue --out from its last.pt."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+):
+    """Train a PixelCNN of faces given their FaceNet embedding (portraits from one photo).
+
+    Detects the largest face of every photo with MTCNN once (cached in --cache), embeds it with
+    the frozen FaceNet, then trains like `pcae train`: OUT/last.pt (kind "portrait", with FaceNet's
+    weights), best.pt, samples.png (rows: a test face, then 4 portraits given its embedding),
+    metrics.jsonl, summary.json, curve.png, train.log (skipped photos included).
+    """
+    if resume and force:
+        raise typer.BadParameter("--resume and --force exclude each other", param_hint="--resume")
+    if steps is not None and epochs is not None:
+        raise typer.BadParameter("give --steps or --epochs, not both", param_hint="--epochs")
+    if data is None and not resume:
+        raise PcaeError("--data is required (folder:PATH or h5:PATH of photos), unless --resume")
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pcae.portrait import facenet_note, prepare_portrait_run
+    from pcae.train import TrainConfig
+
+    try:
+        config = TrainConfig(
+            data=data or "", out=str(out), steps=0 if epochs else (steps or 300), epochs=epochs or 0,
+            batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, grad_clip=grad_clip, seed=seed,
+            device=device, precision=precision, compile=compile, log_every=log_every,
+            eval_every=eval_every, eval_images=eval_images, sample_every=sample_every,
+            n_samples=n_samples, checkpoint_every=checkpoint_every,
+            checkpoint_seconds=checkpoint_seconds)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    bar = Progress(TextColumn("[bold]faces"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True)
+    with bar:
+        task = bar.add_task("faces", total=None)
+        config, spec, faces = prepare_portrait_run(
+            config, data, image_size=image_size, facenet_weights=facenet_weights,
+            facenet_crop_size=facenet_crop_size, cache=cache,
+            max_photos=max_photos, resume=resume, force=force,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            channels=channels, n_layers=n_layers, kernel_size=kernel_size,
+            first_kernel_size=first_kernel_size, head_channels=head_channels)
+    if faces is not None:
+        how = {"all": "reused", "detections": "reused detections, re-derived", "none": "detected"}
+        typer.echo(f"faces: {faces['faces']} of {faces['photos']} photos ({faces['train']} train, "
+                   f"{faces['test']} test), {len(faces['skipped'])} skipped; {faces['image_size']}x"
+                   f"{faces['image_size']}; cache {faces['cache']} ({how[faces['reused']]})")
+        for s in faces["skipped"][:10]:
+            typer.echo(f"  skipped {s['file']}: {s['reason']}")
+        if len(faces["skipped"]) > 10:
+            typer.echo(f"  ... {len(faces['skipped']) - 10} more (all listed in {out}/train.log)")
+        typer.echo(("warning: " if faces["random_weights"] else "")
+                   + facenet_note(faces["random_weights"], faces["facenet"]["weights"]))
+    keep = ("steps", "epochs") if steps is None and epochs is None else ()  # resume: stored length
+    _run_training(config, spec, resume, force,
+                  [f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None)
+
+
+def _refuse_existing(path: Optional[Path], force: bool):
+    if path is not None and path.exists() and not force:
+        raise PcaeError(f"{path}: already exists; pass --force to replace it")
+
+
+@app.command("portrait")
+def portrait_cmd(
+    photo: Path = typer.Argument(..., help="A photo with a face."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A portrait checkpoint (pcae train-portraits)."),
+    out: Path = typer.Option(..., "--out", help="PNG grid to write: the source crop, then the portraits."),
+    n: int = typer.Option(16, "--n", help="Portraits to draw (one batch)."),
+    face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face, largest first "
+                                             "(default: the largest)."),
+    samples_out: Optional[Path] = typer.Option(None, "--samples-out", help="Also write the portraits: "
+                                               "a folder of PNGs, or an .h5 file."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="cached (default) or naive."),
+    temperature: float = typer.Option(1.0, "--temperature", min=0, help="Divides the logits; 0 = argmax."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
+):
+    """Draw n new portraits of the person in PHOTO and print identity similarity and diversity."""
+    if n < 1:
+        raise PcaeError(f"--n must be >= 1, got {n}")
+    if face_index is not None and face_index < 0:
+        raise PcaeError(f"--face-index must be >= 0, got {face_index}")
+    _refuse_existing(out, force)
+    _refuse_existing(samples_out, force)
+    import math
+    import time
+
+    from pcae.portrait import draw_portraits, facenet_note, save_png_grid, save_samples
+
+    start = time.perf_counter()
+    r = draw_portraits(checkpoint, photo, n, face_index=face_index, sampler=sampler, seed=seed,
+                       temperature=temperature, device=device)
+    note = facenet_note(r.random_weights, r.facenet_weights)
+    save_png_grid(r.grid, max(1, math.ceil(math.sqrt(len(r.grid)))), out,
+                  {"pcae": "portrait grid: source crop, then samples", "checkpoint": str(checkpoint),
+                   **r.scores(), "note": note})
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"
+    S = r.samples.shape[-1]
+    typer.echo(f"face in {photo} (probability {r.probability:.3f}): {n} portraits of {S}x{S} "
+               f"in {time.perf_counter() - start:.1f} s ({r.sampler} sampler, seed {seed})")
+    typer.echo(f"identity similarity {r.identity_similarity:.3f}  (mean cosine FaceNet(sample) vs "
+               f"FaceNet(source); the source crop at {S}x{S} scores {r.source_similarity:.3f})")
+    typer.echo(f"diversity {fmt(r.diversity)}  (mean pairwise L2 between the samples' FaceNet "
+               f"embeddings, 0..2); pixels {fmt(r.pixel_diversity)} (mean pairwise RMS, levels)")
+    if samples_out is not None:
+        save_samples(r, samples_out, str(checkpoint))
+    typer.echo(f"wrote {out}" + (f" and {samples_out}" if samples_out is not None else ""))
+    typer.echo(("warning: " if r.random_weights else "") + note)
+
+
+@app.command("interpolate")
+def interpolate_cmd(
+    a: Path = typer.Argument(..., help="Photo of the first face."),
+    b: Path = typer.Argument(..., help="Photo of the second face."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A portrait checkpoint."),
+    out: Path = typer.Option(..., "--out", help="PNG grid: each row face a, the steps, face b."),
+    steps: int = typer.Option(8, "--steps", help="Portraits along the line (>= 2)."),
+    rows: int = typer.Option(1, "--rows", help="Rows, each with its own noise (the same along a row)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="cached (default) or naive."),
+    temperature: float = typer.Option(1.0, "--temperature", min=0, help="Divides the logits; 0 = argmax."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+):
+    """Morph face A into face B: portraits along the line between their FaceNet embeddings."""
+    if steps < 2:
+        raise PcaeError(f"--steps must be >= 2, got {steps}")
+    if rows < 1:
+        raise PcaeError(f"--rows must be >= 1, got {rows}")
+    _refuse_existing(out, force)
+    from pcae.portrait import facenet_note, interpolate, save_png_grid
+
+    r = interpolate(checkpoint, a, b, steps, rows=rows, seed=seed, temperature=temperature,
+                    sampler=sampler, device=device)
+    note = facenet_note(r.random_weights, r.facenet_weights)
+    save_png_grid(r.images, r.nrow, out, {"pcae": f"interpolation {a} -> {b}", "checkpoint": str(checkpoint),
+                                          "steps": steps, "rows": rows, "seed": seed, "note": note})
+    typer.echo(f"wrote {out}: {rows} row(s) of {a.name}, {steps} portraits, {b.name}; "
+               f"cosine between the two embeddings {r.cosine:.3f}")
+    typer.echo(("warning: " if r.random_weights else "") + note)
 
 
 # --- auto-encoders: `pcae train-ae`, `pcae reconstruct` (pcae/autoencoder.py) -----------------

@@ -359,3 +359,31 @@ def test_main_prints_one_red_line(tmp_path, capsys, monkeypatch):
         main()
     err = capsys.readouterr().err
     assert e.value.code == 1 and err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_cli_facenet_embed_skips_faceless_images(tmp_path):
+    """facenet (random weights, recorded as such): photos without a face are skipped and counted."""
+    import shutil
+    from pathlib import Path
+
+    photos = Path(__file__).parent / "data"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(photos / "astronaut.jpg", folder / "face.jpg")  # names that fall in the train split
+    shutil.copy(photos / "coffee.jpg", folder / "no-face.jpg")
+    out = tmp_path / "faces"
+    r = run("embed", "--encoder", "facenet", "--facenet-weights", "random", "--data", f"folder:{folder}",
+            "--out", out, "--metric", "cosine")
+    assert r.exit_code == 0, r.output
+    infos = json.loads((out / INFOS).read_text())
+    assert infos["count"] == 1 and infos["skipped"] == 1 and infos["d"] == 512
+    with LatentStore(out / LATENTS) as s:
+        assert s.meta["preprocessing"]["random_weights"] is True
+        assert s.meta["encoder_config"]["weights"] == "random"
+        ids = list(s.ids[:])
+    r = run("search", out, f"id:{ids[0]}", "-k", 5, "--json")  # the only item: no neighbour but itself
+    assert r.exit_code == 0 and json.loads(r.output)["neighbours"] == [], r.output
+    # unsaved random weights cannot embed a query image the same way: refused, not silently wrong
+    fails(run("search", out, photos / "astronaut.jpg"), "random FaceNet weights")
+    fails(run("embed", "--encoder", "conv", "--facenet-weights", "random", "--out", tmp_path / "x"),
+          "--facenet-weights goes with --encoder facenet")
