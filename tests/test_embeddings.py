@@ -321,6 +321,22 @@ def test_cli_shards_merge_like_a_single_pass(tmp_path, image_folder, conv_checkp
     assert r.exit_code == 0 and json.loads(r.output)["count"] == len(x)
 
 
+def test_cli_merge_of_hnsw_parts_re_adds_latents(tmp_path, image_folder):
+    """HNSW parts have no FAISS merge: their stored latents go into a copy of part 0's index."""
+    common = ["--encoder", "onehot", "--data", f"folder:{image_folder}", "--index", "HNSW8,Flat"]
+    for shard in ("0/2", "1/2"):
+        assert run("embed", *common, "--out", tmp_path / "parts", "--shard", shard).exit_code == 0
+    parts = sorted((tmp_path / "parts").iterdir())
+    r = run("index", "merge", *parts, "--out", tmp_path / "merged")
+    assert r.exit_code == 0 and "re-added" in r.output, r.output
+    merged = ix.load_index(tmp_path / "merged" / INDEX)
+    with LatentStore(tmp_path / "merged" / LATENTS) as s:
+        x, labels = s.latents[:], s.column("labels", np.arange(len(s)))
+    assert merged.ntotal == len(x) and ix.describe(merged)["family"] == "HNSW"
+    _, pos = ix.search(merged, x, 1, "l2")  # one-hot rows: the nearest has the same label
+    np.testing.assert_array_equal(labels[pos[:, 0]], labels)
+
+
 def test_cli_errors_are_one_line(tmp_path, image_folder, conv_checkpoint):
     out, data = tmp_path / "lat", f"folder:{image_folder}"
     assert run("embed", "--encoder", "conv", "--checkpoint", conv_checkpoint, "--data", data, "--out", out).exit_code == 0
@@ -387,3 +403,19 @@ def test_cli_facenet_embed_skips_faceless_images(tmp_path):
     fails(run("search", out, photos / "astronaut.jpg"), "random FaceNet weights")
     fails(run("embed", "--encoder", "conv", "--facenet-weights", "random", "--out", tmp_path / "x"),
           "--facenet-weights goes with --encoder facenet")
+
+
+def test_interrupted_embed_leaves_the_previous_folder_intact(tmp_path, image_folder):
+    from embeddings.embed import embed
+
+    out, data = tmp_path / "lat", f"folder:{image_folder}"
+    embed("onehot", None, data, out)
+    before = {name: (out / name).read_bytes() for name in (LATENTS, INDEX, INFOS)}
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed("onehot", None, data, out, force=True, metric="cosine", batch_size=8, progress=interrupt)
+    assert {name: (out / name).read_bytes() for name in (LATENTS, INDEX, INFOS)} == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)  # temp files removed
