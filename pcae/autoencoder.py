@@ -306,6 +306,10 @@ class AutoencoderTask(Task):
 
     def sample_grid(self, examples, n, generator, temperature):
         images, labels = examples
+        if self.model.kind == "deconv":  # n (original, reconstruction) pairs, 4 pairs a row
+            k = max(1, min(len(images), n))
+            grid, _ = self.grid(images[:k], labels[:k], 1)
+            return grid, 2 * min(4, k)
         rows = max(1, min(len(images), math.ceil(n / GRID_SAMPLES)))
         return self.grid(images[:rows], labels[:rows], GRID_SAMPLES, generator, temperature)
 

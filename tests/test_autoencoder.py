@@ -176,3 +176,125 @@ def test_config_dict_rebuilds_the_same_model(make):
     C = ae.decoder.config.image_channels
     x, y = images(C=C), torch.tensor([0, 1, 2, 3])
     assert torch.equal(rebuilt.loss(x, y)[0], ae.loss(x, y)[0])
+
+
+# -- the commands: pcae train-ae, pcae reconstruct ---------------------------------------------------
+
+TINY = ["--batch-size", "8", "--image-size", "8", "--eval-images", "16", "--log-every", "1",
+        "--encoder-channels", "4", "--channels", "8", "--n-layers", "1", "--deconv-channels", "4"]
+
+
+def run_pcae(monkeypatch, capsys, *args):
+    """The real entry point (`main` turns PcaeError into one line): (exit code, stdout, stderr)."""
+    import sys
+
+    from pcae.cli import main
+    monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", ["pcae", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def png_size(path):
+    from PIL import Image
+    with Image.open(path) as im:
+        return im.size
+
+
+@pytest.fixture(scope="module")
+def ae_run(tmp_path_factory):
+    """A 2-step conv + PixelCNN run (bottleneck 3) on the bundled data at 8x8, through the library."""
+    import os
+
+    from pcae.autoencoder import AutoencoderSpec
+    from pcae.train import TrainConfig, train
+    out = tmp_path_factory.mktemp("ae") / "run"
+    before = os.environ.get("PCAE_DATA_BUNDLED")
+    os.environ["PCAE_DATA_BUNDLED"] = "1"
+    try:
+        train(TrainConfig(out=str(out), steps=2, batch_size=8, image_size=8, eval_images=16,
+                          n_samples=4, log_every=1),
+              AutoencoderSpec(bottleneck=3, encoder_channels=4, channels=8, n_layers=1))
+    finally:
+        if before is None:
+            del os.environ["PCAE_DATA_BUNDLED"]
+        else:
+            os.environ["PCAE_DATA_BUNDLED"] = before
+    return out
+
+
+def test_train_ae_writes_a_run_and_reconstruct_draws_the_grid(ae_run, tmp_path, monkeypatch, capsys):
+    from pcae.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(ae_run / "last.pt", kind="autoencoder")
+    model = checkpoint["configs"]["model"]
+    assert model["encoder"]["name"] == "conv" and model["encoder"]["bottleneck"] == 3
+    assert model["decoder"]["kind"] == "pixelcnn" and checkpoint["step"] == 2
+    summary = json.loads((ae_run / "summary.json").read_text())
+    assert summary["kind"] == "autoencoder" and summary["metric"] == "bpd"
+    assert 6.0 < summary["final_test_bpd"] < 9.0
+    assert png_size(ae_run / "samples.png") == (5 * 10 + 2, 1 * 10 + 2)  # 1 original + 4 samples
+
+    grid = tmp_path / "grid.png"
+    code, out, err = run_pcae(monkeypatch, capsys, "reconstruct", ae_run / "last.pt", "--n", 2,
+                              "--samples", 3, "--out", grid)
+    assert code == 0, err
+    assert png_size(grid) == (4 * 10 + 2, 2 * 10 + 2)  # rows: an original, then 3 samples
+    assert "2 test images of fashion-mnist, each + 3 samples; bpd" in out
+    code, _, err = run_pcae(monkeypatch, capsys, "reconstruct", ae_run / "last.pt", "--out", grid)
+    assert code == 1 and err.strip() == f"error: {grid}: already exists; pass --force to replace it"
+
+
+def test_train_ae_frozen_encoder_from_checkpoint_stays_put(ae_run, tmp_path, monkeypatch, capsys):
+    """--freeze-encoder --encoder-checkpoint: a deconv decoder on the PixelCNN-AE's encoder; the
+    encoder's weights come out bit-identical, also across --resume."""
+    from pcae.checkpoint import load_checkpoint
+
+    out = tmp_path / "deconv"
+    args = ["train-ae", "--decoder", "deconv", "--encoder-checkpoint", ae_run / "last.pt",
+            "--freeze-encoder", "--out", out, "--n-samples", "2", *TINY]
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--steps", 1)
+    assert code == 0, err
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--steps", 2, "--resume")
+    assert code == 0, err
+
+    def encoder_state(path):
+        state = load_checkpoint(path)["state_dicts"]["model"]
+        return {k: v for k, v in state.items() if k.startswith("encoder.")}
+    source, trained = encoder_state(ae_run / "last.pt"), encoder_state(out / "last.pt")
+    assert source.keys() == trained.keys() and all(torch.equal(source[k], trained[k]) for k in source)
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert checkpoint["step"] == 2 and checkpoint["configs"]["model"]["encoder_frozen"] is True
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metric"] == "mse" and 0 < summary["final_test_mse"] < 1
+    assert png_size(out / "samples.png") == (4 * 10 + 2, 1 * 10 + 2)  # 2 x (original, reconstruction)
+
+
+def test_train_ae_help_lists_the_encoders(monkeypatch, capsys):
+    code, out, _ = run_pcae(monkeypatch, capsys, "train-ae", "--help")
+    assert code == 0 and "Encoder: conv, onehot, facenet" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bottleneck", "0"], "bottleneck must be >= 1, got 0"),
+    (["--encoder", "vae"], "encoder must be one of conv, onehot, facenet, got 'vae'"),
+    (["--bottleneck", "5", "--freeze-encoder", "--encoder-checkpoint", "{ckpt}"],
+     "{ckpt}: its conv encoder has dim 3, but --bottleneck is 5"),
+    (["--encoder", "facenet"], "FaceNet vggface2 weights not found: put 20180402-114759-vggface2.pt "
+     "(facenet-pytorch's release) at {torch_home}/checkpoints/20180402-114759-vggface2.pt"),
+], ids=["bottleneck-0", "unknown-encoder", "frozen-dim-mismatch", "facenet-no-weights"])
+def test_train_ae_bad_inputs_are_one_line_errors(args, message, ae_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    values = {"ckpt": ae_run / "last.pt", "torch_home": tmp_path / "torch"}
+    out = tmp_path / "run"
+    code, _, err = run_pcae(monkeypatch, capsys, "train-ae", "--out", out, "--steps", 1,
+                            *[a.format(**values) for a in args], *TINY)
+    assert code == 1
+    assert err.startswith("error: " + message.format(**values)) and err.count("\n") == 1
+    assert "Traceback" not in err and not out.exists()
