@@ -251,7 +251,7 @@ def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", i
                 index = ix.load_index(out / INDEX)
                 ix.check_compatible(index, store.dim, metric, old["infos"])
                 t1 = time.perf_counter()
-                ix.add_vectors(index, store.latents[old["count"]:], metric)
+                ix.add_vectors(index, store.latents, metric, start=old["count"])
                 infos = {**old["infos"], "count": int(index.ntotal),
                          "build_time_s": round(old["infos"].get("build_time_s", 0) + time.perf_counter() - t1, 3),
                          **ix.measure_recall(index, store.latents, metric)}

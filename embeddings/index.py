@@ -94,13 +94,13 @@ def train_index(index: faiss.Index, vectors, metric: str, max_train: int | None 
                         f"({' '.join(str(e).split())[-120:]})") from None
 
 
-def add_vectors(index: faiss.Index, vectors, metric: str, block: int = BLOCK) -> None:
-    """Add all rows of `vectors` (array or h5py dataset), block by block."""
+def add_vectors(index: faiss.Index, vectors, metric: str, block: int = BLOCK, start: int = 0) -> None:
+    """Add rows start.. of `vectors` (array or h5py dataset), block by block."""
     d = vectors.shape[1]
     if d != index.d:
         raise ValueError(f"vectors have d={d}, the index d={index.d}")
-    for start in range(0, len(vectors), block):
-        index.add(prepare(vectors[start:start + block], metric))
+    for s in range(start, len(vectors), block):
+        index.add(prepare(vectors[s:s + block], metric))
 
 
 def search(index: faiss.Index, queries, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
