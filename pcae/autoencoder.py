@@ -20,6 +20,11 @@ References:
     [1] van den Oord et al., "Conditional Image Generation with PixelCNN Decoders", 2016,
         arXiv:1606.05328.
 
+Known limits: with the facenet encoder, `train-ae` feeds the data's images to FaceNet as face
+crops (no MTCNN pass; `pcae train-portraits` detects and caches faces). The "mse" deconv's bits/dim
+is an estimate: sigma is fitted to each batch's own MSE. Checkpoints of kind "autoencoder" are
+loadable once this module is imported (it registers its task and builder).
+
 Shapes: B batch, C image channels, H, W image size, K levels, D = encoder.dim, n per-input samples.
 """
 from __future__ import annotations
@@ -342,6 +347,11 @@ class AutoencoderTask(Task):
         return cls(model, configs.get("task", {}).get("classes"))
 
 
+def autoencoder_task(checkpoint: dict) -> AutoencoderTask:
+    """The pcae.train task loader for kind "autoencoder" (evaluate, resume)."""
+    return AutoencoderTask.from_checkpoint(checkpoint)
+
+
 def model_from_checkpoint(checkpoint: dict) -> Autoencoder:
     """The pcae.checkpoint builder for kind "autoencoder"."""
     return build_autoencoder(checkpoint["configs"]["model"], checkpoint["state_dicts"]["model"])
@@ -499,5 +509,6 @@ def reconstruct_checkpoint(path, data: str | None = None, split: str = "test", n
     return grid, nrow, info
 
 
-register_task("autoencoder", AutoencoderTask.from_checkpoint)
+# Importing this module makes "autoencoder" checkpoints loadable by pcae.train and pcae.checkpoint.
+register_task("autoencoder", autoencoder_task)
 register_builder("autoencoder", "pcae.autoencoder:model_from_checkpoint")
