@@ -22,17 +22,20 @@ How the cached sampler works (see pcae/pixelcnn.py for the masking it relies on)
   vertical one shifted down a row, row r's pre-activation, through `link`, is the per-column term
   every pixel of row r+1 adds: it is computed once per row together with the conv bias and the
   conditioning bias of that row (`row_term`, (n, W, pre)).
-* Horizontal stack, once per new pixel (i, j). Each layer keeps its horizontal inputs of row i so
-  far. The contribution of the k//2 left neighbours (all final) is computed once per pixel into
-  `base`; then, for each channel c of the pixel, one step runs every layer on this pixel alone:
-  centre tap, gate, residual/skip 1x1, and the output head for channel c only. These are
-  (n, in) @ (in, out) matmuls on weight matrices taken from the model's modules (masks applied).
+* Horizontal stack, once per new pixel (i, j). Each layer keeps a window of the horizontal inputs
+  of the k//2 pixels to the left (zeros at the row start, like the conv's padding). Their
+  contribution, plus the row term at column j, is computed once per pixel into `base`; then, for
+  each channel c of the pixel, one step runs every layer on this pixel alone: centre tap, gate,
+  residual/skip 1x1, and the output head for channel c only. These are (n, in) @ (in, out) matmuls
+  on weight matrices taken from the model's modules, masks applied. When the pixel is drawn, its
+  inputs slide into the windows.
 * Inside a pixel the channel masks make channel c's logits depend only on channels < c of the
   pixel, whatever the other channels hold; and no feature of pixel (i, j) depends on its last
   channel (mask A in the first layer). So the features computed at the last step are exactly the
   full-image ones, and they are what is cached for the pixels to the right.
-* On CUDA each per-channel step is captured once as a CUDA graph and replayed (`cuda_graphs`);
-  the draw stays outside the graph, so the generator is consumed exactly as by the naive sampler.
+* All per-pixel state lives in buffers allocated once, so on CUDA each per-channel step and the
+  window slide are captured once as CUDA graphs and replayed (`cuda_graphs`); the draw stays outside
+  the graphs, so the generator is consumed exactly as by the naive sampler.
 
 Cost per image: the naive sampler runs C*H*W full forward passes; the cached one does the work of
 about C forward passes restricted to one pixel per pixel, plus one vertical row per row.
@@ -135,7 +138,7 @@ class _LayerCache:
         self.term = None  # (n, pre) view: row_term at the current column
         self.window = torch.zeros(n, self.pad * cin, **kw)  # horizontal inputs of the pad pixels left
         self.base = torch.zeros(n, pre, **kw)  # term + left-neighbour contribution, per pixel
-        self.output = torch.zeros(n, w_out.shape[1] if self.first else w_out.shape[0] // 2, **kw)
+        self.output = torch.zeros(n, layer.out.in_channels, **kw)  # (n, p): next layer's x_h here
 
     def push_row(self, values: torch.Tensor) -> None:
         """Append a finished vertical input row (n, in, 1, W) to the strip, dropping the oldest."""
