@@ -22,6 +22,8 @@ array and an h5py dataset work alike and memory holds one block, whatever N is.
 [2] https://github.com/criteo/autofaiss (index_infos.json)
 Known limits: merge of HNSW (or of IVF parts with different quantizers) is not a FAISS operation;
 `embeddings.embed.merge_parts` re-adds those parts' vectors into the first part's trained index.
+`faiss.IndexShards` would search parts side by side, but `faiss.write_index` cannot save it, so a
+merged folder always holds one real index.
 """
 from __future__ import annotations
 
