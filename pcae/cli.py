@@ -415,8 +415,8 @@ def train_portraits_cmd(
     facenet_weights: str = typer.Option("vggface2", "--facenet-weights", help="vggface2 (from "
                                         "$TORCH_HOME/checkpoints), casia-webface, a state-dict FILE, or "
                                         "random (untrained: for dry runs only)."),
-    facenet_crop_size: int = typer.Option(160, "--facenet-crop-size", min=32, help="MTCNN crop and FaceNet "
-                                          "input side (FaceNet's is 160; smaller is faster)."),
+    facenet_crop_size: int = typer.Option(160, "--facenet-crop-size", min=75, help="MTCNN crop and FaceNet "
+                                          "input side (FaceNet's is 160; 75..159 is faster, less exact)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Face cache HDF5 (default: one per source "
                                          "under $PCAE_CACHE_DIR or ~/.cache/pcae/faces)."),
     max_photos: Optional[int] = typer.Option(None, "--max-photos", min=1, help="Use only the first N photos."),

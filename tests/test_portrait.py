@@ -1,0 +1,311 @@
+"""Portraits: face cache, train-portraits, portrait and interpolate, end to end on the bundled photos.
+
+FaceNet runs with (seeded) random weights and 80x80 crops, the PixelCNN is tiny and works at 8x8;
+FaceNet forwards (~0.2 s of CPU per crop) dominate, so the tests embed as few crops as they can. One training run (module fixture) serves every
+test that needs a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+from typer.testing import CliRunner
+
+from pcae.checkpoint import load_checkpoint, save_checkpoint
+from pcae.cli import app
+
+DATA = Path(__file__).parent / "data"
+S, CROP = 8, 80  # PixelCNN image side, FaceNet crop side (InceptionResnetV1 needs >= 75)
+
+
+def make_photos(folder: Path) -> Path:
+    """6 face photos (astronaut, camera, their mirror images and crops), 1 without a face, 1 junk."""
+    folder.mkdir(parents=True)
+    a, c = Image.open(DATA / "astronaut.jpg"), Image.open(DATA / "camera.jpg")
+    photos = {"astronaut": a, "camera": c, "astronaut_flip": ImageOps.mirror(a),
+              "camera_flip": ImageOps.mirror(c), "astronaut_crop": a.crop((20, 0, a.width, a.height - 20)),
+              "camera_crop": c.crop((0, 0, c.width - 20, c.height - 10))}
+    for name, image in photos.items():
+        image.save(folder / f"{name}.jpg")
+    Image.open(DATA / "coffee.jpg").save(folder / "coffee.jpg")
+    (folder / "broken.jpg").write_text("not an image")
+    return folder
+
+
+def run_pcae(monkeypatch, capsys, *args):
+    """The real entry point (`main` turns PcaeError into one line); (code, out, err)."""
+    from pcae.cli import main
+    monkeypatch.setattr(sys, "argv", ["pcae", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """train-portraits on the photos for 3 steps; (folder, run folder, cache, CLI output)."""
+    tmp = tmp_path_factory.mktemp("portraits")
+    photos = make_photos(tmp / "photos")
+    out, cache = tmp / "run", tmp / "faces.h5"
+    result = CliRunner().invoke(app, [
+        "train-portraits", "--data", f"folder:{photos}", "--out", str(out), "--cache", str(cache),
+        "--image-size", str(S), "--facenet-weights", "random", "--facenet-crop-size", str(CROP),
+        "--steps", "3", "--batch-size", "2", "--channels", "6", "--n-layers", "1",
+        "--first-kernel-size", "3", "--n-samples", "2", "--eval-every", "0", "--checkpoint-every", "0"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return photos, out, cache, result.output
+
+
+@pytest.fixture(scope="module")
+def model(run):
+    from pcae.portrait import load_portrait
+    return load_portrait(run[1] / "last.pt")
+
+
+@pytest.fixture(scope="module")
+def facenet():
+    from pcae.portrait import build_facenet
+    return build_facenet("random", CROP)
+
+
+# ----------------------------------------------------------------------------- train-portraits
+
+def test_train_portraits_counts_faces_and_writes_a_portrait_run(run):
+    photos, out, cache, output = run
+    assert "faces: 6 of 8 photos (5 train, 1 test), 2 skipped" in output
+    assert re.search(r"skipped coffee\.jpg: no face \(best probability 0\.\d{3}\)", output)
+    assert "skipped broken.jpg: unreadable" in output
+    assert "FaceNet weights are random (NOT pretrained)" in output
+    for name in ("last.pt", "best.pt", "samples.png", "summary.json", "train.log"):
+        assert (out / name).exists(), name
+    assert "coffee.jpg" in (out / "train.log").read_text()  # skipped files are named in the log
+
+    ckpt = load_checkpoint(out / "last.pt", kind="portrait")
+    assert ckpt["configs"]["facenet"] == {"name": "facenet", "weights": "random", "image_size": CROP,
+                                          "margin": 0, "min_face_size": 20}
+    assert ckpt["configs"]["facenet_preprocessing"]["random_weights"] is True
+    assert ckpt["configs"]["model"]["cond_dim"] == 512 and ckpt["configs"]["model"]["image_channels"] == 3
+    assert "last_linear.weight" in "".join(ckpt["state_dicts"]["facenet"])  # FaceNet travels along
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kind"] == "portrait" and np.isfinite(summary["final_test_bpd"])
+    assert summary["test_images"] == 1
+    # the training grid: 1 test face, then 2 portraits of it
+    assert Image.open(out / "samples.png").size == (3 * (S + 2) + 2, S + 4)
+
+
+def test_face_cache_layout(run, facenet):
+    from pcae.portrait import weights_fingerprint
+
+    _, _, cache, _ = run
+    with h5py.File(cache, "r") as f:
+        assert f["images"].shape == (6, 3, S, S) and f["images"].dtype == np.uint8
+        assert f["crops"].shape == (6, 3, CROP, CROP)
+        assert list(f["labels"][:]) == list(range(6))
+        assert sorted(f["files"].asstr()[:]) == sorted(
+            f"{n}{s}.jpg" for n in ("astronaut", "camera") for s in ("", "_flip", "_crop"))
+        assert f.attrs["random_weights"] and f.attrs["image_size"] == S
+        # astronaut.jpg falls in test by pcae.data's path-hash rule
+        assert [n for n, s in zip(f["files"].asstr()[:], f["split"][:]) if s] == ["astronaut.jpg"]
+        emb = torch.from_numpy(f["embeddings"][:])
+        assert torch.allclose(emb.norm(dim=1), torch.ones(6), atol=1e-4)
+        # the embeddings are FaceNet's of the stored crops, by weights the seed reproduces
+        assert f.attrs["weights_fingerprint"] == weights_fingerprint(facenet)
+        assert torch.allclose(facenet(torch.from_numpy(f["crops"][:1])), emb[:1], atol=1e-5)
+
+
+def test_face_cache_is_reused_without_detecting_again(run, facenet, monkeypatch, tmp_path):
+    from encoders.facenet import FaceNetEncoder
+    from pcae.portrait import prepare_faces
+
+    photos, _, cache, _ = run
+    copy = tmp_path / "faces.h5"
+    copy.write_bytes(cache.read_bytes())
+    before = copy.stat().st_mtime_ns
+
+    def no_detection(*args, **kwargs):
+        raise AssertionError("detection ran again")
+    monkeypatch.setattr(FaceNetEncoder, "detect", no_detection)
+
+    info = prepare_faces(f"folder:{photos}", copy, facenet, S)
+    assert info["reused"] == "all" and info["faces"] == 6 and len(info["skipped"]) == 2
+    assert copy.stat().st_mtime_ns == before  # not even rewritten
+
+    with h5py.File(copy, "r") as f:
+        emb_before = f["embeddings"][:]
+    info = prepare_faces(f"folder:{photos}", copy, facenet, 4)  # another size: from the stored crops
+    assert info["reused"] == "detections" and info["image_size"] == 4
+    with h5py.File(copy, "r") as f:
+        assert f["images"].shape == (6, 3, 4, 4)
+        assert np.array_equal(f["embeddings"][:], emb_before)
+
+
+def test_face_cache_is_redone_when_the_photos_change(run, facenet, tmp_path):
+    from pcae.portrait import prepare_faces
+
+    photos, _, cache, _ = run
+    copy = tmp_path / "faces.h5"
+    copy.write_bytes(cache.read_bytes())
+    folder = tmp_path / "fewer"
+    folder.mkdir()
+    (folder / "camera.jpg").write_bytes((photos / "camera.jpg").read_bytes())
+    info = prepare_faces(f"folder:{folder}", copy, facenet, S)
+    assert info["reused"] == "none" and info["faces"] == 1 and info["photos"] == 1
+
+
+def test_facenet_weights_file_and_missing_pretrained_weights(run, facenet, tmp_path, monkeypatch, capsys):
+    from pcae.portrait import build_facenet, prepare_faces
+
+    photos, _, cache, _ = run
+    # a weights FILE holding the same weights: embeddings are reused, the cache now names the file
+    weights = tmp_path / "facenet.pt"
+    torch.save(facenet.net.state_dict(), weights)
+    copy = tmp_path / "faces.h5"
+    copy.write_bytes(cache.read_bytes())
+    info = prepare_faces(f"folder:{photos}", copy, build_facenet(str(weights), CROP), S)
+    assert info["reused"] == "detections" and not info["random_weights"]
+    assert info["facenet"]["weights"] == str(weights.resolve())
+
+    # vggface2 without the file in TORCH_HOME: one line saying where to put it, before any detection
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    code, out, err = run_pcae(monkeypatch, capsys, "train-portraits", "--data", f"folder:{photos}",
+                              "--out", tmp_path / "run", "--cache", tmp_path / "c.h5")
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().count("\n") == 0
+    assert str(tmp_path / "torch" / "checkpoints" / "20180402-114759-vggface2.pt") in err
+
+
+def test_train_portraits_refuses_bad_sources(run, monkeypatch, capsys, tmp_path):
+    photos = run[0]
+    for data, message in [("fashion-mnist", "portrait data must be folder:PATH or h5:PATH"),
+                          (f"folder:{tmp_path / 'nope'}", "not a folder")]:
+        code, out, err = run_pcae(monkeypatch, capsys, "train-portraits", "--data", data, "--out",
+                                  tmp_path / "r", "--facenet-weights", "random",
+                                  "--facenet-crop-size", CROP, "--cache", tmp_path / "c.h5")
+        assert code == 1 and message in err and err.strip().count("\n") == 0, err
+    # no face in any photo
+    empty = tmp_path / "noface"
+    empty.mkdir()
+    (empty / "coffee.jpg").write_bytes((photos / "coffee.jpg").read_bytes())
+    code, out, err = run_pcae(monkeypatch, capsys, "train-portraits", "--data", f"folder:{empty}",
+                              "--out", tmp_path / "r", "--facenet-weights", "random",
+                              "--facenet-crop-size", CROP, "--cache", tmp_path / "c.h5")
+    assert code == 1 and "no face found in any of its 1 photos" in err
+    assert not (tmp_path / "c.h5").exists()
+    # an existing run folder is refused before any detection
+    code, out, err = run_pcae(monkeypatch, capsys, "train-portraits", "--data", f"folder:{photos}",
+                              "--out", run[1], "--facenet-weights", "random")
+    assert code == 1 and "already exists" in err
+
+
+# ----------------------------------------------------------------------------- portrait
+
+def test_portrait_end_to_end(run, tmp_path):
+    _, out, _, _ = run
+    grid, samples = tmp_path / "grid.png", tmp_path / "samples.h5"
+    result = CliRunner().invoke(app, ["portrait", str(DATA / "astronaut.jpg"), "--n", "4",
+                                      "--checkpoint", str(out / "last.pt"), "--out", str(grid),
+                                      "--samples-out", str(samples), "--seed", "3"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    text = result.output
+    similarity = float(re.search(r"identity similarity (-?[\d.]+)", text).group(1))
+    diversity = float(re.search(r"diversity ([\d.]+)", text).group(1))
+    assert -1 <= similarity <= 1 and 0 <= diversity <= 2
+    assert "warning: FaceNet weights are random (NOT pretrained)" in text
+
+    image = Image.open(grid)
+    assert image.size == (3 * (S + 2) + 2, 2 * (S + 2) + 2)  # 5 tiles, 3 per row
+    assert image.text["random_weights"] == "true" and "random" in image.text["note"]
+    with h5py.File(samples, "r") as f:
+        assert f["images"].shape == (4, 3, S, S) and f["source"].shape == (1, 3, S, S)
+        assert f.attrs["random_weights"] and f.attrs["n"] == 4
+        assert abs(f["similarities"][:].mean() - similarity) < 1e-3
+        source, first = f["source"][0], f["images"][0]
+    tiles = np.asarray(image).transpose(2, 0, 1)
+    assert np.array_equal(tiles[:, 2:2 + S, 2:2 + S], source)  # the source crop comes first
+    assert np.array_equal(tiles[:, 2:2 + S, S + 4:2 * S + 4], first)
+
+    # outputs are not overwritten without --force
+    again = CliRunner().invoke(app, ["portrait", str(DATA / "astronaut.jpg"), "--checkpoint",
+                                     str(out / "last.pt"), "--out", str(grid)])
+    assert again.exit_code == 1 and "already exists" in str(again.exception)
+
+
+def test_draw_portraits_scores(model):
+    from pcae.portrait import _mean_pairwise, draw_portraits
+
+    a = draw_portraits(model, DATA / "camera.jpg", 3, seed=1)
+    assert a.samples.shape == (3, 3, S, S) and a.samples.dtype == torch.uint8
+    assert a.grid.shape == (4, 3, S, S) and torch.equal(a.grid[0], a.source[0])
+    assert a.random_weights and a.facenet_weights == "random" and a.sampler == "cached"
+    x = a.samples.flatten(1).double()
+    pairs = [((x[i] - x[j]).pow(2).mean().sqrt().item()) for i in range(3) for j in range(i + 1, 3)]
+    assert a.pixel_diversity == pytest.approx(np.mean(pairs))
+    assert a.identity_similarity == pytest.approx(np.mean(a.similarities))
+    assert 0 <= a.diversity <= 2 and -1 <= a.source_similarity <= 1 + 1e-6
+    assert _mean_pairwise(torch.ones(1, 5)) is None  # one sample: no diversity
+    with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+        draw_portraits(model, DATA / "camera.jpg", 0)
+
+
+def test_portrait_errors_are_one_line(run, monkeypatch, capsys, tmp_path):
+    _, out, _, _ = run
+    ckpt = out / "last.pt"
+    other = tmp_path / "pixelcnn.pt"
+    save_checkpoint({"kind": "pixelcnn", "configs": {}, "state_dicts": {}}, other)
+    junk = tmp_path / "notes.jpg"
+    junk.write_text("not an image")
+    cases = [
+        ((DATA / "coffee.jpg", "--checkpoint", ckpt),
+         rf"no face found in {re.escape(str(DATA / 'coffee.jpg'))} \(best probability 0\.\d{{3}}\)"),
+        ((junk, "--checkpoint", ckpt), rf"{re.escape(str(junk))} is not a readable image"),
+        ((tmp_path / "missing.jpg", "--checkpoint", ckpt), "missing.jpg does not exist"),
+        ((DATA / "astronaut.jpg", "--checkpoint", other), "is a 'pixelcnn' checkpoint, expected 'portrait'"),
+        ((DATA / "astronaut.jpg", "--checkpoint", junk), "not a pcae checkpoint"),
+        ((DATA / "astronaut.jpg", "--checkpoint", ckpt, "--n", 0), "--n must be >= 1, got 0"),
+        ((DATA / "astronaut.jpg", "--checkpoint", ckpt, "--face-index", 3), "face_index must be in"),
+    ]
+    for args, pattern in cases:
+        code, _, err = run_pcae(monkeypatch, capsys, "portrait", *args, "--out", tmp_path / "g.png")
+        assert code == 1, (args, err)
+        assert "Traceback" not in err and err.strip().count("\n") == 0, err
+        assert re.search(pattern, err), (pattern, err)
+    assert not (tmp_path / "g.png").exists()
+
+
+# ----------------------------------------------------------------------------- interpolate
+
+def test_interpolate_keeps_the_noise_along_a_row(model):
+    from pcae.portrait import interpolate
+
+    same = interpolate(model, DATA / "camera.jpg", DATA / "camera.jpg", 3, rows=2, seed=5)
+    grid = same.images.view(2, 5, 3, S, S)
+    for r in range(2):  # same embedding and same noise at every step: identical portraits
+        assert all(torch.equal(grid[r, 1], grid[r, k]) for k in (2, 3))
+    assert not torch.equal(grid[0, 1], grid[1, 1])  # rows differ in their noise
+    assert same.cosine == pytest.approx(1.0, abs=1e-5) and same.weights == [0.0, 0.5, 1.0]
+
+
+def test_interpolate_cli(run, tmp_path, monkeypatch, capsys):
+    _, out, _, _ = run
+    grid = tmp_path / "morph.png"
+    code, text, err = run_pcae(monkeypatch, capsys, "interpolate", DATA / "astronaut.jpg",
+                               DATA / "camera.jpg", "--steps", 2, "--checkpoint", out / "last.pt",
+                               "--out", grid)
+    assert code == 0, err
+    assert "cosine between the two embeddings" in text and "random (NOT pretrained)" in text
+    assert Image.open(grid).size == (4 * (S + 2) + 2, S + 4)
+    code, _, err = run_pcae(monkeypatch, capsys, "interpolate", DATA / "astronaut.jpg",
+                            DATA / "coffee.jpg", "--checkpoint", out / "last.pt",
+                            "--out", tmp_path / "x.png", "--steps", 1)
+    assert code == 1 and "--steps must be >= 2, got 1" in err
