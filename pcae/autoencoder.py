@@ -254,7 +254,6 @@ def build_autoencoder(config: dict, state_dict: dict | None = None) -> Autoencod
 # Training (`pcae train-ae`) and use (`pcae reconstruct`): a task for the loop in pcae/train.py
 
 
-DECODER_NAMES = tuple(DECODERS)
 GRID_SAMPLES = 4  # PixelCNN samples per original in a training grid
 
 
