@@ -714,6 +714,62 @@ def reconstruct_cmd(
                f"{scores} over them; {time.perf_counter() - start:.1f} s")
 
 
+# --- evaluation: `pcae compare-decoders` (eval/compare.py) -------------------------------------
+@app.command("compare-decoders")
+def compare_decoders_cmd(
+    bottleneck: list[int] = typer.Option([], "--bottleneck", min=1, help="Bottleneck m (repeat: "
+                                         "--bottleneck 10 --bottleneck 100) [default: 10, or the "
+                                         "checkpoints' dims]."),
+    data: str = typer.Option("fashion-mnist", "--data", help=_DATA_SOURCE_HELP),
+    out: Path = typer.Option(Path("reports/compare-decoders"), "--out", help="Report folder (refused "
+                             "if it exists, unless --force)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps per model "
+                                        "(default 2000; 20 with --quick)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per step (default 64)."),
+    eval_images: Optional[int] = typer.Option(None, "--eval-images", min=0, help="Test images measured "
+                                              "(default 2000; 0: all)."),
+    probe_images: Optional[int] = typer.Option(None, "--probe-images", min=0, help="Train images for "
+                                               "the probe and the k-NN database (default 10000; 0: all)."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny models, few steps, small subsets (~1 min on a CPU)."),
+    pixelcnn: list[Path] = typer.Option([], "--pixelcnn", help="PixelCNN-AE checkpoint instead of "
+                                        "training (one per --bottleneck, in order)."),
+    deconv: list[Path] = typer.Option([], "--deconv", help="Deconv-AE checkpoint instead of training "
+                                      "(one per --bottleneck, in order)."),
+    unconditional: Optional[Path] = typer.Option(None, "--unconditional", help="Unconditional "
+                                                 "PixelCNN checkpoint (the reference) instead of training."),
+    seed: int = typer.Option(0, "--seed"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
+    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    force: bool = typer.Option(False, "--force", help="Replace the report in an existing --out."),
+):
+    """Train (or load) a PixelCNN-AE and a deconv-AE per bottleneck and measure what h keeps.
+
+    Writes OUT/report.json, report.md, summary.png, figure_m{M}.png (rows: original, deconv
+    reconstruction, PixelCNN samples given the same h) and the training runs under OUT/runs/.
+    """
+    from eval.compare import QUICK, CompareConfig, compare_decoders
+
+    if not bottleneck and not pixelcnn and not deconv:
+        bottleneck = [10]
+    options = {k: v for k, v in dict(steps=steps, batch_size=batch_size, eval_images=eval_images,
+                                     probe_images=probe_images).items() if v is not None}
+    try:
+        config = CompareConfig(**{**(QUICK if quick else {}), **options, "bottlenecks": tuple(bottleneck),
+                                  "data": data, "out": str(out), "seed": seed, "device": device,
+                                  "data_root": None if data_root is None else str(data_root)})
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    report = compare_decoders(config, pixelcnn=pixelcnn, deconv=deconv, unconditional=unconditional,
+                              force=force, progress=lambda line: typer.echo(line, err=True))
+    for row in report["rows"]:
+        m = "-" if row["bottleneck"] is None else row["bottleneck"]
+        probe = row.get("probe_accuracy")
+        typer.echo(f"m={m:<4} {row['model']:<25} {row['bits_per_dim']:.3f} bits/dim"
+                   + ("" if probe is None else f", gain (h shuffled) {row['shuffled_gain']:.1f} bits, "
+                      f"probe {probe:.1%}, k-NN {row['knn_accuracy']:.1%}"))
+    typer.echo(f"wrote {out}/report.md ({report['wall_seconds']:.0f} s)")
+
+
 def main():
     try:
         code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here

@@ -1,0 +1,423 @@
+"""compare-decoders: what does the bottleneck keep under a PixelCNN decoder and under a deconv one?
+
+The claim tested [1, section 3.4]: a PixelCNN decoder models low-level pixel statistics itself, so
+the bottleneck h of a PixelCNN auto-encoder is free to keep high-level content, whereas the h of an
+MSE-trained deconvolutional auto-encoder must keep low-level detail.
+
+For each bottleneck m, with the same conv encoder architecture, data, seed and step budget (the
+training loop of pcae.train, one run folder per model under OUT/runs/):
+    pixelcnn-ae   conv encoder -> h -> conditional Gated PixelCNN, trained end to end on the NLL.
+    deconv-ae     conv encoder -> h -> DeconvDecoder, trained end to end with MSE, as in [1].
+    deconv head   a DeconvDecoder with the factorised 256-way output, trained (same budget) on the
+                  deconv-ae's *frozen* h. Decision: the deconv-ae is trained with MSE as the paper
+                  does, and its likelihood is that of the same h under the factorised categorical
+                  head, so its bits/dim sits on the PixelCNN's scale without changing what h was
+                  trained to keep. Its discretised-Gaussian estimate (sigma^2 = train-split MSE) is
+                  reported too.
+plus once, as reference, an unconditional Gated PixelCNN of the same size.
+
+On held-out images (a fixed random subset of the test split, seeded) it measures, per model:
+bits/dim and bits/image; conditioning gains (eval.metrics.conditioning_gain: shuffled h and h = 0);
+linear-probe and k-NN accuracy of h on the labels (train subset -> test subset); MSE/PSNR of the
+deconv reconstructions and of PixelCNN samples given h; per-dimension variance of h, active and
+effective dimensions. eval.report writes report.json, report.md, figure_m{m}.png (original | deconv
+reconstruction | PixelCNN samples given the same h) and summary.png.
+
+References:
+    [1] van den Oord et al., "Conditional Image Generation with PixelCNN Decoders", 2016,
+        arXiv:1606.05328.
+
+Known limits: CPU budgets are far below the paper's; the numbers say which way the effect goes at
+this budget, not what a converged model reaches. Sample PSNR uses few images (sampling is sequential).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from eval import metrics as M
+from pcae.utils import PcaeError
+
+REPORT_FILES = ("report.json", "report.md", "summary.png")
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Settings of one comparison. Every model gets `steps` AdamW steps of `batch_size` images."""
+
+    bottlenecks: tuple[int, ...] = (10, 100)  # (): read from the given checkpoints
+    data: str = "fashion-mnist"
+    data_root: str | None = None
+    out: str = "reports/compare-decoders"
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    channels: int = 32  # PixelCNN decoder and unconditional reference: feature maps per stack
+    n_layers: int = 5  # gated layers after the first
+    encoder_channels: int = 32
+    deconv_channels: int = 32
+    eval_images: int = 2000  # test images for NLL, gains, probe/k-NN test set, MSE (0: all)
+    probe_images: int = 10000  # train images: the probe's training set, the k-NN database (0: all)
+    figure_images: int = 8  # rows of the figure (and images for the sample PSNR)
+    samples_per_image: int = 4
+    eval_batch: int = 100  # h is shuffled inside batches of this size
+    knn_k: int = 20
+    active_threshold: float = 0.01
+    device: str = "cpu"
+    quick: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "bottlenecks", tuple(int(m) for m in self.bottlenecks))
+        checks = [
+            ("bottlenecks", min(self.bottlenecks, default=1) >= 1, "sizes >= 1"),
+            ("steps", self.steps >= 1, ">= 1"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("eval_images", self.eval_images >= 0, ">= 0"),
+            ("probe_images", self.probe_images >= 0, ">= 0"),
+            ("figure_images", self.figure_images >= 1, ">= 1"),
+            ("samples_per_image", self.samples_per_image >= 1, ">= 1"),
+            ("eval_batch", self.eval_batch >= 2, ">= 2 (h is shuffled inside a batch)"),
+            ("knn_k", self.knn_k >= 1, ">= 1"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+        if len(set(self.bottlenecks)) != len(self.bottlenecks):
+            raise ValueError(f"bottlenecks must be distinct, got {self.bottlenecks}")
+
+
+# Tiny models, few steps, small subsets: the whole pipeline in about a minute on a CPU.
+QUICK = dict(steps=20, batch_size=16, channels=8, n_layers=2, encoder_channels=8, deconv_channels=8,
+             eval_images=64, probe_images=256, figure_images=2, samples_per_image=2, eval_batch=32,
+             quick=True)
+
+
+def quick_config(**overrides) -> CompareConfig:
+    """CompareConfig with the QUICK settings (overrides win)."""
+    return CompareConfig(**{**QUICK, **overrides})
+
+
+Progress = Callable[[str], None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Training (pcae.train's loop) and loading
+
+
+def _train_run(config: CompareConfig, spec, name: str, progress: Progress) -> Path:
+    """Train one model with pcae.train.train into OUT/runs/NAME; return its last.pt."""
+    from pcae.train import TrainConfig, train
+
+    out = Path(config.out) / "runs" / name
+    train_config = TrainConfig(
+        data=config.data, data_root=config.data_root, out=str(out), steps=config.steps,
+        batch_size=config.batch_size, lr=config.lr, seed=config.seed, device=config.device,
+        num_workers=0, log_every=max(1, min(100, config.steps)), eval_every=0,
+        eval_images=min(config.eval_images or 1000, 1000), sample_every=0, n_samples=0,
+        checkpoint_every=0)
+    progress(f"training {name}: {config.steps} steps of {config.batch_size} images")
+    start = time.perf_counter()
+    result = train(train_config, spec, force=out.exists())
+    if result.status != "finished":
+        raise PcaeError(f"training {name} was interrupted; its checkpoint is {out / 'last.pt'}")
+    metric = result.summary["metric"]
+    progress(f"trained {name} in {time.perf_counter() - start:.0f} s: test {metric} "
+             f"{result.summary[f'final_test_{metric}']:.4f}")
+    return out / "last.pt"
+
+
+def _load_autoencoder(path, decoder: str, device: torch.device):
+    from pcae.checkpoint import load_model
+
+    model, checkpoint = load_model(path, kind="autoencoder")
+    if model.kind != decoder:
+        raise PcaeError(f"{path}: holds a {model.kind} auto-encoder, expected a {decoder} one")
+    if model.encoder.input != "images":
+        raise PcaeError(f"{path}: its {model.encoder.config['name']} encoder reads labels; "
+                        "compare-decoders needs an image encoder")
+    return model.to(device).eval(), checkpoint
+
+
+def plan_models(config: CompareConfig, pixelcnn=(), deconv=()) -> list[tuple[int | None, str | None, str | None]]:
+    """(bottleneck, pixelcnn checkpoint or None, deconv checkpoint or None) per model pair.
+
+    Given checkpoints come in pairs, one pair per bottleneck, in the order of `config.bottlenecks`;
+    with no bottlenecks in the config, the bottleneck is read from each pair (None here).
+    """
+    pixelcnn, deconv = list(pixelcnn or ()), list(deconv or ())
+    if not pixelcnn and not deconv:
+        if not config.bottlenecks:
+            raise ValueError("bottlenecks must hold one or more sizes when no checkpoints are given")
+        return [(m, None, None) for m in config.bottlenecks]
+    if len(pixelcnn) != len(deconv):
+        raise PcaeError(f"give --pixelcnn and --deconv in pairs, one pair per bottleneck; got "
+                        f"{len(pixelcnn)} --pixelcnn and {len(deconv)} --deconv")
+    if not config.bottlenecks:
+        return [(None, str(p), str(d)) for p, d in zip(pixelcnn, deconv)]
+    if len(pixelcnn) != len(config.bottlenecks):
+        raise PcaeError(f"{len(pixelcnn)} checkpoint pairs for {len(config.bottlenecks)} bottlenecks "
+                        f"({', '.join(map(str, config.bottlenecks))}); give one pair per --bottleneck")
+    return list(zip(config.bottlenecks, map(str, pixelcnn), map(str, deconv)))
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse an existing, non-empty OUT unless `force`."""
+    if out.exists() and not out.is_dir():
+        raise PcaeError(f"{out}: exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise PcaeError(f"{out}: already exists; pass --force to replace its report")
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _subset(dataset, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n images (all when 0) of a split, in a fixed random order: (images uint8, labels long)."""
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    if n:
+        order = order[:n]
+    if getattr(dataset, "images", None) is not None:
+        labels = dataset.labels if dataset.labels is not None else torch.full((len(dataset),), -1)
+        return dataset.images[order], labels[order].long()
+    items = [dataset[int(i)] for i in order]
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
+
+
+def _batches(x: torch.Tensor, size: int, device: torch.device):
+    for lo in range(0, len(x), size):
+        yield x[lo:lo + size].to(device)
+
+
+@torch.no_grad()
+def _codes(encoder, images: torch.Tensor, size: int, device) -> torch.Tensor:
+    """h (N, D) on the CPU for a stack of images."""
+    return torch.cat([encoder(x).float().cpu() for x in _batches(images, size, device)])
+
+
+def _check_images(model, images: torch.Tensor, path) -> None:
+    try:
+        model.check_images(images[:1])
+        model.encoder(images[:1].to(next(model.parameters()).device))
+    except ValueError as e:
+        raise PcaeError(f"{path}: does not fit the data ({e})") from None
+
+
+@torch.no_grad()
+def _code_metrics(config, h_train, y_train, h_test, y_test) -> dict:
+    labelled = (y_train >= 0).all() and (y_test >= 0).all()
+    var = M.h_variance(h_test)
+    out = {"active_dims": M.active_dims(var, config.active_threshold),
+           "participation_ratio": M.participation_ratio(h_test),
+           "h_variance": var.tolist(), "probe_accuracy": None, "knn_accuracy": None}
+    if labelled:
+        out["probe_accuracy"] = M.linear_probe(h_train, y_train, h_test, y_test)["accuracy"]
+        out["knn_accuracy"] = M.knn_accuracy(h_train, y_train, h_test, y_test, config.knn_k)["accuracy"]
+    return out
+
+
+def _gains(nll, images, h, config, device) -> dict:
+    generator = torch.Generator().manual_seed(config.seed)
+    pairs = ((x, hb.to(device)) for x, hb in zip(_batches(images, config.eval_batch, device),
+                                                   h.split(config.eval_batch)))
+    g = M.conditioning_gain(nll, pairs, generator)
+    dims = images[0].numel()
+    return {"bits_per_image": g["bits_per_image"], "bits_per_dim": g["bits_per_image"] / dims,
+            "shuffled_gain": g["shuffled_gain"], "zero_gain": g["zero_gain"]}
+
+
+@torch.no_grad()
+def evaluate_unconditional(model, test_x, config, device) -> dict:
+    from pcae.pixelcnn import nll_bits
+
+    bits = M.bits_over_batches(lambda x: nll_bits(model(x), x),
+                               _batches(test_x, config.eval_batch, device))
+    return {"bits_per_image": bits["bits_per_image"], "bits_per_dim": bits["bits_per_dim"]}
+
+
+@torch.no_grad()
+def evaluate_pixelcnn_ae(model, data, config, device, generator) -> tuple[dict, torch.Tensor]:
+    """Metrics of a PixelCNN auto-encoder, and its samples (F, n, C, H, W) for the figure."""
+    from pcae.pixelcnn import nll_bits
+
+    train_x, train_y, test_x, test_y, fig_x = data
+    h_train = _codes(model.encoder, train_x, config.eval_batch, device)
+    h_test = _codes(model.encoder, test_x, config.eval_batch, device)
+    row = _gains(lambda x, h: nll_bits(model.decoder(x, h), x), test_x, h_test, config, device)
+    row.update(_code_metrics(config, h_train, train_y, h_test, test_y))
+    samples = model.sample(fig_x.to(device), config.samples_per_image, generator=generator).cpu()
+    sample_mse = M.mse(fig_x[:, None].expand_as(samples).flatten(0, 1), samples.flatten(0, 1))
+    row.update(sample_mse=sample_mse.mean().item(), sample_psnr=M.psnr(sample_mse.mean().item()),
+               reconstruction_mse=None, reconstruction_psnr=None, gaussian_bits_per_dim=None)
+    return row, samples
+
+
+@torch.no_grad()
+def evaluate_deconv_ae(model, head, data, config, device) -> tuple[dict, torch.Tensor]:
+    """Metrics of a deconv auto-encoder (likelihoods from `head`: a categorical deconv decoder on
+    the same h, or None when the model is itself categorical), and its reconstructions of fig_x."""
+    from pcae.deconv import gaussian_bits_per_dim
+    from pcae.pixelcnn import nll_bits
+
+    train_x, train_y, test_x, test_y, fig_x = data
+    h_train = _codes(model.encoder, train_x, config.eval_batch, device)
+    h_test = _codes(model.encoder, test_x, config.eval_batch, device)
+    categorical = head.decoder if head is not None else model.decoder
+    row = _gains(lambda x, h: nll_bits(categorical(h), x), test_x, h_test, config, device)
+    row.update(_code_metrics(config, h_train, train_y, h_test, test_y))
+
+    def recon(h):
+        return torch.cat([model.decoder.to_levels(model.decoder(hb.to(device))).cpu()
+                          for hb in h.split(config.eval_batch)])
+
+    test_mse = M.mse(test_x, recon(h_test)).mean().item()
+    row.update(reconstruction_mse=test_mse, reconstruction_psnr=M.psnr(test_mse),
+               sample_mse=None, sample_psnr=None, gaussian_bits_per_dim=None)
+    if model.decoder.config.output == "mse":
+        # sigma^2 = the train subset's MSE (the maximum-likelihood scale of a Gaussian), no test data
+        sigma = math.sqrt(M.mse(train_x, recon(h_train)).mean().item())
+        total = 0.0
+        for x, hb in zip(_batches(test_x, config.eval_batch, device), h_test.split(config.eval_batch)):
+            mean = model.decoder(hb.to(device))
+            total += gaussian_bits_per_dim(mean, x, sigma, model.decoder.config.levels).item() * len(x)
+        row["gaussian_bits_per_dim"] = total / len(test_x)
+    return row, recon(_codes(model.encoder, fig_x, config.eval_batch, device))
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+
+
+def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditional=None,
+                     force: bool = False, progress: Progress | None = None) -> dict:
+    """Train (or load) the models, measure them, write the report into `config.out`.
+
+    Args:
+        config: what to compare and the budget.
+        pixelcnn, deconv: optional auto-encoder checkpoints, one pair per bottleneck (in order);
+            their encoders' dims must equal the bottlenecks. A deconv checkpoint trained with MSE
+            gets a categorical head trained on its frozen h; a categorical one is its own.
+        unconditional: optional unconditional PixelCNN checkpoint (the reference); else trained.
+        force: replace the report (and runs) in an existing `config.out`.
+        progress: told one line at a time what is happening.
+    Returns:
+        the report dict (also written to OUT/report.json): {"config", "data", "rows", "figures", ...}.
+    """
+    from pcae.autoencoder import AutoencoderSpec
+    from pcae.checkpoint import load_model
+    from pcae.data import load_dataset
+    from pcae.train import PixelCNNSpec, resolve_device
+    from eval import report as R
+
+    progress = progress or (lambda message: None)
+    out = Path(config.out)
+    check_out(out, force)
+    plan = plan_models(config, pixelcnn, deconv)
+    device = resolve_device(config.device)
+    for _, p_path, d_path in plan:  # a wrong checkpoint fails now, not after an hour of training
+        if p_path is not None:
+            _load_autoencoder(p_path, "pixelcnn", torch.device("cpu"))
+            _load_autoencoder(d_path, "deconv", torch.device("cpu"))
+    if unconditional is not None:
+        load_model(unconditional, kind="pixelcnn")
+    started = time.perf_counter()
+
+    kwargs = dict(data_root=config.data_root)
+    train_ds = load_dataset(config.data, "train", **kwargs)
+    test_ds = load_dataset(config.data, "test", **kwargs)
+    train_x, train_y = _subset(train_ds, config.probe_images, config.seed)
+    test_x, test_y = _subset(test_ds, config.eval_images, config.seed + 1)
+    if len(test_x) < 2:
+        raise PcaeError(f"data {config.data!r}: the test split has {len(test_x)} images; need >= 2")
+    fig_x = test_x[:config.figure_images]
+    data = (train_x, train_y, test_x, test_y, fig_x)
+    progress(f"data {config.data} ({test_ds.info['origin']}): {len(train_x)} train images for the "
+             f"probes, {len(test_x)} test images")
+    if force and (out / "runs").exists():
+        keep = {Path(p).resolve() for p in [*pixelcnn, *deconv, *([unconditional] if unconditional else [])]}
+        for run in (out / "runs").iterdir():  # replaced runs only; never a checkpoint we were given
+            if run.is_dir() and not any(k.is_relative_to(run.resolve()) for k in keep):
+                shutil.rmtree(run)
+
+    size = dict(channels=config.channels, n_layers=config.n_layers)
+    if unconditional is None:
+        unconditional = _train_run(config, PixelCNNSpec(**size), "pixelcnn-unconditional", progress)
+    ref, _ = load_model(unconditional, kind="pixelcnn")
+    ref.to(device).eval()
+    if ref.config.cond_dim:
+        raise PcaeError(f"{unconditional}: is a conditional PixelCNN; the reference must be unconditional")
+    try:
+        ref.check_inputs(test_x[:1].to(device), None)
+    except ValueError as e:
+        raise PcaeError(f"{unconditional}: does not fit the data ({e})") from None
+    progress("evaluating pixelcnn-unconditional")
+    reference = {"bottleneck": None, "model": "pixelcnn (unconditional)", "checkpoint": str(unconditional),
+                 **evaluate_unconditional(ref, test_x, config, device)}
+    rows, figures = [], {}
+    for m, p_path, d_path in plan:
+        if p_path is None:
+            p_path = _train_run(config, AutoencoderSpec(bottleneck=m, decoder="pixelcnn",
+                                                        encoder_channels=config.encoder_channels, **size),
+                                f"pixelcnn-ae-m{m}", progress)
+        if d_path is None:
+            d_path = _train_run(config, AutoencoderSpec(bottleneck=m, decoder="deconv", deconv_output="mse",
+                                                        encoder_channels=config.encoder_channels,
+                                                        deconv_channels=config.deconv_channels),
+                                f"deconv-ae-m{m}", progress)
+        pae, _ = _load_autoencoder(p_path, "pixelcnn", device)
+        dae, _ = _load_autoencoder(d_path, "deconv", device)
+        m = pae.encoder.dim if m is None else m
+        for model, path in ((pae, p_path), (dae, d_path)):
+            if model.encoder.dim != m:
+                raise PcaeError(f"{path}: its encoder has dim {model.encoder.dim}, expected bottleneck {m}")
+            _check_images(model, test_x, path)
+        head = None
+        if dae.decoder.config.output == "mse":
+            head_path = _train_run(config, AutoencoderSpec(
+                decoder="deconv", deconv_output="categorical", freeze_encoder=True,
+                encoder_checkpoint=str(d_path), deconv_channels=dae.decoder.config.channels),
+                f"deconv-head-m{m}", progress)
+            head, _ = _load_autoencoder(head_path, "deconv", device)
+
+        progress(f"evaluating pixelcnn-ae m={m} (NLL, gains, probes, {config.figure_images} x "
+                 f"{config.samples_per_image} samples)")
+        generator = torch.Generator(device).manual_seed(config.seed)
+        p_row, samples = evaluate_pixelcnn_ae(pae, data, config, device, generator)
+        progress(f"evaluating deconv-ae m={m}")
+        d_row, recon = evaluate_deconv_ae(dae, head, data, config, device)
+        for row, name, path in ((p_row, "pixelcnn-ae", p_path), (d_row, "deconv-ae", d_path)):
+            row.update(bottleneck=m, model=name, checkpoint=str(path),
+                       bits_saved_vs_unconditional=reference["bits_per_image"] - row["bits_per_image"])
+            rows.append(row)
+        figures[f"m{m}"] = str(R.write_figure(fig_x, recon, samples, out / f"figure_m{m}.png"))
+
+    for row in rows:  # a fixed key order, so report.json reads the same for every row
+        for key in ("gaussian_bits_per_dim", "sample_mse", "sample_psnr", "reconstruction_mse",
+                    "reconstruction_psnr"):
+            row.setdefault(key, None)
+    rows.append(reference)
+    report = {
+        "config": dataclasses.asdict(config),
+        "data": {"source": config.data, "origin": test_ds.info["origin"],
+                 "shape": list(test_ds.shape), "classes": test_ds.classes},
+        "eval_images": len(test_x), "probe_images": len(train_x),
+        "rows": rows,
+        "figures": figures,
+        "plot": str(out / "summary.png"),
+        "wall_seconds": None,
+    }
+    R.write_plot(rows, out / "summary.png")
+    report["wall_seconds"] = time.perf_counter() - started
+    R.write_json(report, out / "report.json")
+    R.write_markdown(report, out / "report.md")
+    progress(f"wrote {out}/: report.json, report.md, summary.png, "
+             + ", ".join(Path(f).name for f in figures.values()))
+    return report

@@ -1,0 +1,151 @@
+"""`pcae compare-decoders --quick` end to end through the CLI: report keys, every number finite and
+in range, the images; reusing checkpoints; one-line errors for a taken --out and wrong checkpoints."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from pcae.cli import app
+
+M = 3  # one small bottleneck keeps the test short
+ROW_KEYS = {"bottleneck", "model", "checkpoint", "bits_per_dim", "bits_per_image", "shuffled_gain",
+            "zero_gain", "probe_accuracy", "knn_accuracy", "active_dims", "participation_ratio",
+            "h_variance", "reconstruction_mse", "reconstruction_psnr", "sample_mse", "sample_psnr",
+            "gaussian_bits_per_dim", "bits_saved_vs_unconditional"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # tiny models on a shared 2-core machine run faster without intra-op threads fighting
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, ["compare-decoders", *map(str, args)])
+
+
+QUICK = ("--quick", "--steps", 10, "--eval-images", 48, "--probe-images", 128)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PCAE_DATA_BUNDLED", "1")  # conftest's autouse fixture is function-scoped
+    out = tmp_path_factory.mktemp("compare") / "report"
+    result = invoke("--bottleneck", M, "--out", out, *QUICK)
+    mp.undo()
+    return out, result
+
+
+def finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def test_quick_run_writes_a_complete_report(quick_run):
+    out, result = quick_run
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert {"config", "data", "rows", "figures", "plot", "eval_images", "probe_images"} <= set(report)
+    assert report["config"]["quick"] and report["config"]["steps"] == 10
+    assert report["eval_images"] == 48 and report["probe_images"] == 128
+    rows = {row["model"]: row for row in report["rows"]}
+    assert set(rows) == {"pixelcnn-ae", "deconv-ae", "pixelcnn (unconditional)"}
+    dims = 28 * 28
+    for name in ("pixelcnn-ae", "deconv-ae"):
+        row = rows[name]
+        assert ROW_KEYS <= set(row) and row["bottleneck"] == M
+        assert 0 < row["bits_per_dim"] < 9 and row["bits_per_image"] == pytest.approx(row["bits_per_dim"] * dims)
+        for key in ("shuffled_gain", "zero_gain", "bits_saved_vs_unconditional", "participation_ratio"):
+            assert finite(row[key]), (name, key)
+        assert 0 <= row["probe_accuracy"] <= 1 and 0 <= row["knn_accuracy"] <= 1
+        assert 0 <= row["active_dims"] <= M and 0 <= row["participation_ratio"] <= M + 1e-9
+        assert len(row["h_variance"]) == M and all(v >= 0 for v in row["h_variance"])
+    pix, dec = rows["pixelcnn-ae"], rows["deconv-ae"]
+    assert 0 < pix["sample_mse"] <= 1 and finite(pix["sample_psnr"]) and pix["sample_psnr"] > 0
+    assert 0 < dec["reconstruction_mse"] <= 1 and dec["reconstruction_psnr"] > 0
+    assert 0 < dec["gaussian_bits_per_dim"] < 9
+    assert pix["reconstruction_mse"] is None and dec["sample_mse"] is None
+    ref = rows["pixelcnn (unconditional)"]
+    assert ref["bottleneck"] is None and 0 < ref["bits_per_dim"] < 9
+    assert pix["bits_saved_vs_unconditional"] == pytest.approx(ref["bits_per_image"] - pix["bits_per_image"])
+
+    # every number anywhere in the report is finite (json.loads would accept NaN/Infinity)
+    def walk(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, float):
+            assert math.isfinite(value)
+    walk(report)
+
+    figure = Image.open(out / f"figure_m{M}.png")
+    n_rows, per_row = 2, 2 + 2  # quick: 2 images, each: original, reconstruction, 2 samples
+    assert figure.size == (per_row * (56 + 2) + 2, n_rows * (56 + 2) + 2)  # 2x zoom, 2 px padding
+    assert Image.open(out / "summary.png").size[0] > 300
+    md = (out / "report.md").read_text()
+    assert "| m | model | bits/dim" in md and f"| {M} | pixelcnn-ae |" in md and f"figure_m{M}.png" in md
+    for name in ("pixelcnn-unconditional", f"pixelcnn-ae-m{M}", f"deconv-ae-m{M}", f"deconv-head-m{M}"):
+        assert (out / "runs" / name / "last.pt").exists()
+
+
+def test_existing_out_needs_force(quick_run):
+    out, _ = quick_run
+    before = (out / "report.json").read_bytes()
+    result = invoke("--bottleneck", M, "--out", out, *QUICK)
+    assert result.exit_code == 1
+    assert "already exists; pass --force" in str(result.exception)
+    assert "Traceback" not in result.output
+    assert (out / "report.json").read_bytes() == before
+
+
+def test_given_checkpoints_are_measured_not_retrained(quick_run, tmp_path):
+    out, _ = quick_run
+    runs = out / "runs"
+    new = tmp_path / "again"
+    result = invoke("--out", new, *QUICK, "--pixelcnn", runs / f"pixelcnn-ae-m{M}" / "last.pt",
+                    "--deconv", runs / f"deconv-ae-m{M}" / "last.pt",
+                    "--unconditional", runs / "pixelcnn-unconditional" / "last.pt")
+    assert result.exit_code == 0, result.output
+    report = json.loads((new / "report.json").read_text())
+    first = json.loads((out / "report.json").read_text())
+    assert [r["bottleneck"] for r in report["rows"]] == [M, M, None]  # read from the checkpoints
+    # same models, same data subsets, same seed: the same likelihoods and probes
+    for a, b in zip(report["rows"], first["rows"]):
+        for key in ("bits_per_dim", "probe_accuracy", "knn_accuracy"):
+            if b.get(key) is None:
+                assert a.get(key) is None
+            else:
+                assert a.get(key) == pytest.approx(b[key], rel=1e-6), key
+    assert sorted(p.name for p in (new / "runs").iterdir()) == [f"deconv-head-m{M}"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("swapped", "holds a deconv auto-encoder, expected a pixelcnn one"),
+    ("unpaired", "give --pixelcnn and --deconv in pairs"),
+    ("count", "1 checkpoint pairs for 2 bottlenecks"),
+    ("missing", "no such checkpoint file"),
+])
+def test_bad_checkpoints_are_one_line_errors(quick_run, tmp_path, case, message):
+    runs = quick_run[0] / "runs"
+    p, d = runs / f"pixelcnn-ae-m{M}" / "last.pt", runs / f"deconv-ae-m{M}" / "last.pt"
+    args = {"swapped": ["--pixelcnn", d, "--deconv", p],
+            "unpaired": ["--pixelcnn", p],
+            "count": ["--bottleneck", 3, "--bottleneck", 5, "--pixelcnn", p, "--deconv", d],
+            "missing": ["--pixelcnn", tmp_path / "nope.pt", "--deconv", d]}[case]
+    result = invoke("--out", tmp_path / "out", *QUICK, *args)
+    assert result.exit_code == 1
+    assert message in str(result.exception)
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
