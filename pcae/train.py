@@ -418,12 +418,14 @@ class Feeder:
             images, labels = dataset.images, dataset.labels
             if labels is None:
                 labels = torch.full((self.n,), -1, dtype=torch.long)
-            if device.type == "cuda" and images.numel() > torch.cuda.get_device_properties(device).total_memory // 4:
-                self.images, self.labels = images, labels.long()  # gathered on the host, then copied
-            else:
+            self.on_device = not (device.type == "cuda" and images.numel() >
+                                  torch.cuda.get_device_properties(device).total_memory // 4)
+            if self.on_device:
                 self.images, self.labels = images.to(device), labels.long().to(device)
-        self.where = ("device memory" if self.images is not None and self.images.device == device
-                      else "host memory" if self.images is not None else "DataLoader")
+            else:  # gathered on the host, then copied
+                self.images, self.labels = images, labels.long()
+        self.where = ("DataLoader" if self.images is None
+                      else "device memory" if self.on_device else "host memory")
 
     def _finish(self, images, labels):
         images = images.to(self.device, non_blocking=True)
@@ -438,7 +440,7 @@ class Feeder:
             order = data_order(self.seed, epoch, self.n)
             if self.images is not None:
                 order = order.to(self.images.device)
-                pin = self.images.device != self.device and self.device.type == "cuda"
+                pin = not self.on_device and self.device.type == "cuda"
                 G, B = self.global_batch, self.batch_size
                 for p in range(position, self.per_epoch):
                     idx = order[p * G + self.rank * B:p * G + (self.rank + 1) * B]
@@ -494,7 +496,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda":
         if not torch.cuda.is_available():
             raise PcaeError("--device cuda: no CUDA device is available here (use --device cpu)")
-        return torch.device("cuda")
+        return torch.device("cuda", torch.cuda.current_device())
     if device == "cpu":
         return torch.device("cpu")
     raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
@@ -514,7 +516,7 @@ class Distributed:
         resolve_device(device)
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
-            return cls(device=torch.device("cuda" if device == "cuda" else "cpu"))
+            return cls(device=resolve_device(device))
         local = int(os.environ.get("LOCAL_RANK", "0"))
         target = torch.device(f"cuda:{local}" if device == "cuda" else "cpu")
         if target.type == "cuda":
@@ -775,6 +777,11 @@ class _Run:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             for group in self.optimizer.param_groups:  # the saving machine's choice may not apply here
                 group["fused"], group["foreach"] = (fused or None), None
+                for p in group["params"]:  # fused kernels want the step count beside the parameter
+                    state = self.optimizer.state.get(p, {})
+                    if "step" in state:
+                        state["step"] = (state["step"].to(p.device, torch.float32) if fused
+                                         else state["step"].cpu())
             self.step, self.epoch = checkpoint["step"], checkpoint["epoch"]
             self.position = checkpoint["position"]
             saved_batch = checkpoint.get("global_batch", self.feeder.global_batch)
