@@ -52,7 +52,7 @@ def time_steps(model, batch, device, mode, seconds, min_steps):
         loss = bits_per_dim(logits, x)  # fp32 softmax
         loss.backward()
         opt.step()
-        return loss
+        return loss.detach()
 
     for _ in range(3 if mode.endswith("compile") else 1):
         step()
@@ -64,7 +64,7 @@ def time_steps(model, batch, device, mode, seconds, min_steps):
         n += 1
     sync()
     elapsed = time.perf_counter() - start
-    return batch * n / elapsed, float(loss)
+    return batch * n / elapsed, loss.item()
 
 
 def main():
