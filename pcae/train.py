@@ -823,8 +823,6 @@ class _Run:
     def _checkpoint(self, name="last.pt"):
         if not self.dist.main:
             return
-        if not all(torch.isfinite(p).all() for p in self.params):
-            raise NonFiniteLoss(self._nonfinite_message("the parameters are not finite"))
         checkpoint = {
             "kind": self.task.kind,
             "configs": {**self.task.configs(), "train": dataclasses.asdict(self.config)},
@@ -955,14 +953,17 @@ class _Run:
                 if not (log_now or eval_now or sample_now or checkpoint_now or stop_now):
                     continue
 
-                # One host sync: are the losses finite, did any rank get Ctrl-C.
-                flags = torch.stack([nonfinite.float(),
+                # One host sync: are the losses and weights finite, did any rank get Ctrl-C.
+                # Checkpoints are written only after this check, so every one of them is good.
+                weights_ok = torch.stack([torch.isfinite(p).all() for p in self.params]).all()
+                flags = torch.stack([nonfinite.float(), (~weights_ok).float(),
                                      torch.tensor(float(interrupt.requested), device=device)])
                 if dist.world > 1:
                     tdist.all_reduce(flags, op=tdist.ReduceOp.MAX)
-                bad, stop = (bool(v) for v in flags.tolist())
-                if bad:
-                    message = self._nonfinite_message("the loss is not finite")
+                bad_loss, bad_weights, stop = (bool(v) for v in flags.tolist())
+                if bad_loss or bad_weights:
+                    message = self._nonfinite_message("the loss is not finite" if bad_loss
+                                                      else "the weights are not finite")
                     self.log.info(message)
                     raise NonFiniteLoss(message)
                 if log_now or stop:

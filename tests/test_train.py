@@ -97,6 +97,51 @@ def test_data_order_is_a_pure_function_and_ranks_split_each_batch():
     assert take(one.batches(1, 2), 3) == whole[7:10]  # (epoch, position) resumes the same stream
 
 
+class LazyData(FakeData):
+    """The same items without `images`: batches must come through the DataLoader path."""
+
+    def __init__(self, n):
+        super().__init__(n)
+        self._images, self._labels = self.images, self.labels
+        self.images = self.labels = None
+
+    def __len__(self):
+        return len(self._images)
+
+    def __getitem__(self, i):
+        return self._images[i], int(self._labels[i])
+
+
+def test_dataloader_path_gives_the_same_batches_as_memory():
+    cpu = torch.device("cpu")
+    memory = Feeder(FakeData(50), 5, seed=1, rank=1, world=2, device=cpu, num_workers=0)
+    lazy = Feeder(LazyData(50), 5, seed=1, rank=1, world=2, device=cpu, num_workers=0)
+    assert memory.where == "device memory" and lazy.where == "DataLoader"
+    a, b = memory.batches(0, 3), lazy.batches(0, 3)
+    for _ in range(4):
+        (xa, ya), (xb, yb) = next(a), next(b)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb) and xb.dtype == torch.uint8
+
+
+def test_epochs_on_an_unlabelled_folder_with_timed_checkpoints(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(40):
+        Image.new("L", (8, 8), color=i * 6).save(flat / f"{i}.png")
+    events = []
+    config = TrainConfig(data=f"folder:{flat}", out=str(tmp_path / "run"), epochs=2, batch_size=8,
+                         image_channels=1, n_samples=2, log_every=1, checkpoint_seconds=1e-6)
+    result = train(config, TINY_SPEC, callback=lambda event, info: events.append((event, info)))
+    per_epoch = len([e for e in events if e[0] == "train"]) // 2
+    assert result.summary["steps"] == 2 * per_epoch and result.summary["epochs"] == 2.0
+    assert result.summary["data"]["train"]["source"] == f"folder:{flat}"
+    saved = [info["step"] for event, info in events if event == "checkpoint" and
+             info["path"].endswith("last.pt")]
+    assert saved == list(range(1, 2 * per_epoch + 1))  # every log step, since the clock ran out
+    final = [info for event, info in events if event == "eval"][-1]
+    assert "bpd" in final and "bpd_per_class" not in final  # no labels, no per-class figures
+
+
 # ----------------------------------------------------------------------------- CLI end to end
 
 
