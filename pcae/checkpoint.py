@@ -41,9 +41,12 @@ from pcae.utils import PcaeError, atomic_path
 FORMAT_VERSION = 1
 
 # kind -> builder(checkpoint) -> nn.Module with its weights loaded, on CPU.
-# A string "module:function" is imported the first time that kind is loaded.
+# A string "module:function" is imported the first time that kind is loaded; importing the module
+# also registers its training task (pcae.train.TASKS), so every kind loads in a fresh process.
 BUILDERS: dict[str, Callable[[dict], torch.nn.Module] | str] = {
     "pixelcnn": "pcae.checkpoint:build_pixelcnn",
+    "autoencoder": "pcae.autoencoder:model_from_checkpoint",
+    "portrait": "pcae.portrait:build_portrait",
 }
 
 

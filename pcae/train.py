@@ -38,6 +38,7 @@ epoch, but is not bit-identical.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import math
@@ -357,7 +358,12 @@ def register_task(kind: str, from_checkpoint: Callable[[dict], Task]) -> None:
 
 
 def task_from_checkpoint(checkpoint: dict, path="checkpoint") -> Task:
+    """Rebuild the task (model + weights) of any registered kind from a loaded checkpoint."""
+    from pcae.checkpoint import BUILDERS
+
     kind = checkpoint["kind"]
+    if kind not in TASKS and isinstance(BUILDERS.get(kind), str):
+        importlib.import_module(BUILDERS[kind].split(":")[0])  # registers its task on import
     if kind not in TASKS:
         raise PcaeError(f"{path}: no task is registered for checkpoint kind {kind!r} "
                         f"(known: {', '.join(sorted(TASKS))})")
