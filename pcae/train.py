@@ -727,7 +727,11 @@ class _Run:
         checkpoint = None
         if self.resume:
             checkpoint = load_checkpoint(self.out / "last.pt", kind=self.spec.kind)
-            stored = TrainConfig(**checkpoint["configs"]["train"])
+            try:
+                stored = TrainConfig(**checkpoint["configs"]["train"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise PcaeError(f"{self.out / 'last.pt'}: its training config cannot be read "
+                                f"({e})") from None
             config = self.config = stored.resumed_with(config, self.resume_fields)
 
         from pcae.data import load_dataset
@@ -792,7 +796,8 @@ class _Run:
             self.position = checkpoint["position"]
             saved_batch = checkpoint.get("global_batch", self.feeder.global_batch)
             if saved_batch != self.feeder.global_batch:  # another number of ranks: same image on
-                self.position = self.position * saved_batch // self.feeder.global_batch
+                self.position = min(self.position * saved_batch // self.feeder.global_batch,
+                                    self.feeder.per_epoch - 1)
                 self.log.info("global batch changed %d -> %d: resuming at batch %d of epoch %d",
                               saved_batch, self.feeder.global_batch, self.position, self.epoch)
             metrics = checkpoint.get("metrics", {})
