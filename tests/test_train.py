@@ -301,7 +301,7 @@ def test_resume_after_sigkill_ends_with_identical_weights(tmp_path, monkeypatch,
     env = {**os.environ, "PCAE_DATA_BUNDLED": "1", "OMP_NUM_THREADS": "1"}
     # Evaluations make the doomed run slow enough to kill mid-way (and must not change the weights).
     cmd = [sys.executable, "-m", "pcae", "train", "--out", str(killed), *TINY, "--steps", str(steps),
-           "--checkpoint-every", str(every), "--eval-every", "1", "--eval-images", "1000"]
+           "--checkpoint-every", str(every), "--eval-every", "1", "--eval-images", "2000"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not (killed / "last.pt").exists():
