@@ -420,7 +420,7 @@ def train_portraits_cmd(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Face cache HDF5 (default: one per source "
                                          "under $PCAE_CACHE_DIR or ~/.cache/pcae/faces)."),
     max_photos: Optional[int] = typer.Option(None, "--max-photos", min=1, help="Use only the first N photos."),
-    channels: int = typer.Option(32, "--channels", min=1, help="Feature maps per stack (p)."),
+    channels: int = typer.Option(48, "--channels", min=3, help="Feature maps per stack (p), divisible by 3."),
     n_layers: int = typer.Option(5, "--n-layers", min=0, help="Gated layers after the first."),
     kernel_size: int = typer.Option(3, "--kernel-size", min=3, help="Gated layers' kernel (odd)."),
     first_kernel_size: int = typer.Option(7, "--first-kernel-size", min=3, help="First layer's kernel (odd)."),

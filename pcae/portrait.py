@@ -515,27 +515,28 @@ class PortraitSpec:
     kind: ClassVar[str] = "portrait"
     faces: dict = field(default_factory=dict)  # prepare_faces' info
     facenet: Any = field(default=None, repr=False, compare=False)
-    channels: int = 32
+    channels: int = 48  # divisible by 3: one feature group per colour
     n_layers: int = 5
     kernel_size: int = 3
     first_kernel_size: int = 7
     head_channels: int = 0
 
-    def build(self, dataset) -> PortraitTask:
+    def config(self, image_shape: tuple[int, int, int], cond_dim: int):
+        """The decoder's PixelCNNConfig; PcaeError for bad model options."""
         from pcae.pixelcnn import PixelCNNConfig
 
-        if self.facenet is None:
-            raise ValueError("PortraitSpec.build needs the facenet encoder that made the cache")
-        C, H, W = dataset.shape
+        C, H, W = image_shape
         try:
-            config = PixelCNNConfig(image_channels=C, channels=self.channels, n_layers=self.n_layers,
-                                    kernel_size=self.kernel_size,
-                                    first_kernel_size=self.first_kernel_size,
-                                    head_channels=self.head_channels, cond_dim=self.facenet.dim,
-                                    image_size=(H, W))
+            return PixelCNNConfig(image_channels=C, channels=self.channels, n_layers=self.n_layers,
+                                  kernel_size=self.kernel_size, first_kernel_size=self.first_kernel_size,
+                                  head_channels=self.head_channels, cond_dim=cond_dim, image_size=(H, W))
         except ValueError as e:
             raise PcaeError(f"model options: {e}") from None
-        return PortraitTask(config, self.facenet, self.faces)
+
+    def build(self, dataset) -> PortraitTask:
+        if self.facenet is None:
+            raise ValueError("PortraitSpec.build needs the facenet encoder that made the cache")
+        return PortraitTask(self.config(dataset.shape, self.facenet.dim), self.facenet, self.faces)
 
     def restore(self, checkpoint: dict) -> PortraitTask:
         return PortraitTask.from_checkpoint(checkpoint)
@@ -562,10 +563,12 @@ def prepare_portrait_run(config: TrainConfig, source: str | None, *, image_size:
     from pcae.train import prepare_out
 
     prepare_out(Path(config.out), resume, force)
+    spec = PortraitSpec(**model_options)
     if resume:
-        return config, PortraitSpec(**model_options), None
+        return config, spec, None
     if source is None:
         raise ValueError("source is required unless resuming")
+    spec.config((3, image_size, image_size), 512)  # bad model options fail before detection
     cache = Path(cache).expanduser() if cache is not None else default_cache_path(source)
     encoder = build_facenet(facenet_weights, facenet_crop_size)
     device = resolve_device(config.device)
@@ -574,7 +577,7 @@ def prepare_portrait_run(config: TrainConfig, source: str | None, *, image_size:
     encoder.cpu()
     config = dataclasses.replace(config, data=f"h5:{faces['cache']}", image_size=None,
                                  image_channels=None)
-    return config, PortraitSpec(faces=faces, facenet=encoder, **model_options), faces
+    return config, dataclasses.replace(spec, faces=faces, facenet=encoder), faces
 
 
 def train_portraits(config: TrainConfig, source: str | None, *, resume: bool = False,

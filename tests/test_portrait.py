@@ -25,16 +25,24 @@ DATA = Path(__file__).parent / "data"
 S, CROP = 8, 80  # PixelCNN image side, FaceNet crop side (InceptionResnetV1 needs >= 75)
 
 
+def shrink(image: Image.Image, side: int = 128) -> Image.Image:
+    scale = side / max(image.size)
+    return image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+
+
 def make_photos(folder: Path) -> Path:
-    """6 face photos (astronaut, camera, their mirror images and crops), 1 without a face, 1 junk."""
+    """6 face photos (astronaut, camera, their mirror images and crops), 1 without a face, 1 junk.
+
+    At 128 px (longest side) MTCNN still finds both faces and runs ~2x faster than at 192.
+    """
     folder.mkdir(parents=True)
-    a, c = Image.open(DATA / "astronaut.jpg"), Image.open(DATA / "camera.jpg")
+    a, c, coffee = (shrink(Image.open(DATA / f"{name}.jpg")) for name in ("astronaut", "camera", "coffee"))
     photos = {"astronaut": a, "camera": c, "astronaut_flip": ImageOps.mirror(a),
               "camera_flip": ImageOps.mirror(c), "astronaut_crop": a.crop((20, 0, a.width, a.height - 20)),
               "camera_crop": c.crop((0, 0, c.width - 20, c.height - 10))}
     for name, image in photos.items():
         image.save(folder / f"{name}.jpg")
-    Image.open(DATA / "coffee.jpg").save(folder / "coffee.jpg")
+    coffee.save(folder / "coffee.jpg")
     (folder / "broken.jpg").write_text("not an image")
     return folder
 
@@ -102,6 +110,20 @@ def test_train_portraits_counts_faces_and_writes_a_portrait_run(run):
     assert summary["test_images"] == 1
     # the training grid: 1 test face, then 2 portraits of it
     assert Image.open(out / "samples.png").size == (3 * (S + 2) + 2, S + 4)
+
+
+def test_train_portraits_resumes(run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(run[1], out)
+    result = CliRunner().invoke(app, ["train-portraits", "--resume", "--out", str(out), "--steps", "4"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    ckpt = load_checkpoint(out / "last.pt", kind="portrait")
+    assert ckpt["step"] == 4 and ckpt["configs"]["faces"]["cache"] == str(run[2])
+    before = load_checkpoint(run[1] / "last.pt")["state_dicts"]
+    assert all(torch.equal(v, ckpt["state_dicts"]["facenet"][k]) for k, v in before["facenet"].items())
+    assert not all(torch.equal(v, ckpt["state_dicts"]["model"][k]) for k, v in before["model"].items())
 
 
 def test_face_cache_layout(run, facenet):
@@ -202,7 +224,11 @@ def test_train_portraits_refuses_bad_sources(run, monkeypatch, capsys, tmp_path)
                               "--facenet-crop-size", CROP, "--cache", tmp_path / "c.h5")
     assert code == 1 and "no face found in any of its 1 photos" in err
     assert not (tmp_path / "c.h5").exists()
-    # an existing run folder is refused before any detection
+    # bad model options and an existing run folder are refused before any detection
+    code, out, err = run_pcae(monkeypatch, capsys, "train-portraits", "--data", f"folder:{photos}",
+                              "--out", tmp_path / "r2", "--facenet-weights", "random", "--channels", 32)
+    assert code == 1 and "channels must be divisible by image_channels=3" in err
+    assert not (tmp_path / "r2").exists()
     code, out, err = run_pcae(monkeypatch, capsys, "train-portraits", "--data", f"folder:{photos}",
                               "--out", run[1], "--facenet-weights", "random")
     assert code == 1 and "already exists" in err
@@ -273,7 +299,6 @@ def test_portrait_errors_are_one_line(run, monkeypatch, capsys, tmp_path):
         ((DATA / "astronaut.jpg", "--checkpoint", other), "is a 'pixelcnn' checkpoint, expected 'portrait'"),
         ((DATA / "astronaut.jpg", "--checkpoint", junk), "not a pcae checkpoint"),
         ((DATA / "astronaut.jpg", "--checkpoint", ckpt, "--n", 0), "--n must be >= 1, got 0"),
-        ((DATA / "astronaut.jpg", "--checkpoint", ckpt, "--face-index", 3), "face_index must be in"),
     ]
     for args, pattern in cases:
         code, _, err = run_pcae(monkeypatch, capsys, "portrait", *args, "--out", tmp_path / "g.png")
