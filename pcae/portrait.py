@@ -53,6 +53,8 @@ CelebA's 200k photos takes hours; a killed preparation starts over. Only the lar
 photo is used. Interpolated embeddings are renormalised to unit length (FaceNet's outputs are unit
 vectors; the straight line between two of them is not), a departure from plain linear interpolation.
 Checkpoints carry FaceNet's ~94 MB of weights.
+Under torchrun every rank prepares the faces itself (the same cache, written atomically by each);
+run train-portraits once on one process first, and the ranks then only check the cache.
 
 Shapes: n samples, C = 3 channels, S image_size, F = 160 FaceNet crop size, D = 512.
 """
@@ -74,6 +76,7 @@ from torch import nn
 
 from pcae.checkpoint import load_checkpoint, register_builder
 from pcae.data import IMAGE_SUFFIXES, TEST_EVERY, convert_images
+from pcae.data import _is_test_path  # the folder split rule, shared so splits agree with pcae.data
 from pcae.train import Task, TrainConfig, register_task, resolve_device, task_from_checkpoint
 from pcae.utils import PcaeError, atomic_path
 
@@ -121,10 +124,6 @@ class _Photo:
     name: str
     test: bool
     load: Callable[[], Any]  # -> PIL image
-
-
-def _is_test_path(rel: str) -> bool:  # pcae.data's rule for folders
-    return int(hashlib.sha1(rel.encode()).hexdigest(), 16) % TEST_EVERY == 0
 
 
 def _short(e: Exception) -> str:
@@ -189,9 +188,12 @@ def _list_h5_photos(path: Path, max_photos: int | None):
     st = path.stat()
     listing = hashlib.sha1(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{n}".encode()).hexdigest()
 
+    handle = {}  # one open file for the whole pass
+
     def load(row):
-        with h5py.File(path, "r") as f:
-            a = f["images"][row]  # (C, H, W)
+        if "f" not in handle:
+            handle["f"] = h5py.File(path, "r")
+        a = handle["f"]["images"][row]  # (C, H, W)
         return Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)).convert("RGB")
 
     photos = [_Photo(f"{path.name}[{i}]", bool(test[i]), lambda i=i: load(i)) for i in range(n)]
@@ -393,12 +395,17 @@ def _cache_info(cache: Path, reused: str) -> dict:
             "skipped": json.loads(a["skipped"]), "reused": reused,
             "image_size": int(a["image_size"]), "facenet": json.loads(a["facenet"]),
             "weights_fingerprint": str(a["weights_fingerprint"]),
-            "random_weights": bool(a["random_weights"]),
+            "random_weights": bool(a["random_weights"]), "listing": str(a["listing"]),
         }
 
 
-def load_embeddings(cache: str | os.PathLike, fingerprint: str | None = None) -> torch.Tensor:
-    """The cache's embedding table (N, D) float32; PcaeError if missing or from other weights."""
+def load_embeddings(cache: str | os.PathLike, fingerprint: str | None = None,
+                    listing: str | None = None) -> torch.Tensor:
+    """The cache's embedding table (N, D) float32.
+
+    PcaeError if the cache is missing, or was rebuilt since a run used it: from other FaceNet
+    weights (`fingerprint`) or other photos (`listing`), either of which would change what a row means.
+    """
     import h5py
 
     cache = Path(cache)
@@ -407,7 +414,10 @@ def load_embeddings(cache: str | os.PathLike, fingerprint: str | None = None) ->
         raise PcaeError(f"{cache}: face cache not found (rerun train-portraits with --data to rebuild it)")
     if fingerprint is not None and attrs.get("weights_fingerprint") != fingerprint:
         raise PcaeError(f"{cache}: its embeddings come from other FaceNet weights than this run's; "
-                        "the cache was rebuilt since (use another --cache per FaceNet weights)")
+                        "the cache was rebuilt since (use one --cache per FaceNet weights)")
+    if listing is not None and attrs.get("listing") != listing:
+        raise PcaeError(f"{cache}: rebuilt from other photos since this run used it; "
+                        "use one --cache per run you want to resume")
     with h5py.File(cache, "r") as f:
         return torch.from_numpy(f["embeddings"][:])
 
@@ -438,7 +448,8 @@ class PortraitTask(Task):
 
     def embeddings(self, device) -> torch.Tensor:
         if self._table is None:
-            self._table = load_embeddings(self.faces["cache"], self.faces.get("weights_fingerprint"))
+            self._table = load_embeddings(self.faces["cache"], self.faces.get("weights_fingerprint"),
+                                          self.faces.get("listing"))
         key = str(device)
         if key not in self._on_device:
             self._on_device[key] = self._table.to(device)

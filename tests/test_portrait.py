@@ -60,8 +60,17 @@ def run_pcae(monkeypatch, capsys, *args):
     return code, out, err
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These ops are tiny: one thread avoids OpenMP spin-waits that cost 10x on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, one_thread):
     """train-portraits on the photos for 3 steps; (folder, run folder, cache, CLI output)."""
     tmp = tmp_path_factory.mktemp("portraits")
     photos = make_photos(tmp / "photos")
@@ -173,9 +182,12 @@ def test_face_cache_is_reused_without_detecting_again(run, facenet, monkeypatch,
 
 
 def test_face_cache_is_redone_when_the_photos_change(run, facenet, tmp_path):
-    from pcae.portrait import prepare_faces
+    from pcae.portrait import load_embeddings, prepare_faces
+    from pcae.utils import PcaeError
 
     photos, _, cache, _ = run
+    with h5py.File(cache, "r") as f:
+        listing = f.attrs["listing"]
     copy = tmp_path / "faces.h5"
     copy.write_bytes(cache.read_bytes())
     folder = tmp_path / "fewer"
@@ -183,6 +195,22 @@ def test_face_cache_is_redone_when_the_photos_change(run, facenet, tmp_path):
     (folder / "camera.jpg").write_bytes((photos / "camera.jpg").read_bytes())
     info = prepare_faces(f"folder:{folder}", copy, facenet, S)
     assert info["reused"] == "none" and info["faces"] == 1 and info["photos"] == 1
+    with pytest.raises(PcaeError, match="rebuilt from other photos"):  # a run on the old cache stops
+        load_embeddings(copy, listing=listing)
+
+
+def test_faces_from_an_hdf5_images_file(facenet, tmp_path):
+    from pcae.portrait import prepare_faces
+
+    a, c = (np.asarray(shrink(Image.open(DATA / f"{n}.jpg").convert("RGB")).resize((128, 128)))
+            for n in ("astronaut", "camera"))
+    images = tmp_path / "photos.h5"
+    with h5py.File(images, "w") as f:
+        f["images"] = np.stack([a, np.zeros_like(a), c]).transpose(0, 3, 1, 2)  # row 1: no face
+        f["split"] = np.array([0, 0, 1], np.uint8)
+    info = prepare_faces(f"h5:{images}", tmp_path / "faces.h5", facenet, S)
+    assert (info["photos"], info["faces"], info["train"], info["test"]) == (3, 2, 1, 1)
+    assert [s["file"] for s in info["skipped"]] == ["photos.h5[1]"]
 
 
 def test_facenet_weights_file_and_missing_pretrained_weights(run, facenet, tmp_path, monkeypatch, capsys):
