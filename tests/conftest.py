@@ -1,5 +1,16 @@
 """Suite-wide test settings."""
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    # The suite's models are tiny: intra-op threads buy nothing, and on a busy machine OpenMP's
+    # spin-waiting makes every small op up to 10x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -60,15 +60,6 @@ def run_pcae(monkeypatch, capsys, *args):
     return code, out, err
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These ops are tiny: one thread avoids OpenMP spin-waits that cost 10x on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, one_thread):
     """train-portraits on the photos for 3 steps; (folder, run folder, cache, CLI output)."""

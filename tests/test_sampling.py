@@ -7,16 +7,6 @@ from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from pcae.sampling import SAMPLERS, cached_logits, sample
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP's spinning
-    makes every small op ~10x slower; restore the setting for the other test files."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_model(C=1, n_layers=2, cond_dim=0, spatial=False, size=(5, 6), k=3, k0=3, channels=12,
                gated=True, levels=16, head_channels=0, seed=0):
     """A float64 model re-initialised with large weights, so logits are far from flat."""

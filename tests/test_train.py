@@ -33,15 +33,6 @@ def bundled_data(monkeypatch):
     monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")
 
 
-@pytest.fixture
-def one_thread():
-    """Match the single-threaded subprocesses bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run_pcae(monkeypatch, capsys, *args):
     """Run the real entry point (`main` turns PcaeError into one line); (code, out, err)."""
     from pcae.cli import main
@@ -296,6 +287,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 
 
 def test_resume_after_sigkill_ends_with_identical_weights(tmp_path, monkeypatch, capsys, one_thread):
+    # one_thread (conftest) matches the single-threaded subprocesses bit for bit
     steps, every = 24, 4
     killed = tmp_path / "killed"
     env = {**os.environ, "PCAE_DATA_BUNDLED": "1", "OMP_NUM_THREADS": "1"}
