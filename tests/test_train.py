@@ -28,11 +28,6 @@ TINY_CONFIG = dict(batch_size=8, image_size=8, eval_images=16, n_samples=2, log_
 TINY_SPEC = PixelCNNSpec(channels=8, n_layers=1)
 
 
-@pytest.fixture(autouse=True)
-def bundled_data(monkeypatch):
-    monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")
-
-
 def run_pcae(monkeypatch, capsys, *args):
     """Run the real entry point (`main` turns PcaeError into one line); (code, out, err)."""
     from pcae.cli import main
