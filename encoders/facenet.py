@@ -57,6 +57,9 @@ PRETRAINED_FILES = {
 EMBEDDING_DIM = 512
 
 
+RANDOM_SEED = 0  # seed of the "random" weights
+
+
 def pretrained_path(name: str) -> Path:
     """Where facenet-pytorch reads the `name` weights from: $TORCH_HOME/checkpoints/<file>."""
     from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
@@ -73,7 +76,11 @@ def build_inception(weights: str) -> nn.Module:
     from facenet_pytorch import InceptionResnetV1
 
     if weights == "random":
-        return InceptionResnetV1()
+        # a fixed seed, drawn aside from the global generator: the same "random" weights in every
+        # run, so face caches and latents made with them stay comparable
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            return InceptionResnetV1()
     if weights in PRETRAINED_FILES:
         path = pretrained_path(weights)
         if not path.is_file():  # facenet-pytorch would try to download it
@@ -134,8 +141,8 @@ class FaceNetEncoder(nn.Module):
                  min_face_size: int = 20):
         super().__init__()
         weights = str(weights)
-        if image_size < 32:
-            raise ValueError(f"image_size must be >= 32, got {image_size}")
+        if image_size < 75:  # InceptionResnetV1's pooling needs at least 75x75
+            raise ValueError(f"image_size must be >= 75, got {image_size}")
         if margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
         if min_face_size < 1:

@@ -306,7 +306,7 @@ def _open_cifar10(arg, split, data_root, channels, image_size, bundled=None) -> 
     return _array_split(str(folder), np.concatenate(images), np.concatenate(labels), CIFAR10_CLASSES)
 
 
-def _is_test_path(rel: str) -> bool:
+def is_test_path(rel: str) -> bool:
     return int(hashlib.sha1(rel.encode()).hexdigest(), 16) % TEST_EVERY == 0
 
 
@@ -329,7 +329,7 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _
     labelled = [(d.name, sorted(p for p in d.rglob("*") if _is_image_file(p, root))) for d in subdirs]
     labelled = [(name, files) for name, files in labelled if files]
     def in_split(rel: str) -> bool:
-        return _is_test_path(rel) == (split == "test")
+        return is_test_path(rel) == (split == "test")
 
     skipped: list[dict] = []                               # this split's files only
     top = [p for p in sorted(root.iterdir()) if _is_image_file(p, root)]

@@ -76,12 +76,11 @@ from torch import nn
 
 from pcae.checkpoint import load_checkpoint, register_builder
 from pcae.data import IMAGE_SUFFIXES, TEST_EVERY, convert_images
-from pcae.data import _is_test_path  # the folder split rule, shared so splits agree with pcae.data
+from pcae.data import is_test_path  # the folder split rule, so splits agree with pcae.data
 from pcae.train import Task, TrainConfig, register_task, resolve_device, task_from_checkpoint
 from pcae.utils import PcaeError, atomic_path
 
 CACHE_FORMAT = "pcae-faces/1"
-RANDOM_SEED = 0  # "random" FaceNet weights are drawn from this seed, so caches stay reusable
 RANDOM_WARNING = ("FaceNet weights are random (NOT pretrained): embeddings carry no identity, "
                   "so the portraits and scores say nothing about the person")
 CHUNK = 64  # faces embedded and written per step
@@ -93,16 +92,12 @@ Progress = Callable[[int, int], None]  # (photos done, photos in all)
 
 
 def build_facenet(weights: str = "vggface2", crop_size: int = 160):
-    """The frozen FaceNet encoder; "random" weights come from a fixed seed (reproducible caches).
+    """The frozen FaceNet encoder ("random" weights come from a fixed seed: reproducible caches).
 
     crop_size: the MTCNN crop and FaceNet input side (FaceNet's own is 160; smaller is faster).
     """
     from encoders.facenet import FaceNetEncoder
 
-    if weights == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
-            return FaceNetEncoder("random", image_size=crop_size)
     return FaceNetEncoder(weights, image_size=crop_size)
 
 
@@ -163,7 +158,7 @@ def list_photos(source: str, max_photos: int | None = None) -> tuple[list[_Photo
             rel = p.relative_to(root).as_posix()
             st = p.stat()
             digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            photos.append(_Photo(rel, _is_test_path(rel), lambda p=p: _open_photo(p)))
+            photos.append(_Photo(rel, is_test_path(rel), lambda p=p: _open_photo(p)))
         return photos, str(root), digest.hexdigest()
     if kind == "h5" and arg:
         return _list_h5_photos(Path(arg).expanduser().resolve(), max_photos)

@@ -217,7 +217,7 @@ def test_folder_split_is_a_disjoint_cover_by_path_hash(tmp_path):
     train, test = (load_dataset(f"folder:{root}", s) for s in data.SPLITS)
     assert len(train) + len(test) == 30                                 # broken.png skipped
     expected_test = sorted(f"{c}/{c}_{i:02d}.png" for c in ("cat", "dog") for i in range(15)
-                           if data._is_test_path(f"{c}/{c}_{i:02d}.png"))
+                           if data.is_test_path(f"{c}/{c}_{i:02d}.png"))
     assert len(test) == len(expected_test) > 0
     train_px = {bytes(x.numpy()) for x in train.images}
     assert not train_px & {bytes(x.numpy()) for x in test.images}      # disjoint
