@@ -730,6 +730,10 @@ def compare_decoders_cmd(
                                               "(default 2000; 0: all)."),
     probe_images: Optional[int] = typer.Option(None, "--probe-images", min=0, help="Train images for "
                                                "the probe and the k-NN database (default 10000; 0: all)."),
+    channels: Optional[int] = typer.Option(None, "--channels", min=1, help="PixelCNN feature maps per "
+                                           "stack, decoders and reference alike (default 32)."),
+    n_layers: Optional[int] = typer.Option(None, "--n-layers", min=0, help="PixelCNN gated layers after "
+                                           "the first (default 5)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny models, few steps, small subsets (~1 min on a CPU)."),
     pixelcnn: list[Path] = typer.Option([], "--pixelcnn", help="PixelCNN-AE checkpoint instead of "
                                         "training (one per --bottleneck, in order)."),
@@ -752,7 +756,8 @@ def compare_decoders_cmd(
     if not bottleneck and not pixelcnn and not deconv:
         bottleneck = [10]
     options = {k: v for k, v in dict(steps=steps, batch_size=batch_size, eval_images=eval_images,
-                                     probe_images=probe_images).items() if v is not None}
+                                     probe_images=probe_images, channels=channels,
+                                     n_layers=n_layers).items() if v is not None}
     try:
         config = CompareConfig(**{**(QUICK if quick else {}), **options, "bottlenecks": tuple(bottleneck),
                                   "data": data, "out": str(out), "seed": seed, "device": device,
