@@ -3,7 +3,11 @@
 x (B, C, H, W) integer levels -> 3x3 conv -> stride-2 4x4 convs (ReLU) -> flatten -> Linear -> h (B, m).
 The number of stride-2 convs follows the image size: halve until the longer side is <= 8
 (28x28 -> 7x7, 32x32 -> 8x8, 64x64 -> 8x8), so one class serves every size the data layer produces.
-h is linear (no activation), as the bottleneck of [1].
+h is linear, as the bottleneck of [1], then (by default) standardised per dimension by a BatchNorm
+without affine parameters. Without it, end-to-end training with Adam pushes h along one direction
+that is common to the whole batch until |h| ~ 1000 within a few dozen steps: the decoder's gates
+saturate and it learns to ignore h (seen on Fashion-MNIST, bottleneck 10 and 100). Standardising
+removes that common direction and fixes the scale while keeping every dimension's content.
 
 References:
     [1] van den Oord et al., "Conditional Image Generation with PixelCNN Decoders", 2016,
@@ -14,6 +18,7 @@ Shapes: B batch, C image channels, H, W image size, m bottleneck.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -35,12 +40,13 @@ class ConvEncoder(nn.Module):
         bottleneck: m, the size of h.
         channels: width of the first conv; it doubles at each stride-2 conv, up to 8x.
         levels: number of intensity levels of the input (256 for 8-bit images).
+        normalize: "batchnorm" (standardise each dimension of h; the default) or "none".
     """
 
     input = "images"
 
     def __init__(self, in_channels: int = 1, image_size=(28, 28), bottleneck: int = 10,
-                 channels: int = 32, levels: int = 256):
+                 channels: int = 32, levels: int = 256, normalize: str = "batchnorm"):
         super().__init__()
         image_size = tuple(int(s) for s in image_size)
         if bottleneck < 1:
@@ -53,6 +59,8 @@ class ConvEncoder(nn.Module):
             raise ValueError(f"channels must be >= 1, got {channels}")
         if levels < 2:
             raise ValueError(f"levels must be >= 2, got {levels}")
+        if normalize not in ("batchnorm", "none"):
+            raise ValueError(f"normalize must be 'batchnorm' or 'none', got {normalize!r}")
         self.in_channels, self.image_size, self.levels = in_channels, image_size, levels
         self.channels, self.dim = channels, bottleneck
         self.trainable = True
@@ -67,15 +75,20 @@ class ConvEncoder(nn.Module):
         with torch.no_grad():
             flat = self.features(torch.zeros(1, in_channels, *image_size)).numel()
         self.fc = nn.Linear(flat, bottleneck)
+        self.normalize = normalize
+        self.norm = nn.BatchNorm1d(bottleneck, affine=False) if normalize == "batchnorm" else nn.Identity()
 
     @classmethod
     def from_config(cls, options: dict, state_dict=None) -> "ConvEncoder":
+        options = dict(options)
+        options.setdefault("normalize", "none")  # configs written before the option had no norm
         return cls(**options)
 
     @property
     def config(self) -> dict:
         return {"name": "conv", "in_channels": self.in_channels, "image_size": list(self.image_size),
-                "bottleneck": self.dim, "channels": self.channels, "levels": self.levels}
+                "bottleneck": self.dim, "channels": self.channels, "levels": self.levels,
+                "normalize": self.normalize}
 
     @property
     def preprocessing(self) -> dict:
@@ -97,4 +110,9 @@ class ConvEncoder(nn.Module):
         if images.is_floating_point() or images.is_complex():
             raise ValueError(f"images must hold integer levels, got dtype {images.dtype}")
         x = images.to(self.fc.weight.dtype) * (2.0 / (self.levels - 1)) - 1.0
-        return self.fc(self.features(x).flatten(1))  # (B, m)
+        h = self.fc(self.features(x).flatten(1))  # (B, m)
+        if self.normalize == "batchnorm" and self.training and h.shape[0] == 1:
+            # One image has no batch statistics: standardise it with the running ones instead.
+            return F.batch_norm(h, self.norm.running_mean, self.norm.running_var, training=False,
+                                eps=self.norm.eps)
+        return self.norm(h)

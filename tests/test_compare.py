@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,15 +16,6 @@ ROW_KEYS = {"bottleneck", "model", "checkpoint", "bits_per_dim", "bits_per_image
             "zero_gain", "probe_accuracy", "knn_accuracy", "active_dims", "participation_ratio",
             "h_variance", "reconstruction_mse", "reconstruction_psnr", "sample_mse", "sample_psnr",
             "gaussian_bits_per_dim", "bits_saved_vs_unconditional"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # tiny models on a shared 2-core machine run faster without intra-op threads fighting
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def invoke(*args):

@@ -110,6 +110,31 @@ def test_conv_rejects_wrong_inputs():
         enc(torch.zeros(2, 1, 8, 8))
 
 
+def test_conv_standardises_h_per_dimension():
+    torch.manual_seed(0)
+    enc = build_encoder("conv", image_size=(8, 8), bottleneck=3, channels=4)
+    x = torch.randint(0, 256, (64, 1, 8, 8))
+    h = enc.train()(x)
+    assert torch.allclose(h.mean(0), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(h.var(0, unbiased=False), torch.ones(3), atol=1e-3)
+    raw = build_encoder("conv", image_size=(8, 8), bottleneck=3, channels=4, normalize="none")
+    raw.load_state_dict({k: v for k, v in enc.state_dict().items() if not k.startswith("norm.")})
+    assert not torch.allclose(raw(x).mean(0), torch.zeros(3), atol=1e-3)
+    # One image in training mode uses the running statistics instead of failing.
+    single = enc(x[:1])
+    assert torch.allclose(single, enc.eval()(x[:1]), atol=1e-6)
+    with pytest.raises(ValueError, match="normalize must be 'batchnorm' or 'none', got 'layer'"):
+        build_encoder("conv", normalize="layer")
+
+
+def test_conv_config_without_normalize_is_the_unnormalised_encoder():
+    enc = build_encoder("conv", image_size=(8, 8), bottleneck=3, channels=4, normalize="none")
+    options = {k: v for k, v in enc.config.items() if k not in ("name", "normalize")}
+    again = type(enc).from_config(options, enc.state_dict())
+    assert again.normalize == "none"
+    again.load_state_dict(enc.state_dict())
+
+
 # -- onehot ----------------------------------------------------------------------------------------
 
 def test_onehot_rows_and_range():
