@@ -378,12 +378,14 @@ class AutoencoderSpec:
     freeze_encoder: train the decoder only; the encoder's weights stay bit-identical.
     encoder_checkpoint: an auto-encoder checkpoint whose encoder (and weights) to start from.
     facenet_weights: "vggface2" (default), a state-dict file, or "random" (facenet encoder only).
+    encoder_norm: the conv encoder's normalisation of h, "batchnorm" (default) or "none".
     """
 
     kind: ClassVar[str] = "autoencoder"
     encoder: str | None = None
     bottleneck: int | None = None
     encoder_channels: int = 32
+    encoder_norm: str = "batchnorm"
     decoder: str = "pixelcnn"
     channels: int = 32
     n_layers: int = 5
@@ -404,6 +406,8 @@ class AutoencoderSpec:
             raise ValueError(f"encoder must be one of {', '.join(ENCODER_NAMES)}, got {self.encoder!r}")
         if self.bottleneck is not None and self.bottleneck < 1:
             raise ValueError(f"bottleneck must be >= 1, got {self.bottleneck}")
+        if self.encoder_norm not in ("batchnorm", "none"):
+            raise ValueError(f"encoder_norm must be batchnorm or none, got {self.encoder_norm!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.spatial_cond and self.decoder != "pixelcnn":
@@ -428,7 +432,8 @@ class AutoencoderSpec:
         C, H, W = dataset.shape
         if name == "conv":
             return build_encoder("conv", in_channels=C, image_size=(H, W),
-                                 bottleneck=self.bottleneck or 10, channels=self.encoder_channels)
+                                 bottleneck=self.bottleneck or 10, channels=self.encoder_channels,
+                                 normalize=self.encoder_norm)
         if name == "onehot":
             if not dataset.num_classes:
                 raise PcaeError(f"data {dataset.info.get('source')!r} has no labels; --encoder "

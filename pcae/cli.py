@@ -611,6 +611,8 @@ def train_ae_cmd(
     facenet_weights: Optional[str] = typer.Option(None, "--facenet-weights", help="facenet: vggface2 "
                                                   "(default, from $TORCH_HOME/checkpoints), FILE, or random."),
     encoder_channels: int = typer.Option(32, "--encoder-channels", min=1, help="conv encoder width."),
+    encoder_norm: str = typer.Option("batchnorm", "--encoder-norm", help="conv encoder: batchnorm "
+                                     "(standardise each dim of h) or none (the raw linear h)."),
     channels: int = typer.Option(32, "--channels", min=1, help="pixelcnn: feature maps per stack (p)."),
     n_layers: int = typer.Option(5, "--n-layers", min=0, help="pixelcnn: gated layers after the first."),
     deconv_channels: int = typer.Option(32, "--deconv-channels", min=1, help="deconv: width at full size."),
@@ -653,7 +655,8 @@ def train_ae_cmd(
 
     try:
         spec = AutoencoderSpec(
-            encoder=encoder, bottleneck=bottleneck, encoder_channels=encoder_channels, decoder=decoder,
+            encoder=encoder, bottleneck=bottleneck, encoder_channels=encoder_channels,
+            encoder_norm=encoder_norm, decoder=decoder,
             channels=channels, n_layers=n_layers, spatial_cond=spatial_cond, deconv_output=deconv_output,
             deconv_channels=deconv_channels, freeze_encoder=freeze_encoder,
             encoder_checkpoint=None if encoder_checkpoint is None else str(encoder_checkpoint),

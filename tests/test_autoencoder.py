@@ -284,11 +284,12 @@ def test_train_ae_help_lists_the_encoders(monkeypatch, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--bottleneck", "0"], "bottleneck must be >= 1, got 0"),
     (["--encoder", "vae"], "encoder must be one of conv, onehot, facenet, got 'vae'"),
+    (["--encoder-norm", "layer"], "encoder_norm must be batchnorm or none, got 'layer'"),
     (["--bottleneck", "5", "--freeze-encoder", "--encoder-checkpoint", "{ckpt}"],
      "{ckpt}: its conv encoder has dim 3, but --bottleneck is 5"),
     (["--encoder", "facenet"], "FaceNet vggface2 weights not found: put 20180402-114759-vggface2.pt "
      "(facenet-pytorch's release) at {torch_home}/checkpoints/20180402-114759-vggface2.pt"),
-], ids=["bottleneck-0", "unknown-encoder", "frozen-dim-mismatch", "facenet-no-weights"])
+], ids=["bottleneck-0", "unknown-encoder", "unknown-norm", "frozen-dim-mismatch", "facenet-no-weights"])
 def test_train_ae_bad_inputs_are_one_line_errors(args, message, ae_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     values = {"ckpt": ae_run / "last.pt", "torch_home": tmp_path / "torch"}
