@@ -382,7 +382,7 @@ def sample_cmd(
 @app.command("evaluate")
 def evaluate_cmd(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by a training command."),
-    data: Optional[str] = typer.Option(None, "--data", help="Data source [default: the training data]. "
+    data: Optional[str] = typer.Option(None, "--data", help="Default: the training data. "
                                        + _DATA_SOURCE_HELP),
     split: str = typer.Option("test", "--split", help="train or test."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
@@ -683,7 +683,7 @@ def train_ae_cmd(
 def reconstruct_cmd(
     checkpoint: Path = typer.Argument(..., help="An auto-encoder checkpoint (e.g. runs/autoencoder/last.pt)."),
     out: Path = typer.Option(..., "--out", help="PNG grid to write."),
-    data: Optional[str] = typer.Option(None, "--data", help="Data source (default: the training data). "
+    data: Optional[str] = typer.Option(None, "--data", help="Default: the training data. "
                                        + _DATA_SOURCE_HELP),
     split: str = typer.Option("test", "--split", help="train or test."),
     n: int = typer.Option(8, "--n", min=1, help="Originals (one per row)."),
