@@ -20,10 +20,12 @@ References:
     [1] van den Oord et al., "Conditional Image Generation with PixelCNN Decoders", 2016,
         arXiv:1606.05328.
 
-Known limits: with the facenet encoder, `train-ae` feeds the data's images to FaceNet as face
-crops (no MTCNN pass; `pcae train-portraits` detects and caches faces). The "mse" deconv's bits/dim
-is an estimate: sigma is fitted to each batch's own MSE. Checkpoints of kind "autoencoder" are
-loadable once this module is imported (it registers its task and builder).
+Known limits: `Autoencoder` / `AutoencoderSpec` with the facenet encoder feed the data's images to
+FaceNet as face crops (no MTCNN pass). The CLI does not use that path: `pcae train-ae --encoder
+facenet` runs pcae.portrait's pipeline (MTCNN once into the face cache, faceless photos skipped and
+named in train.log, checkpoint kind "portrait"), as `pcae train-portraits` does. The "mse"
+deconv's bits/dim is an estimate: sigma is fitted to each batch's own MSE. Checkpoints of kind
+"autoencoder" are loadable once this module is imported (it registers its task and builder).
 
 Shapes: B batch, C image channels, H, W image size, K levels, D = encoder.dim, n per-input samples.
 """

@@ -460,10 +460,6 @@ def train_portraits_cmd(
         raise typer.BadParameter("give --steps or --epochs, not both", param_hint="--epochs")
     if data is None and not resume:
         raise PcaeError("--data is required (folder:PATH or h5:PATH of photos), unless --resume")
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from pcae.portrait import facenet_note, prepare_portrait_run
     from pcae.train import TrainConfig
 
     try:
@@ -476,17 +472,33 @@ def train_portraits_cmd(
             checkpoint_seconds=checkpoint_seconds)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    keep = ("steps", "epochs") if steps is None and epochs is None else ()  # resume: stored length
+    _run_portrait_training(
+        config, data, resume, force, [f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None,
+        image_size=image_size, facenet_weights=facenet_weights, facenet_crop_size=facenet_crop_size,
+        cache=cache, max_photos=max_photos, channels=channels, n_layers=n_layers,
+        kernel_size=kernel_size, first_kernel_size=first_kernel_size, head_channels=head_channels)
+
+
+def _run_portrait_training(config, data: Optional[str], resume: bool, force: bool, resume_fields,
+                           **options):
+    """prepare_portrait_run under a progress bar, the faces summary (skipped photos named), then
+    `_run_training`. Shared by train-portraits and train-ae --encoder facenet.
+
+    options: prepare_portrait_run's keywords (image_size, facenet_weights, cache, channels, ...).
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pcae.portrait import facenet_note, prepare_portrait_run
+
     bar = Progress(TextColumn("[bold]faces"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    console=Console(stderr=True), transient=True)
     with bar:
         task = bar.add_task("faces", total=None)
         config, spec, faces = prepare_portrait_run(
-            config, data, image_size=image_size, facenet_weights=facenet_weights,
-            facenet_crop_size=facenet_crop_size, cache=cache,
-            max_photos=max_photos, resume=resume, force=force,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-            channels=channels, n_layers=n_layers, kernel_size=kernel_size,
-            first_kernel_size=first_kernel_size, head_channels=head_channels)
+            config, data, resume=resume, force=force,
+            progress=lambda done, total: bar.update(task, completed=done, total=total), **options)
     if faces is not None:
         how = {"all": "reused", "detections": "reused detections, re-derived", "none": "detected"}
         typer.echo(f"faces: {faces['faces']} of {faces['photos']} photos ({faces['train']} train, "
@@ -495,12 +507,10 @@ def train_portraits_cmd(
         for s in faces["skipped"][:10]:
             typer.echo(f"  skipped {s['file']}: {s['reason']}")
         if len(faces["skipped"]) > 10:
-            typer.echo(f"  ... {len(faces['skipped']) - 10} more (all listed in {out}/train.log)")
+            typer.echo(f"  ... {len(faces['skipped']) - 10} more (all listed in {config.out}/train.log)")
         typer.echo(("warning: " if faces["random_weights"] else "")
                    + facenet_note(faces["random_weights"], faces["facenet"]["weights"]))
-    keep = ("steps", "epochs") if steps is None and epochs is None else ()  # resume: stored length
-    _run_training(config, spec, resume, force,
-                  [f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None)
+    _run_training(config, spec, resume, force, resume_fields)
 
 
 def _refuse_existing(path: Optional[Path], force: bool):
@@ -609,15 +619,22 @@ def train_ae_cmd(
     encoder_checkpoint: Optional[Path] = typer.Option(None, "--encoder-checkpoint", help="Start the "
                                                       "encoder from this auto-encoder checkpoint."),
     facenet_weights: Optional[str] = typer.Option(None, "--facenet-weights", help="facenet: vggface2 "
-                                                  "(default, from $TORCH_HOME/checkpoints), FILE, or random."),
+                                                  "(default, from $TORCH_HOME/checkpoints), casia-webface, "
+                                                  "FILE, or random (untrained: for dry runs only)."),
+    facenet_crop_size: int = typer.Option(160, "--facenet-crop-size", min=75, help="facenet: MTCNN crop "
+                                          "and FaceNet input side (FaceNet's is 160)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="facenet: face cache HDF5 (default: one "
+                                         "per source under $PCAE_CACHE_DIR or ~/.cache/pcae/faces)."),
     encoder_channels: int = typer.Option(32, "--encoder-channels", min=1, help="conv encoder width."),
     encoder_norm: str = typer.Option("batchnorm", "--encoder-norm", help="conv encoder: batchnorm "
                                      "(standardise each dim of h) or none (the raw linear h)."),
-    channels: int = typer.Option(32, "--channels", min=1, help="pixelcnn: feature maps per stack (p)."),
+    channels: Optional[int] = typer.Option(None, "--channels", min=1, help="pixelcnn: feature maps per "
+                                           "stack (p) (default: 32; facenet: 48, divisible by 3)."),
     n_layers: int = typer.Option(5, "--n-layers", min=0, help="pixelcnn: gated layers after the first."),
     deconv_channels: int = typer.Option(32, "--deconv-channels", min=1, help="deconv: width at full size."),
     image_channels: Optional[int] = typer.Option(None, "--image-channels", help="Convert the data to 1 or 3."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Resize + centre crop."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Resize + centre crop "
+                                             "(facenet: side of the face images, default 32)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per step (per rank)."),
     lr: float = typer.Option(2e-3, "--lr", help="AdamW learning rate."),
@@ -643,21 +660,51 @@ def train_ae_cmd(
     """Train an auto-encoder: an encoder makes h, a conditional PixelCNN (or deconv net) decodes x.
 
     Grids show each test image followed by samples given its h (deconv: its reconstruction).
-    Same run folder, resume, DDP and metrics as `pcae train`. --encoder facenet expects face crops.
+    Same run folder, resume, DDP and metrics as `pcae train`.
+
+    --encoder facenet trains the face-conditioned PixelCNN exactly as `pcae train-portraits`:
+    --data must be photos (folder:PATH or h5:PATH); MTCNN finds the largest face of each photo
+    once (--cache), photos without a face are skipped, counted and named (on screen and in
+    OUT/train.log), and the PixelCNN is conditioned on the frozen FaceNet's 512-d embeddings.
+    The checkpoint is of kind "portrait": draw with `pcae portrait` / `pcae interpolate`.
+    --resume of such a run needs no --encoder. Not with --decoder deconv, --freeze-encoder,
+    --encoder-checkpoint, --spatial-cond or --bottleneck.
     """
     if resume and force:
         raise typer.BadParameter("--resume and --force exclude each other", param_hint="--resume")
     if steps is not None and epochs is not None:
         raise typer.BadParameter("give --steps or --epochs, not both", param_hint="--epochs")
     _check_channels(image_channels)
-    from pcae.autoencoder import AutoencoderSpec
     from pcae.train import TrainConfig
+
+    if encoder == "facenet" or (resume and encoder is None and _resumes_portrait_run(out)):
+        _check_face_options(data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,
+                            bottleneck, image_channels)
+        try:
+            config = TrainConfig(
+                data=data, out=str(out), steps=0 if epochs else (steps or 300), epochs=epochs or 0,
+                batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, grad_clip=grad_clip, seed=seed,
+                device=device, precision=precision, compile=compile, num_workers=num_workers,
+                log_every=log_every, eval_every=eval_every, eval_images=eval_images,
+                sample_every=sample_every, n_samples=n_samples, checkpoint_every=checkpoint_every)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+        keep = ("steps", "epochs") if steps is None and epochs is None else ()  # resume: stored length
+        _run_portrait_training(
+            config, None if resume else data, resume, force,
+            [f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None,
+            image_size=image_size or 32, facenet_weights=facenet_weights or "vggface2",
+            facenet_crop_size=facenet_crop_size, cache=cache,
+            channels=48 if channels is None else channels, n_layers=n_layers)
+        return
+    from pcae.autoencoder import AutoencoderSpec
 
     try:
         spec = AutoencoderSpec(
             encoder=encoder, bottleneck=bottleneck, encoder_channels=encoder_channels,
             encoder_norm=encoder_norm, decoder=decoder,
-            channels=channels, n_layers=n_layers, spatial_cond=spatial_cond, deconv_output=deconv_output,
+            channels=32 if channels is None else channels, n_layers=n_layers, spatial_cond=spatial_cond,
+            deconv_output=deconv_output,
             deconv_channels=deconv_channels, freeze_encoder=freeze_encoder,
             encoder_checkpoint=None if encoder_checkpoint is None else str(encoder_checkpoint),
             facenet_weights=facenet_weights)
@@ -677,6 +724,33 @@ def train_ae_cmd(
     keep = ("steps", "epochs") if steps is None and epochs is None else ()  # resume: stored length
     _run_training(config, spec, resume, force,
                   [f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None)
+
+
+def _resumes_portrait_run(out: Path) -> bool:
+    """Whether OUT/last.pt is a portrait checkpoint (what train-ae --encoder facenet writes)."""
+    from pcae.checkpoint import load_checkpoint
+
+    return (out / "last.pt").is_file() and load_checkpoint(out / "last.pt")["kind"] == "portrait"
+
+
+def _check_face_options(data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,
+                        bottleneck, image_channels):
+    """train-ae's options that mean nothing for the face-conditioned PixelCNN: one line each."""
+    refused = [(decoder != "pixelcnn", f"--decoder {decoder}", "it trains the face-conditioned PixelCNN"),
+               (freeze_encoder, "--freeze-encoder", "FaceNet is always frozen"),
+               (encoder_checkpoint is not None, "--encoder-checkpoint", "FaceNet's weights come from "
+                "--facenet-weights"),
+               (spatial_cond, "--spatial-cond", "the PixelCNN is conditioned on the embedding globally"),
+               (bottleneck is not None, "--bottleneck", "h is FaceNet's 512-d embedding"),
+               (image_channels not in (None, 3), f"--image-channels {image_channels}", "faces are RGB")]
+    for bad, option, why in refused:
+        if bad:
+            raise PcaeError(f"{option} does not go with --encoder facenet ({why})")
+    kind = data.partition(":")[0]
+    if not resume and (kind not in ("folder", "h5") or not data.partition(":")[2]):
+        hint = f"; did you mean folder:{data}?" if Path(data).is_dir() else ""
+        raise PcaeError(f"--encoder facenet needs photos as folder:PATH or h5:PATH (MTCNN finds the "
+                        f"faces), got --data {data!r}{hint}")
 
 
 @app.command("reconstruct")

@@ -287,9 +287,12 @@ def test_train_ae_help_lists_the_encoders(monkeypatch, capsys):
     (["--encoder-norm", "layer"], "encoder_norm must be batchnorm or none, got 'layer'"),
     (["--bottleneck", "5", "--freeze-encoder", "--encoder-checkpoint", "{ckpt}"],
      "{ckpt}: its conv encoder has dim 3, but --bottleneck is 5"),
-    (["--encoder", "facenet"], "FaceNet vggface2 weights not found: put 20180402-114759-vggface2.pt "
-     "(facenet-pytorch's release) at {torch_home}/checkpoints/20180402-114759-vggface2.pt"),
-], ids=["bottleneck-0", "unknown-encoder", "unknown-norm", "frozen-dim-mismatch", "facenet-no-weights"])
+    (["--encoder", "facenet"], "--encoder facenet needs photos as folder:PATH or h5:PATH (MTCNN finds "
+     "the faces), got --data 'fashion-mnist'"),
+    (["--encoder", "facenet", "--decoder", "deconv", "--data", "folder:{ckpt}"],
+     "--decoder deconv does not go with --encoder facenet"),
+], ids=["bottleneck-0", "unknown-encoder", "unknown-norm", "frozen-dim-mismatch", "facenet-not-photos",
+        "facenet-deconv"])
 def test_train_ae_bad_inputs_are_one_line_errors(args, message, ae_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     values = {"ckpt": ae_run / "last.pt", "torch_home": tmp_path / "torch"}
@@ -299,3 +302,60 @@ def test_train_ae_bad_inputs_are_one_line_errors(args, message, ae_run, tmp_path
     assert code == 1
     assert err.startswith("error: " + message.format(**values)) and err.count("\n") == 1
     assert "Traceback" not in err and not out.exists()
+
+
+# -- train-ae --encoder facenet: the portrait pipeline (MTCNN, face cache, "portrait" checkpoint) ------
+
+def test_train_ae_facenet_skips_faceless_photos_and_draws_portraits(tmp_path, monkeypatch, capsys):
+    """Two faces and coffee.jpg; random 80x80 FaceNet, an 8x8 PixelCNN, 2 steps, then resume to 3."""
+    from PIL import Image
+
+    from pcae.checkpoint import load_checkpoint
+    data = __import__("pathlib").Path(__file__).parent / "data"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "camera", "coffee"):  # at 128 px MTCNN still finds both faces, faster
+        image = Image.open(data / f"{name}.jpg")
+        image.resize((128, round(128 * image.height / image.width))).save(photos / f"{name}.jpg")
+    out, cache = tmp_path / "run", tmp_path / "faces.h5"
+    face = ["--facenet-weights", "random", "--facenet-crop-size", "80", "--cache", cache]
+    code, text, err = run_pcae(
+        monkeypatch, capsys, "train-ae", "--encoder", "facenet", "--data", f"folder:{photos}",
+        "--out", out, *face, "--image-size", 8, "--channels", 6, "--n-layers", 1, "--steps", 2,
+        "--batch-size", 1, "--n-samples", 2, "--eval-every", 0, "--checkpoint-every", 0)
+    assert code == 0, err
+    assert "faces: 2 of 3 photos (1 train, 1 test), 1 skipped; 8x8" in text
+    assert "skipped coffee.jpg: no face (best probability" in text
+    assert "warning: FaceNet weights are random (NOT pretrained)" in text
+    assert "coffee.jpg" in (out / "train.log").read_text()
+    checkpoint = load_checkpoint(out / "last.pt", kind="portrait")
+    assert checkpoint["step"] == 2 and checkpoint["configs"]["model"]["cond_dim"] == 512
+    assert checkpoint["configs"]["model"]["image_size"] in ([8, 8], (8, 8))
+    assert checkpoint["configs"]["faces"]["cache"] == str(cache.resolve())
+
+    grid = tmp_path / "grid.png"  # the run's checkpoint draws with `pcae portrait`
+    code, text, err = run_pcae(monkeypatch, capsys, "portrait", data / "astronaut.jpg", "--n", 2,
+                               "--checkpoint", out / "best.pt", "--out", grid)
+    assert code == 0, err
+    assert "identity similarity" in text and png_size(grid) == (2 * 10 + 2, 2 * 10 + 2)
+
+    # --resume finds the portrait run from its last.pt, without --encoder
+    code, text, err = run_pcae(monkeypatch, capsys, "train-ae", "--resume", "--out", out, "--steps", 3)
+    assert code == 0, err
+    assert load_checkpoint(out / "last.pt", kind="portrait")["step"] == 3
+
+    # bad options: one line each, before any detection and without a run folder
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    for args, message in [
+        ([], "FaceNet vggface2 weights not found: put 20180402-114759-vggface2.pt (facenet-pytorch's "
+         f"release) at {tmp_path / 'torch' / 'checkpoints' / '20180402-114759-vggface2.pt'}"),
+        (["--facenet-weights", "random", "--channels", 32],
+         "model options: channels must be divisible by image_channels=3"),
+        (["--facenet-weights", "random", "--bottleneck", 10], "--bottleneck does not go with --encoder facenet"),
+        (["--data", str(photos)], f"got --data {str(photos)!r}; did you mean folder:{photos}?"),
+    ]:
+        code, _, err = run_pcae(monkeypatch, capsys, "train-ae", "--encoder", "facenet", "--data",
+                                f"folder:{photos}", "--out", tmp_path / "r2", *args)
+        err = err.strip()  # the faces progress bar (stderr) may leave a blank line
+        assert code == 1 and err.startswith("error: ") and message in err and "\n" not in err, err
+        assert not (tmp_path / "r2").exists()
