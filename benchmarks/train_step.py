@@ -3,7 +3,9 @@
 Reference configuration: 3x32x32 images, 256 levels, first layer 7x7, 10 gated 3x3 layers,
 120 channels. Prints images/s for each (batch, precision, compile) combination measured in this one
 run, the model FLOPs per image (forward + backward, counted by torch's FlopCounterMode) and the
-fraction of the device's peak that was achieved.
+fraction of the device's peak that was achieved. On a CPU, whose peak torch cannot tell, the
+reference is the rate of a large fp32 matrix product measured in the same run (`--peak-tflops`
+overrides it): images/s times FLOPs per image cannot exceed it, so it also gives the ceiling.
 
     python benchmarks/train_step.py                          # CPU, batch 32, fp32
     python benchmarks/train_step.py --device cuda --batch 32 --batch 128 \
@@ -36,6 +38,17 @@ def flops_per_image(model, device) -> float:
         bits_per_dim(model(x), x).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / 2
+
+
+def sgemm_tflops(seconds: float = 3.0, n: int = 2048) -> float:
+    """Measured fp32 matrix-product rate of this CPU with torch's current threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while count < 3 or time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e12
 
 
 def time_steps(model, batch, device, mode, seconds, min_steps):
@@ -74,7 +87,8 @@ def main():
     ap.add_argument("--mode", action="append", choices=["fp32", "bf16", "bf16+compile", "fp32+compile"])
     ap.add_argument("--seconds", type=float, default=20.0, help="time per measurement")
     ap.add_argument("--min-steps", type=int, default=3)
-    ap.add_argument("--peak-tflops", type=float, help="device peak for the fraction (CPU: unknown)")
+    ap.add_argument("--peak-tflops", type=float, help="peak for the fraction (CPU default: a measured "
+                    "fp32 matrix product)")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -92,6 +106,12 @@ def main():
     print(f"device: {name}; torch {torch.__version__}")
     print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
           f"{flops / 1e9:.2f} GFLOP per image (forward + backward)")
+    peak_note = "device peak"
+    if device.type == "cpu" and args.peak_tflops is None:
+        args.peak_tflops = sgemm_tflops()
+        peak_note = "measured fp32 matrix product"
+        print(f"peak: {args.peak_tflops * 1e3:.1f} GFLOP/s ({peak_note}, 2048x2048), so at most "
+              f"{args.peak_tflops * 1e12 / flops:.2f} images/s")
     rows = []
     print(f"{'batch':>5} {'mode':>13} {'images/s':>10} {'TFLOP/s':>8} {'of peak':>8}")
     for batch in batches:
@@ -105,7 +125,7 @@ def main():
             frac = f"{tflops / peak:.1%}" if peak else "n/a"
             print(f"{batch:>5} {mode:>13} {ips:>10.1f} {tflops:>8.3f} {frac:>8}")
             rows.append(dict(batch=batch, mode=mode, images_per_s=ips, tflops=tflops,
-                             peak_fraction=tflops / peak if peak else None, loss=loss))
+                             peak_fraction=tflops / peak if peak else None, peak=peak_note, loss=loss))
     base = {r["batch"]: r["images_per_s"] for r in rows if r["mode"] == "fp32"}
     for r in rows:
         if r["mode"] != "fp32" and r["batch"] in base:
