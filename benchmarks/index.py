@@ -4,8 +4,8 @@ For each index string: build time (train + add), queries/s (one batch of queries
 tuned as `build_index` tunes them: the smallest nprobe / efSearch reaching recall@10 >= 0.95 on a
 tuning set), and recall@10 against exact search on a separate set of held-out queries.
 
-    .venv/bin/python benchmarks/index.py --n 200000            # d = 64, ~2 min on 2 cores
-    .venv/bin/python benchmarks/index.py --n 1000000 --embed   # the issue's size, plus embed speed
+    .venv/bin/python benchmarks/index.py --n 200000            # d = 64, 2.5 min on 2 busy cores
+    .venv/bin/python benchmarks/index.py --n 1000000 --embed 10000   # 1M vectors + embed speed, ~3.5 min
 
 Numbers depend on the machine and on the threads FAISS may use (OMP_NUM_THREADS).
 """
