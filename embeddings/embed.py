@@ -176,7 +176,8 @@ def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", i
         facenet_weights: see `open_encoder`.
         progress: called as progress(done, total) after each batch.
     Returns:
-        the index infos written to index_infos.json (plus `skipped`, items without a latent).
+        the index infos written to index_infos.json (plus `skipped`, items without a latent), and
+        `random_weights`: whether the encoder is an untrained (random) FaceNet.
     """
     from pcae.data import load_dataset
 
@@ -271,7 +272,7 @@ def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", i
         if shard:
             infos["shard"] = list(shard)
         tmp_infos.write_text(json.dumps(infos, indent=2) + "\n")
-    return {**infos, "out": str(out)}
+    return {**infos, "out": str(out), "random_weights": bool(meta["preprocessing"].get("random_weights"))}
 
 
 def _write_index(index, path: Path) -> int:

@@ -164,6 +164,9 @@ def embed_cmd(
                f"index {infos['index_string']} {infos['metric']}, recall@10 "
                f"{'-' if recall is None else f'{recall:.3f}'}, {infos['images_per_s']:.0f} images/s"
                + (f", {infos['skipped']} skipped" if infos["skipped"] else ""))
+    if infos["random_weights"]:
+        from pcae.portrait import RANDOM_WARNING
+        typer.echo(f"warning: {RANDOM_WARNING}")
 
 
 @app.command("search")

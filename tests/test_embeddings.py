@@ -408,6 +408,7 @@ def test_cli_facenet_embed_skips_faceless_images(tmp_path):
     r = run("embed", "--encoder", "facenet", "--facenet-weights", "random", "--data", f"folder:{folder}",
             "--out", out, "--metric", "cosine")
     assert r.exit_code == 0, r.output
+    assert "warning: FaceNet weights are random" in r.output  # as every portrait output says
     infos = json.loads((out / INFOS).read_text())
     assert infos["count"] == 1 and infos["skipped"] == 1 and infos["d"] == 512
     with LatentStore(out / LATENTS) as s:
