@@ -1,7 +1,7 @@
 """Benchmark FAISS indexes on synthetic clustered vectors, and `embed` throughput on the default data.
 
 For each index string: build time (train + add), queries/s (one batch of queries, search parameters
-tuned as `build_index` tunes them: the smallest nprobe / efSearch reaching recall@10 >= 0.95 on a
+tuned like `build_index` (which aims for 0.97 by default): the smallest nprobe / efSearch reaching recall@10 >= 0.95 on a
 tuning set), and recall@10 against exact search on a separate set of held-out queries.
 
     .venv/bin/python benchmarks/index.py --n 200000            # d = 64, 2.5 min on 2 busy cores
