@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+NORMALIZATIONS = ("batchnorm", "none")  # what `normalize` may be
+
 
 def down_steps(image_size: tuple[int, int], target: int = 8) -> int:
     """How many stride-2 convs take (H, W) to a longer side <= target (never below 2 pixels)."""
@@ -59,7 +61,7 @@ class ConvEncoder(nn.Module):
             raise ValueError(f"channels must be >= 1, got {channels}")
         if levels < 2:
             raise ValueError(f"levels must be >= 2, got {levels}")
-        if normalize not in ("batchnorm", "none"):
+        if normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be 'batchnorm' or 'none', got {normalize!r}")
         self.in_channels, self.image_size, self.levels = in_channels, image_size, levels
         self.channels, self.dim = channels, bottleneck

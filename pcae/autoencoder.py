@@ -403,12 +403,13 @@ class AutoencoderSpec:
 
     def __post_init__(self):
         from encoders import ENCODER_NAMES
+        from encoders.conv import NORMALIZATIONS
 
         if self.encoder is not None and self.encoder not in ENCODER_NAMES:
             raise ValueError(f"encoder must be one of {', '.join(ENCODER_NAMES)}, got {self.encoder!r}")
         if self.bottleneck is not None and self.bottleneck < 1:
             raise ValueError(f"bottleneck must be >= 1, got {self.bottleneck}")
-        if self.encoder_norm not in ("batchnorm", "none"):
+        if self.encoder_norm not in NORMALIZATIONS:
             raise ValueError(f"encoder_norm must be batchnorm or none, got {self.encoder_norm!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")

@@ -225,6 +225,27 @@ def index_describe(folder: Path = typer.Argument(..., help="Latents folder.")):
 
 
 # --- training: `pcae train`, `pcae sample`, `pcae evaluate` (pcae/train.py) --------------------
+def _train_config(resume: bool, force: bool, steps: Optional[int], epochs: Optional[int], **fields):
+    """A training command's TrainConfig (bad values: a usage error), and the fields --resume takes
+    from the run's stored config (steps/epochs too, unless given again).
+
+    steps, epochs: the options as given (None: not given); the default length is 300 steps.
+    fields: the other TrainConfig fields.
+    """
+    from pcae.train import TrainConfig
+
+    if resume and force:
+        raise typer.BadParameter("--resume and --force exclude each other", param_hint="--resume")
+    if steps is not None and epochs is not None:
+        raise typer.BadParameter("give --steps or --epochs, not both", param_hint="--epochs")
+    try:
+        config = TrainConfig(steps=0 if epochs else (steps or 300), epochs=epochs or 0, **fields)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    keep = ("steps", "epochs") if steps is None and epochs is None else ()
+    return config, ([f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None)
+
+
 def _run_training(config, spec, resume: bool, force: bool, resume_fields=None):
     """Run pcae.train.train with a rich progress bar; print the summary; exit 130 on Ctrl-C.
 
@@ -326,23 +347,19 @@ def train_cmd(
     Writes OUT/last.pt, best.pt, metrics.jsonl, samples.png, summary.json, curve.png, train.log.
     Data-parallel: torchrun --standalone --nproc_per_node=N -m pcae train ...
     """
-    if resume and force:
-        raise typer.BadParameter("--resume and --force exclude each other", param_hint="--resume")
-    if steps is not None and epochs is not None:
-        raise typer.BadParameter("give --steps or --epochs, not both", param_hint="--epochs")
     _check_channels(image_channels)
-    from pcae.train import PixelCNNSpec, TrainConfig
+    from pcae.train import PixelCNNSpec
 
+    config, resume_fields = _train_config(
+        resume, force, steps, epochs,
+        data=data, out=str(out), data_root=None if data_root is None else str(data_root),
+        image_channels=image_channels, image_size=image_size, batch_size=batch_size, lr=lr,
+        lr_schedule=lr_schedule, grad_clip=grad_clip, seed=seed, device=device,
+        precision=precision, compile=compile, channels_last=channels_last,
+        num_workers=num_workers, log_every=log_every, eval_every=eval_every,
+        eval_images=eval_images, sample_every=sample_every, n_samples=n_samples,
+        checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
     try:
-        config = TrainConfig(
-            data=data, out=str(out), data_root=None if data_root is None else str(data_root),
-            image_channels=image_channels, image_size=image_size,
-            steps=0 if epochs else (steps or 300), epochs=epochs or 0, batch_size=batch_size, lr=lr,
-            lr_schedule=lr_schedule, grad_clip=grad_clip, seed=seed, device=device,
-            precision=precision, compile=compile, channels_last=channels_last,
-            num_workers=num_workers, log_every=log_every, eval_every=eval_every,
-            eval_images=eval_images, sample_every=sample_every, n_samples=n_samples,
-            checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
         spec = PixelCNNSpec(channels=channels, n_layers=n_layers, kernel_size=kernel_size,
                             first_kernel_size=first_kernel_size, head_channels=head_channels,
                             condition=condition)
@@ -350,9 +367,7 @@ def train_cmd(
         raise typer.BadParameter(str(e)) from None
     if condition not in ("none", "label"):
         raise typer.BadParameter(f"must be none or label, got {condition!r}", param_hint="--condition")
-    keep = ("steps", "epochs") if steps is None and epochs is None else ()  # resume: stored length
-    _run_training(config, spec, resume, force,
-                  [f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None)
+    _run_training(config, spec, resume, force, resume_fields)
 
 
 @app.command("sample")
@@ -457,27 +472,17 @@ def train_portraits_cmd(
     weights), best.pt, samples.png (rows: a test face, then 4 portraits given its embedding),
     metrics.jsonl, summary.json, curve.png, train.log (skipped photos included).
     """
-    if resume and force:
-        raise typer.BadParameter("--resume and --force exclude each other", param_hint="--resume")
-    if steps is not None and epochs is not None:
-        raise typer.BadParameter("give --steps or --epochs, not both", param_hint="--epochs")
+    config, resume_fields = _train_config(
+        resume, force, steps, epochs,
+        data=data or "", out=str(out), batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+        grad_clip=grad_clip, seed=seed, device=device, precision=precision, compile=compile,
+        log_every=log_every, eval_every=eval_every, eval_images=eval_images,
+        sample_every=sample_every, n_samples=n_samples, checkpoint_every=checkpoint_every,
+        checkpoint_seconds=checkpoint_seconds)
     if data is None and not resume:
         raise PcaeError("--data is required (folder:PATH or h5:PATH of photos), unless --resume")
-    from pcae.train import TrainConfig
-
-    try:
-        config = TrainConfig(
-            data=data or "", out=str(out), steps=0 if epochs else (steps or 300), epochs=epochs or 0,
-            batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, grad_clip=grad_clip, seed=seed,
-            device=device, precision=precision, compile=compile, log_every=log_every,
-            eval_every=eval_every, eval_images=eval_images, sample_every=sample_every,
-            n_samples=n_samples, checkpoint_every=checkpoint_every,
-            checkpoint_seconds=checkpoint_seconds)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    keep = ("steps", "epochs") if steps is None and epochs is None else ()  # resume: stored length
     _run_portrait_training(
-        config, data, resume, force, [f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None,
+        config, data, resume, force, resume_fields,
         image_size=image_size, facenet_weights=facenet_weights, facenet_crop_size=facenet_crop_size,
         cache=cache, max_photos=max_photos, channels=channels, n_layers=n_layers,
         kernel_size=kernel_size, first_kernel_size=first_kernel_size, head_channels=head_channels)
@@ -673,29 +678,24 @@ def train_ae_cmd(
     --resume of such a run needs no --encoder. Not with --decoder deconv, --freeze-encoder,
     --encoder-checkpoint, --spatial-cond or --bottleneck.
     """
-    if resume and force:
-        raise typer.BadParameter("--resume and --force exclude each other", param_hint="--resume")
-    if steps is not None and epochs is not None:
-        raise typer.BadParameter("give --steps or --epochs, not both", param_hint="--epochs")
     _check_channels(image_channels)
-    from pcae.train import TrainConfig
-
-    if encoder == "facenet" or (resume and encoder is None and _resumes_portrait_run(out)):
+    face_run = encoder == "facenet" or (resume and encoder is None and _resumes_portrait_run(out))
+    # a face run's data is the face cache that prepare_portrait_run makes: no size or channel options
+    data_options = {} if face_run else dict(
+        data_root=None if data_root is None else str(data_root), image_channels=image_channels,
+        image_size=image_size)
+    config, resume_fields = _train_config(
+        resume, force, steps, epochs,
+        data=data, out=str(out), batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+        grad_clip=grad_clip, seed=seed, device=device, precision=precision, compile=compile,
+        num_workers=num_workers, log_every=log_every, eval_every=eval_every, eval_images=eval_images,
+        sample_every=sample_every, n_samples=n_samples, checkpoint_every=checkpoint_every,
+        **data_options)
+    if face_run:
         _check_face_options(data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,
                             bottleneck, image_channels)
-        try:
-            config = TrainConfig(
-                data=data, out=str(out), steps=0 if epochs else (steps or 300), epochs=epochs or 0,
-                batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, grad_clip=grad_clip, seed=seed,
-                device=device, precision=precision, compile=compile, num_workers=num_workers,
-                log_every=log_every, eval_every=eval_every, eval_images=eval_images,
-                sample_every=sample_every, n_samples=n_samples, checkpoint_every=checkpoint_every)
-        except ValueError as e:
-            raise typer.BadParameter(str(e)) from None
-        keep = ("steps", "epochs") if steps is None and epochs is None else ()  # resume: stored length
         _run_portrait_training(
-            config, None if resume else data, resume, force,
-            [f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None,
+            config, None if resume else data, resume, force, resume_fields,
             image_size=image_size or 32, facenet_weights=facenet_weights or "vggface2",
             facenet_crop_size=facenet_crop_size, cache=cache,
             channels=48 if channels is None else channels, n_layers=n_layers)
@@ -713,20 +713,7 @@ def train_ae_cmd(
             facenet_weights=facenet_weights)
     except ValueError as e:  # the user's option values: one line, exit 1
         raise PcaeError(str(e)) from None
-    try:
-        config = TrainConfig(
-            data=data, out=str(out), data_root=None if data_root is None else str(data_root),
-            image_channels=image_channels, image_size=image_size,
-            steps=0 if epochs else (steps or 300), epochs=epochs or 0, batch_size=batch_size, lr=lr,
-            lr_schedule=lr_schedule, grad_clip=grad_clip, seed=seed, device=device,
-            precision=precision, compile=compile, num_workers=num_workers, log_every=log_every,
-            eval_every=eval_every, eval_images=eval_images, sample_every=sample_every,
-            n_samples=n_samples, checkpoint_every=checkpoint_every)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    keep = ("steps", "epochs") if steps is None and epochs is None else ()  # resume: stored length
-    _run_training(config, spec, resume, force,
-                  [f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None)
+    _run_training(config, spec, resume, force, resume_fields)
 
 
 def _resumes_portrait_run(out: Path) -> bool:
