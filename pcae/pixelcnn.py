@@ -237,18 +237,6 @@ class GatedLayer(nn.Module):
             return torch.tanh(f) * torch.sigmoid(g)
         return F.relu(x)
 
-    def cond_bias(self, h: torch.Tensor | None, s: torch.Tensor | None):
-        """(bias_v, bias_h): each (B, pre, 1, 1) or (B, pre, H, W), or None when unconditional."""
-        bias = None
-        if h is not None:
-            bias = self.cond(h)[:, :, None, None]  # (B, 2pre, 1, 1)
-        if s is not None:
-            spatial = self.spatial(s)  # (B, 2pre, H, W)
-            bias = spatial if bias is None else bias + spatial
-        if bias is None:
-            return None, None
-        return bias.chunk(2, dim=1)
-
     def forward(self, v, x_h, bias_v=None, bias_h=None):
         v_pre = self.v_conv(v)  # (B, pre, H, W)
         h_pre = self.h_conv(x_h) + self.link(down_shift(v_pre))
@@ -311,18 +299,45 @@ class GatedPixelCNN(nn.Module):
         return x.to(dtype) * (2.0 / (self.config.levels - 1)) - 1.0
 
     def condition(self, h: torch.Tensor | None):
-        """Per-layer (bias_v, bias_h) pairs for h (None entries when unconditional)."""
+        """Per-layer (bias_v, bias_h) pairs for h: each (B, pre, 1, 1) for global conditioning,
+        (B, pre, H, W) with spatial conditioning; (None, None) when unconditional.
+
+        Every layer's global projection V h and location-dependent term V * s read the same h and
+        s, so all layers are computed at once: one matrix product for the global terms and, with
+        s = m(h), one batched product s -> every layer's 1x1 `spatial` conv with the global terms
+        as its per-image bias (the layers' own modules hold the weights).
+        """
         if h is None:
             return [(None, None)] * len(self.layers)
         h = h.to(self.head2.weight.dtype)
-        s = self.spatial_net(h) if self.spatial_net is not None else None
-        return [layer.cond_bias(h, s) for layer in self.layers]
+        weight = torch.cat([layer.cond.weight for layer in self.layers])  # (sum 2pre, D)
+        bias = torch.cat([layer.cond.bias for layer in self.layers])
+        g = F.linear(h, weight, bias)  # (B, sum 2pre): every layer's global bias
+        if self.spatial_net is None:
+            biases = g[:, :, None, None]
+        else:
+            s = self.spatial_net(h)  # (B, c, H, W)
+            B, _, H, W = s.shape
+            w = torch.cat([layer.spatial.weight[:, :, 0, 0] for layer in self.layers])  # (sum 2pre, c)
+            b = torch.cat([layer.spatial.bias for layer in self.layers])
+            biases = torch.baddbmm((g + b)[:, :, None], w.expand(B, -1, -1), s.flatten(2))
+            biases = biases.view(B, -1, H, W)  # (B, sum 2pre, H, W)
+        sizes = [layer.cond.out_features for layer in self.layers]
+        return [tuple(part.chunk(2, dim=1)) for part in biases.split(sizes, dim=1)]
 
     def head(self, skip: torch.Tensor) -> torch.Tensor:
-        """Skip sum (B, p, H, W) -> logits (B, K, C, H, W)."""
-        out = self.head2(F.relu(self.head1(F.relu(skip))))  # (B, C*K, H, W)
-        B, _, H, W = out.shape
-        return out.view(B, self.config.image_channels, self.config.levels, H, W).transpose(1, 2)
+        """Skip sum (B, p, H, W) -> logits (B, K, C, H, W).
+
+        The two 1x1 convolutions run as matrix products over pixels in channels-last layout, so
+        the logits are stored levels-last, (B, H, W, C, K): the returned (B, K, C, H, W) is a view
+        of that, and `nll_bits` takes its log-softmax along contiguous memory. On a CPU both are
+        several times faster than 1x1 convolutions and a softmax across a strided dimension.
+        """
+        x = F.relu(skip).permute(0, 2, 3, 1)  # (B, H, W, p)
+        x = F.relu(F.linear(x, self.head1.masked_weight()[:, :, 0, 0], self.head1.bias))
+        out = F.linear(x, self.head2.masked_weight()[:, :, 0, 0], self.head2.bias)  # (B, H, W, C*K)
+        B, H, W, _ = out.shape
+        return out.view(B, H, W, self.config.image_channels, self.config.levels).permute(0, 4, 3, 1, 2)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
         """Args:
@@ -355,8 +370,10 @@ def nll_bits(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     if logits.dim() != 5 or logits.shape[0:1] + logits.shape[2:] != x.shape:
         raise ValueError(f"logits (B, K, C, H, W) and x (B, C, H, W) disagree: "
                          f"{tuple(logits.shape)} vs {tuple(x.shape)}")
-    nats = F.cross_entropy(logits.float(), x.long(), reduction="none")  # (B, C, H, W), log-softmax
-    return nats.flatten(1).sum(1) / math.log(2)
+    z = logits.movedim(1, -1).float()  # (B, C, H, W, K): contiguous for GatedPixelCNN's logits
+    K = z.shape[-1]
+    nats = F.cross_entropy(z.reshape(-1, K), x.reshape(-1).long(), reduction="none")  # log-softmax
+    return nats.view(x.shape[0], -1).sum(1) / math.log(2)
 
 
 def bits_per_dim(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
