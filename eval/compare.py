@@ -6,7 +6,11 @@ MSE-trained deconvolutional auto-encoder must keep low-level detail.
 
 For each bottleneck m, with the same conv encoder architecture, data, seed and step budget (the
 training loop of pcae.train, one run folder per model under OUT/runs/):
-    pixelcnn-ae   conv encoder -> h -> conditional Gated PixelCNN, trained end to end on the NLL.
+    pixelcnn-ae   conv encoder -> h -> conditional Gated PixelCNN, trained end to end on the NLL,
+                  with pcae train-ae's defaults: h in every layer globally and through the
+                  location-dependent map m(h).
+    pixelcnn-ae (global h)
+                  the same with global conditioning only (`global_pixelcnn`, off by default).
     deconv-ae     conv encoder -> h -> DeconvDecoder, trained end to end with MSE, as in [1].
     deconv head   a DeconvDecoder with the factorised 256-way output, trained (same budget) on the
                   deconv-ae's *frozen* h. Decision: the deconv-ae is trained with MSE as the paper
@@ -20,7 +24,9 @@ On held-out images (a fixed random subset of the test split, seeded) it measures
 bits/dim and bits/image; conditioning gains (eval.metrics.conditioning_gain: shuffled h and h = 0);
 linear-probe and k-NN accuracy of h on the labels (train subset -> test subset); MSE/PSNR of the
 deconv reconstructions and of PixelCNN samples given h; per-dimension variance of h, active and
-effective dimensions. eval.report writes report.json, report.md, figure_m{m}.png (original | deconv
+effective dimensions; and what a user sees (eval.judge): the fraction of PixelCNN samples given h
+(2 per source) and of deconv reconstructions that a classifier trained on the labels puts in their
+source's class, beside its accuracy on real test images, their ink and the samples' diversity. eval.report writes report.json, report.md, figure_m{m}.png (original | deconv
 reconstruction | PixelCNN samples given the same h) and summary.png.
 
 References:
@@ -57,17 +63,19 @@ class CompareConfig:
     data_root: str | None = None
     out: str = "reports/compare-decoders"
     steps: int = 2000
-    batch_size: int = 64
-    lr: float = 1e-3
+    batch_size: int = 32
+    lr: float = 4e-3
     seed: int = 0
-    channels: int = 32  # PixelCNN decoder and unconditional reference: feature maps per stack
-    n_layers: int = 5  # gated layers after the first
+    channels: int = 24  # PixelCNN decoder and unconditional reference: feature maps per stack
+    n_layers: int = 1  # gated layers after the first
     encoder_channels: int = 32
     deconv_channels: int = 32
     eval_images: int = 2000  # test images for NLL, gains, probe/k-NN test set, MSE (0: all)
     probe_images: int = 10000  # train images: the probe's training set, the k-NN database (0: all)
     figure_images: int = 8  # rows of the figure (and images for the sample PSNR)
     samples_per_image: int = 4
+    judge_images: int = 200  # test sources for the sample judge (0: off)
+    global_pixelcnn: bool = False  # also train the PixelCNN-AE with global conditioning only
     eval_batch: int = 100  # h is shuffled inside batches of this size
     knn_k: int = 20
     active_threshold: float = 0.01
@@ -84,6 +92,7 @@ class CompareConfig:
             ("probe_images", self.probe_images >= 0, ">= 0"),
             ("figure_images", self.figure_images >= 1, ">= 1"),
             ("samples_per_image", self.samples_per_image >= 1, ">= 1"),
+            ("judge_images", self.judge_images >= 0, ">= 0"),
             ("eval_batch", self.eval_batch >= 2, ">= 2 (h is shuffled inside a batch)"),
             ("knn_k", self.knn_k >= 1, ">= 1"),
         ]
@@ -97,7 +106,7 @@ class CompareConfig:
 # Tiny models, few steps, small subsets: the whole pipeline in about a minute on a CPU.
 QUICK = dict(steps=20, batch_size=16, channels=8, n_layers=2, encoder_channels=8, deconv_channels=8,
              eval_images=64, probe_images=256, figure_images=2, samples_per_image=2, eval_batch=32,
-             quick=True)
+             judge_images=8, quick=True)
 
 
 def quick_config(**overrides) -> CompareConfig:
@@ -122,7 +131,7 @@ def _train_run(config: CompareConfig, spec, name: str, progress: Progress) -> Pa
         batch_size=config.batch_size, lr=config.lr, seed=config.seed, device=config.device,
         num_workers=0, log_every=max(1, min(100, config.steps)), eval_every=0,
         eval_images=min(config.eval_images or 1000, 1000), sample_every=0, n_samples=0,
-        checkpoint_every=0)
+        judge_images=0, checkpoint_every=0)
     progress(f"training {name}: {config.steps} steps of {config.batch_size} images")
     start = time.perf_counter()
     result = train(train_config, spec, force=out.exists())
@@ -243,6 +252,37 @@ def evaluate_unconditional(model, test_x, config, device) -> dict:
     return {"bits_per_image": bits["bits_per_image"], "bits_per_dim": bits["bits_per_dim"]}
 
 
+def _judge(config: CompareConfig):
+    """The data's sample judge (eval.judge), or None without labels or with judge_images 0."""
+    from eval.judge import JudgeConfig, load_judge
+
+    if not config.judge_images:
+        return None
+    # quick mode: a judge trained in a second or two (its ceiling is printed beside its figures)
+    judge_config = JudgeConfig(epochs=1, max_train_images=2000) if config.quick else JudgeConfig()
+    try:
+        return load_judge(config.data, data_root=config.data_root, config=judge_config)
+    except PcaeError:
+        return None
+
+
+_SEMANTICS = ("class_agreement", "judge_accuracy", "ink", "source_ink", "ink_ratio",
+              "diversity_rms", "diversity_features")
+
+
+def _semantics(model, judge, data, config, device, generator) -> dict:
+    """eval.judge figures on the first judge_images test images (None each without a judge)."""
+    from eval.judge import judge_autoencoder
+
+    _, _, test_x, test_y, _ = data
+    if judge is None or (test_y < 0).any():
+        return dict.fromkeys(_SEMANTICS)
+    n = min(config.judge_images, len(test_x))
+    figures = judge_autoencoder(model, judge, test_x[:n].to(device), test_y[:n].to(device),
+                                generator=generator)
+    return {k: figures[k] for k in _SEMANTICS}
+
+
 @torch.no_grad()
 def evaluate_pixelcnn_ae(model, data, config, device, generator) -> tuple[dict, torch.Tensor]:
     """Metrics of a PixelCNN auto-encoder, and its samples (F, n, C, H, W) for the figure."""
@@ -361,6 +401,9 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
     progress("evaluating pixelcnn-unconditional")
     reference = {"bottleneck": None, "model": "pixelcnn (unconditional)", "checkpoint": str(unconditional),
                  **evaluate_unconditional(ref, test_x, config, device)}
+    judge = _judge(config)
+    if judge is not None:
+        progress(f"sample judge: {judge.accuracy:.1%} on the real test images ({judge.info.get('cached')})")
     rows, figures = [], {}
     for m, p_path, d_path in plan:
         if p_path is None:
@@ -388,20 +431,36 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
             head, _ = _load_autoencoder(head_path, "deconv", device)
 
         progress(f"evaluating pixelcnn-ae m={m} (NLL, gains, probes, {config.figure_images} x "
-                 f"{config.samples_per_image} samples)")
+                 f"{config.samples_per_image} samples, judge on {config.judge_images} x 2)")
         generator = torch.Generator(device).manual_seed(config.seed)
         p_row, samples = evaluate_pixelcnn_ae(pae, data, config, device, generator)
+        p_row.update(_semantics(pae, judge, data, config, device, generator))
         progress(f"evaluating deconv-ae m={m}")
         d_row, recon = evaluate_deconv_ae(dae, head, data, config, device)
-        for row, name, path in ((p_row, "pixelcnn-ae", p_path), (d_row, "deconv-ae", d_path)):
+        d_row.update(_semantics(dae, judge, data, config, device, generator))
+        done = [(p_row, "pixelcnn-ae", p_path), (d_row, "deconv-ae", d_path)]
+        figures[f"m{m}"] = str(R.write_figure(fig_x, recon, samples, out / f"figure_m{m}.png"))
+        if config.global_pixelcnn:
+            g_path = _train_run(config, AutoencoderSpec(bottleneck=m, decoder="pixelcnn",
+                                                        spatial_cond=False,
+                                                        encoder_channels=config.encoder_channels, **size),
+                                f"pixelcnn-ae-global-m{m}", progress)
+            gae, _ = _load_autoencoder(g_path, "pixelcnn", device)
+            progress(f"evaluating pixelcnn-ae (global h) m={m}")
+            generator = torch.Generator(device).manual_seed(config.seed)
+            g_row, g_samples = evaluate_pixelcnn_ae(gae, data, config, device, generator)
+            g_row.update(_semantics(gae, judge, data, config, device, generator))
+            done.insert(1, (g_row, "pixelcnn-ae (global h)", g_path))
+            figures[f"m{m}-global"] = str(R.write_figure(fig_x, recon, g_samples,
+                                                         out / f"figure_m{m}_global.png"))
+        for row, name, path in done:
             row.update(bottleneck=m, model=name, checkpoint=str(path),
                        bits_saved_vs_unconditional=reference["bits_per_image"] - row["bits_per_image"])
             rows.append(row)
-        figures[f"m{m}"] = str(R.write_figure(fig_x, recon, samples, out / f"figure_m{m}.png"))
 
     for row in rows:  # a fixed key order, so report.json reads the same for every row
         for key in ("gaussian_bits_per_dim", "sample_mse", "sample_psnr", "reconstruction_mse",
-                    "reconstruction_psnr"):
+                    "reconstruction_psnr", *_SEMANTICS):
             row.setdefault(key, None)
     rows.append(reference)
     report = {
@@ -409,6 +468,7 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
         "data": {"source": config.data, "origin": test_ds.info["origin"],
                  "shape": list(test_ds.shape), "classes": test_ds.classes},
         "eval_images": len(test_x), "probe_images": len(train_x),
+        "judge": None if judge is None else {"accuracy": judge.accuracy, **judge.info},
         "rows": rows,
         "figures": figures,
         "plot": str(out / "summary.png"),

@@ -37,6 +37,9 @@ COLUMNS = (
     ("knn_accuracy", "k-NN (k=20)", "{:.1%}"),
     ("reconstruction_psnr", "recon. PSNR (dB)", "{:.2f}"),
     ("sample_psnr", "sample PSNR (dB)", "{:.2f}"),
+    ("class_agreement", "class kept (judge)", "{:.1%}"),
+    ("ink_ratio", "ink / source's", "{:.2f}"),
+    ("diversity_rms", "sample diversity (RMS)", "{:.3f}"),
     ("active_dims", "active dims", "{}"),
     ("participation_ratio", "effective dims", "{:.1f}"),
 )
@@ -92,7 +95,12 @@ def write_markdown(report: dict, path: str | os.PathLike) -> Path:
         "its frozen h; `bits/dim (Gaussian)`: under a discretised Gaussian with the train MSE as "
         "variance). Gains: NLL(x | h shuffled across the batch) - NLL(x | h) and NLL(x | h = 0) - "
         "NLL(x | h), bits per image. Probes: accuracy on the test labels from frozen h. PSNR: deconv "
-        "reconstructions, and PixelCNN samples given h, against the originals.",
+        "reconstructions, and PixelCNN samples given h, against the originals. Class kept: the "
+        "fraction of PixelCNN samples given h (2 per source) or of deconv reconstructions that the "
+        "sample judge (eval.judge, a classifier trained on the labels) puts in their source's class"
+        + (f"; the judge itself scores {report['judge']['accuracy']:.1%} on the real test images"
+           if report.get("judge") else "") + ". Ink: mean intensity against the sources'. Sample "
+        "diversity: pixel RMS between two samples given the same h.",
         "",
     ]
     for name, figure in report.get("figures", {}).items():

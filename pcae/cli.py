@@ -229,7 +229,8 @@ def _train_config(resume: bool, force: bool, steps: Optional[int], epochs: Optio
     """A training command's TrainConfig (bad values: a usage error), and the fields --resume takes
     from the run's stored config (steps/epochs too, unless given again).
 
-    steps, epochs: the options as given (None: not given); the default length is 300 steps.
+    steps, epochs: the options as given (None: not given); the default length is
+        TrainConfig.DEFAULT_STEPS.
     fields: the other TrainConfig fields.
     """
     from pcae.train import TrainConfig
@@ -239,7 +240,7 @@ def _train_config(resume: bool, force: bool, steps: Optional[int], epochs: Optio
     if steps is not None and epochs is not None:
         raise typer.BadParameter("give --steps or --epochs, not both", param_hint="--epochs")
     try:
-        config = TrainConfig(steps=0 if epochs else (steps or 300), epochs=epochs or 0, **fields)
+        config = TrainConfig(steps=steps or 0, epochs=epochs or 0, **fields)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     keep = ("steps", "epochs") if steps is None and epochs is None else ()
@@ -297,10 +298,35 @@ def _run_training(config, spec, resume: bool, force: bool, resume_fields=None):
     typer.echo(f"done: {s['steps']} steps ({s['epochs']:.2f} epochs) in {s['wall_seconds']:.0f} s, "
                f"{s['images_per_s']:.0f} images/s; test {metric} {fmt(final)} (best {fmt(best)} at "
                f"step {s['best_step']}, {s['test_images']} test images)")
+    if s.get("semantics"):
+        typer.echo(semantics_line(s["semantics"]))
     typer.echo(f"wrote {out}/: last.pt, samples.png, summary.json, curve.png, metrics.jsonl")
 
 
+def semantics_line(m: dict) -> str:
+    """One line for eval.judge's figures (sample_semantics, class_accuracy, or skipped)."""
+    if "skipped" in m:
+        return f"sample judge skipped: {m['skipped']}"
+    ceiling = f"judge {m['judge_accuracy']:.1%} on real test images"
+    if "class_accuracy" in m:
+        return (f"sample judge: {m['class_accuracy']:.1%} of {m['samples']} class-conditional "
+                f"samples are judged their class ({ceiling}); ink {m['ink']:.3f} vs data "
+                f"{m['source_ink']:.3f}")
+    what = "reconstructions" if m.get("decoder") == "deconv" else "samples given h"
+    line = (f"sample judge: {m['class_agreement']:.1%} of {m['samples']} {what} are judged their "
+            f"source's class ({ceiling}, {m['source_accuracy']:.1%} on these sources); ink "
+            f"{m['ink']:.3f} vs sources {m['source_ink']:.3f}")
+    if m.get("diversity_rms") is not None:
+        line += (f"; diversity: pixel RMS {m['diversity_rms']:.3f}, judge features "
+                 f"{m['diversity_features']:.1f} (between sources {m['diversity_features_between']:.1f})")
+    return line
+
+
 _DEVICE_HELP = "cpu or cuda."
+_JUDGE_HELP = ("At the end, score samples given the h of this many test images with a classifier "
+               "trained on the data's labels (eval.judge; cached per data source); 0: off.")
+_EMA_HELP = ("Decay of the moving average of the weights that is evaluated, sampled from and saved "
+             "(ramped up as min(EMA, (1+t)/(10+t))); 0: the raw weights.")
 _PRECISION_HELP = "fp32 or bf16 (bf16 autocast; the loss and its softmax stay fp32)."
 
 
@@ -319,10 +345,12 @@ def train_cmd(
     image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Resize + centre crop."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per step (per rank)."),
-    lr: float = typer.Option(2e-3, "--lr", help="AdamW learning rate."),
+    lr: float = typer.Option(4e-3, "--lr", help="AdamW learning rate."),
     lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant or cosine (to lr/10)."),
+    warmup_steps: int = typer.Option(0, "--warmup-steps", min=0, help="Linear learning-rate warm-up steps."),
+    ema: float = typer.Option(0.999, "--ema", min=0, help=_EMA_HELP),
     grad_clip: float = typer.Option(0.0, "--grad-clip", min=0, help="Max gradient norm (0: off)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default 300; with "
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default 800; with "
                                  "--resume, the stored total)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
     seed: int = typer.Option(0, "--seed"),
@@ -336,6 +364,7 @@ def train_cmd(
     eval_images: int = typer.Option(1000, "--eval-images", min=0, help="Test images per evaluation (0: all)."),
     sample_every: int = typer.Option(0, "--sample-every", min=0, help="Steps between sample grids (0: end)."),
     n_samples: int = typer.Option(16, "--n-samples", min=0, help="Images per sample grid."),
+    judge_images: int = typer.Option(200, "--judge-images", min=0, help=_JUDGE_HELP),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=0, help="Steps between checkpoints."),
     checkpoint_seconds: float = typer.Option(600, "--checkpoint-seconds", min=0,
                                              help="Also checkpoint after this many seconds (0: off)."),
@@ -354,11 +383,12 @@ def train_cmd(
         resume, force, steps, epochs,
         data=data, out=str(out), data_root=None if data_root is None else str(data_root),
         image_channels=image_channels, image_size=image_size, batch_size=batch_size, lr=lr,
-        lr_schedule=lr_schedule, grad_clip=grad_clip, seed=seed, device=device,
-        precision=precision, compile=compile, channels_last=channels_last,
+        lr_schedule=lr_schedule, warmup_steps=warmup_steps, ema=ema, grad_clip=grad_clip, seed=seed,
+        device=device, precision=precision, compile=compile, channels_last=channels_last,
         num_workers=num_workers, log_every=log_every, eval_every=eval_every,
         eval_images=eval_images, sample_every=sample_every, n_samples=n_samples,
-        checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
+        judge_images=judge_images, checkpoint_every=checkpoint_every,
+        checkpoint_seconds=checkpoint_seconds)
     try:
         spec = PixelCNNSpec(channels=channels, n_layers=n_layers, kernel_size=kernel_size,
                             first_kernel_size=first_kernel_size, head_channels=head_channels,
@@ -444,10 +474,12 @@ def train_portraits_cmd(
     first_kernel_size: int = typer.Option(7, "--first-kernel-size", min=3, help="First layer's kernel (odd)."),
     head_channels: int = typer.Option(0, "--head-channels", min=0, help="Output head width (0: --channels)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per step (per rank)."),
-    lr: float = typer.Option(2e-3, "--lr", help="AdamW learning rate."),
+    lr: float = typer.Option(4e-3, "--lr", help="AdamW learning rate."),
     lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant or cosine (to lr/10)."),
+    warmup_steps: int = typer.Option(0, "--warmup-steps", min=0, help="Linear learning-rate warm-up steps."),
+    ema: float = typer.Option(0.999, "--ema", min=0, help=_EMA_HELP),
     grad_clip: float = typer.Option(0.0, "--grad-clip", min=0, help="Max gradient norm (0: off)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default 300; with "
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default 800; with "
                                         "--resume, the stored total)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
     seed: int = typer.Option(0, "--seed"),
@@ -475,10 +507,10 @@ def train_portraits_cmd(
     config, resume_fields = _train_config(
         resume, force, steps, epochs,
         data=data or "", out=str(out), batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
-        grad_clip=grad_clip, seed=seed, device=device, precision=precision, compile=compile,
-        log_every=log_every, eval_every=eval_every, eval_images=eval_images,
-        sample_every=sample_every, n_samples=n_samples, checkpoint_every=checkpoint_every,
-        checkpoint_seconds=checkpoint_seconds)
+        warmup_steps=warmup_steps, ema=ema, grad_clip=grad_clip, seed=seed, device=device,
+        precision=precision, compile=compile, log_every=log_every, eval_every=eval_every,
+        eval_images=eval_images, sample_every=sample_every, n_samples=n_samples,
+        checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
     if data is None and not resume:
         raise PcaeError("--data is required (folder:PATH or h5:PATH of photos), unless --resume")
     _run_portrait_training(
@@ -621,8 +653,12 @@ def train_ae_cmd(
                                 "(the MSE baseline)."),
     deconv_output: str = typer.Option("mse", "--deconv-output", help="deconv: mse, or categorical "
                                       "(256-way per sub-pixel, NLL in bits/dim)."),
-    spatial_cond: bool = typer.Option(False, "--spatial-cond", help="pixelcnn: also condition on a "
-                                      "deconv map m(h) (location-dependent)."),
+    spatial_cond: Optional[bool] = typer.Option(None, "--spatial-cond/--global-cond", help="pixelcnn: "
+                                                "condition on h globally and through a deconv map m(h) "
+                                                "(location-dependent), or globally only [default: "
+                                                "--spatial-cond; facenet: --global-cond]."),
+    spatial_channels: int = typer.Option(32, "--spatial-channels", min=1, help="pixelcnn: channels "
+                                         "of the map m(h) with --spatial-cond."),
     freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="Train the decoder only."),
     encoder_checkpoint: Optional[Path] = typer.Option(None, "--encoder-checkpoint", help="Start the "
                                                       "encoder from this auto-encoder checkpoint."),
@@ -637,18 +673,21 @@ def train_ae_cmd(
     encoder_norm: str = typer.Option("batchnorm", "--encoder-norm", help="conv encoder: batchnorm "
                                      "(standardise each dim of h) or none (the raw linear h)."),
     channels: Optional[int] = typer.Option(None, "--channels", min=1, help="pixelcnn: feature maps per "
-                                           "stack (p) (default: 32; facenet: 48, divisible by 3)."),
-    n_layers: int = typer.Option(5, "--n-layers", min=0, help="pixelcnn: gated layers after the first."),
+                                           "stack (p) (default: 24; facenet: 48, divisible by 3)."),
+    n_layers: Optional[int] = typer.Option(None, "--n-layers", min=0, help="pixelcnn: gated layers after "
+                                           "the first (default: 1; facenet: 5)."),
     deconv_channels: int = typer.Option(32, "--deconv-channels", min=1, help="deconv: width at full size."),
     image_channels: Optional[int] = typer.Option(None, "--image-channels", help="Convert the data to 1 or 3."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Resize + centre crop "
                                              "(facenet: side of the face images, default 32)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per step (per rank)."),
-    lr: float = typer.Option(2e-3, "--lr", help="AdamW learning rate."),
+    lr: float = typer.Option(4e-3, "--lr", help="AdamW learning rate."),
     lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant or cosine (to lr/10)."),
+    warmup_steps: int = typer.Option(0, "--warmup-steps", min=0, help="Linear learning-rate warm-up steps."),
+    ema: float = typer.Option(0.999, "--ema", min=0, help=_EMA_HELP),
     grad_clip: float = typer.Option(0.0, "--grad-clip", min=0, help="Max gradient norm (0: off)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default 300; with "
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default 800; with "
                                         "--resume, the stored total)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
     seed: int = typer.Option(0, "--seed"),
@@ -661,6 +700,7 @@ def train_ae_cmd(
     eval_images: int = typer.Option(1000, "--eval-images", min=0, help="Test images per evaluation (0: all)."),
     sample_every: int = typer.Option(0, "--sample-every", min=0, help="Steps between grids (0: end)."),
     n_samples: int = typer.Option(16, "--n-samples", min=0, help="Images per grid (4 samples per original)."),
+    judge_images: int = typer.Option(200, "--judge-images", min=0, help=_JUDGE_HELP),
     checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=0, help="Steps between checkpoints."),
     resume: bool = typer.Option(False, "--resume", help="Continue --out from its last.pt."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
@@ -687,9 +727,10 @@ def train_ae_cmd(
     config, resume_fields = _train_config(
         resume, force, steps, epochs,
         data=data, out=str(out), batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
-        grad_clip=grad_clip, seed=seed, device=device, precision=precision, compile=compile,
-        num_workers=num_workers, log_every=log_every, eval_every=eval_every, eval_images=eval_images,
-        sample_every=sample_every, n_samples=n_samples, checkpoint_every=checkpoint_every,
+        warmup_steps=warmup_steps, ema=ema, grad_clip=grad_clip, seed=seed, device=device,
+        precision=precision, compile=compile, num_workers=num_workers, log_every=log_every,
+        eval_every=eval_every, eval_images=eval_images, sample_every=sample_every,
+        n_samples=n_samples, judge_images=judge_images, checkpoint_every=checkpoint_every,
         **data_options)
     if face_run:
         _check_face_options(data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,
@@ -698,16 +739,20 @@ def train_ae_cmd(
             config, None if resume else data, resume, force, resume_fields,
             image_size=image_size or 32, facenet_weights=facenet_weights or "vggface2",
             facenet_crop_size=facenet_crop_size, cache=cache,
-            channels=48 if channels is None else channels, n_layers=n_layers)
+            channels=48 if channels is None else channels, n_layers=5 if n_layers is None else n_layers)
         return
     from pcae.autoencoder import AutoencoderSpec
 
+    if decoder == "deconv" and spatial_cond:
+        raise PcaeError("--spatial-cond needs --decoder pixelcnn (the deconv decoder has no PixelCNN "
+                        "to condition)")
     try:
         spec = AutoencoderSpec(
             encoder=encoder, bottleneck=bottleneck, encoder_channels=encoder_channels,
             encoder_norm=encoder_norm, decoder=decoder,
-            channels=32 if channels is None else channels, n_layers=n_layers, spatial_cond=spatial_cond,
-            deconv_output=deconv_output,
+            **{k: v for k, v in dict(channels=channels, n_layers=n_layers,
+                                     spatial_cond=spatial_cond).items() if v is not None},
+            spatial_channels=spatial_channels, deconv_output=deconv_output,
             deconv_channels=deconv_channels, freeze_encoder=freeze_encoder,
             encoder_checkpoint=None if encoder_checkpoint is None else str(encoder_checkpoint),
             facenet_weights=facenet_weights)
@@ -757,6 +802,9 @@ def reconstruct_cmd(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="cached or naive (default: pcae's default)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
     device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    judge_images: int = typer.Option(200, "--judge-images", min=0, help="Score samples given the h of "
+                                     "this many test images (2 each; deconv: the reconstructions) "
+                                     "with the data's sample judge (eval.judge); 0: off."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
 ):
     """Each of the first N images, followed by PixelCNN samples given its h (deconv: its reconstruction)."""
@@ -773,12 +821,14 @@ def reconstruct_cmd(
     grid, nrow, info = reconstruct_checkpoint(checkpoint, data=data, split=split, n=n, samples=samples,
                                               temperature=temperature, seed=seed, sampler=sampler,
                                               data_root=None if data_root is None else str(data_root),
-                                              device=device)
+                                              device=device, judge_images=judge_images)
     save_grid(grid, nrow, out)
     made = "reconstruction" if info["decoder"] == "deconv" else f"{nrow - 1} samples"
     scores = ", ".join(f"{k} {info[k]:.4f}" for k in ("bpd", "mse") if k in info)
     typer.echo(f"wrote {out}: {len(grid) // nrow} {info['split']} images of {info['data']}, each + {made}; "
                f"{scores} over them; {time.perf_counter() - start:.1f} s")
+    if info.get("semantics"):
+        typer.echo(semantics_line(info["semantics"]))
 
 
 # --- evaluation: `pcae compare-decoders` (eval/compare.py) -------------------------------------
@@ -792,15 +842,21 @@ def compare_decoders_cmd(
                              "if it exists, unless --force)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps per model "
                                         "(default 2000; 20 with --quick)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per step (default 64)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per step (default 32)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate (default 4e-3)."),
     eval_images: Optional[int] = typer.Option(None, "--eval-images", min=0, help="Test images measured "
                                               "(default 2000; 0: all)."),
     probe_images: Optional[int] = typer.Option(None, "--probe-images", min=0, help="Train images for "
                                                "the probe and the k-NN database (default 10000; 0: all)."),
     channels: Optional[int] = typer.Option(None, "--channels", min=1, help="PixelCNN feature maps per "
-                                           "stack, decoders and reference alike (default 32)."),
+                                           "stack, decoders and reference alike (default 24)."),
     n_layers: Optional[int] = typer.Option(None, "--n-layers", min=0, help="PixelCNN gated layers after "
-                                           "the first (default 5)."),
+                                           "the first (default 1)."),
+    global_h: bool = typer.Option(False, "--global-h", help="Also train a PixelCNN-AE with global "
+                                  "conditioning only (no location-dependent m(h)), a third decoder."),
+    judge_images: Optional[int] = typer.Option(None, "--judge-images", min=0, help="Test images whose "
+                                               "samples (2 each) and reconstructions the sample judge "
+                                               "scores (default 200; 0: off)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny models, few steps, small subsets (~1 min on a CPU)."),
     pixelcnn: list[Path] = typer.Option([], "--pixelcnn", help="PixelCNN-AE checkpoint instead of "
                                         "training (one per --bottleneck, in order)."),
@@ -817,17 +873,20 @@ def compare_decoders_cmd(
 
     Writes OUT/report.json, report.md, summary.png, figure_m{M}.png (rows: original, deconv
     reconstruction, PixelCNN samples given the same h) and the training runs under OUT/runs/.
+    Every model's samples (deconv: reconstructions) are scored by the sample judge (eval.judge).
     """
     from eval.compare import QUICK, CompareConfig, compare_decoders
 
     if not bottleneck and not pixelcnn and not deconv:
         bottleneck = [10]
-    options = {k: v for k, v in dict(steps=steps, batch_size=batch_size, eval_images=eval_images,
-                                     probe_images=probe_images, channels=channels,
-                                     n_layers=n_layers).items() if v is not None}
+    options = {k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr,
+                                     eval_images=eval_images, probe_images=probe_images,
+                                     channels=channels, n_layers=n_layers,
+                                     judge_images=judge_images).items() if v is not None}
     try:
         config = CompareConfig(**{**(QUICK if quick else {}), **options, "bottlenecks": tuple(bottleneck),
                                   "data": data, "out": str(out), "seed": seed, "device": device,
+                                  "global_pixelcnn": global_h,
                                   "data_root": None if data_root is None else str(data_root)})
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
@@ -836,9 +895,12 @@ def compare_decoders_cmd(
     for row in report["rows"]:
         m = "-" if row["bottleneck"] is None else row["bottleneck"]
         probe = row.get("probe_accuracy")
+        kept = row.get("class_agreement")
         typer.echo(f"m={m:<4} {row['model']:<25} {row['bits_per_dim']:.3f} bits/dim"
                    + ("" if probe is None else f", gain (h shuffled) {row['shuffled_gain']:.1f} bits, "
-                      f"probe {probe:.1%}, k-NN {row['knn_accuracy']:.1%}"))
+                      f"probe {probe:.1%}, k-NN {row['knn_accuracy']:.1%}")
+                   + ("" if kept is None else f", class kept {kept:.1%} (judge "
+                      f"{row['judge_accuracy']:.1%}), ink {row['ink']:.3f}/{row['source_ink']:.3f}"))
     typer.echo(f"wrote {out}/report.md ({report['wall_seconds']:.0f} s)")
 
 

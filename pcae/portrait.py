@@ -78,7 +78,7 @@ from pcae.checkpoint import load_checkpoint, register_builder
 from pcae.data import IMAGE_SUFFIXES, TEST_EVERY, convert_images
 from pcae.data import is_test_path  # the folder split rule, so splits agree with pcae.data
 from pcae.train import Task, TrainConfig, register_task, resolve_device, task_from_checkpoint
-from pcae.utils import PcaeError, atomic_path
+from pcae.utils import PcaeError, atomic_path, cache_root
 
 CACHE_FORMAT = "pcae-faces/1"
 RANDOM_WARNING = ("FaceNet weights are random (NOT pretrained): embeddings carry no identity, "
@@ -197,11 +197,9 @@ def _list_h5_photos(path: Path, max_photos: int | None):
 
 def default_cache_path(source: str) -> Path:
     """Where a source's face cache goes without --cache: $PCAE_CACHE_DIR, else ~/.cache/pcae."""
-    base = os.environ.get("PCAE_CACHE_DIR") or (
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcae")
     path = Path(source.partition(":")[2] or source).expanduser().resolve()
     key = hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    return Path(base) / "faces" / f"{path.name or 'photos'}-{key}.h5"
+    return cache_root() / "faces" / f"{path.name or 'photos'}-{key}.h5"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def cache_root() -> Path:
+    """pcae's cache folder: $PCAE_CACHE_DIR, else $XDG_CACHE_HOME/pcae, else ~/.cache/pcae."""
+    base = os.environ.get("PCAE_CACHE_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcae"
+
+
 class PcaeError(Exception):
     """An error the user can fix (bad file, bad option). The CLI prints it as one line, exit 1."""
 
@@ -35,3 +43,22 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its bf16 support, for every speed figure (Linux /proc/cpuinfo)."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model in ("", platform.machine()):
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    bf16 = [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
+    return f"{model}, {os.cpu_count()} cores, bf16: {', '.join(bf16) if bf16 else 'none'}"

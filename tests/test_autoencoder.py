@@ -240,6 +240,11 @@ def test_train_ae_writes_a_run_and_reconstruct_draws_the_grid(ae_run, tmp_path, 
     assert summary["kind"] == "autoencoder" and summary["metric"] == "bpd"
     assert 6.0 < summary["final_test_bpd"] < 9.0
     assert png_size(ae_run / "samples.png") == (5 * 10 + 2, 1 * 10 + 2)  # 1 original + 4 samples
+    # the sample judge scored 2 samples given h for each of the first test images (default 200)
+    semantics = summary["semantics"]
+    assert semantics["samples"] == 400 and semantics["sources"] == 200
+    assert 0 <= semantics["class_agreement"] <= 1 and 0 < semantics["judge_accuracy"] <= 1
+    assert semantics["diversity_rms"] > 0 and semantics["decoder"] == "pixelcnn"
 
     grid = tmp_path / "grid.png"
     code, out, err = run_pcae(monkeypatch, capsys, "reconstruct", ae_run / "last.pt", "--n", 2,
@@ -247,6 +252,7 @@ def test_train_ae_writes_a_run_and_reconstruct_draws_the_grid(ae_run, tmp_path, 
     assert code == 0, err
     assert png_size(grid) == (4 * 10 + 2, 2 * 10 + 2)  # rows: an original, then 3 samples
     assert "2 test images of fashion-mnist, each + 3 samples; bpd" in out
+    assert "sample judge: " in out and "of 400 samples given h are judged their source's class" in out
     code, _, err = run_pcae(monkeypatch, capsys, "reconstruct", ae_run / "last.pt", "--out", grid)
     assert code == 1 and err.strip() == f"error: {grid}: already exists; pass --force to replace it"
 

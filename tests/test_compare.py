@@ -60,6 +60,13 @@ def test_quick_run_writes_a_complete_report(quick_run):
         assert 0 <= row["active_dims"] <= M and 0 <= row["participation_ratio"] <= M + 1e-9
         assert len(row["h_variance"]) == M and all(v >= 0 for v in row["h_variance"])
     pix, dec = rows["pixelcnn-ae"], rows["deconv-ae"]
+    # the sample judge scored both: samples given h (2 per source, so a diversity) and reconstructions
+    assert 0 < report["judge"]["accuracy"] <= 1
+    for row in (pix, dec):
+        assert 0 <= row["class_agreement"] <= 1 and row["judge_accuracy"] == report["judge"]["accuracy"]
+        assert 0 <= row["ink"] <= 1 and row["ink_ratio"] == pytest.approx(row["ink"] / row["source_ink"])
+    assert pix["diversity_rms"] > 0 and dec["diversity_rms"] is None
+    assert "class kept (judge)" in (out / "report.md").read_text()
     assert 0 < pix["sample_mse"] <= 1 and finite(pix["sample_psnr"]) and pix["sample_psnr"] > 0
     assert 0 < dec["reconstruction_mse"] <= 1 and dec["reconstruction_psnr"] > 0
     assert 0 < dec["gaussian_bits_per_dim"] < 9

@@ -181,10 +181,16 @@ def test_cli_train_writes_a_run_and_guards_its_folder(tmp_path, monkeypatch, cap
 
 def test_label_conditional_run_sample_and_evaluate(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", out, *TINY, "--steps", "2",
-                            "--condition", "label", "--n-samples", "10", "--eval-every", "0")
+    code, stdout, err = run_pcae(monkeypatch, capsys, "train", "--out", out, *TINY, "--steps", "2",
+                                 "--condition", "label", "--n-samples", "10", "--eval-every", "0",
+                                 "--judge-images", "30")
     assert code == 0, err
     assert Image.open(out / "samples.png").size == (12, 102)  # one row per class, 10 classes
+    # the sample judge scored one sample per test label, per class too
+    semantics = json.loads((out / "summary.json").read_text())["semantics"]
+    assert semantics["samples"] == 30 and 0 <= semantics["class_accuracy"] <= 1
+    assert 0 < semantics["judge_accuracy"] <= 1 and len(semantics["per_class"]) >= 2
+    assert "class-conditional samples are judged their class" in stdout
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["configs"]["model"]["cond_dim"] == 10
     assert ckpt["configs"]["task"] == {"condition": "label", "classes": ckpt["data"]["train"]["classes"]}
@@ -352,3 +358,62 @@ def test_ddp_two_cpu_ranks_stay_identical_and_only_rank0_writes(tmp_path):
 
 class FakeShape:
     shape, num_classes, classes, info = (1, 8, 8), 10, None, {"source": "fake"}
+
+
+# ----------------------------------------------------------------------------- weight average
+
+
+def test_weight_average_follows_the_ramped_decay_and_swaps_exactly():
+    from pcae.train import WeightAverage
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    model[0].bias.requires_grad_(False)  # frozen: shared, never averaged
+    average = WeightAverage(model, decay=0.9)
+    assert "0.bias" not in average.names and "1.running_mean" in average.names
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    average.update(step=1)  # decay min(0.9, 2/11): the average moves 9/11 of the way
+    expected = start + (1 - 2 / 11) * 1.0
+    raw = model[0].weight.detach().clone()
+    with average.averaged():
+        assert torch.allclose(model[0].weight, expected)
+        inside = average.training_weights()
+        assert torch.equal(inside["0.weight"], raw)
+    assert torch.equal(model[0].weight, raw)  # swapped back bit for bit
+    for step in range(2, 500):
+        average.update(step)
+    with average.averaged():
+        assert torch.allclose(model[0].weight, raw, atol=1e-6)  # a constant model is its own average
+
+
+def test_run_saves_the_average_and_resumes_it(tmp_path):
+    config = TrainConfig(out=str(tmp_path / "a"), steps=6, checkpoint_every=3, ema=0.9, **TINY_CONFIG)
+    full = train(config, TINY_SPEC)
+    checkpoint = load_checkpoint(tmp_path / "a/last.pt")
+    raw, saved = checkpoint["training_weights"], checkpoint["state_dicts"]["model"]
+    assert set(raw) <= set(saved) and any(not torch.equal(raw[k], saved[k]) for k in raw)
+    # the task handed back holds what was saved: the average
+    assert_same_weights(full.task.model.state_dict(), saved)
+    # 3 steps, then resume to 6: the same average and the same raw weights as one run of 6
+    train(TrainConfig(out=str(tmp_path / "b"), steps=3, ema=0.9, **TINY_CONFIG), TINY_SPEC)
+    train(TrainConfig(out=str(tmp_path / "b"), steps=6, ema=0.9, **TINY_CONFIG), TINY_SPEC, resume=True)
+    resumed = load_checkpoint(tmp_path / "b/last.pt")
+    assert_same_weights(resumed["state_dicts"]["model"], saved)
+    assert_same_weights(resumed["training_weights"], raw)
+    # without averaging nothing extra is stored
+    train(TrainConfig(out=str(tmp_path / "c"), steps=2, ema=0.0, **TINY_CONFIG), TINY_SPEC)
+    assert "training_weights" not in load_checkpoint(tmp_path / "c/last.pt")
+
+
+def test_warmup_ramps_the_learning_rate():
+    from pcae.train import learning_rate
+
+    config = TrainConfig(steps=100, lr=1e-3, warmup_steps=10)
+    assert learning_rate(config, 0, 100) == pytest.approx(1e-4)
+    assert learning_rate(config, 9, 100) == pytest.approx(1e-3)
+    assert learning_rate(config, 50, 100) == pytest.approx(1e-3)
+    cosine = TrainConfig(steps=100, lr=1e-3, warmup_steps=10, lr_schedule="cosine")
+    assert learning_rate(cosine, 4, 100) < learning_rate(cosine, 9, 100)
+    with pytest.raises(ValueError, match="ema must be in"):
+        TrainConfig(steps=1, ema=1.0)

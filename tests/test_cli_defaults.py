@@ -1,0 +1,62 @@
+"""The CLI's training options default to the library's values: one source of truth per default."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from pcae.autoencoder import AutoencoderSpec
+from pcae.cli import app
+from pcae.train import PixelCNNSpec, TrainConfig
+
+
+def command(name):
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return group.commands[name]
+
+
+def defaults(name) -> dict:
+    return {p.name: p.default for p in command(name).params}
+
+
+TRAIN_FIELDS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+SHARED = ("batch_size", "lr", "lr_schedule", "warmup_steps", "ema", "grad_clip", "seed", "device",
+          "precision", "compile")
+
+
+@pytest.mark.parametrize("name", ["train", "train-ae", "train-portraits"])
+def test_training_options_default_to_train_config(name):
+    options = defaults(name)
+    for field in SHARED:
+        assert options[field] == TRAIN_FIELDS[field], (name, field)
+    assert options["steps"] is None and options["epochs"] is None  # None: TrainConfig decides
+    assert TrainConfig().steps == TrainConfig.DEFAULT_STEPS and TrainConfig().epochs == 0
+    if "judge_images" in options:
+        assert options["judge_images"] == TRAIN_FIELDS["judge_images"]
+
+
+def test_train_ae_model_options_default_to_the_spec():
+    options, spec = defaults("train-ae"), AutoencoderSpec()
+    # None means "the spec's default" (the facenet path has its own); the rest are spelled out
+    assert options["channels"] is None and options["n_layers"] is None
+    assert options["spatial_cond"] is None and spec.spatial_cond
+    for field in ("encoder_channels", "encoder_norm", "decoder", "deconv_output", "deconv_channels",
+                  "spatial_channels"):
+        assert options[field] == getattr(spec, field), field
+
+
+def test_train_model_options_default_to_the_spec():
+    options, spec = defaults("train"), PixelCNNSpec()
+    for field in ("channels", "n_layers", "kernel_size", "first_kernel_size", "head_channels",
+                  "condition"):
+        assert options[field] == getattr(spec, field), field
+
+
+def test_train_config_defaults_build():
+    config = TrainConfig()
+    assert config.steps == 800 and config.lr == 4e-3 and config.ema == 0.999
+    assert TrainConfig(epochs=2).steps == 0
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig(steps=3, epochs=2)
