@@ -1,7 +1,9 @@
 """Latents folders: embed a dataset with an encoder, search it, merge shard parts, describe it.
 
-A latents folder holds three files, always written together (each to a temp name in the folder,
-renamed at the very end, so a run killed at any moment leaves the previous folder intact):
+A latents folder holds three files, always written together (pcae.utils.atomic_files: into a
+staging folder, committed by one journal rename, then renamed into place; a run killed or
+interrupted before the commit leaves the previous three intact, one killed after it is finished by
+the next command that opens the folder, so a reader never sees a new file beside old ones):
 
     latents.h5         the latents, ids, labels and encoder metadata (embeddings/store.py)
     index.faiss        a FAISS index over the latents, row i of the file = position i of the index
@@ -32,7 +34,7 @@ import numpy as np
 
 from embeddings import index as ix
 from embeddings.store import LatentStore, LatentWriter, file_sha256, open_latents
-from pcae.utils import PcaeError, atomic_path
+from pcae.utils import PcaeError, atomic_files, atomic_path, recover_files
 
 LATENTS, INDEX, INFOS = "latents.h5", "index.faiss", "index_infos.json"
 TRAIN_SEED = 0
@@ -225,10 +227,8 @@ def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", i
 
     out.mkdir(parents=True, exist_ok=True)
     t0, skipped = time.perf_counter(), 0
-    with ExitStack() as stack:  # temp names for all three files; renamed together on success
-        tmp_infos = stack.enter_context(atomic_path(out / INFOS, ".json"))
-        tmp_index = stack.enter_context(atomic_path(out / INDEX, ".faiss"))
-        tmp_latents = stack.enter_context(atomic_path(out / LATENTS, ".h5"))
+    with atomic_files(out, [LATENTS, INDEX, INFOS]) as tmp:  # all three replaced together
+        tmp_latents, tmp_index, tmp_infos = tmp[LATENTS], tmp[INDEX], tmp[INFOS]
         segments = (old["meta"].get("segments", []) if old else []) + [segment]
         with LatentWriter(tmp_latents, enc.dim, {**meta, "segments": segments},
                           base=out / LATENTS if old else None) as writer:
@@ -295,6 +295,8 @@ def _common_train_sample(enc, ds, n_all, index_string, metric, batch_size) -> np
 
 def _existing(out: Path, append: bool, force: bool) -> dict | None:
     """What an --append run adds to; PcaeError when the folder holds latents and neither flag is set."""
+    if out.is_dir():
+        recover_files(out)
     present = [name for name in (LATENTS, INDEX, INFOS) if (out / name).exists()]
     if append:
         if len(present) < 3:
@@ -333,6 +335,7 @@ def open_folder(folder) -> tuple[LatentStore, "object", dict]:
     folder = Path(folder)
     if not folder.is_dir():
         raise PcaeError(f"{folder}: no such latents folder")
+    recover_files(folder)
     infos = ix.read_infos(folder / INFOS)
     index = ix.load_index(folder / INDEX)
     store = open_latents(folder / LATENTS)
@@ -546,10 +549,8 @@ def merge_parts(parts: list, out, *, force: bool = False) -> dict:
         ix.apply_search_params(merged, infos0.get("search_params", {}))
 
         out.mkdir(parents=True, exist_ok=True)
-        with ExitStack() as files:
-            tmp_infos = files.enter_context(atomic_path(out / INFOS, ".json"))
-            tmp_index = files.enter_context(atomic_path(out / INDEX, ".faiss"))
-            tmp_latents = files.enter_context(atomic_path(out / LATENTS, ".h5"))
+        with atomic_files(out, [LATENTS, INDEX, INFOS]) as tmp:  # all three replaced together
+            tmp_latents, tmp_index, tmp_infos = tmp[LATENTS], tmp[INDEX], tmp[INFOS]
             segments, row = [], 0
             for store, _, _ in opened:
                 for seg in store.meta.get("segments", []):

@@ -40,7 +40,6 @@ Known limits: checkpoints that hold this encoder carry its ~23.5M weights (~94 M
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import torch
@@ -98,10 +97,9 @@ def build_inception(weights: str) -> nn.Module:
     if not path.is_file():
         raise PcaeError(f"FaceNet weights file {path} does not exist "
                         f"(expected a state dict of facenet-pytorch's InceptionResnetV1)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise PcaeError(f"cannot read FaceNet weights {path}: {_first_line(e)}") from e
+    from pcae.checkpoint import load_torch_file
+
+    state = load_torch_file(path, "FaceNet weights file (a state dict of InceptionResnetV1)")
     if not isinstance(state, dict):
         raise PcaeError(f"{path} is not a state dict (got {type(state).__name__})")
     state = {k: v for k, v in state.items() if not k.startswith("logits.")}

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,11 +380,8 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
     data = (train_x, train_y, test_x, test_y, fig_x)
     progress(f"data {config.data} ({test_ds.info['origin']}): {len(train_x)} train images for the "
              f"probes, {len(test_x)} test images")
-    if force and (out / "runs").exists():
-        keep = {Path(p).resolve() for p in [*pixelcnn, *deconv, *([unconditional] if unconditional else [])]}
-        for run in (out / "runs").iterdir():  # replaced runs only; never a checkpoint we were given
-            if run.is_dir() and not any(k.is_relative_to(run.resolve()) for k in keep):
-                shutil.rmtree(run)
+    # Nothing is deleted up front: each model's run folder is replaced (pcae's own files only,
+    # pcae.train.clear_run) when that model is trained again, after every check above has passed.
 
     size = dict(channels=config.channels, n_layers=config.n_layers)
     if unconditional is None:

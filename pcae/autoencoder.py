@@ -509,6 +509,9 @@ def reconstruct_checkpoint(path, data: str | None = None, split: str = "test", n
     from pcae.sampling import SAMPLERS
     from pcae.train import first_examples, resolve_device
 
+    from pcae.options import check_device, check_split, check_temperature
+
+    check_split(split), check_temperature(temperature), check_device(device)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if samples < 1:

@@ -32,6 +32,7 @@ import importlib
 import os
 import pickle
 import random
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -133,14 +134,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
         raise PcaeError(f"{path}: no such checkpoint file")
     if path.is_dir():
         raise PcaeError(f"{path}: is a folder, expected a checkpoint file (e.g. {path / 'last.pt'})")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PcaeError(f"{path}: not a pcae checkpoint or corrupt ({first})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PcaeError(f"{path}: corrupt or truncated checkpoint ({first})") from None
+    checkpoint = load_torch_file(path)
     if not isinstance(checkpoint, dict) or checkpoint.get("pcae") != "checkpoint":
         raise PcaeError(f"{path}: not a pcae checkpoint (no pcae checkpoint header)")
     version = checkpoint.get("format_version")
@@ -155,6 +149,42 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
     if kind is not None and checkpoint["kind"] != kind:
         raise PcaeError(f"{path}: is a {checkpoint['kind']!r} checkpoint, expected {kind!r}")
     return checkpoint
+
+
+def load_torch_file(path: Path, what: str = "pcae checkpoint"):
+    """torch.load(path, weights_only=True) on the CPU, or PcaeError saying what the file is.
+
+    torch's own message for a file that weights-only loading refuses advises loading it with
+    weights_only=False; that advice is never passed on (such a file can run code when loaded).
+    """
+    try:
+        with warnings.catch_warnings():  # torch's pickle-protocol warnings are not for users
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch's zip nor a pickle
+            raise PcaeError(f"{path}: not a {what}: not a torch file (another format, or "
+                            "corrupt or truncated)") from None
+        raise PcaeError(f"{path}: not a {what}: {_what_it_holds(e)}, which pcae never "
+                        "loads (unpickling arbitrary objects could run code)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+        raise PcaeError(f"{path}: not a {what}: not a torch file (another format, or "
+                        f"corrupt or truncated: {type(e).__name__})") from None
+
+
+def _what_it_holds(error: Exception) -> str:
+    """What a file refused by weights-only loading holds, from torch's message (no advice)."""
+    text = str(error)
+    import re
+
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a pickled {found.group(1)} object"
+    if "Unsupported operand" in text or "weights_only" in text:
+        return "it is a pickle of Python objects, not tensors and plain data"
+    return "it is not a torch file of tensors and plain data"
 
 
 def load_model(path: str | os.PathLike, kind: str | None = None):

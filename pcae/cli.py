@@ -13,7 +13,13 @@ from typing import Optional
 import typer
 
 from pcae import __version__
+from pcae.options import (check_device, check_precision, check_split, check_temperature,
+                          cli_callback)
 from pcae.utils import PcaeError
+
+# the shared option values, checked in one place (pcae/options.py)
+_DEVICE, _SPLIT = cli_callback(check_device), cli_callback(check_split)
+_PRECISION, _TEMPERATURE = cli_callback(check_precision), cli_callback(check_temperature)
 
 app = typer.Typer(
     name="pcae",
@@ -125,7 +131,7 @@ def embed_cmd(
                                               "(needed for conv; optional for onehot and facenet)."),
     data: str = typer.Option("fashion-mnist", "--data", help=_DATA_SOURCE_HELP),
     out: Path = typer.Option(..., "--out", help="Latents folder: latents.h5, index.faiss, index_infos.json."),
-    split: str = typer.Option("train", "--split", help="train or test."),
+    split: str = typer.Option("train", "--split", callback=_SPLIT, help="train or test."),
     index: Optional[str] = typer.Option(None, "--index", help="faiss.index_factory string, e.g. Flat, "
                                         "IVF1024,Flat, HNSW32,Flat (default: Flat for small N, IVF above)."),
     metric: Optional[str] = typer.Option(None, "--metric", help="l2 or cosine (default l2)."),
@@ -322,7 +328,7 @@ def semantics_line(m: dict) -> str:
     return line
 
 
-_DEVICE_HELP = "cpu or cuda."
+_DEVICE_HELP = "cpu, cuda or cuda:N."
 _JUDGE_HELP = ("At the end, score samples given the h of this many test images with a classifier "
                "trained on the data's labels (eval.judge; cached per data source); 0: off.")
 _EMA_HELP = ("Decay of the moving average of the weights that is evaluated, sampled from and saved "
@@ -354,8 +360,8 @@ def train_cmd(
                                  "--resume, the stored total)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
-    precision: str = typer.Option("fp32", "--precision", help=_PRECISION_HELP),
+    device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
+    precision: str = typer.Option("fp32", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the loss computation."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format."),
     num_workers: int = typer.Option(2, "--num-workers", min=0, help="DataLoader workers (data not in memory)."),
@@ -406,10 +412,10 @@ def sample_cmd(
     out: Path = typer.Option(..., "--out", help="PNG grid to write."),
     n: int = typer.Option(16, "--n", min=1, help="Images (per class when conditional and no --label)."),
     label: Optional[int] = typer.Option(None, "--label", min=0, help="Class index (label-conditional models)."),
-    temperature: float = typer.Option(1.0, "--temperature", min=0, help="Divides the logits; 0 = argmax."),
+    temperature: float = typer.Option(1.0, "--temperature", callback=_TEMPERATURE, help="Divides the logits; 0 = argmax."),
     seed: int = typer.Option(0, "--seed"),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="cached or naive (default: pcae's default)."),
-    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
 ):
     """Draw a grid of samples from a trained PixelCNN."""
@@ -432,20 +438,18 @@ def evaluate_cmd(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by a training command."),
     data: Optional[str] = typer.Option(None, "--data", help="Default: the training data. "
                                        + _DATA_SOURCE_HELP),
-    split: str = typer.Option("test", "--split", help="train or test."),
+    split: str = typer.Option("test", "--split", callback=_SPLIT, help="train or test."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
     limit: int = typer.Option(0, "--limit", min=0, help="Only the first N images (0: all)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
-    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
-    precision: str = typer.Option("fp32", "--precision", help=_PRECISION_HELP),
+    device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
+    precision: str = typer.Option("fp32", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
 ):
     """Print test bits/dim (per class for labelled data) of a checkpoint as JSON."""
     import json
 
     from pcae.train import evaluate_checkpoint
 
-    if split not in ("train", "test"):
-        raise typer.BadParameter(f"must be train or test, got {split!r}", param_hint="--split")
     result = evaluate_checkpoint(checkpoint, data=data, split=split,
                                  data_root=None if data_root is None else str(data_root),
                                  device=device, batch_size=batch_size, limit=limit, precision=precision)
@@ -483,8 +487,8 @@ def train_portraits_cmd(
                                         "--resume, the stored total)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP + " FaceNet embeds there too."),
-    precision: str = typer.Option("fp32", "--precision", help=_PRECISION_HELP),
+    device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP + " FaceNet embeds there too."),
+    precision: str = typer.Option("fp32", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the loss computation."),
     log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train metrics."),
     eval_every: int = typer.Option(100, "--eval-every", min=0, help="Steps between test evaluations (0: end)."),
@@ -569,9 +573,9 @@ def portrait_cmd(
     samples_out: Optional[Path] = typer.Option(None, "--samples-out", help="Also write the portraits: "
                                                "a folder of PNGs, or an .h5 file."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="cached (default) or naive."),
-    temperature: float = typer.Option(1.0, "--temperature", min=0, help="Divides the logits; 0 = argmax."),
+    temperature: float = typer.Option(1.0, "--temperature", callback=_TEMPERATURE, help="Divides the logits; 0 = argmax."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
     force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
 ):
     """Draw n new portraits of the person in PHOTO and print identity similarity and diversity."""
@@ -616,9 +620,9 @@ def interpolate_cmd(
     steps: int = typer.Option(8, "--steps", help="Portraits along the line (>= 2)."),
     rows: int = typer.Option(1, "--rows", help="Rows, each with its own noise (the same along a row)."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="cached (default) or naive."),
-    temperature: float = typer.Option(1.0, "--temperature", min=0, help="Divides the logits; 0 = argmax."),
+    temperature: float = typer.Option(1.0, "--temperature", callback=_TEMPERATURE, help="Divides the logits; 0 = argmax."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
 ):
     """Morph face A into face B: portraits along the line between their FaceNet embeddings."""
@@ -691,8 +695,8 @@ def train_ae_cmd(
                                         "--resume, the stored total)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
-    precision: str = typer.Option("fp32", "--precision", help=_PRECISION_HELP),
+    device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
+    precision: str = typer.Option("fp32", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the loss computation."),
     num_workers: int = typer.Option(2, "--num-workers", min=0, help="DataLoader workers (data not in memory)."),
     log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train metrics."),
@@ -794,22 +798,20 @@ def reconstruct_cmd(
     out: Path = typer.Option(..., "--out", help="PNG grid to write."),
     data: Optional[str] = typer.Option(None, "--data", help="Default: the training data. "
                                        + _DATA_SOURCE_HELP),
-    split: str = typer.Option("test", "--split", help="train or test."),
+    split: str = typer.Option("test", "--split", callback=_SPLIT, help="train or test."),
     n: int = typer.Option(8, "--n", min=1, help="Originals (one per row)."),
     samples: int = typer.Option(4, "--samples", min=1, help="PixelCNN samples per original."),
-    temperature: float = typer.Option(1.0, "--temperature", min=0, help="Divides the logits; 0 = argmax."),
+    temperature: float = typer.Option(1.0, "--temperature", callback=_TEMPERATURE, help="Divides the logits; 0 = argmax."),
     seed: int = typer.Option(0, "--seed"),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="cached or naive (default: pcae's default)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
-    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
     judge_images: int = typer.Option(200, "--judge-images", min=0, help="Score samples given the h of "
                                      "this many test images (2 each; deconv: the reconstructions) "
                                      "with the data's sample judge (eval.judge); 0: off."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
 ):
     """Each of the first N images, followed by PixelCNN samples given its h (deconv: its reconstruction)."""
-    if split not in ("train", "test"):
-        raise typer.BadParameter(f"must be train or test, got {split!r}", param_hint="--split")
     if out.exists() and not force:
         raise PcaeError(f"{out}: already exists; pass --force to replace it")
     import time
@@ -866,7 +868,7 @@ def compare_decoders_cmd(
                                                  "PixelCNN checkpoint (the reference) instead of training."),
     seed: int = typer.Option(0, "--seed"),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
-    device: str = typer.Option("cpu", "--device", help=_DEVICE_HELP),
+    device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
     force: bool = typer.Option(False, "--force", help="Replace the report in an existing --out."),
 ):
     """Train (or load) a PixelCNN-AE and a deconv-AE per bottleneck and measure what h keeps.

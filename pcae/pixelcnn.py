@@ -49,7 +49,7 @@ Known limits: any H, W >= 1 when `spatial_cond` is off; with it, the model is ti
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

@@ -59,12 +59,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from pcae.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
+from pcae.options import PRECISIONS, check_device, check_precision, check_split, check_temperature
 from pcae.utils import PcaeError, atomic_path
 
-PRECISIONS = ("fp32", "bf16")
-DEVICES = ("cpu", "cuda")
 LR_SCHEDULES = ("constant", "cosine")
 RUN_FILES = ("last.pt", "metrics.jsonl", "summary.json", "train.log")  # marks a pcae run folder
+# everything a run writes into its folder: what --force replaces (nothing else is touched)
+RUN_OUTPUTS = RUN_FILES + ("best.pt", "samples.png", "curve.png")
+SAMPLES_DIR = "samples"  # holds step_*.png
 
 
 @dataclass(frozen=True)
@@ -98,13 +100,13 @@ class TrainConfig:
     channels_last: bool = False
     num_workers: int = 2  # DataLoader workers, used only for data that is not held in memory
     log_every: int = 10
-    eval_every: int = 0
-    eval_images: int = 0  # test images per evaluation (the first ones); 0 = the whole test split
+    eval_every: int = 100
+    eval_images: int = 1000  # test images per evaluation (the first ones); 0 = the whole test split
     sample_every: int = 0
     n_samples: int = 16
     judge_images: int = 200  # test images whose samples the sample judge scores at the end; 0 = off
     temperature: float = 1.0
-    checkpoint_every: int = 0
+    checkpoint_every: int = 100
     checkpoint_seconds: float = 600.0  # also checkpoint when this much time passed; 0 = off
     keep_best: bool = True
 
@@ -127,8 +129,8 @@ class TrainConfig:
             ("ema", 0 <= self.ema < 1, "in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("grad_clip", self.grad_clip >= 0, ">= 0"),
-            ("device", self.device in DEVICES, f"one of {DEVICES}"),
-            ("precision", self.precision in PRECISIONS, f"one of {PRECISIONS}"),
+            ("device", _valid(check_device, self.device), "cpu, cuda or cuda:N"),
+            ("precision", _valid(check_precision, self.precision), f"one of {PRECISIONS}"),
             ("num_workers", self.num_workers >= 0, ">= 0"),
             ("log_every", self.log_every >= 1, ">= 1"),
             ("eval_every", self.eval_every >= 0, ">= 0"),
@@ -136,7 +138,7 @@ class TrainConfig:
             ("sample_every", self.sample_every >= 0, ">= 0"),
             ("n_samples", self.n_samples >= 0, ">= 0"),
             ("judge_images", self.judge_images >= 0, ">= 0"),
-            ("temperature", self.temperature >= 0, ">= 0"),
+            ("temperature", _valid(check_temperature, self.temperature), "finite and >= 0"),
             ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"),
             ("checkpoint_seconds", self.checkpoint_seconds >= 0, ">= 0"),
         ]
@@ -534,15 +536,29 @@ def first_examples(dataset, n: int, device) -> tuple[torch.Tensor, torch.Tensor]
 # Small pieces of the loop
 
 
+def _valid(check, value) -> bool:
+    try:
+        check(value)
+    except ValueError:
+        return False
+    return True
+
+
 def resolve_device(device: str) -> torch.device:
-    """"cpu" or "cuda" -> a torch.device, or PcaeError when CUDA is asked for and absent."""
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise PcaeError("--device cuda: no CUDA device is available here (use --device cpu)")
-        return torch.device("cuda", torch.cuda.current_device())
+    """"cpu", "cuda" or "cuda:N" -> a torch.device; PcaeError when that CUDA device is absent."""
+    try:
+        check_device(device)
+    except ValueError as e:
+        raise PcaeError(f"--device: {e}") from None
     if device == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if not torch.cuda.is_available():
+        raise PcaeError(f"--device {device}: no CUDA device is available here (use --device cpu)")
+    index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
+    if index >= torch.cuda.device_count():
+        raise PcaeError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA "
+                        f"device(s), numbered from 0")
+    return torch.device("cuda", index)
 
 
 @dataclass
@@ -561,7 +577,7 @@ class Distributed:
         if world <= 1:
             return cls(device=resolve_device(device))
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        target = torch.device(f"cuda:{local}" if device == "cuda" else "cpu")
+        target = torch.device(f"cuda:{local}" if device.startswith("cuda") else "cpu")
         if target.type == "cuda":
             torch.cuda.set_device(target)
         owns = not tdist.is_initialized()
@@ -746,6 +762,24 @@ def prepare_out(out: Path, resume: bool, force: bool) -> None:
             raise PcaeError(f"{out}: does not look like a pcae run folder; refusing to replace it")
 
 
+def clear_run(out: Path) -> None:
+    """Remove what a pcae run wrote into `out` (RUN_OUTPUTS, samples/step_*.png, pcae's temp files)
+    and nothing else: files a user keeps in a run folder survive --force."""
+    from pcae.utils import clean_stale_temps
+
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+    samples = out / SAMPLES_DIR
+    if samples.is_dir():
+        for png in samples.glob("step_*.png"):
+            png.unlink()
+        if not any(samples.iterdir()):
+            samples.rmdir()
+    clean_stale_temps(out)
+
+
 class _Interrupt:
     """SIGINT sets a flag (the loop saves and stops between steps) instead of raising mid-step."""
 
@@ -859,7 +893,7 @@ class _Run:
         # Nothing is written before here, so a run that cannot start leaves no folder behind.
         if dist.main:
             if self.force and self.out.exists():
-                shutil.rmtree(self.out)
+                clear_run(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
             handler = logging.FileHandler(self.out / "train.log")
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
@@ -1222,6 +1256,7 @@ def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, split:
     Returns:
         {"checkpoint", "kind", "data", "split", "images", <metric>, <metric>_per_class, ...}.
     """
+    check_split(split), check_precision(precision), check_device(device)
     checkpoint = load_checkpoint(path)
     task = task_from_checkpoint(checkpoint, path)
     train_config = checkpoint["configs"].get("train", {})
@@ -1254,6 +1289,7 @@ def sample_checkpoint(path: str | os.PathLike, n: int = 16, label: int | None = 
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    check_temperature(temperature), check_device(device)
     checkpoint = load_checkpoint(path, kind="pixelcnn")
     task = task_from_checkpoint(checkpoint, path)
     if sampler is not None and sampler not in SAMPLERS:

@@ -19,13 +19,64 @@ class PcaeError(Exception):
     """An error the user can fix (bad file, bad option). The CLI prints it as one line, exit 1."""
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _temp_pid(name: str) -> int | None:
+    """The writer's pid in a pcae temp name `.{target}.{pid}.{random}...`, or None."""
+    parts = name.split(".")
+    for part in parts[2:]:
+        if part.startswith("pid") and part[3:].isdigit():
+            return int(part[3:])
+    return None
+
+
+def clean_stale_temps(folder: Path, target: str | None = None) -> int:
+    """Remove pcae's own temp files and staging folders in `folder` (of `target` only, if given)
+    whose writing process no longer exists: what a run killed with SIGKILL leaves behind."""
+    removed = 0
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        name = entry.name
+        ours = (name.endswith(".tmp") and name.startswith(f".{target}." if target else ".")) or (
+            target is None and name.startswith(STAGING_PREFIX))
+        pid = _temp_pid(name) if ours else None
+        if pid is None or _pid_alive(pid):
+            continue
+        try:
+            if entry.is_dir():
+                import shutil
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temp path in the same folder as `path`; on success fsync it and os.replace it over
-    `path`, so a reader (or a run killed at any moment) sees the old file or the new one, never half."""
+    `path`, so a reader (or a run killed at any moment) sees the old file or the new one, never half.
+
+    The temp name carries the writer's pid, so the temp files of killed runs are removed the next
+    time pcae writes `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix + ".tmp")
+    clean_stale_temps(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.pid{os.getpid()}.",
+                               suffix=suffix + ".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
@@ -35,14 +86,90 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several files that must change together (a latents folder: latents, index, infos)
+
+STAGING_PREFIX = ".pcae-staging."
+JOURNAL = ".pcae-commit.json"
+
+
+@contextmanager
+def atomic_files(folder: str | os.PathLike, names: list[str]):
+    """Write several files of `folder` as one change: yields {name: temp path}; on success all of
+    them replace folder/name, and a reader never sees some new and some old.
+
+    The files are written into a staging folder inside `folder`. The commit point is a journal
+    (one atomic rename) naming that folder; then each file is renamed into place and the journal
+    removed. A run killed before the journal leaves the previous files untouched (its staging
+    folder is removed later, `clean_stale_temps`); killed after it, the next `recover_files` on
+    the folder finishes the renames. An exception or Ctrl-C inside the block discards the staging
+    folder and leaves the previous files as they were.
+    """
+    import json
+    import shutil
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    recover_files(folder)
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f"{STAGING_PREFIX}pid{os.getpid()}."))
+    try:
+        yield {name: staging / name for name in names}
+        for name in names:
+            with open(staging / name, "rb+") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(staging)
+        with atomic_path(folder / JOURNAL) as tmp:  # the commit point
+            tmp.write_text(json.dumps({"staging": staging.name, "names": list(names)}))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    recover_files(folder)
+
+
+def recover_files(folder: str | os.PathLike) -> bool:
+    """Finish a committed `atomic_files` change that was interrupted (a no-op when none was).
+
+    Returns True when it had something to finish. Raises PcaeError when the folder cannot be
+    written to finish it."""
+    import json
+    import shutil
+
+    folder = Path(folder)
+    journal = folder / JOURNAL
+    if not journal.is_file():
+        clean_stale_temps(folder)
+        return False
+    try:
+        plan = json.loads(journal.read_text())
+        staging, names = folder / plan["staging"], list(plan["names"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PcaeError(f"{journal}: unreadable commit journal ({e}); remove it and rerun the "
+                        "command that wrote this folder") from None
+    try:
+        for name in names:
+            if (staging / name).exists():
+                os.replace(staging / name, folder / name)
+        _fsync_dir(folder)
+        journal.unlink()
+        shutil.rmtree(staging, ignore_errors=True)
+    except OSError as e:
+        raise PcaeError(f"{folder}: an interrupted write must be finished but the folder cannot be "
+                        f"written ({e.strerror or e})") from None
+    return True
 
 
 def cpu_description() -> str:

@@ -13,6 +13,7 @@ from encoders import build_encoder
 from pcae.autoencoder import Autoencoder, build_autoencoder
 from pcae.deconv import DeconvConfig, DeconvDecoder, gaussian_bits_per_dim
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from helpers import run_pcae
 
 SIZE = (8, 8)
 
@@ -182,23 +183,6 @@ def test_config_dict_rebuilds_the_same_model(make):
 
 TINY = ["--batch-size", "8", "--image-size", "8", "--eval-images", "16", "--log-every", "1",
         "--encoder-channels", "4", "--channels", "8", "--n-layers", "1", "--deconv-channels", "4"]
-
-
-def run_pcae(monkeypatch, capsys, *args):
-    """The real entry point (`main` turns PcaeError into one line): (exit code, stdout, stderr)."""
-    import sys
-
-    from pcae.cli import main
-    monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr(sys, "argv", ["pcae", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def png_size(path):

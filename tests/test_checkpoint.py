@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pickle
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from pcae.checkpoint import (FORMAT_VERSION, load_checkpoint, load_model, rng_st
                              save_checkpoint, set_rng_states, to_plain)
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from pcae.utils import PcaeError
+from helpers import run_pcae
 
 CONFIG = PixelCNNConfig(channels=8, n_layers=1, cond_dim=3, image_size=(6, 5))
 
@@ -138,19 +138,6 @@ def test_unknown_kind_cannot_be_rebuilt(tmp_path):
     path = save_checkpoint(checkpoint, tmp_path / "m.pt")
     with pytest.raises(PcaeError, match="kind 'mystery' is not known"):
         load_model(path)
-
-
-def run_pcae(monkeypatch, capsys, *args):
-    """Run the real entry point (`main` turns PcaeError into one line); (code, out, err)."""
-    from pcae.cli import main
-    monkeypatch.setattr(sys, "argv", ["pcae", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("command,case", [("sample", "truncated"), ("sample", "newer"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
-import sys
 
 import h5py
 import numpy as np
@@ -17,6 +16,7 @@ from pcae import data
 from pcae.data import (SOURCES, ImageDataset, convert_images, describe_source, import_dataset,
                        load_dataset)
 from pcae.utils import PcaeError
+from helpers import run_pcae
 
 
 @pytest.fixture(autouse=True)
@@ -364,18 +364,6 @@ def test_bad_arguments_raise_value_errors():
 
 
 # ----------------------------------------------------------------------------- CLI
-
-def run_pcae(monkeypatch, capsys, *args):
-    """Run the real entry point (`main`, which turns PcaeError into one line); (code, out, err)."""
-    from pcae.cli import main
-    monkeypatch.setattr(sys, "argv", ["pcae", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_info_and_import(tmp_path, monkeypatch, capsys):

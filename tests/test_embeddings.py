@@ -437,3 +437,70 @@ def test_interrupted_embed_leaves_the_previous_folder_intact(tmp_path, image_fol
         embed("onehot", None, data, out, force=True, metric="cosine", batch_size=8, progress=interrupt)
     assert {name: (out / name).read_bytes() for name in (LATENTS, INDEX, INFOS)} == before
     assert sorted(p.name for p in out.iterdir()) == sorted(before)  # temp files removed
+
+
+KILL_AFTER_COMMIT = """
+import os, sys
+import pcae.utils as u
+real = u.recover_files
+def dying(folder):
+    if (u.Path(folder) / u.JOURNAL).exists():
+        os._exit(9)  # like SIGKILL: after the commit point, before any file is renamed
+    return real(folder)
+u.recover_files = dying
+from embeddings.embed import embed
+embed("onehot", None, sys.argv[1], sys.argv[2], force=True, metric="cosine", batch_size=8)
+"""
+
+KILL_MID_EMBED = """
+import os, sys
+from embeddings.embed import embed
+embed("onehot", None, sys.argv[1], sys.argv[2], force=True, metric="cosine", batch_size=8,
+      progress=lambda done, total: os._exit(9))
+"""
+
+
+@pytest.mark.parametrize("when", ["mid-embed", "after-commit"])
+def test_killed_embed_leaves_one_whole_folder(tmp_path, image_folder, when):
+    """A run killed before its commit leaves the previous three files (and its leftovers are
+    removed next time); one killed after it is finished by the next command that opens the folder."""
+    import os
+    import subprocess
+    import sys
+
+    from embeddings.embed import describe_folder, embed
+
+    out, data = tmp_path / "lat", f"folder:{image_folder}"
+    embed("onehot", None, data, out)  # metric l2
+    before = {name: (out / name).read_bytes() for name in (LATENTS, INDEX, INFOS)}
+    script = KILL_MID_EMBED if when == "mid-embed" else KILL_AFTER_COMMIT
+    proc = subprocess.run([sys.executable, "-c", script, data, str(out)], capture_output=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 9, proc.stderr.decode()
+    leftovers = sorted(p.name for p in out.iterdir() if p.name not in before)
+    assert leftovers, "the killed run left nothing to clean up or finish"
+    described = describe_folder(out)  # opening the folder recovers it
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)
+    if when == "mid-embed":
+        assert {name: (out / name).read_bytes() for name in before} == before
+        assert described["metric"] == "l2"
+    else:
+        assert described["metric"] == "cosine"
+        assert (out / INFOS).read_bytes() != before[INFOS]
+        assert json.loads((out / INFOS).read_text())["count"] == described["latents"]["count"]
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
+    import os
+
+    from pcae.utils import atomic_path
+
+    target = tmp_path / "file.json"
+    dead = tmp_path / ".file.json.pid999999999.abc.tmp"  # no such process
+    alive = tmp_path / f".file.json.pid{os.getpid()}.abc.tmp"  # a live writer's: kept
+    foreign = tmp_path / ".notes.tmp"  # not pcae's: kept
+    for path in (dead, alive, foreign):
+        path.write_text("x")
+    with atomic_path(target) as tmp:
+        tmp.write_text("{}")
+    assert not dead.exists() and alive.exists() and foreign.exists() and target.read_text() == "{}"

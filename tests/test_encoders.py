@@ -226,7 +226,7 @@ def test_facenet_weights_file(facenet, tmp_path):
     with pytest.raises(PcaeError, match="nope.pt does not exist"):
         build_encoder("facenet", weights=str(tmp_path / "nope.pt"))
     (tmp_path / "text.pt").write_text("hello")
-    with pytest.raises(PcaeError, match="cannot read FaceNet weights .*text.pt"):
+    with pytest.raises(PcaeError, match="text.pt: not a FaceNet weights file .*: not a torch file"):
         build_encoder("facenet", weights=str(tmp_path / "text.pt"))
     torch.save(build_encoder("conv").state_dict(), tmp_path / "conv.pt")
     with pytest.raises(PcaeError, match="conv.pt does not hold InceptionResnetV1 weights"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import h5py
@@ -20,6 +19,7 @@ from typer.testing import CliRunner
 
 from pcae.checkpoint import load_checkpoint, save_checkpoint
 from pcae.cli import app
+from helpers import run_pcae
 
 DATA = Path(__file__).parent / "data"
 S, CROP = 8, 80  # PixelCNN image side, FaceNet crop side (InceptionResnetV1 needs >= 75)
@@ -45,19 +45,6 @@ def make_photos(folder: Path) -> Path:
     coffee.save(folder / "coffee.jpg")
     (folder / "broken.jpg").write_text("not an image")
     return folder
-
-
-def run_pcae(monkeypatch, capsys, *args):
-    """The real entry point (`main` turns PcaeError into one line); (code, out, err)."""
-    from pcae.cli import main
-    monkeypatch.setattr(sys, "argv", ["pcae", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

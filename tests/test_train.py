@@ -21,24 +21,12 @@ from PIL import Image
 from pcae.checkpoint import load_checkpoint
 from pcae.train import (Feeder, PixelCNNSpec, PixelCNNTask, TrainConfig, data_order, read_metrics,
                         train)
+from helpers import run_pcae
 
 TINY = ["--batch-size", "8", "--channels", "8", "--n-layers", "1", "--image-size", "8",
         "--eval-images", "16", "--n-samples", "2", "--log-every", "1"]
 TINY_CONFIG = dict(batch_size=8, image_size=8, eval_images=16, n_samples=2, log_every=1)
 TINY_SPEC = PixelCNNSpec(channels=8, n_layers=1)
-
-
-def run_pcae(monkeypatch, capsys, *args):
-    """Run the real entry point (`main` turns PcaeError into one line); (code, out, err)."""
-    from pcae.cli import main
-    monkeypatch.setattr(sys, "argv", ["pcae", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def weights(path):
@@ -166,10 +154,17 @@ def test_cli_train_writes_a_run_and_guards_its_folder(tmp_path, monkeypatch, cap
                             "--out", tmp_path / "g.png")
     assert code == 1 and "unconditional" in err and not (tmp_path / "g.png").exists()
 
+    # --force replaces what pcae wrote and nothing else: the user's own files in the folder stay
+    (out / "notes.txt").write_text("mine")
+    (out / "mydata").mkdir()
+    (out / "mydata" / "a.csv").write_text("1,2")
+    (out / "samples" / "favourite.png").write_bytes(b"png")
     code, _, err = run_pcae(monkeypatch, capsys, *args, "--steps", "2", "--force")
     assert code == 0, err
     assert json.loads((out / "summary.json").read_text())["steps"] == 2
     assert not (out / "samples/step_0000004.png").exists()  # replaced, not merged
+    assert (out / "notes.txt").read_text() == "mine" and (out / "mydata" / "a.csv").read_text() == "1,2"
+    assert (out / "samples" / "favourite.png").read_bytes() == b"png"
 
     other = tmp_path / "mine"
     other.mkdir()

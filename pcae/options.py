@@ -1,0 +1,61 @@
+"""Values every command shares, checked in one place: devices, splits, precisions, temperatures.
+
+Each check returns the value (normalised) or raises ValueError with a one-line reason that names
+the accepted values; the CLI attaches them to its options as callbacks (a bad value is a usage
+error, exit 2), and the library calls the same functions (TrainConfig, evaluate, sample,
+reconstruct, embed), so a value refused on the command line is refused from Python too.
+
+This module imports nothing heavy: the CLI's --help stays torch-free.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+SPLITS = ("train", "test")
+PRECISIONS = ("fp32", "bf16")
+DEVICE_KINDS = ("cpu", "cuda")  # "cuda" may name a device: cuda:N
+
+
+def check_device(value: str) -> str:
+    """"cpu", "cuda" or "cuda:N" (N a device index)."""
+    if not isinstance(value, str) or not (value in DEVICE_KINDS or re.fullmatch(r"cuda:\d+", value)):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {value!r}")
+    return value
+
+
+def check_split(value: str) -> str:
+    if value not in SPLITS:
+        raise ValueError(f"split must be train or test, got {value!r}")
+    return value
+
+
+def check_precision(value: str) -> str:
+    if value not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value
+
+
+def check_temperature(value: float) -> float:
+    """A finite temperature >= 0 (0 = argmax; an infinite one would draw uniform noise)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature must be a number, got {value!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"temperature must be finite and >= 0, got {value!r}")
+    return value
+
+
+def cli_callback(check):
+    """A typer option callback running `check`: its ValueError becomes a usage error."""
+    def callback(value):
+        import typer
+
+        if value is None:
+            return value
+        try:
+            return check(value)
+        except ValueError as e:
+            raise typer.BadParameter(str(e)) from None
+    return callback

@@ -1,0 +1,89 @@
+"""Shared option values are checked in one place (pcae/options.py): every command refuses the
+same bad values the same way, in one line, with no traceback; and unsafe files get no advice."""
+from __future__ import annotations
+
+
+import pytest
+import torch
+
+from pcae.options import check_device, check_precision, check_split, check_temperature
+from pcae.train import TrainConfig, resolve_device
+from pcae.utils import PcaeError
+from helpers import run_pcae
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from pcae.train import PixelCNNSpec, train
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PCAE_DATA_BUNDLED", "1")
+    out = tmp_path_factory.mktemp("opt") / "run"
+    train(TrainConfig(out=str(out), steps=1, batch_size=4, image_size=8, eval_images=8, n_samples=1),
+          PixelCNNSpec(channels=4, n_layers=0))
+    mp.undo()
+    return out / "last.pt"
+
+
+def test_checks_accept_and_refuse():
+    assert check_device("cpu") == "cpu" and check_device("cuda:3") == "cuda:3"
+    for bad in ("tpu", "cuda:", "cuda:x", "CPU", ""):
+        with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N"):
+            check_device(bad)
+    assert check_split("test") == "test" and check_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="split must be train or test, got 'val'"):
+        check_split("val")
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp8'"):
+        check_precision("fp8")
+    assert check_temperature(0) == 0.0
+    for bad in (float("inf"), float("nan"), -1):
+        with pytest.raises(ValueError, match="temperature must be finite and >= 0"):
+            check_temperature(bad)
+    with pytest.raises(ValueError, match="temperature must be finite"):
+        TrainConfig(temperature=float("inf"))
+    with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N"):
+        TrainConfig(device="tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_valid_cuda_device_without_cuda_is_one_clear_error():
+    with pytest.raises(PcaeError, match="--device cuda:0: no CUDA device is available here"):
+        resolve_device("cuda:0")
+    TrainConfig(device="cuda:0")  # a valid value; only resolving it needs the device
+
+
+@pytest.mark.parametrize("args, words, code", [
+    (["evaluate", "CKPT", "--split", "val"], "split must be train or test, got 'val'", 2),
+    (["evaluate", "CKPT", "--device", "tpu"], "device must be cpu, cuda or cuda:N, got 'tpu'", 2),
+    (["evaluate", "CKPT", "--precision", "fp8"], "precision must be one of fp32, bf16", 2),
+    (["sample", "CKPT", "--temperature", "inf", "--out", "OUT"], "temperature must be finite", 2),
+    (["embed", "--encoder", "onehot", "--out", "OUT", "--split", "val"], "split must be train or test", 2),
+])
+def test_every_command_refuses_bad_shared_values(args, words, code, checkpoint, tmp_path, monkeypatch,
+                                                 capsys):
+    args = [str(checkpoint) if a == "CKPT" else str(tmp_path / "o.png") if a == "OUT" else a for a in args]
+    got, out, err = run_pcae(monkeypatch, capsys, *args)
+    assert got == code and words in err and "Traceback" not in err + out
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_index_on_a_cpu_machine_is_one_line(checkpoint, monkeypatch, capsys):
+    code, _, err = run_pcae(monkeypatch, capsys, "evaluate", checkpoint, "--device", "cuda:0")
+    assert code == 1 and err.strip() == "error: --device cuda:0: no CUDA device is available here " \
+                                        "(use --device cpu)"
+
+
+class Evil:
+    """A class weights-only loading refuses to rebuild."""
+
+
+def test_unsafe_pickles_get_no_weights_only_advice(tmp_path, monkeypatch, capsys):
+    import re
+
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path)
+    code, _, err = run_pcae(monkeypatch, capsys, "evaluate", path)
+    assert code == 1 and "weights_only" not in err and "likely succeed" not in err
+    assert re.search(r"not a pcae checkpoint: it holds a pickled [\w.]*Evil object", err), err
+    assert err.count("\n") == 1
