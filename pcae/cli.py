@@ -231,7 +231,8 @@ def index_describe(folder: Path = typer.Argument(..., help="Latents folder.")):
 
 
 # --- training: `pcae train`, `pcae sample`, `pcae evaluate` (pcae/train.py) --------------------
-def _train_config(resume: bool, force: bool, steps: Optional[int], epochs: Optional[int], **fields):
+def _train_config(ctx: typer.Context | None, resume: bool, force: bool, steps: Optional[int],
+                  epochs: Optional[int], **fields):
     """A training command's TrainConfig (bad values: a usage error), and the fields --resume takes
     from the run's stored config (steps/epochs too, unless given again).
 
@@ -249,8 +250,66 @@ def _train_config(resume: bool, force: bool, steps: Optional[int], epochs: Optio
         config = TrainConfig(steps=steps or 0, epochs=epochs or 0, **fields)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    keep = ("steps", "epochs") if steps is None and epochs is None else ()
-    return config, ([f for f in TrainConfig.RUN_FIELDS if f not in keep] if resume else None)
+    if not resume:
+        return config, None
+    # --resume: the run's stored settings win, except the run options given again on this command
+    given = _given_options(ctx)
+    run_fields = [f for f in TrainConfig.RUN_FIELDS if f in given]
+    stored = _stored_configs(Path(config.out)).get("train", {})
+    for name in sorted(given & set(fields) - set(TrainConfig.RUN_FIELDS) - {"out"}):  # a moved run is fine
+        if name in stored and stored[name] != getattr(config, name):
+            raise PcaeError(f"--{name.replace('_', '-')} {getattr(config, name)} conflicts with the run "
+                            f"being resumed ({stored[name]}); a resumed run keeps its training settings "
+                            "(start a new run with another --out to change them)")
+    kept = [f"{f.replace('_', '-')} {stored[f]}" for f in TrainConfig.RUN_FIELDS
+            if f not in given and f in stored and f not in ("steps", "epochs")
+            and stored[f] != getattr(config, f)]
+    if kept:
+        typer.echo(f"resuming {config.out} with its stored run options: {', '.join(kept)} "
+                   "(give an option again to change it)")
+    return config, run_fields
+
+
+def _given_options(ctx: typer.Context | None) -> set[str]:
+    """The options this command line set explicitly (not left at their defaults)."""
+    if ctx is None:
+        return set()
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    return {name for name, source in sources.items()
+            if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")}
+
+
+def _stored_configs(out: Path) -> dict:
+    """configs of OUT/last.pt (the run --resume continues); {} when there is none yet."""
+    from pcae.checkpoint import load_checkpoint
+
+    if not (out / "last.pt").is_file():
+        return {}
+    return load_checkpoint(out / "last.pt").get("configs", {})
+
+
+def _check_resume_model(ctx: typer.Context, out: Path, options: dict) -> None:
+    """--resume with model options given again: each must equal what the run stores, else one line.
+
+    options: {option name: (value, path of keys under the checkpoint's configs)}.
+    """
+    given = _given_options(ctx)
+    options = {k: v for k, v in options.items() if k in given}
+    configs = _stored_configs(out) if options else {}
+    for name, (value, keys) in options.items():
+        node, found = configs, True
+        for key in keys:
+            found = isinstance(node, dict) and key in node
+            node = node.get(key) if found else None
+            if not found:
+                break
+        option = f"--{name.replace('_', '-')}"
+        if not found:
+            raise PcaeError(f"{option} cannot be changed when resuming {out}: the run keeps its model "
+                            "(start a new run with another --out)")
+        if node != value:
+            raise PcaeError(f"{option} {value} conflicts with the run being resumed ({node}); a resumed "
+                            "run keeps its model (start a new run with another --out)")
 
 
 def _run_training(config, spec, resume: bool, force: bool, resume_fields=None):
@@ -338,6 +397,7 @@ _PRECISION_HELP = "fp32 or bf16 (bf16 autocast; the loss and its softmax stay fp
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
     data: str = typer.Option("fashion-mnist", "--data", help=_DATA_SOURCE_HELP),
     out: Path = typer.Option(Path("runs/pixelcnn"), "--out", help="Run folder (refused if it exists, "
                              "unless --resume or --force)."),
@@ -386,7 +446,7 @@ def train_cmd(
     from pcae.train import PixelCNNSpec
 
     config, resume_fields = _train_config(
-        resume, force, steps, epochs,
+        ctx, resume, force, steps, epochs,
         data=data, out=str(out), data_root=None if data_root is None else str(data_root),
         image_channels=image_channels, image_size=image_size, batch_size=batch_size, lr=lr,
         lr_schedule=lr_schedule, warmup_steps=warmup_steps, ema=ema, grad_clip=grad_clip, seed=seed,
@@ -395,6 +455,11 @@ def train_cmd(
         eval_images=eval_images, sample_every=sample_every, n_samples=n_samples,
         judge_images=judge_images, checkpoint_every=checkpoint_every,
         checkpoint_seconds=checkpoint_seconds)
+    if resume:
+        _check_resume_model(ctx, out, {name: (value, ("model", name)) for name, value in dict(
+            channels=channels, n_layers=n_layers, kernel_size=kernel_size,
+            first_kernel_size=first_kernel_size, head_channels=head_channels).items()}
+            | {"condition": (condition, ("task", "condition"))})
     try:
         spec = PixelCNNSpec(channels=channels, n_layers=n_layers, kernel_size=kernel_size,
                             first_kernel_size=first_kernel_size, head_channels=head_channels,
@@ -459,6 +524,7 @@ def evaluate_cmd(
 # --- portraits: `pcae train-portraits`, `pcae portrait`, `pcae interpolate` (pcae/portrait.py) --
 @app.command("train-portraits")
 def train_portraits_cmd(
+    ctx: typer.Context,
     data: Optional[str] = typer.Option(None, "--data", help="Photos: folder:PATH (searched recursively) "
                                        "or h5:PATH. Not needed with --resume."),
     out: Path = typer.Option(Path("runs/portraits"), "--out", help="Run folder (refused if it exists, "
@@ -509,7 +575,7 @@ def train_portraits_cmd(
     metrics.jsonl, summary.json, curve.png, train.log (skipped photos included).
     """
     config, resume_fields = _train_config(
-        resume, force, steps, epochs,
+        ctx, resume, force, steps, epochs,
         data=data or "", out=str(out), batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
         warmup_steps=warmup_steps, ema=ema, grad_clip=grad_clip, seed=seed, device=device,
         precision=precision, compile=compile, log_every=log_every, eval_every=eval_every,
@@ -517,6 +583,10 @@ def train_portraits_cmd(
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
     if data is None and not resume:
         raise PcaeError("--data is required (folder:PATH or h5:PATH of photos), unless --resume")
+    if resume:
+        _check_resume_model(ctx, out, {name: (value, ("model", name)) for name, value in dict(
+            channels=channels, n_layers=n_layers, kernel_size=kernel_size,
+            first_kernel_size=first_kernel_size, head_channels=head_channels).items()})
     _run_portrait_training(
         config, data, resume, force, resume_fields,
         image_size=image_size, facenet_weights=facenet_weights, facenet_crop_size=facenet_crop_size,
@@ -646,6 +716,7 @@ def interpolate_cmd(
 # --- auto-encoders: `pcae train-ae`, `pcae reconstruct` (pcae/autoencoder.py) -----------------
 @app.command("train-ae")
 def train_ae_cmd(
+    ctx: typer.Context,
     data: str = typer.Option("fashion-mnist", "--data", help=_DATA_SOURCE_HELP),
     out: Path = typer.Option(Path("runs/autoencoder"), "--out", help="Run folder (refused if it "
                              "exists, unless --resume or --force)."),
@@ -729,7 +800,7 @@ def train_ae_cmd(
         data_root=None if data_root is None else str(data_root), image_channels=image_channels,
         image_size=image_size)
     config, resume_fields = _train_config(
-        resume, force, steps, epochs,
+        ctx, resume, force, steps, epochs,
         data=data, out=str(out), batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
         warmup_steps=warmup_steps, ema=ema, grad_clip=grad_clip, seed=seed, device=device,
         precision=precision, compile=compile, num_workers=num_workers, log_every=log_every,
@@ -739,6 +810,9 @@ def train_ae_cmd(
     if face_run:
         _check_face_options(data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,
                             bottleneck, image_channels)
+        if resume:
+            _check_resume_model(ctx, out, {"channels": (channels, ("model", "channels")),
+                                      "n_layers": (n_layers, ("model", "n_layers"))})
         _run_portrait_training(
             config, None if resume else data, resume, force, resume_fields,
             image_size=image_size or 32, facenet_weights=facenet_weights or "vggface2",
@@ -747,6 +821,23 @@ def train_ae_cmd(
         return
     from pcae.autoencoder import AutoencoderSpec
 
+    if resume:
+        dec = ("model", "decoder", "config")
+        stored_kind = _stored_configs(out).get("model", {}).get("decoder", {}).get("kind")
+        pixelcnn_options = {  # options of the decoder the run does not have mean nothing here
+            "channels": (channels, dec + ("channels",)), "n_layers": (n_layers, dec + ("n_layers",)),
+            "spatial_cond": (spatial_cond, dec + ("spatial_cond",)),
+            "spatial_channels": (spatial_channels, dec + ("spatial_channels",))}
+        deconv_options = {"deconv_output": (deconv_output, dec + ("output",)),
+                          "deconv_channels": (deconv_channels, dec + ("channels",))}
+        _check_resume_model(ctx, out, {
+            "encoder": (encoder, ("model", "encoder", "name")),
+            "bottleneck": (bottleneck, ("model", "encoder", "bottleneck")),
+            "encoder_channels": (encoder_channels, ("model", "encoder", "channels")),
+            "encoder_norm": (encoder_norm, ("model", "encoder", "normalize")),
+            "decoder": (decoder, ("model", "decoder", "kind")),
+            "freeze_encoder": (freeze_encoder, ("model", "encoder_frozen")),
+            **(pixelcnn_options if stored_kind == "pixelcnn" else deconv_options)})
     if decoder == "deconv" and spatial_cond:
         raise PcaeError("--spatial-cond needs --decoder pixelcnn (the deconv decoder has no PixelCNN "
                         "to condition)")

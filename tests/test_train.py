@@ -412,3 +412,27 @@ def test_warmup_ramps_the_learning_rate():
     assert learning_rate(cosine, 4, 100) < learning_rate(cosine, 9, 100)
     with pytest.raises(ValueError, match="ema must be in"):
         TrainConfig(steps=1, ema=1.0)
+
+
+def test_resume_keeps_stored_run_options_and_refuses_conflicts(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", out, *TINY, "--steps", "2",
+                            "--eval-every", "1", "--judge-images", "0")
+    assert code == 0, err
+    for option, value, words in [("--channels", "16", "--channels 16 conflicts with the run being "
+                                  "resumed (8); a resumed run keeps its model"),
+                                 ("--condition", "label", "--condition label conflicts"),
+                                 ("--lr", "0.01", "--lr 0.01 conflicts with the run being resumed (0.004)"),
+                                 ("--data", "h5:other.h5", "--data h5:other.h5 conflicts")]:
+        code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", out, "--resume", "--steps", "3",
+                                option, value)
+        assert code == 1 and words in err and "Traceback" not in err, (option, err)
+    assert load_checkpoint(out / "last.pt")["step"] == 2  # nothing ran
+    # the same value again is fine; run options not given again are the stored ones, and said so
+    code, stdout, err = run_pcae(monkeypatch, capsys, "train", "--out", out, "--resume", "--steps", "3",
+                                 "--channels", "8")
+    assert code == 0, err
+    assert "stored run options: log-every 1, eval-every 1, eval-images 16" in stdout
+    stored = load_checkpoint(out / "last.pt")["configs"]["train"]
+    assert stored["eval_every"] == 1 and stored["eval_images"] == 16 and stored["steps"] == 3
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "test"] == [1, 2, 3]
