@@ -343,6 +343,11 @@ def open_folder(folder) -> tuple[LatentStore, "object", dict]:
         store.close()
         raise PcaeError(f"{folder}: index ({index.ntotal} x {index.d}) and latents ({len(store)} x {store.dim}) "
                         f"disagree; rebuild with `pcae embed --force`")
+    if index.metric_type != ix.METRICS[infos["metric"]] or infos["count"] != index.ntotal:
+        store.close()
+        raise PcaeError(f"{folder}: {INFOS} (metric {infos['metric']}, count {infos['count']}) does not "
+                        f"describe {INDEX} ({ix.metric_name(index)}, {index.ntotal} vectors); rebuild "
+                        "with `pcae embed --force`")
     ix.apply_search_params(index, infos.get("search_params", {}))
     return store, index, infos
 
@@ -515,6 +520,10 @@ def merge_parts(parts: list, out, *, force: bool = False) -> dict:
     out = Path(out)
     if any(Path(p).resolve() == out.resolve() for p in parts):
         raise PcaeError(f"{out}: the output folder cannot also be a part")
+    resolved = [Path(p).resolve() for p in parts]
+    twice = sorted({str(p) for p in parts if resolved.count(Path(p).resolve()) > 1})
+    if twice:  # every id of it would be stored twice
+        raise PcaeError(f"{twice[0]}: given more than once as a part")
     _existing(out, append=False, force=force)
     opened = [open_folder(p) for p in parts]
     with ExitStack() as stack:

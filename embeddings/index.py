@@ -230,14 +230,34 @@ def write_infos(infos: dict, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(infos, indent=2) + "\n")
 
 
+def metric_name(index: faiss.Index) -> str:
+    """The pcae metric name of an index ("l2" or "cosine"), or what FAISS calls it."""
+    names = {v: k for k, v in METRICS.items()}
+    return names.get(index.metric_type, f"faiss metric {index.metric_type}")
+
+
+INFO_FIELDS = {"index_string": str, "metric": str, "d": int, "count": int}  # what readers rely on
+
+
 def read_infos(path: str | os.PathLike) -> dict:
+    """index_infos.json, checked: a JSON object with the INFO_FIELDS of the right types and a
+    known metric; PcaeError naming the file and the field otherwise."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        infos = json.loads(path.read_text())
     except FileNotFoundError:
         raise PcaeError(f"{path}: index infos not found") from None
     except (OSError, ValueError) as e:
         raise PcaeError(f"{path}: unreadable index infos ({e})") from None
+    if not isinstance(infos, dict):
+        raise PcaeError(f"{path}: index infos must be a JSON object, got a {type(infos).__name__}")
+    for key, kind in INFO_FIELDS.items():
+        if not isinstance(infos.get(key), kind) or isinstance(infos.get(key), bool):
+            raise PcaeError(f"{path}: field {key!r} must be {kind.__name__}, got {infos.get(key)!r}")
+    if infos["metric"] not in METRICS:
+        raise PcaeError(f"{path}: field 'metric' must be one of {', '.join(METRICS)}, got "
+                        f"{infos['metric']!r}")
+    return infos
 
 
 def check_compatible(index: faiss.Index, d: int, metric: str | None = None, infos: dict | None = None) -> None:

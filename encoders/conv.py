@@ -68,14 +68,18 @@ class ConvEncoder(nn.Module):
         self.trainable = True
 
         layers = [nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU()]
-        width = channels
+        width, (h, w) = channels, image_size
         for _ in range(down_steps(image_size)):
             out = min(2 * width, 8 * channels)
             layers += [nn.Conv2d(width, out, 4, stride=2, padding=1), nn.ReLU()]  # halves H, W
-            width = out
+            width, h, w = out, h // 2, w // 2
+        flat = width * h * w  # the features' size, without running them on a dummy image
+        from pcae.utils import check_fits
+
+        # weights, gradients and two Adam moments of the Linear, in fp32, before allocating it
+        check_fits(16.0 * flat * bottleneck, f"the conv encoder (--bottleneck {bottleneck}, "
+                   f"{image_size[0]}x{image_size[1]} images, {channels} channels)")
         self.features = nn.Sequential(*layers)
-        with torch.no_grad():
-            flat = self.features(torch.zeros(1, in_channels, *image_size)).numel()
         self.fc = nn.Linear(flat, bottleneck)
         self.normalize = normalize
         self.norm = nn.BatchNorm1d(bottleneck, affine=False) if normalize == "batchnorm" else nn.Identity()

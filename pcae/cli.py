@@ -51,9 +51,9 @@ app.add_typer(data_app, name="data")
 _DATA_SOURCE_HELP = "Data source: " + ", ".join(_data_source_names()) + "."
 
 
-def _check_channels(channels):
+def _check_channels(channels, option="--image-channels"):
     if channels not in (None, 1, 3):
-        raise typer.BadParameter(f"must be 1 or 3, got {channels}", param_hint="--channels")
+        raise typer.BadParameter(f"must be 1 or 3, got {channels}", param_hint=option)
 
 
 @data_app.command("info")
@@ -68,7 +68,7 @@ def data_info(
     """Print counts per split, image shape, classes and where the data comes from."""
     import json
 
-    _check_channels(channels)
+    _check_channels(channels, "--channels")
     from pcae.data import describe_source
     d = describe_source(source, channels=channels, image_size=image_size, data_root=data_root)
     if as_json:
@@ -99,7 +99,7 @@ def data_import(
     force: bool = typer.Option(False, "--force", help="Replace an existing OUT."),
 ):
     """Write both splits of SOURCE to one HDF5 file, streaming chunk by chunk."""
-    _check_channels(channels)
+    _check_channels(channels, "--channels")
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from pcae.data import import_dataset

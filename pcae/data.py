@@ -430,6 +430,10 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
                 which = f["split"][:]
                 if which.shape != (n,):
                     raise PcaeError(f"{path}: 'split' has shape {which.shape}, expected ({n},)")
+                bad = np.setdiff1d(np.unique(which), [0, 1])
+                if bad.size:  # a row in neither split would silently vanish
+                    raise PcaeError(f"{path}: 'split' holds {bad[:3].tolist()}, expected only "
+                                    "0 (train) and 1 (test)")
                 rows = np.flatnonzero(which == SPLITS.index(split))
             else:
                 test = np.arange(n) % TEST_EVERY == TEST_EVERY - 1
@@ -438,6 +442,12 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
             if has_labels and f["labels"].shape != (n,):
                 raise PcaeError(f"{path}: 'labels' has shape {f['labels'].shape}, expected ({n},)")
             classes = _h5_classes(f)
+            if has_labels and f["labels"].shape[0]:
+                labels = f["labels"][:]
+                top = int(labels.max())
+                if int(labels.min()) < -1 or (classes and top >= len(classes)):
+                    raise PcaeError(f"{path}: 'labels' range [{int(labels.min())}, {top}] does not fit "
+                                    f"its {len(classes) if classes else 0} classes (-1 = no label)")
             origin = str(path)
             if "origin" in f.attrs:
                 origin += f" (imported from {f.attrs['origin']})"
@@ -570,6 +580,11 @@ def load_dataset(source: str = DEFAULT_SOURCE, split: str = "train", *, channels
             return ImageDataset(shape=shape, classes=sp.classes, info=info, reader=reader,
                                 count=sp.count)
 
+    from pcae.utils import check_fits
+
+    check_fits(float(sp.count) * float(np.prod(shape)),
+               f"{source} ({split}): {sp.count} images of {'x'.join(map(str, shape))} in memory"
+               + (f" (--image-size {image_size})" if image_size else ""))
     images, labels = [], []
     for imgs, labs in sp.chunks(4 * CHUNK) if sp.count else ():
         images.append(convert_images(torch.from_numpy(np.array(imgs)), channels, image_size))

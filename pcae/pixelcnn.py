@@ -109,6 +109,28 @@ class PixelCNNConfig:
     def hidden(self) -> int:
         return self.head_channels or self.channels
 
+    def parameter_count(self) -> int:
+        """The number of parameters a GatedPixelCNN of this config has (without building it)."""
+        p, C, K, D = self.channels, self.image_channels, self.levels, self.cond_dim
+        pre = 2 * p if self.gated else p
+
+        def layer(cin, k, first):
+            n = (k // 2 + 1) * k * cin * pre + pre + (k // 2 + 1) * cin * pre + pre  # v, h convs
+            n += pre * pre + pre + p * (p if first else 2 * p) + (p if first else 2 * p)  # link, out
+            if D:
+                n += (D + 1) * 2 * pre
+            if self.spatial_cond:
+                n += (self.spatial_channels + 1) * 2 * pre
+            return n
+
+        n = layer(C, self.first_kernel_size, True) + self.n_layers * layer(p, self.kernel_size, False)
+        n += (p + 1) * self.hidden + (self.hidden + 1) * C * K
+        if self.spatial_cond:  # m(h): Linear to a quarter-size map, two 4x4 transposed convs
+            w, c = 2 * self.spatial_channels, self.spatial_channels
+            H, W = self.image_size
+            n += (D + 1) * w * math.ceil(H / 4) * math.ceil(W / 4) + (16 * w + 1) * w + (16 * w + 1) * c
+        return n
+
 
 def down_shift(x: torch.Tensor) -> torch.Tensor:
     """Shift a (B, ch, H, W) map down one row, filling row 0 with zeros."""
@@ -256,6 +278,11 @@ class GatedPixelCNN(nn.Module):
 
     def __init__(self, config: PixelCNNConfig):
         super().__init__()
+        from pcae.utils import check_fits
+
+        # weights, gradients and two Adam moments in fp32: refuse a size that cannot fit first
+        check_fits(16.0 * config.parameter_count(), f"a PixelCNN of {config.channels} channels x "
+                   f"{config.n_layers + 1} layers (--channels, --n-layers)")
         self.config = config
         C, p = config.image_channels, config.channels
         layers = [GatedLayer(C, config, config.first_kernel_size, first=True)]

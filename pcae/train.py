@@ -1269,6 +1269,12 @@ def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, split:
                            image_size=train_config.get("image_size"),
                            data_root=data_root or train_config.get("data_root"))
     task.check_data(dataset)
+    if isinstance(task, PixelCNNTask):
+        stored, names = list(task.classes), list(dataset.classes or [])
+        if task.condition == "label" and names and names != stored:
+            raise PcaeError(f"data {source!r} has the classes {names[:4]}..., the model was trained "
+                            f"on {stored[:4]}...: its labels would mean other classes")
+        task.classes = names  # per-class figures under the evaluated data's own class names
     target = resolve_device(device)
     task.model.to(target).eval()
     with torch.autocast(target.type, dtype=torch.bfloat16, enabled=precision == "bf16"):

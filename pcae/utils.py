@@ -172,6 +172,31 @@ def recover_files(folder: str | os.PathLike) -> bool:
     return True
 
 
+def memory_bytes() -> int:
+    """This machine's physical memory in bytes (0 when the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_fits(nbytes: float, what: str) -> None:
+    """PcaeError naming `what` (the options responsible) when nbytes exceed this machine's memory,
+    so an impossible size is refused before anything is allocated."""
+    total = memory_bytes()
+    if total and nbytes > total:
+        raise PcaeError(f"{what} would need about {_size(nbytes)}; this machine has {_size(total)} of "
+                        "memory")
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if nbytes < 1024 or unit == "PB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} PB"
+
+
 def cpu_description() -> str:
     """The CPU's model name and its bf16 support, for every speed figure (Linux /proc/cpuinfo)."""
     import platform

@@ -302,6 +302,21 @@ def test_h5_without_split_uses_every_tenth_row_and_large_files_read_lazily(tmp_p
     assert all(torch.equal(lazy[i][0], eager[i][0]) and lazy[i][1] == -1 for i in range(len(lazy)))
 
 
+def test_h5_split_and_labels_outside_their_range_are_refused(tmp_path):
+    path = tmp_path / "odd.h5"
+    with h5py.File(path, "w") as f:
+        f["images"] = np.zeros((4, 1, 2, 2), np.uint8)
+        f["split"] = np.array([0, 1, 7, 0], np.uint8)  # row 2 would be in neither split
+    with pytest.raises(PcaeError, match=r"'split' holds \[7\], expected only 0 \(train\) and 1"):
+        load_dataset(f"h5:{path}", "train")
+    with h5py.File(path, "w") as f:
+        f["images"] = np.zeros((4, 1, 2, 2), np.uint8)
+        f["labels"] = np.array([0, 1, 5, -1])
+        f.attrs["classes"] = json.dumps(["a", "b"])
+    with pytest.raises(PcaeError, match=r"'labels' range \[-1, 5\] does not fit its 2 classes"):
+        load_dataset(f"h5:{path}", "train")
+
+
 # ----------------------------------------------------------------------------- bad input
 
 BAD_SOURCES = {

@@ -504,3 +504,24 @@ def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("{}")
     assert not dead.exists() and alive.exists() and foreign.exists() and target.read_text() == "{}"
+
+
+def test_malformed_infos_and_mismatched_folders_are_one_line(tmp_path, image_folder):
+    from embeddings.embed import embed, merge_parts, open_folder
+
+    out = tmp_path / "lat"
+    embed("onehot", None, f"folder:{image_folder}", out)
+    good = json.loads((out / INFOS).read_text())
+    cases = [([1, 2], "index infos must be a JSON object, got a list"),
+             ({k: v for k, v in good.items() if k != "metric"}, "field 'metric' must be str"),
+             ({**good, "count": "many"}, "field 'count' must be int"),
+             ({**good, "metric": "cosine"}, "does not describe index.faiss (l2,"),
+             ({**good, "metric": "hamming"}, "field 'metric' must be one of l2, cosine")]
+    for infos, words in cases:
+        (out / INFOS).write_text(json.dumps(infos))
+        with pytest.raises(PcaeError) as e:
+            open_folder(out)
+        assert words in str(e.value) and str(out) in str(e.value) and "\n" not in str(e.value)
+    (out / INFOS).write_text(json.dumps(good))
+    with pytest.raises(PcaeError, match="given more than once as a part"):
+        merge_parts([out, out], tmp_path / "merged")

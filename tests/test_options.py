@@ -87,3 +87,25 @@ def test_unsafe_pickles_get_no_weights_only_advice(tmp_path, monkeypatch, capsys
     assert code == 1 and "weights_only" not in err and "likely succeed" not in err
     assert re.search(r"not a pcae checkpoint: it holds a pickled [\w.]*Evil object", err), err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--image-size", "100000"], "images of 1x100000x100000 in memory (--image-size 100000) would need"),
+    (["--channels", "1000000"], "(--channels, --n-layers) would need about"),
+    (["--bottleneck", "1000000000"], "the conv encoder (--bottleneck 1000000000"),
+])
+def test_sizes_that_cannot_fit_are_refused_before_allocating(args, words, tmp_path, monkeypatch, capsys):
+    code, out, err = run_pcae(monkeypatch, capsys, "train-ae", *args, "--out", tmp_path / "r", "--steps", 1)
+    assert code == 1 and words in err and "this machine has" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_parameter_count_is_exact():
+    from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
+
+    for config in (PixelCNNConfig(channels=6, n_layers=2),
+                   PixelCNNConfig(image_channels=3, channels=6, n_layers=1, cond_dim=4,
+                                  spatial_cond=True, spatial_channels=5, image_size=(9, 7)),
+                   PixelCNNConfig(gated=False, channels=4, head_channels=8, cond_dim=2)):
+        model = GatedPixelCNN(config)
+        assert config.parameter_count() == sum(p.numel() for p in model.parameters())

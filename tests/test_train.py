@@ -436,3 +436,22 @@ def test_resume_keeps_stored_run_options_and_refuses_conflicts(tmp_path, monkeyp
     stored = load_checkpoint(out / "last.pt")["configs"]["train"]
     assert stored["eval_every"] == 1 and stored["eval_images"] == 16 and stored["steps"] == 3
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "test"] == [1, 2, 3]
+
+
+def test_evaluate_on_other_data_names_its_classes(tmp_path, monkeypatch, capsys):
+    import h5py
+    import numpy as np
+
+    out = tmp_path / "run"
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", out, *TINY, "--steps", "1",
+                            "--judge-images", "0")
+    assert code == 0, err
+    other = tmp_path / "shapes.h5"
+    with h5py.File(other, "w") as f:
+        f.attrs.update(format="pcae-images/1", source="shapes", origin="test",
+                       classes=json.dumps(["circle", "square"]))
+        f["images"] = np.random.default_rng(0).integers(0, 256, (20, 1, 8, 8), dtype=np.uint8)
+        f["labels"] = np.arange(20) // 10  # test rows 9 and 19: one of each
+    code, stdout, err = run_pcae(monkeypatch, capsys, "evaluate", out / "last.pt", "--data", f"h5:{other}")
+    assert code == 0, err
+    assert set(json.loads(stdout)["bpd_per_class"]) == {"circle", "square"}
