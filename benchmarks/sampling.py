@@ -22,6 +22,7 @@ import torch
 
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from pcae.sampling import cached_logits, sample_cached, sample_naive
+from pcae.utils import cpu_description
 
 REFERENCE = PixelCNNConfig(image_channels=3, levels=256, first_kernel_size=7, n_layers=10,
                            kernel_size=3, channels=120, image_size=(32, 32))
@@ -119,7 +120,7 @@ def main() -> None:
     print(f"reference model: {shape[0]}x{H}x{W}, {REFERENCE.levels} levels, first layer "
           f"{REFERENCE.first_kernel_size}x{REFERENCE.first_kernel_size}, {REFERENCE.n_layers} gated "
           f"{REFERENCE.kernel_size}x{REFERENCE.kernel_size} layers, {REFERENCE.channels} channels; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads\ncpu: {cpu_description()}")
     print(f"naive: timed on {args.naive_rows:g} of {H} rows, extrapolated linearly to the whole image")
     header = f"{'device':<6} {'batch':>5} {'sampler':<14} {'seconds':>10} {'img/s':>8} {'vs naive':>9}"
     print(header)
@@ -129,7 +130,7 @@ def main() -> None:
         device = torch.device(name)
         print(check_exact(device))
         model = GatedPixelCNN(REFERENCE).to(device).eval()
-        label = name if name == "cpu" else torch.cuda.get_device_name(device)
+        label = cpu_description() if name == "cpu" else torch.cuda.get_device_name(device)
         # warm-up: allocator, oneDNN / cuBLAS handles, CUDA graph capture paths
         time_naive(model, 1, shape, 1 / (W * C), device)
         cached_variants = [("cached", False)] if name == "cpu" else [("cached eager", False),
@@ -139,11 +140,11 @@ def main() -> None:
         for n in args.batch:
             naive, steps = time_naive(model, n, shape, args.naive_rows, device)
             print(f"{name:<6} {n:>5} {'naive':<14} {naive:>10.2f} {n / naive:>8.3f} {1:>8.1f}x"
-                  f"   ({steps} of {C * H * W} steps timed)")
+                  f"   ({steps} of {C * H * W} steps timed) [{label}]")
             for sampler, graphs in cached_variants:
                 cached = time_cached(model, n, shape, device, graphs)
                 print(f"{name:<6} {n:>5} {sampler:<14} {cached:>10.2f} {n / cached:>8.2f} "
-                      f"{naive / cached:>8.1f}x", flush=True)
+                      f"{naive / cached:>8.1f}x   [{label}]", flush=True)
         if name != "cpu":
             print(f"cuda = {label}")
 

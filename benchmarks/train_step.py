@@ -20,6 +20,7 @@ import time
 import torch
 
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim
+from pcae.utils import cpu_description
 
 # dense peak TFLOP/s by device-name fragment: (fp32 incl. TF32 tensor cores, bf16)
 GPU_PEAKS = {"H100": (494.7, 989.4), "H200": (494.7, 989.4), "A100": (156.0, 312.0)}
@@ -98,7 +99,7 @@ def main():
         torch.backends.cudnn.allow_tf32 = True
         name = torch.cuda.get_device_name()
     else:
-        name = f"cpu ({torch.get_num_threads()} threads)"
+        name = f"cpu: {cpu_description()}; {torch.get_num_threads()} torch threads"
 
     torch.manual_seed(0)
     model = GatedPixelCNN(reference_config()).to(device)
@@ -113,7 +114,8 @@ def main():
         print(f"peak: {args.peak_tflops * 1e3:.1f} GFLOP/s ({peak_note}, 2048x2048), so at most "
               f"{args.peak_tflops * 1e12 / flops:.2f} images/s")
     rows = []
-    print(f"{'batch':>5} {'mode':>13} {'images/s':>10} {'TFLOP/s':>8} {'of peak':>8}")
+    short = name if device.type == "cuda" else cpu_description()  # beside every figure
+    print(f"{'batch':>5} {'mode':>13} {'images/s':>10} {'TFLOP/s':>8} {'of peak':>8}   [device]")
     for batch in batches:
         for mode in modes:
             ips, loss = time_steps(model, batch, device, mode, args.seconds, args.min_steps)
@@ -123,7 +125,7 @@ def main():
                 peak = next((p[1 if mode.startswith("bf16") else 0] for key, p in GPU_PEAKS.items()
                              if key in name), None)
             frac = f"{tflops / peak:.1%}" if peak else "n/a"
-            print(f"{batch:>5} {mode:>13} {ips:>10.1f} {tflops:>8.3f} {frac:>8}")
+            print(f"{batch:>5} {mode:>13} {ips:>10.1f} {tflops:>8.3f} {frac:>8}   [{short}]")
             rows.append(dict(batch=batch, mode=mode, images_per_s=ips, tflops=tflops,
                              peak_fraction=tflops / peak if peak else None, peak=peak_note, loss=loss))
     base = {r["batch"]: r["images_per_s"] for r in rows if r["mode"] == "fp32"}

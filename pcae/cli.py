@@ -336,7 +336,7 @@ def _run_training(config, spec, resume: bool, force: bool, resume_fields=None):
             console.print(f"{info['kind']} run {info['out']}: steps {info['step']} -> {info['total']} "
                           f"on {info['device']}" + (f" x {info['world']} ranks" if info["world"] > 1 else "")
                           + f"; data {info['data'].get('source')} ({info['data'].get('origin')}), "
-                          f"batches from {info['feeding']}")
+                          f"batches from {info['feeding']}; precision {_precision_text(info['precision'])}")
             state["bar"] = bar.add_task("step", total=info["total"], completed=info["step"],
                                         metric=info["metric"], value="-", rate="-")
         elif event == "train":
@@ -368,6 +368,10 @@ def _run_training(config, spec, resume: bool, force: bool, resume_fields=None):
     typer.echo(f"wrote {out}/: last.pt, samples.png, summary.json, curve.png, metrics.jsonl")
 
 
+def _precision_text(p: dict) -> str:
+    return p["used"] if p["asked"] != "auto" else f"{p['used']} (auto: {p['why']})"
+
+
 def semantics_line(m: dict) -> str:
     """One line for eval.judge's figures (sample_semantics, class_accuracy, or skipped)."""
     if "skipped" in m:
@@ -392,7 +396,8 @@ _JUDGE_HELP = ("At the end, score samples given the h of this many test images w
                "trained on the data's labels (eval.judge; cached per data source); 0: off.")
 _EMA_HELP = ("Decay of the moving average of the weights that is evaluated, sampled from and saved "
              "(ramped up as min(EMA, (1+t)/(10+t))); 0: the raw weights.")
-_PRECISION_HELP = "fp32 or bf16 (bf16 autocast; the loss and its softmax stay fp32)."
+_PRECISION_HELP = ("auto (bf16 autocast where this machine runs the model measurably faster in it, "
+                   "else fp32), fp32 or bf16; the loss and its softmax stay fp32.")
 
 
 @app.command("train")
@@ -421,7 +426,7 @@ def train_cmd(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
-    precision: str = typer.Option("fp32", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
+    precision: str = typer.Option("auto", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the loss computation."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format."),
     num_workers: int = typer.Option(2, "--num-workers", min=0, help="DataLoader workers (data not in memory)."),
@@ -508,7 +513,7 @@ def evaluate_cmd(
     limit: int = typer.Option(0, "--limit", min=0, help="Only the first N images (0: all)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
-    precision: str = typer.Option("fp32", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
+    precision: str = typer.Option("auto", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
 ):
     """Print test bits/dim (per class for labelled data) of a checkpoint as JSON."""
     import json
@@ -554,7 +559,7 @@ def train_portraits_cmd(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP + " FaceNet embeds there too."),
-    precision: str = typer.Option("fp32", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
+    precision: str = typer.Option("auto", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the loss computation."),
     log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train metrics."),
     eval_every: int = typer.Option(100, "--eval-every", min=0, help="Steps between test evaluations (0: end)."),
@@ -767,7 +772,7 @@ def train_ae_cmd(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
-    precision: str = typer.Option("fp32", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
+    precision: str = typer.Option("auto", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the loss computation."),
     num_workers: int = typer.Option(2, "--num-workers", min=0, help="DataLoader workers (data not in memory)."),
     log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train metrics."),

@@ -13,7 +13,7 @@ import math
 import re
 
 SPLITS = ("train", "test")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 DEVICE_KINDS = ("cpu", "cuda")  # "cuda" may name a device: cuda:N
 
 

@@ -95,7 +95,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max gradient norm; 0 = no clipping
     seed: int = 0
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = "auto"  # auto: bf16 autocast where measured faster here (pcae.precision)
     compile: bool = False
     channels_last: bool = False
     num_workers: int = 2  # DataLoader workers, used only for data that is not held in memory
@@ -967,9 +967,43 @@ class _Run:
         if config.compile:
             objective = torch.compile(objective)
         self.objective = objective
+        from pcae.precision import choose
+
+        # DDP ranks decide without measuring, so that they cannot disagree
+        measure = self._time_step if dist.world == 1 else None
+        self.precision = choose(config.precision, device, measure, self._model_key())
+        self.log.info("precision %s", json.dumps(self.precision))
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                                       enabled=config.precision == "bf16")
+                                       enabled=self.precision["used"] == "bf16")
         self.examples = first_examples(self.test_ds, config.n_samples, device)
+
+    def _model_key(self) -> str:
+        return json.dumps([self.task.kind, self.task.configs(), self.config.batch_size,
+                           self.config.compile, self.config.channels_last], sort_keys=True, default=str)
+
+    def _time_step(self, precision: str) -> float:
+        """Seconds per training step in `precision`, on a copy of the task (the run is untouched)."""
+        import copy
+
+        from pcae.precision import time_it
+
+        task = copy.deepcopy(self.task)
+        images, labels = first_examples(self.train_ds, self.config.batch_size, self.dist.device)
+        params = [p for p in task.model.parameters() if p.requires_grad]
+        autocast = torch.autocast(self.dist.device.type, dtype=torch.bfloat16,
+                                  enabled=precision == "bf16")
+
+        def step():
+            with autocast:
+                out = task.loss(images, labels)
+            loss = out["loss"] if "loss" in out else out[task.metric]
+            grads = torch.autograd.grad(loss, params)
+            if self.dist.device.type == "cuda":
+                torch.cuda.synchronize(self.dist.device)
+            del grads
+
+        with torch.random.fork_rng(devices=[]):  # nothing the run draws is consumed here
+            return time_it(step)
 
     # -- pieces ---------------------------------------------------------------------------------
 
@@ -1076,7 +1110,8 @@ class _Run:
         self.callback("start", {"step": self.step, "total": self.total, "device": str(device),
                                 "metric": task.metric, "kind": task.kind,
                                 "world": dist.world, "data": self.data_info["train"],
-                                "feeding": self.feeder.where, "out": str(self.out)})
+                                "feeding": self.feeder.where, "out": str(self.out),
+                                "precision": self.precision})
         task.model.train()
         sums: dict[str, torch.Tensor] = {}
         nonfinite = torch.zeros((), dtype=torch.bool, device=device)
@@ -1240,6 +1275,7 @@ class _Run:
             "images_per_s": self.images_seen / max(self.train_seconds, 1e-9),
             "world_size": self.dist.world,
             "device": str(self.dist.device),
+            "precision": self.precision,
             "parameters": sum(p.numel() for p in self.task.model.parameters()),
         }
 
@@ -1250,7 +1286,7 @@ class _Run:
 
 def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, split: str = "test",
                         data_root: str | None = None, device: str = "cpu", batch_size: int = 64,
-                        limit: int = 0, precision: str = "fp32") -> dict:
+                        limit: int = 0, precision: str = "auto") -> dict:
     """Test metrics of a checkpoint on a data source (by default the one it was trained on).
 
     Returns:
@@ -1277,10 +1313,20 @@ def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, split:
         task.classes = names  # per-class figures under the evaluated data's own class names
     target = resolve_device(device)
     task.model.to(target).eval()
-    with torch.autocast(target.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    from pcae.precision import choose, time_it
+
+    first = next(eval_batches(dataset, min(batch_size, limit or batch_size), batch_size, target))
+
+    def measure(p):  # one batch's evaluation, forward only: nothing changes
+        with torch.autocast(target.type, dtype=torch.bfloat16, enabled=p == "bf16"):
+            return time_it(lambda: task.evaluate([first]))
+
+    chosen = choose(precision, target, measure,
+                    json.dumps(["evaluate", task.kind, task.configs(), batch_size], default=str))
+    with torch.autocast(target.type, dtype=torch.bfloat16, enabled=chosen["used"] == "bf16"):
         metrics = task.evaluate(eval_batches(dataset, limit, batch_size, target))
     return {"checkpoint": str(path), "kind": task.kind, "step": checkpoint.get("step"),
-            "data": source, "split": split, **metrics}
+            "data": source, "split": split, "precision": chosen, **metrics}
 
 
 def sample_checkpoint(path: str | os.PathLike, n: int = 16, label: int | None = None,

@@ -33,7 +33,7 @@ def test_checks_accept_and_refuse():
     assert check_split("test") == "test" and check_precision("bf16") == "bf16"
     with pytest.raises(ValueError, match="split must be train or test, got 'val'"):
         check_split("val")
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp8'"):
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, got .fp8."):
         check_precision("fp8")
     assert check_temperature(0) == 0.0
     for bad in (float("inf"), float("nan"), -1):
@@ -55,7 +55,7 @@ def test_a_valid_cuda_device_without_cuda_is_one_clear_error():
 @pytest.mark.parametrize("args, words, code", [
     (["evaluate", "CKPT", "--split", "val"], "split must be train or test, got 'val'", 2),
     (["evaluate", "CKPT", "--device", "tpu"], "device must be cpu, cuda or cuda:N, got 'tpu'", 2),
-    (["evaluate", "CKPT", "--precision", "fp8"], "precision must be one of fp32, bf16", 2),
+    (["evaluate", "CKPT", "--precision", "fp8"], "precision must be one of auto, fp32, bf16", 2),
     (["sample", "CKPT", "--temperature", "inf", "--out", "OUT"], "temperature must be finite", 2),
     (["embed", "--encoder", "onehot", "--out", "OUT", "--split", "val"], "split must be train or test", 2),
 ])
