@@ -26,7 +26,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pcae.utils import PcaeError
+from pcae.utils import PcaeError, first_line
 
 FORMAT_VERSION = 1
 _CHUNK_ROWS = 4096
@@ -134,7 +134,7 @@ class LatentStore:
         try:
             self._f = h5py.File(self.path, "r")
         except OSError as e:
-            raise PcaeError(f"{self.path}: not a readable HDF5 file ({_one_line(e)})") from None
+            raise PcaeError(f"{self.path}: not a readable HDF5 file ({first_line(e)})") from None
         try:
             self.latents = self._f["latents"]
             self.ids = self._f["ids"]
@@ -144,7 +144,7 @@ class LatentStore:
             self.meta = {k: (json.loads(v) if k in _JSON_ATTRS else _plain(v)) for k, v in self._f.attrs.items()}
         except (KeyError, OSError, ValueError) as e:
             self._f.close()
-            raise PcaeError(f"{self.path}: not a pcae latents file ({_one_line(e)})") from None
+            raise PcaeError(f"{self.path}: not a pcae latents file ({first_line(e)})") from None
         except PcaeError:
             self._f.close()
             raise
@@ -212,5 +212,3 @@ def _plain(v):
     return v
 
 
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())

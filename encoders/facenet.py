@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcae.utils import PcaeError
+from pcae.utils import PcaeError, first_line
 
 # facenet-pytorch's pretrained names -> the file its load_weights() looks for in $TORCH_HOME/checkpoints
 PRETRAINED_FILES = {
@@ -90,7 +90,7 @@ def build_inception(weights: str) -> nn.Module:
         try:
             net = InceptionResnetV1(pretrained=weights)
         except Exception as e:  # a truncated or foreign file
-            raise PcaeError(f"cannot load FaceNet weights {path}: {_first_line(e)}") from e
+            raise PcaeError(f"cannot load FaceNet weights {path}: {first_line(e)}") from e
         del net.logits  # the VGGFace2 identity classifier; embeddings do not use it
         return net
     path = Path(weights)
@@ -107,13 +107,10 @@ def build_inception(weights: str) -> nn.Module:
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
-        raise PcaeError(f"{path} does not hold InceptionResnetV1 weights: {_first_line(e)}") from e
+        raise PcaeError(f"{path} does not hold InceptionResnetV1 weights: {first_line(e)}") from e
     return net
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 @functools.lru_cache(maxsize=4)
@@ -242,7 +239,7 @@ class FaceNetEncoder(nn.Module):
         except FileNotFoundError:
             raise PcaeError(f"{path} does not exist") from None
         except (UnidentifiedImageError, OSError) as e:
-            raise PcaeError(f"{path} is not a readable image: {_first_line(e)}") from None
+            raise PcaeError(f"{path} is not a readable image: {first_line(e)}") from None
         try:
             crop, prob = self.detect(image, face_index)
         except ValueError as e:

@@ -108,11 +108,6 @@ QUICK = dict(steps=20, batch_size=16, channels=8, n_layers=2, encoder_channels=8
              judge_images=8, quick=True)
 
 
-def quick_config(**overrides) -> CompareConfig:
-    """CompareConfig with the QUICK settings (overrides win)."""
-    return CompareConfig(**{**QUICK, **overrides})
-
-
 Progress = Callable[[str], None]
 
 

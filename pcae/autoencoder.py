@@ -44,7 +44,7 @@ from pcae.checkpoint import load_checkpoint, register_builder
 from pcae.deconv import DeconvConfig, DeconvDecoder, expected_levels, gaussian_bits_per_dim
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim
 from pcae.train import Task, register_task, task_from_checkpoint
-from pcae.utils import PcaeError
+from pcae.utils import PcaeError, first_line
 
 # decoder kind -> (class, config class)
 DECODERS = {
@@ -376,7 +376,7 @@ def encoder_from_checkpoint(path) -> nn.Module:
     try:
         return load_encoder(config, state)
     except (ValueError, RuntimeError, KeyError) as e:
-        raise PcaeError(f"{path}: cannot rebuild its encoder ({str(e).splitlines()[0]})") from None
+        raise PcaeError(f"{path}: cannot rebuild its encoder ({first_line(e)})") from None
 
 
 @dataclass(frozen=True)
@@ -506,7 +506,7 @@ def reconstruct_checkpoint(path, data: str | None = None, split: str = "test", n
         encoder, <metric> over the n images, ...}).
     """
     from pcae.data import load_dataset
-    from pcae.sampling import SAMPLERS
+    from pcae.sampling import check_sampler
     from pcae.train import first_examples, resolve_device
 
     from pcae.options import check_device, check_split, check_temperature
@@ -516,8 +516,7 @@ def reconstruct_checkpoint(path, data: str | None = None, split: str = "test", n
         raise ValueError(f"n must be >= 1, got {n}")
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    if sampler is not None and sampler not in SAMPLERS:
-        raise PcaeError(f"unknown sampler {sampler!r} (available: {', '.join(sorted(SAMPLERS))})")
+    check_sampler(sampler)
     checkpoint = load_checkpoint(path, kind="autoencoder")
     task = task_from_checkpoint(checkpoint, path)
     train_config = checkpoint["configs"].get("train", {})

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from pcae.utils import PcaeError, atomic_path
+from pcae.utils import PcaeError, atomic_path, first_line
 
 FORMAT_VERSION = 1
 
@@ -204,8 +204,7 @@ def load_model(path: str | os.PathLike, kind: str | None = None):
     try:
         model = builder(checkpoint)
     except (TypeError, ValueError, KeyError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise PcaeError(f"{path}: cannot rebuild the model from this checkpoint ({first})") from None
+        raise PcaeError(f"{path}: cannot rebuild the model from this checkpoint ({first_line(e)})") from None
     return model.float().eval(), checkpoint
 
 

@@ -465,14 +465,11 @@ def train_cmd(
             channels=channels, n_layers=n_layers, kernel_size=kernel_size,
             first_kernel_size=first_kernel_size, head_channels=head_channels).items()}
             | {"condition": (condition, ("task", "condition"))})
-    try:
-        spec = PixelCNNSpec(channels=channels, n_layers=n_layers, kernel_size=kernel_size,
-                            first_kernel_size=first_kernel_size, head_channels=head_channels,
-                            condition=condition)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
     if condition not in ("none", "label"):
         raise typer.BadParameter(f"must be none or label, got {condition!r}", param_hint="--condition")
+    spec = PixelCNNSpec(channels=channels, n_layers=n_layers, kernel_size=kernel_size,
+                        first_kernel_size=first_kernel_size, head_channels=head_channels,
+                        condition=condition)  # a plain dataclass: the model is checked in build()
     _run_training(config, spec, resume, force, resume_fields)
 
 

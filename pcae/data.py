@@ -52,7 +52,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from pcae.utils import PcaeError, atomic_path
+from pcae.utils import PcaeError, atomic_path, first_line
 
 SPLITS = ("train", "test")
 TEST_EVERY = 10                       # ~1 in 10 items of a folder / split-less HDF5 go to test
@@ -194,7 +194,7 @@ def _read_idx(path: Path) -> np.ndarray:
         data = np.frombuffer(raw[4 + 4 * ndim:], np.uint8)
         return data.reshape(dims)
     except (OSError, ValueError, EOFError, zlib.error) as e:
-        raise PcaeError(f"{path}: cannot read idx file ({_short(e)})") from None
+        raise PcaeError(f"{path}: cannot read idx file ({first_line(e, with_type=True)})") from None
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -315,10 +315,6 @@ def _is_image_file(p: Path, root: Path) -> bool:
     return not hidden and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
 
 
-def _short(e: Exception) -> str:
-    return (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0][:160]
-
-
 def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
     from PIL import Image
 
@@ -355,7 +351,7 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _
             readable.append((p, rel, k))
         except Exception as e:
             if in_split(rel):
-                skipped.append({"file": rel, "reason": _short(e)})
+                skipped.append({"file": rel, "reason": first_line(e, with_type=True)})
     if not readable:
         raise PcaeError(f"{root}: none of its {len(files)} image files could be read")
     if image_size is None and len(sizes) == 1:
@@ -387,7 +383,7 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _
                     imgs.append(decode(p))
                     labs.append(k)
                 except Exception as e:
-                    skipped.append({"file": rel, "reason": _short(e)})
+                    skipped.append({"file": rel, "reason": first_line(e, with_type=True)})
             if imgs:
                 yield np.stack(imgs), np.asarray(labs, np.int64)
 
@@ -454,7 +450,7 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
     except PcaeError:
         raise
     except Exception as e:
-        raise PcaeError(f"{path}: cannot read HDF5 file ({_short(e)})") from None
+        raise PcaeError(f"{path}: cannot read HDF5 file ({first_line(e, with_type=True)})") from None
 
     def read(f, sel):
         imgs = f["images"][sel]
@@ -474,7 +470,7 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
                         imgs, labs = read(f, r)
                 except (OSError, ValueError) as e:        # a damaged chunk deep inside the file
                     raise PcaeError(f"{path}: cannot read rows {r[0]}..{r[-1]} "
-                                    f"({_short(e)})") from None
+                                    f"({first_line(e, with_type=True)})") from None
                 yield imgs, labs
 
     handle = {}                                            # one open file per process (workers fork)
@@ -683,7 +679,7 @@ def import_dataset(source: str, out_path: str | os.PathLike, *, channels: int | 
                     f.attrs["classes"] = json.dumps(summary["classes"])
                 f.attrs["skipped"] = json.dumps(summary["skipped"])
     except OSError as e:
-        raise PcaeError(f"{out_path}: cannot write ({_short(e)})") from None
+        raise PcaeError(f"{out_path}: cannot write ({first_line(e, with_type=True)})") from None
     return summary
 
 

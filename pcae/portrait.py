@@ -78,7 +78,7 @@ from pcae.checkpoint import load_checkpoint, register_builder
 from pcae.data import IMAGE_SUFFIXES, TEST_EVERY, convert_images
 from pcae.data import is_test_path  # the folder split rule, so splits agree with pcae.data
 from pcae.train import Task, TrainConfig, register_task, resolve_device, task_from_checkpoint
-from pcae.utils import PcaeError, atomic_path, cache_root
+from pcae.utils import PcaeError, atomic_path, cache_root, first_line
 
 CACHE_FORMAT = "pcae-faces/1"
 RANDOM_WARNING = ("FaceNet weights are random (NOT pretrained): embeddings carry no identity, "
@@ -119,10 +119,6 @@ class _Photo:
     name: str
     test: bool
     load: Callable[[], Any]  # -> PIL image
-
-
-def _short(e: Exception) -> str:
-    return (f"{type(e).__name__}: {e}".splitlines() or [type(e).__name__])[0][:160]
 
 
 def _open_photo(path: Path):
@@ -271,7 +267,7 @@ def _cache_attrs(path: Path) -> dict | None:
         with h5py.File(path, "r") as f:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     except OSError as e:
-        raise PcaeError(f"{path}: cannot read the face cache ({_short(e)})") from None
+        raise PcaeError(f"{path}: cannot read the face cache ({first_line(e, with_type=True)})") from None
     if attrs.get("faces_format") != CACHE_FORMAT:
         raise PcaeError(f"{path}: exists and is not a pcae face cache; pass another --cache or remove it")
     return attrs
@@ -359,13 +355,13 @@ def _detect_all(photos: list[_Photo], encoder, writer: _CacheWriter, progress) -
         try:
             image = photo.load()
         except Exception as e:  # PIL raises many types for broken files
-            skipped.append({"file": photo.name, "reason": f"unreadable ({_short(e)})"})
+            skipped.append({"file": photo.name, "reason": f"unreadable ({first_line(e, with_type=True)})"})
         else:
             try:
                 crop, prob = encoder.detect(image)
             except Exception as e:  # e.g. a photo too small for MTCNN's pyramid
                 crop, prob = None, None
-                skipped.append({"file": photo.name, "reason": f"detection failed ({_short(e)})"})
+                skipped.append({"file": photo.name, "reason": f"detection failed ({first_line(e, with_type=True)})"})
             if crop is not None:
                 writer.add(crop, prob, photo.name, photo.test)
             elif prob is not None:
@@ -647,12 +643,11 @@ def load_portrait(path: str | os.PathLike | PortraitModel, device: str = "cpu") 
 
 
 def _sampler(sampler: str | None) -> str:
-    from pcae.sampling import SAMPLERS
+    from pcae.sampling import check_sampler
 
     if sampler is None:
         return "cached"
-    if sampler not in SAMPLERS:
-        raise PcaeError(f"unknown sampler {sampler!r} (available: {', '.join(sorted(SAMPLERS))})")
+    check_sampler(sampler)
     return sampler
 
 
@@ -669,7 +664,7 @@ def _check_photo(path) -> Path:
         with Image.open(path) as im:
             im.load()
     except Exception as e:  # PIL raises many types for broken files
-        raise PcaeError(f"{path} is not a readable image: {_short(e)}") from None
+        raise PcaeError(f"{path} is not a readable image: {first_line(e, with_type=True)}") from None
     return path
 
 

@@ -324,6 +324,14 @@ def cached_logits(model: GatedPixelCNN, x: torch.Tensor, h: torch.Tensor | None 
 SAMPLERS = {"cached": sample_cached, "naive": sample_naive}
 
 
+def check_sampler(name: str | None) -> None:
+    """PcaeError unless `name` is None (the default sampler) or a name in SAMPLERS."""
+    from pcae.utils import PcaeError
+
+    if name is not None and name not in SAMPLERS:
+        raise PcaeError(f"unknown sampler {name!r} (available: {', '.join(sorted(SAMPLERS))})")
+
+
 @torch.no_grad()
 def sample(model: GatedPixelCNN, n: int, image_shape, h: torch.Tensor | None = None,
            temperature: float = 1.0, generator: torch.Generator | None = None,

@@ -60,7 +60,7 @@ from torch import nn
 
 from pcae.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from pcae.options import PRECISIONS, check_device, check_precision, check_split, check_temperature
-from pcae.utils import PcaeError, atomic_path
+from pcae.utils import PcaeError, atomic_path, first_line
 
 LR_SCHEDULES = ("constant", "cosine")
 RUN_FILES = ("last.pt", "metrics.jsonl", "summary.json", "train.log")  # marks a pcae run folder
@@ -409,8 +409,7 @@ def task_from_checkpoint(checkpoint: dict, path="checkpoint") -> Task:
     try:
         return TASKS[kind](checkpoint)
     except (TypeError, ValueError, KeyError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise PcaeError(f"{path}: cannot rebuild the model from this checkpoint ({first})") from None
+        raise PcaeError(f"{path}: cannot rebuild the model from this checkpoint ({first_line(e)})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1337,15 +1336,14 @@ def sample_checkpoint(path: str | os.PathLike, n: int = 16, label: int | None = 
     An unconditional model gives n images; a label-conditional one n images of class `label`, or
     without a label, one row of ceil(n / classes) images per class.
     """
-    from pcae.sampling import SAMPLERS, sample
+    from pcae.sampling import check_sampler, sample
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     check_temperature(temperature), check_device(device)
     checkpoint = load_checkpoint(path, kind="pixelcnn")
     task = task_from_checkpoint(checkpoint, path)
-    if sampler is not None and sampler not in SAMPLERS:
-        raise PcaeError(f"unknown sampler {sampler!r} (available: {', '.join(sorted(SAMPLERS))})")
+    check_sampler(sampler)
     target = resolve_device(device)
     task.model.to(target).eval()
     cfg = task.config

@@ -15,6 +15,16 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcae"
 
 
+def first_line(e: BaseException, with_type: bool = False, limit: int = 160) -> str:
+    """An exception as one short line for a user-facing message: its first line (or its type's
+    name when it has no text), optionally prefixed by the type, at most `limit` characters."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    if with_type and text:
+        line = f"{type(e).__name__}: {line}"
+    return line[:limit]
+
+
 class PcaeError(Exception):
     """An error the user can fix (bad file, bad option). The CLI prints it as one line, exit 1."""
 
