@@ -38,7 +38,7 @@ from pcae.utils import PcaeError, atomic_files, atomic_path, recover_files
 
 LATENTS, INDEX, INFOS = "latents.h5", "index.faiss", "index_infos.json"
 TRAIN_SEED = 0
-FACENET_PHOTO_SIZE = 256  # facenet: photos are read at 256x256 (resize + centre crop), then MTCNN crops the face
+FACE_PHOTO_SIZE = 256  # face encoders: photos are read at 256x256 (resize + centre crop), then the face is cut
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -120,8 +120,8 @@ def _data_options(encoder) -> dict:
     if cfg["name"] == "conv":
         h, w = cfg["image_size"]
         return {"channels": cfg["in_channels"], "image_size": h if h == w else None}
-    if cfg["name"] == "facenet":  # whole photos, one common size (folders of mixed sizes would get 32)
-        return {"channels": 3, "image_size": FACENET_PHOTO_SIZE}
+    if getattr(encoder, "detects_faces", False):  # whole photos, one common size (folders of mixed
+        return {"channels": 3, "image_size": FACE_PHOTO_SIZE}  # sizes would get 32)
     return {"channels": None, "image_size": None}
 
 
@@ -133,7 +133,7 @@ def _encode(encoder, images, labels) -> tuple[np.ndarray, np.ndarray]:
         if encoder.input == "labels":
             keep = labels >= 0
             return encoder(labels[keep]).float().numpy(), keep.numpy()
-        if encoder.config["name"] == "facenet":  # crop the face first; skip images without one
+        if getattr(encoder, "detects_faces", False):  # crop the face first; skip images without one
             from torchvision.transforms.functional import to_pil_image
             crops = [encoder.detect(to_pil_image(img.expand(3, -1, -1)))[0] for img in images]
             keep = torch.tensor([c is not None for c in crops], dtype=torch.bool)
@@ -235,12 +235,14 @@ def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", i
             done = 0
             for r, images, labels in _batches(ds, rows, batch_size):
                 z, keep = _encode(enc, images, labels)
-                writer.append(z, r[keep] + first_id, labels.numpy()[keep])
+                files = [ds.files[i] for i in r[keep]] if ds.files is not None else None
+                writer.append(z, r[keep] + first_id, labels.numpy()[keep], files)
                 skipped += int((~keep).sum())
                 done += len(r)
                 if progress:
                     progress(done, len(rows))
             segment["count"] = len(writer) - segment["first_row"]
+            segment["span"] = len(rows)  # ids first_id .. first_id + span - 1 (skipped ones included)
             writer.set_attr("segments", segments)
             writer.set_attr("next_id", int(first_id + n_all if not shard else first_id + hi))
         embed_time = time.perf_counter() - t0
@@ -367,9 +369,10 @@ def search_folder(folder, query: str, k: int = 10) -> dict:
     """k nearest stored items to QUERY ('id:N' or an image file).
 
     Returns:
-        {"query", "metric", "neighbours": [{"rank", "id", "distance", "label", "class"}]}; for the
-        cosine metric "distance" is the cosine similarity (larger = closer). An id query does not
-        return the item itself.
+        {"query", "metric", "neighbours": [{"rank", "id", "distance", "label", "class", "file"}]};
+        for the cosine metric "distance" is the cosine similarity (larger = closer); "file" is the
+        item's file relative to its folder (folder and h5 sources), else None. An id query does
+        not return the item itself.
     """
     if k < 1:
         raise PcaeError(f"-k must be >= 1, got {k}")
@@ -389,11 +392,13 @@ def search_folder(folder, query: str, k: int = 10) -> dict:
         keep = [(d, p) for d, p in zip(dist[0], pos[0]) if p >= 0 and p != exclude][:k]
         positions = [p for _, p in keep]
         ids, labels = store.column("ids", positions), store.column("labels", positions)
+        files = store.column("files", positions)
         neighbours = []
-        for rank, ((d, _), i, lab) in enumerate(zip(keep, ids, labels), 1):
+        for rank, ((d, _), i, lab, file) in enumerate(zip(keep, ids, labels, files), 1):
             classes = store.segment_of(int(i)).get("classes") if store.meta.get("segments") else None
             neighbours.append({"rank": rank, "id": int(i), "distance": round(float(d), 6), "label": int(lab),
-                               "class": classes[lab] if classes and 0 <= lab < len(classes) else None})
+                               "class": classes[lab] if classes and 0 <= lab < len(classes) else None,
+                               "file": file or None})
         return {"query": query, "metric": infos["metric"], "neighbours": neighbours}
 
 
@@ -409,7 +414,7 @@ def embed_query_image(meta: dict, path) -> np.ndarray:
         raise PcaeError(f"query {path}: no such image file (or use id:N)")
     if name == "onehot":
         raise PcaeError("these latents are one-hot labels: search them with id:N, not an image")
-    if name == "facenet":
+    if name in ("facenet", "dlib"):
         if (meta.get("encoder_config") or {}).get("weights") == "random" and not meta.get("checkpoint"):
             raise PcaeError("these latents were made with random FaceNet weights that were not saved: "
                             "an image query cannot be embedded the same way; use id:N")
@@ -491,8 +496,9 @@ def draw_neighbours(folder, result: dict, out, query_file=None) -> Path:
 
     query_image = read_image(query_file) if query_file else None
     images = neighbour_images(folder, result, query_image)
-    titles = ["query" + (f"\n{result['query']}" if result["query"].startswith("id:") else "")] + [f"id {n['id']}\n{n['distance']:.3g}" + (f"\n{n['class']}" if n["class"] else "")
-                          for n in result["neighbours"]]
+    titles = ["query" + (f"\n{result['query']}" if result["query"].startswith("id:") else "")] + [
+        f"id {n['id']}\n{n['distance']:.3g}" + (f"\n{n['class']}" if n["class"] else "")
+        + (f"\n{Path(n['file']).name[:18]}" if n.get("file") else "") for n in result["neighbours"]]
     fig, axes = plt.subplots(1, len(images), figsize=(1.4 * len(images), 1.9), squeeze=False)
     for ax, img, title in zip(axes[0], images, titles):
         a = img.numpy()
@@ -570,8 +576,9 @@ def merge_parts(parts: list, out, *, force: bool = False) -> dict:
             with LatentWriter(tmp_latents, opened[0][0].dim, {**meta, "segments": segments}) as writer:
                 for store, _, _ in opened:
                     for s in range(0, len(store), ix.BLOCK):
+                        block = np.arange(s, min(len(store), s + ix.BLOCK))
                         writer.append(store.latents[s:s + ix.BLOCK], store.ids[s:s + ix.BLOCK],
-                                      store.column("labels", np.arange(s, min(len(store), s + ix.BLOCK))))
+                                      store.column("labels", block), list(store.column("files", block)))
                 writer.set_attr("next_id", max(int(o[0].meta.get("next_id", 0)) for o in opened))
             with LatentStore(tmp_latents) as store:
                 recall = ix.measure_recall(merged, store.latents, infos0["metric"])

@@ -5,6 +5,8 @@ Layout of `latents.h5`:
     ids       (N,)   int64     the item's id: its index in its source, shifted so that ids stay unique
                                when another source is appended (see the `segments` attr)
     labels    (N,)   int64     the item's class, -1 where unknown; absent when no row has a label
+    files     (N,)   str       the item's file relative to its folder ("" where unknown); absent
+                               when no row has one
     attrs     format_version, encoder, encoder_config (JSON), dim, checkpoint (path), checkpoint_sha256,
               preprocessing (JSON), next_id,
               segments (JSON list of {source, split, first_id, first_row, count, ...})
@@ -75,6 +77,10 @@ class LatentWriter:
             n = self._f["ids"].shape[0]
             self._f.create_dataset("labels", data=np.full(n, -1, np.int64), maxshape=(None,),
                                    chunks=(_CHUNK_ROWS,))
+        if "files" not in self._f:  # likewise "" for the files
+            n = self._f["ids"].shape[0]
+            self._f.create_dataset("files", data=np.array([""] * n, dtype=object), maxshape=(None,),
+                                   chunks=(_CHUNK_ROWS,), dtype=h5py.string_dtype())
         self._f.attrs["format_version"] = FORMAT_VERSION
         self._f.attrs["dim"] = self.dim
         for key, value in meta.items():
@@ -83,8 +89,10 @@ class LatentWriter:
     def __len__(self) -> int:
         return self._f["ids"].shape[0]
 
-    def append(self, latents: np.ndarray, ids: np.ndarray, labels: np.ndarray | None = None) -> None:
-        """Append rows: latents (B, D) float, ids (B,) int, labels (B,) int (-1 = unknown) or None."""
+    def append(self, latents: np.ndarray, ids: np.ndarray, labels: np.ndarray | None = None,
+               files: list[str] | None = None) -> None:
+        """Append rows: latents (B, D) float, ids (B,) int, labels (B,) int (-1 = unknown) or None,
+        files (B,) str ("" = unknown) or None."""
         latents = np.asarray(latents, dtype=np.float32)
         ids = np.asarray(ids, dtype=np.int64)
         if latents.ndim != 2 or latents.shape[1] != self.dim:
@@ -94,8 +102,12 @@ class LatentWriter:
         labels = np.full(len(ids), -1, np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
         if labels.shape != ids.shape:
             raise ValueError(f"labels must have shape {ids.shape}, got {labels.shape}")
+        files = [""] * len(ids) if files is None else [str(f) for f in files]
+        if len(files) != len(ids):
+            raise ValueError(f"files must name {len(ids)} rows, got {len(files)}")
         n, b = len(self), len(ids)
-        for name, rows in (("latents", latents), ("ids", ids), ("labels", labels)):
+        for name, rows in (("latents", latents), ("ids", ids), ("labels", labels),
+                           ("files", np.array(files, dtype=object))):
             ds = self._f[name]
             ds.resize(n + b, axis=0)
             ds[n:n + b] = rows
@@ -104,11 +116,14 @@ class LatentWriter:
         self._f.attrs[key] = json.dumps(value) if key in _JSON_ATTRS else value
 
     def close(self) -> None:
-        """Drop an all-unknown labels column, then close the file."""
+        """Drop an all-unknown labels or files column, then close the file."""
         if self._f.id.valid:
             labels = self._f["labels"]
             if not any((labels[s:s + 65536] >= 0).any() for s in range(0, labels.shape[0], 65536)):
                 del self._f["labels"]
+            files = self._f["files"]
+            if not any(any(v for v in files[s:s + 65536]) for s in range(0, files.shape[0], 65536)):
+                del self._f["files"]
             self._f.close()
 
     def __enter__(self):
@@ -163,10 +178,18 @@ class LatentStore:
         return self.latents[uniq][inverse] if len(uniq) else np.zeros((0, self.dim), np.float32)
 
     def column(self, name: str, positions) -> np.ndarray:
-        """Values of `ids` or `labels` at row positions (labels: -1 where the file has none)."""
+        """Values of `ids`, `labels` or `files` at row positions (labels: -1 and files: "" where
+        the file has none)."""
         positions = np.asarray(positions, dtype=np.int64)
         if name == "labels" and self.labels is None:
             return np.full(len(positions), -1, np.int64)
+        if name == "files":
+            if "files" not in self._f:
+                return np.array([""] * len(positions), dtype=object)
+            uniq, inverse = np.unique(positions, return_inverse=True)
+            values = self._f["files"][uniq] if len(uniq) else np.zeros(0, object)
+            return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values],
+                            dtype=object)[inverse] if len(uniq) else np.zeros(0, object)
         uniq, inverse = np.unique(positions, return_inverse=True)
         return self._f[name][uniq][inverse] if len(uniq) else np.zeros(0, np.int64)
 
@@ -184,7 +207,8 @@ class LatentStore:
     def segment_of(self, item_id: int) -> dict:
         """The segment (source, split, first_id, ...) an id came from."""
         for seg in self.meta.get("segments", []):
-            if seg["first_id"] <= item_id < seg["first_id"] + seg["count"]:
+            # span: the source items the segment covers, faceless ones included (count: rows kept)
+            if seg["first_id"] <= item_id < seg["first_id"] + seg.get("span", seg["count"]):
                 return seg
         raise PcaeError(f"{self.path}: no source recorded for id {item_id}")
 

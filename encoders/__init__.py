@@ -15,6 +15,10 @@ Registered names (`ENCODER_NAMES`, also what `pcae train-ae --help` lists):
     conv     strided convs -> Linear -> bottleneck m              (encoders/conv.py)
     onehot   integer labels -> one-hot vectors                    (encoders/onehot.py)
     facenet  MTCNN face crop + InceptionResnetV1, 512-d, frozen   (encoders/facenet.py)
+    dlib     HOG face + 5-point alignment + dlib ResNet, 128-d    (encoders/dlib.py; pcae[faces])
+
+Face encoders (facenet, dlib) also have `detects_faces = True` and `detect(pil_image)` /
+`detect_file(path)`, which cut the face crop their forward() reads.
 
 This module imports no torch: `ENCODER_NAMES` is a tuple, and `ENCODERS` (name -> class) is built
 on first access, so the CLI can list the names in `--help` without importing torch.
@@ -28,6 +32,7 @@ _REGISTRY = {
     "conv": ("encoders.conv", "ConvEncoder"),
     "onehot": ("encoders.onehot", "OneHotEncoder"),
     "facenet": ("encoders.facenet", "FaceNetEncoder"),
+    "dlib": ("encoders.dlib", "DlibFaceEncoder"),
 }
 ENCODER_NAMES = tuple(_REGISTRY)
 

@@ -113,6 +113,36 @@ def build_inception(weights: str) -> nn.Module:
 
 
 
+def open_photo(path):
+    """A photo file as an RGB PIL image; one-line PcaeErrors for a missing or unreadable file
+    (shared by the face encoders)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise PcaeError(f"{path} does not exist") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise PcaeError(f"{path} is not a readable image: {first_line(e)}") from None
+
+
+def detect_photo(encoder, path, face_index: int | None = None):
+    """encoder.detect() on a photo file, with one-line PcaeErrors (shared by the face encoders):
+    a missing or unreadable file, a face_index out of range, no face found (and how close the
+    detector came, `encoder.miss_note`). Returns (crop, score)."""
+    image = open_photo(path)
+    try:
+        crop, score = encoder.detect(image, face_index)
+    except ValueError as e:
+        raise PcaeError(f"{path}: {e}") from None
+    if crop is None:
+        raise PcaeError(f"no face found in {path} ({encoder.miss_note(score)})")
+    return crop, score
+
+
 @functools.lru_cache(maxsize=4)
 def mtcnn_detector(min_face_size: int = 20):
     """facenet-pytorch's MTCNN on the CPU (its P/R/O-Net weights ship in the wheel)."""
@@ -131,6 +161,7 @@ class FaceNetEncoder(nn.Module):
     """
 
     input = "images"
+    detects_faces = True  # detect() / detect_file() cut the face the encoder reads
 
     def __init__(self, weights: str = "vggface2", image_size: int = 160, margin: int = 0,
                  min_face_size: int = 20):
@@ -229,24 +260,11 @@ class FaceNetEncoder(nn.Module):
         Returns:
             (crop uint8 (3, S, S), prob).
         """
-        from PIL import Image, UnidentifiedImageError
+        return detect_photo(self, path, face_index)
 
-        path = Path(path)
-        try:
-            with Image.open(path) as im:
-                im.load()
-                image = im.convert("RGB")
-        except FileNotFoundError:
-            raise PcaeError(f"{path} does not exist") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise PcaeError(f"{path} is not a readable image: {first_line(e)}") from None
-        try:
-            crop, prob = self.detect(image, face_index)
-        except ValueError as e:
-            raise PcaeError(f"{path}: {e}") from None
-        if crop is None:
-            raise PcaeError(f"no face found in {path} (best probability {prob:.3f})")
-        return crop, prob
+    def miss_note(self, best: float) -> str:
+        """How close detection came, for the "no face found" line."""
+        return f"best probability {best:.3f}"
 
     # -- embedding ---------------------------------------------------------------------------------
 

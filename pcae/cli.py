@@ -198,10 +198,12 @@ def search_cmd(
         typer.echo(json.dumps(result, indent=2))
         return
     score = "cosine" if result["metric"] == "cosine" else "l2^2"
-    typer.echo(f"{'rank':>4}  {'id':>8}  {score:>10}  label")
+    named = any(n.get("file") for n in result["neighbours"])
+    typer.echo(f"{'rank':>4}  {'id':>8}  {score:>10}  label" + ("  file" if named else ""))
     for n in result["neighbours"]:
         label = "-" if n["label"] < 0 else f"{n['label']}" + (f" {n['class']}" if n["class"] else "")
-        typer.echo(f"{n['rank']:>4}  {n['id']:>8}  {n['distance']:>10.4g}  {label}")
+        typer.echo(f"{n['rank']:>4}  {n['id']:>8}  {n['distance']:>10.4g}  {label}"
+                   + (f"  {n.get('file') or '-'}" if named else ""))
     if out is not None:
         typer.echo(f"wrote {out}")
 

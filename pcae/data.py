@@ -28,7 +28,9 @@ files. An HDF5 file without a `split` dataset puts every 10th row (row % 10 == 9
 
 HDF5 format (format attr "pcae-images/1"): `images` uint8 (N, C, H, W), chunked and
 gzip-compressed; optional `labels` int64 (N,) (-1 = none); optional `split` uint8 (N,) with
-0 = train, 1 = test; attrs `source`, `origin`, `classes` (JSON list or absent).
+0 = train, 1 = test; optional `files` (N,) strings, each row's file (imported from a folder);
+attrs `source`, `origin`, `classes` (JSON list or absent). Folder and h5 datasets with file names
+expose them as `ImageDataset.files`.
 
 References: [1] Xiao, Rasul, Vollgraf 2017, "Fashion-MNIST: a Novel Image Dataset for
 Benchmarking Machine Learning Algorithms", arXiv 1708.07747 (MIT licence). [2] LeCun et al.
@@ -82,7 +84,8 @@ class ImageDataset:
     """
 
     def __init__(self, *, shape: tuple[int, int, int], classes: list[str] | None, info: dict,
-                 images=None, labels=None, reader: Callable | None = None, count: int | None = None):
+                 images=None, labels=None, reader: Callable | None = None, count: int | None = None,
+                 files: list[str] | None = None):
         if (images is None) == (reader is None):
             raise ValueError("ImageDataset needs exactly one of images= or reader=")
         self.images, self.labels, self._reader = images, labels, reader
@@ -90,6 +93,9 @@ class ImageDataset:
         self.shape = tuple(shape)
         self.classes = classes
         self.info = info
+        if files is not None and len(files) != self._count:
+            raise ValueError(f"files must name all {self._count} items, got {len(files)}")
+        self.files = files  # each item's file, relative to its folder (folder and h5 sources), or None
 
     @property
     def num_classes(self) -> int:
@@ -172,6 +178,7 @@ class _Split:
     skipped: list[dict] = field(default_factory=list)            # filled while chunks run
     reader: Callable | None = None                               # random access (lazy HDF5)
     nbytes: int = 0
+    names: list[str] | None = None  # each decoded item's file (relative path), filled while chunks run
 
 
 def _array_split(origin, images: np.ndarray, labels: np.ndarray, classes) -> _Split:
@@ -374,14 +381,18 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _
             a = np.asarray(im, np.uint8)
         return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
+    names: list[str] = []
+
     def chunks(size):
         del skipped[len(header_skipped):]                 # a second pass re-reports, not doubles
+        names.clear()
         for s in range(0, len(mine), size):
             imgs, labs = [], []
             for p, rel, k in mine[s:s + size]:
                 try:
                     imgs.append(decode(p))
                     labs.append(k)
+                    names.append(rel)
                 except Exception as e:
                     skipped.append({"file": rel, "reason": first_line(e, with_type=True)})
             if imgs:
@@ -389,7 +400,7 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _
 
     header_skipped = list(skipped)
     return _Split(str(root), (channels, h, w), classes, chunks, len(mine), exact=False,
-                  skipped=skipped)
+                  skipped=skipped, names=names)
 
 
 def _h5_classes(f) -> list[str] | None:
@@ -438,6 +449,11 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
             if has_labels and f["labels"].shape != (n,):
                 raise PcaeError(f"{path}: 'labels' has shape {f['labels'].shape}, expected ({n},)")
             classes = _h5_classes(f)
+            names = None
+            if "files" in f:  # written by import_dataset from a folder: each row's file
+                if f["files"].shape != (n,):
+                    raise PcaeError(f"{path}: 'files' has shape {f['files'].shape}, expected ({n},)")
+                names = [v.decode() if isinstance(v, bytes) else str(v) for v in f["files"][rows]]
             if has_labels and f["labels"].shape[0]:
                 labels = f["labels"][:]
                 top = int(labels.max())
@@ -484,7 +500,7 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
         return torch.from_numpy(f["images"][row]), int(f["labels"][row]) if has_labels else -1
 
     return _Split(origin, shape, classes, chunks, len(rows), reader=reader,
-                  nbytes=len(rows) * int(np.prod(shape)))
+                  nbytes=len(rows) * int(np.prod(shape)), names=names)
 
 
 @dataclass(frozen=True)
@@ -574,7 +590,7 @@ def load_dataset(source: str = DEFAULT_SOURCE, split: str = "train", *, channels
             return convert_images(img[None], channels, image_size)[0], lab
         if sp.count:
             return ImageDataset(shape=shape, classes=sp.classes, info=info, reader=reader,
-                                count=sp.count)
+                                count=sp.count, files=sp.names)
 
     from pcae.utils import check_fits
 
@@ -592,7 +608,9 @@ def load_dataset(source: str = DEFAULT_SOURCE, split: str = "train", *, channels
         rule = (f"; about 1 in {TEST_EVERY} files go to test, by a hash of the file path"
                 if source.startswith("folder:") else "")
         raise PcaeError(f"{sp.origin}: no images in the {split} split{rule}")
-    return ImageDataset(shape=shape, classes=sp.classes, info=info, images=images, labels=labels)
+    files = list(sp.names) if sp.names is not None and len(sp.names) == len(images) else None
+    return ImageDataset(shape=shape, classes=sp.classes, info=info, images=images, labels=labels,
+                        files=files)
 
 
 def describe_source(source: str = DEFAULT_SOURCE, *, channels: int | None = None,
@@ -656,6 +674,7 @@ def import_dataset(source: str, out_path: str | os.PathLike, *, channels: int | 
                                           compression="gzip")
                 which = f.create_dataset("split", (0,), np.uint8, maxshape=(None,), chunks=(4096,),
                                          compression="gzip")
+                files = []  # each row's file, when the source names them (folders)
                 n = 0
                 for code, (name, sp) in enumerate(splits.items()):
                     start = n
@@ -672,6 +691,13 @@ def import_dataset(source: str, out_path: str | os.PathLike, *, channels: int | 
                             progress(n)
                     summary["counts"][name] = n - start
                     summary["skipped"].extend(sp.skipped)
+                    if files is not None and sp.names is not None and len(sp.names) == n - start:
+                        files.extend(sp.names)
+                    else:
+                        files = None
+                if files:
+                    f.create_dataset("files", data=np.array(files, dtype=object),
+                                     dtype=h5py.string_dtype())
                 f.attrs["format"] = H5_FORMAT
                 f.attrs["source"] = source
                 f.attrs["origin"] = summary["origin"]

@@ -525,3 +525,50 @@ def test_malformed_infos_and_mismatched_folders_are_one_line(tmp_path, image_fol
     (out / INFOS).write_text(json.dumps(good))
     with pytest.raises(PcaeError, match="given more than once as a part"):
         merge_parts([out, out], tmp_path / "merged")
+
+
+@pytest.fixture(scope="module")
+def face_folder(tmp_path_factory):
+    """20 LFW faces (150x150) with the astronaut and three transformed copies of it hidden among them."""
+    from pathlib import Path
+
+    from PIL import Image, ImageEnhance, ImageOps
+
+    data = Path(__file__).parent / "data"
+    folder = tmp_path_factory.mktemp("faces") / "photos"
+    folder.mkdir()
+    faces = np.load(data / "lfw_faces.npz")["faces"][:20]
+    for i, face in enumerate(faces):
+        Image.fromarray(face).convert("RGB").resize((150, 150), Image.BICUBIC).save(folder / f"lfw-{i:02d}.png")
+    photo = Image.open(data / "astronaut.jpg").convert("RGB")
+    photo.save(folder / "astronaut.png")
+    ImageOps.mirror(photo).save(folder / "astronaut-mirror.png")
+    ImageEnhance.Brightness(photo).enhance(0.5).save(folder / "astronaut-dark.png")
+    photo.rotate(10).save(folder / "astronaut-tilted.png")
+    return folder
+
+
+def test_face_search_by_photo_finds_the_same_person_and_names_the_files(face_folder, tmp_path):
+    """pcae embed --encoder dlib over photos, then pcae search by a photo: the astronaut's own
+    photos come first, and every result names its file (table, --json)."""
+    import importlib.util
+
+    pytest.importorskip("dlib")
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("face-recognition-models is not installed")
+    from pathlib import Path
+
+    out = tmp_path / "lat"
+    result = run("embed", "--encoder", "dlib", "--data", f"folder:{face_folder}", "--out", out)
+    assert result.exit_code == 0, result.output
+    query = Path(__file__).parent / "data" / "astronaut.jpg"
+    result = run("search", out, query, "-k", 4, "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)["neighbours"]
+    astronauts = {"astronaut.png", "astronaut-mirror.png", "astronaut-dark.png", "astronaut-tilted.png"}
+    in_train = {n["file"] for n in found} & astronauts
+    assert in_train and all(n["file"] in astronauts for n in found[:len(in_train)]), found
+    assert all(n["file"] for n in found) and found[0]["distance"] < 0.6 ** 2  # l2^2: same person
+    table = run("search", out, query, "-k", 3)
+    assert table.exit_code == 0 and "file" in table.output.splitlines()[0]
+    assert found[0]["file"] in table.output

@@ -30,6 +30,17 @@ def facenet():
 
 
 @pytest.fixture(scope="module")
+def dlib_encoder():
+    """dlib's pretrained face model (the optional pcae[faces] extra, which CI installs)."""
+    import importlib.util
+
+    pytest.importorskip("dlib")
+    if importlib.util.find_spec("face_recognition_models") is None:  # found, not imported: its
+        pytest.skip("face-recognition-models is not installed")      # __init__ needs setuptools
+    return build_encoder("dlib")
+
+
+@pytest.fixture(scope="module")
 def detections(facenet):
     """(crop, prob) for each bundled photo, computed once."""
     return {name: facenet.detect(Image.open(DATA / f"{name}.jpg"))
@@ -58,17 +69,20 @@ def make_case(name, request):
     if name == "facenet":
         return (request.getfixturevalue("facenet"),
                 torch.randint(0, 256, (2, 3, 40, 40), generator=g, dtype=torch.uint8))
+    if name == "dlib":
+        return (request.getfixturevalue("dlib_encoder"),
+                torch.randint(0, 256, (2, 3, 150, 150), generator=g, dtype=torch.uint8))
     raise AssertionError(f"no test case for encoder {name!r}: add one")
 
 
 def test_registry_lists_every_encoder_without_torch():
-    assert ENCODER_NAMES == tuple(ENCODERS) == ("conv", "onehot", "facenet")
+    assert ENCODER_NAMES == tuple(ENCODERS) == ("conv", "onehot", "facenet", "dlib")
     code = "import sys, encoders; print(encoders.ENCODER_NAMES); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
 
 
 def test_unknown_encoder_names_the_known_ones():
-    with pytest.raises(ValueError, match="encoder must be one of conv, onehot, facenet, got 'vae'"):
+    with pytest.raises(ValueError, match="encoder must be one of conv, onehot, facenet, dlib, got 'vae'"):
         build_encoder("vae")
     with pytest.raises(ValueError, match="'name'"):
         load_encoder({"bottleneck": 3})
@@ -231,3 +245,42 @@ def test_facenet_weights_file(facenet, tmp_path):
     torch.save(build_encoder("conv").state_dict(), tmp_path / "conv.pt")
     with pytest.raises(PcaeError, match="conv.pt does not hold InceptionResnetV1 weights"):
         build_encoder("facenet", weights=str(tmp_path / "conv.pt"))
+
+
+# -- dlib ------------------------------------------------------------------------------------------
+
+def test_dlib_same_person_close_other_people_far(dlib_encoder):
+    """The astronaut photo against transformed copies of it (the same person) and against the other
+    bundled photos' faces: dlib's published threshold separates them."""
+    from PIL import ImageEnhance, ImageOps
+
+    from encoders.dlib import SAME_PERSON
+
+    photo = Image.open(DATA / "astronaut.jpg").convert("RGB")
+    copies = [ImageOps.mirror(photo), ImageEnhance.Brightness(photo).enhance(0.5),
+              photo.resize((photo.width * 2, photo.height * 2)), photo.rotate(10)]
+    chip, score = dlib_encoder.detect(photo)
+    assert chip.shape == (3, 150, 150) and chip.dtype == torch.uint8 and score > 0
+    chips = [chip] + [dlib_encoder.detect(c)[0] for c in copies]
+    h = dlib_encoder(torch.stack(chips))
+    assert h.shape == (5, 128)
+    distances = (h[1:] - h[0]).norm(dim=1)
+    assert (distances < SAME_PERSON).all(), distances
+    # a face that is not the astronaut's: the camera man of scikit-image's photo
+    other, _ = dlib_encoder.detect(Image.open(DATA / "camera.jpg"))
+    if other is not None:
+        assert (dlib_encoder(other[None])[0] - h[0]).norm() > SAME_PERSON
+    # no face: None and how close the detector came; a file without one is a one-line error
+    none, best = dlib_encoder.detect(Image.open(DATA / "coffee.jpg"))
+    assert none is None and best < 0
+    with pytest.raises(PcaeError, match=r"no face found in .*coffee.jpg \(best HOG score"):
+        dlib_encoder.detect_file(DATA / "coffee.jpg")
+    landmarks = dlib_encoder.landmarks68(chip[None])
+    assert landmarks.shape == (1, 68, 2) and (landmarks >= -20).all() and (landmarks <= 170).all()
+
+
+def test_dlib_records_its_model_and_refuses_another(dlib_encoder):
+    config = dlib_encoder.config
+    assert config["model_sha1"] and dlib_encoder.preprocessing["random_weights"] is False
+    with pytest.raises(PcaeError, match="made with another dlib face model"):
+        load_encoder({**config, "model_sha1": "0" * 40})
