@@ -631,6 +631,16 @@ def _run_portrait_training(config, data: Optional[str], resume: bool, force: boo
     _run_training(config, spec, resume, force, resume_fields)
 
 
+def _spread_text(spread: dict) -> str:
+    parts = []
+    for key, name, unit in (("yaw", "yaw", ""), ("pitch", "pitch", ""), ("roll", "roll", " deg"),
+                            ("luminance", "luminance", ""), ("left_right", "left/right", "")):
+        v = spread.get(key) or {}
+        if v.get("mean") is not None:
+            parts.append(f"{name} {v['mean']:.2f} +- {v['std']:.2f}{unit}")
+    return ", ".join(parts)
+
+
 def _refuse_existing(path: Optional[Path], force: bool):
     if path is not None and path.exists() and not force:
         raise PcaeError(f"{path}: already exists; pass --force to replace it")
@@ -650,9 +660,17 @@ def portrait_cmd(
     temperature: float = typer.Option(1.0, "--temperature", callback=_TEMPERATURE, help="Divides the logits; 0 = argmax."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
+    reference: list[Path] = typer.Option([], "--reference", help="A real photo of the same person "
+                                         "(repeat): their pose and lighting spread is printed as "
+                                         "the reference for the portraits' (needs pcae[faces])."),
     force: bool = typer.Option(False, "--force", help="Replace existing outputs."),
 ):
-    """Draw n new portraits of the person in PHOTO and print identity similarity and diversity."""
+    """Draw n new portraits of the person in PHOTO and print identity similarity and diversity.
+
+    With dlib installed (pcae[faces]) the portraits are also judged by that independent network
+    (distance to the photo's face, fraction judged the same person, the source face at the
+    portraits' size as the ceiling), and their spread of head pose and lighting is measured.
+    """
     if n < 1:
         raise PcaeError(f"--n must be >= 1, got {n}")
     if face_index is not None and face_index < 0:
@@ -666,7 +684,7 @@ def portrait_cmd(
 
     start = time.perf_counter()
     r = draw_portraits(checkpoint, photo, n, face_index=face_index, sampler=sampler, seed=seed,
-                       temperature=temperature, device=device)
+                       temperature=temperature, device=device, references=reference)
     note = facenet_note(r.random_weights, r.facenet_weights)
     save_png_grid(r.grid, max(1, math.ceil(math.sqrt(len(r.grid)))), out,
                   {"pcae": "portrait grid: source crop, then samples", "checkpoint": str(checkpoint),
@@ -675,8 +693,19 @@ def portrait_cmd(
     S = r.samples.shape[-1]
     typer.echo(f"face in {photo} (probability {r.probability:.3f}): {n} portraits of {S}x{S} "
                f"in {time.perf_counter() - start:.1f} s ({r.sampler} sampler, seed {seed})")
-    typer.echo(f"identity similarity {r.identity_similarity:.3f}  (mean cosine FaceNet(sample) vs "
-               f"FaceNet(source); the source crop at {S}x{S} scores {r.source_similarity:.3f})")
+    typer.echo(f"identity similarity {r.identity_similarity:.3f}  (self-judged: mean cosine "
+               f"FaceNet(sample) vs FaceNet(source), the network the model is conditioned on; the "
+               f"source crop at {S}x{S} scores {r.source_similarity:.3f})")
+    j = r.identity_judge
+    if j is None:
+        typer.echo("independent identity judge: not installed (pip install 'pcae[faces]' for dlib)")
+    else:
+        typer.echo(f"identity by an independent judge (dlib): mean distance {j['distance']:.3f} to the "
+                   f"face in the photo, {j['same_person']:.0%} judged the same person (< "
+                   f"{j['threshold']}); the source face at {S}x{S}: {j['ceiling_distance']:.3f} (the ceiling)")
+    for label, spread in (("portraits", r.pose_light), ("reference photos", r.reference_pose_light)):
+        if spread:
+            typer.echo(f"pose and lighting, {label} ({spread['faces']}): " + _spread_text(spread))
     typer.echo(f"diversity {fmt(r.diversity)}  (mean pairwise L2 between the samples' FaceNet "
                f"embeddings, 0..2); pixels {fmt(r.pixel_diversity)} (mean pairwise RMS, levels)")
     if samples_out is not None:
@@ -714,6 +743,9 @@ def interpolate_cmd(
                                           "steps": steps, "rows": rows, "seed": seed, "note": note})
     typer.echo(f"wrote {out}: {rows} row(s) of {a.name}, {steps} portraits, {b.name}; "
                f"cosine between the two embeddings {r.cosine:.3f}")
+    if r.judged:
+        typer.echo("independent judge (dlib) distance of row 1's portraits to a / b: "
+                   + "  ".join(f"{s['to_a']:.2f}/{s['to_b']:.2f}" for s in r.judged))
     typer.echo(("warning: " if r.random_weights else "") + note)
 
 

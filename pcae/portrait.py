@@ -686,6 +686,9 @@ class PortraitResult:
     sampler: str
     seed: int
     temperature: float
+    identity_judge: dict | None = None  # eval.faces.judge_identity by dlib, when installed
+    pose_light: dict | None = None  # eval.faces.spread of the portraits' pose and lighting
+    reference_pose_light: dict | None = None  # the same over real photos given as the reference
 
     @property
     def grid(self) -> torch.Tensor:
@@ -694,7 +697,8 @@ class PortraitResult:
 
     def scores(self) -> dict:
         keys = ("photo", "probability", "identity_similarity", "source_similarity", "diversity",
-                "pixel_diversity", "random_weights", "facenet_weights", "sampler", "seed", "temperature")
+                "pixel_diversity", "random_weights", "facenet_weights", "sampler", "seed", "temperature",
+                "identity_judge", "pose_light", "reference_pose_light")
         return {k: getattr(self, k) for k in keys} | {"n": len(self.samples)}
 
 
@@ -713,7 +717,8 @@ def _mean_pairwise(x: torch.Tensor, rms: bool = False) -> float | None:
 def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | os.PathLike, n: int = 16, *,
                    face_index: int | None = None, sampler: str | None = None, seed: int = 0,
                    temperature: float = 1.0, device: str = "cpu",
-                   progress: Callable[[int, int], None] | None = None) -> PortraitResult:
+                   progress: Callable[[int, int], None] | None = None,
+                   references: list | tuple = ()) -> PortraitResult:
     """Draw n portraits of the person in `photo` in one batch, and score them.
 
     Args:
@@ -724,8 +729,11 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
         seed, temperature: for the sampler (temperature 0 = argmax).
         device: "cpu" or "cuda" (MTCNN detection always runs on the CPU).
         progress: called with (rows done, rows) while sampling.
+        references: real photos of the same person: their pose and lighting spread is the
+            reference the portraits' is read against (needs the dlib judge).
     Returns:
-        PortraitResult (see the module docstring for the scores).
+        PortraitResult (see the module docstring for the scores). With dlib installed it also
+        holds the independent identity judgement and the pose / lighting spread (eval.faces).
     """
     from pcae.sampling import sample
 
@@ -746,13 +754,25 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
     e = model.embed(samples)  # (n, D)
     similarities = (e @ h[0]).cpu()
     source_similarity = float(model.embed(source)[0] @ h[0])
+    from eval.faces import identity_judge, judge_identity, pose_and_light, spread
+
+    judge = identity_judge()
+    verdict = pose = reference = None
+    if judge is not None:
+        verdict = judge_identity(judge, crop, source, samples)
+        pose = spread(pose_and_light(judge, samples))
+        if references:
+            faces = torch.cat([model.shrink(model.facenet.detect_file(_check_photo(r))[0])
+                               for r in references])
+            reference = spread(pose_and_light(judge, faces))
     return PortraitResult(
         photo=str(photo), probability=prob, source=source, samples=samples,
         identity_similarity=float(similarities.mean()), similarities=similarities.tolist(),
         source_similarity=source_similarity, diversity=_mean_pairwise(e.cpu()),
         pixel_diversity=_mean_pairwise(samples.flatten(1).float(), rms=True),
         random_weights=model.random_weights, facenet_weights=model.facenet.weights,
-        sampler=method, seed=seed, temperature=temperature)
+        sampler=method, seed=seed, temperature=temperature, identity_judge=verdict,
+        pose_light=pose, reference_pose_light=reference)
 
 
 @dataclass
@@ -765,6 +785,7 @@ class Interpolation:
     cosine: float  # between the two faces' embeddings
     random_weights: bool
     facenet_weights: str
+    judged: list[dict] | None = None  # per step of row 0: dlib's distance to face a and to face b
 
 
 @torch.no_grad()
@@ -805,8 +826,18 @@ def interpolate(checkpoint: str | os.PathLike | PortraitModel, a: str | os.PathL
         columns.append(x.to(torch.uint8).cpu())
     ends = [model.shrink(c).expand(rows, -1, -1, -1) for c in crops]
     grid = torch.stack([ends[0], *columns, ends[1]], dim=1).flatten(0, 1)  # row-major
+    from eval.faces import aligned_chips, identity_judge
+
+    judge, judged = identity_judge(), None
+    if judge is not None:  # does the morph move from a's identity to b's, by a network not used?
+        ref_a, ref_b = judge(aligned_chips(judge, torch.stack(crops))[0])
+        chips, _ = aligned_chips(judge, torch.cat([c[:1] for c in columns]))
+        e = judge(chips)
+        judged = [{"t": t, "to_a": float((v - ref_a).norm()), "to_b": float((v - ref_b).norm())}
+                  for t, v in zip(ts, e)]
     return Interpolation(images=grid, nrow=steps + 2, weights=ts, cosine=float(e_a @ e_b),
-                         random_weights=model.random_weights, facenet_weights=model.facenet.weights)
+                         random_weights=model.random_weights, facenet_weights=model.facenet.weights,
+                         judged=judged)
 
 
 # ---------------------------------------------------------------------------------------------

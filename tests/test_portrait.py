@@ -254,6 +254,14 @@ def test_portrait_end_to_end(run, tmp_path):
     diversity = float(re.search(r"diversity ([\d.]+)", text).group(1))
     assert -1 <= similarity <= 1 and 0 <= diversity <= 2
     assert "warning: FaceNet weights are random (NOT pretrained)" in text
+    # the independent judge (dlib, installed by pcae[faces]) and the pose / lighting spread
+    import importlib.util
+    if importlib.util.find_spec("dlib") and importlib.util.find_spec("face_recognition_models"):
+        judged = re.search(r"independent judge \(dlib\): mean distance ([\d.]+) .* (\d+)% judged the "
+                           r"same person .* at \d+x\d+: ([\d.]+) \(the ceiling\)", text)
+        assert judged, text
+        assert 0 < float(judged.group(1)) < 2 and 0 <= int(judged.group(2)) <= 100
+        assert "pose and lighting, portraits (4): yaw" in text
 
     image = Image.open(grid)
     assert image.size == (3 * (S + 2) + 2, 2 * (S + 2) + 2)  # 5 tiles, 3 per row
@@ -262,6 +270,9 @@ def test_portrait_end_to_end(run, tmp_path):
         assert f["images"].shape == (4, 3, S, S) and f["source"].shape == (1, 3, S, S)
         assert f.attrs["random_weights"] and f.attrs["n"] == 4
         assert abs(f["similarities"][:].mean() - similarity) < 1e-3
+        if "identity_judge" in f.attrs and f.attrs["identity_judge"] != "null":
+            judge = json.loads(f.attrs["identity_judge"])
+            assert len(judge["distances"]) == 4 and judge["judge"] == "dlib"
         source, first = f["source"][0], f["images"][0]
     tiles = np.asarray(image).transpose(2, 0, 1)
     assert np.array_equal(tiles[:, 2:2 + S, 2:2 + S], source)  # the source crop comes first

@@ -1,0 +1,139 @@
+"""Portraits judged by a network that had no part in making them, and their pose and lighting.
+
+A portrait model conditioned on FaceNet embeddings scores itself when FaceNet judges its samples
+(and with random FaceNet weights every face maps to nearly the same vector, so that score says
+nothing). The independent judge is the other face encoder: dlib's ResNet (encoders/dlib.py), when
+the optional pcae[faces] extra is installed.
+
+    identity_judge()      the dlib encoder, or None when it is not installed
+    judge_identity(...)   dlib's distance from each portrait to the source photo's face, the
+                          fraction it calls the same person (below 0.6), and the ceiling: the
+                          source face itself shrunk to the portraits' size and judged the same way
+    pose_and_light(...)   per face: yaw, pitch and roll proxies from dlib's 68 landmarks, mean
+                          luminance and the left/right luminance ratio; `spread` summarises a set
+
+Portraits are small (32x32 by default) face crops cut by MTCNN: each is upscaled to dlib's
+150x150 and aligned by its 5-point predictor run on the whole crop (no detector: a face this
+small is below HOG's reach, and the crop is a face by construction).
+
+Pose proxies (documented because 32-pixel faces are too small for a fitted 3-D head model),
+from the 68 landmarks of the aligned chip: yaw = horizontal offset of the nose tip from the
+eyes' midpoint, over the inter-ocular distance (0 = frontal, sign = direction); pitch = vertical
+distance from the eyes' midpoint to the nose tip over that from the eyes to the mouth (larger =
+head tilted down); roll = angle of the line through the eye centres, in degrees, measured on the
+unaligned upscaled crop. Lighting: mean luminance of the face region (landmark hull's bounding
+box) on [0, 1], and the left half's mean over the right half's.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+LUMA = (0.299, 0.587, 0.114)
+
+
+def identity_judge():
+    """The dlib face encoder when pcae[faces] is installed, else None."""
+    from pcae.utils import PcaeError
+
+    try:
+        from encoders import build_encoder
+
+        return build_encoder("dlib")
+    except (PcaeError, ImportError):
+        return None
+
+
+def _upscale(crops: torch.Tensor, size: int = 150) -> np.ndarray:
+    """(B, 3|1, S, S) uint8 -> (B, size, size, 3) uint8 arrays."""
+    x = crops.cpu().expand(-1, 3, -1, -1).float()
+    x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).round().clamp(0, 255)
+    return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def aligned_chips(judge, crops: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """Face crops (B, 3, S, S) -> (dlib-aligned chips (B, 3, 150, 150), 5-point shapes)."""
+    from encoders.dlib import CHIP_SIZE, _dlib, _predictor
+
+    dlib = _dlib()
+    chips, shapes = [], []
+    for rgb in _upscale(crops, CHIP_SIZE):
+        rect = dlib.rectangle(0, 0, rgb.shape[1] - 1, rgb.shape[0] - 1)
+        shape = _predictor("landmarks5")(rgb, rect)
+        chip = dlib.get_face_chip(rgb, shape, size=CHIP_SIZE, padding=judge.padding)
+        chips.append(torch.from_numpy(np.ascontiguousarray(chip.transpose(2, 0, 1))))
+        shapes.append(shape)
+    return torch.stack(chips), shapes
+
+
+@torch.no_grad()
+def judge_identity(judge, face: torch.Tensor, source: torch.Tensor, samples: torch.Tensor) -> dict:
+    """How far dlib puts each portrait from the person whose face they were drawn from.
+
+    Args:
+        judge: the dlib encoder (identity_judge()).
+        face: (3, F, F) the face crop of the source photo at full resolution (MTCNN's, as the
+            portrait model saw it), aligned here by dlib's 5-point predictor.
+        source: (1, 3, S, S) the same face at the portraits' size (the ceiling).
+        samples: (n, 3, S, S) portraits.
+    Returns:
+        {"judge", "threshold", "distance", "distances", "same_person", "ceiling_distance",
+         "ceiling_same_person"}: Euclidean distances of dlib descriptors (same person below the
+        threshold), their mean, and the fraction below it.
+    """
+    from encoders.dlib import SAME_PERSON
+
+    reference = judge(aligned_chips(judge, face[None])[0])[0]
+    ceiling_chip, _ = aligned_chips(judge, source)
+    portrait_chips, _ = aligned_chips(judge, samples)
+    ceiling = float((judge(ceiling_chip)[0] - reference).norm())
+    distances = (judge(portrait_chips) - reference).norm(dim=1)
+    return {"judge": "dlib", "threshold": SAME_PERSON, "distance": float(distances.mean()),
+            "distances": [round(float(d), 4) for d in distances],
+            "same_person": float((distances < SAME_PERSON).float().mean()),
+            "ceiling_distance": ceiling, "ceiling_same_person": ceiling < SAME_PERSON}
+
+
+def _roll(points: np.ndarray) -> float:
+    left, right = points[36:42].mean(0), points[42:48].mean(0)
+    return math.degrees(math.atan2(right[1] - left[1], right[0] - left[0]))
+
+
+def pose_and_light(judge, crops: torch.Tensor) -> list[dict]:
+    """Per face crop (B, 3, S, S): {"yaw", "pitch", "roll", "luminance", "left_right"} (see the
+    module docstring); the pose from dlib's 68 landmarks."""
+    from encoders.dlib import CHIP_SIZE, _dlib, _predictor
+
+    dlib = _dlib()
+    out = []
+    for rgb in _upscale(crops, CHIP_SIZE):
+        rect = dlib.rectangle(0, 0, rgb.shape[1] - 1, rgb.shape[0] - 1)
+        points = np.array([(p.x, p.y) for p in _predictor("landmarks68")(rgb, rect).parts()], float)
+        eyes = (points[36:42].mean(0) + points[42:48].mean(0)) / 2
+        ocular = np.linalg.norm(points[42:48].mean(0) - points[36:42].mean(0)) or 1.0
+        nose, mouth = points[30], points[48:68].mean(0)
+        grey = (rgb.astype(np.float64) @ np.array(LUMA)) / 255.0  # (H, W)
+        x0, y0 = np.clip(points.min(0).astype(int), 0, None)
+        x1, y1 = np.minimum(points.max(0).astype(int) + 1, grey.shape[::-1])
+        face = grey[y0:y1, x0:x1] if (x1 > x0 and y1 > y0) else grey
+        half = face.shape[1] // 2
+        left, right = face[:, :half].mean() if half else face.mean(), face[:, half:].mean()
+        out.append({"yaw": float((nose[0] - eyes[0]) / ocular),
+                    "pitch": float((nose[1] - eyes[1]) / max(mouth[1] - eyes[1], 1e-6)),
+                    "roll": _roll(points), "luminance": float(face.mean()),
+                    "left_right": float(left / right) if right > 0 else None})
+    return out
+
+
+def spread(measures: list[dict]) -> dict:
+    """Mean and standard deviation of each pose / lighting figure over a set of faces."""
+    out = {}
+    for key in ("yaw", "pitch", "roll", "luminance", "left_right"):
+        values = np.array([m[key] for m in measures if m.get(key) is not None], float)
+        out[key] = {"mean": float(values.mean()) if len(values) else None,
+                    "std": float(values.std()) if len(values) else None}
+    out["faces"] = len(measures)
+    return out
