@@ -461,6 +461,9 @@ class AutoencoderSpec:
             return build_encoder("onehot", num_classes=dataset.num_classes)
         if name == "facenet":
             return build_encoder("facenet", weights=self.facenet_weights or "vggface2")
+        if name == "dlib":
+            raise PcaeError("--encoder dlib embeds faces (pcae embed) and judges portraits; "
+                            "portrait training conditions on FaceNet (--encoder facenet)")
         raise ValueError(f"encoder must be one of the registered names, got {name!r}")
 
     def build(self, dataset) -> AutoencoderTask:
