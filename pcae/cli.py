@@ -15,7 +15,7 @@ import typer
 from pcae import __version__
 from pcae.options import (check_device, check_precision, check_split, check_temperature,
                           cli_callback)
-from pcae.utils import PcaeError
+from pcae.utils import PcaeError, first_line
 
 # the shared option values, checked in one place (pcae/options.py)
 _DEVICE, _SPLIT = cli_callback(check_device), cli_callback(check_split)
@@ -1033,6 +1033,25 @@ def compare_decoders_cmd(
     typer.echo(f"wrote {out}/report.md ({report['wall_seconds']:.0f} s)")
 
 
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError: the disk is full, a folder is read-only, a path is a folder...
+    Outputs are written through temp files and renames, so what was there before is intact."""
+    import errno
+
+    where = e.filename or ""
+    text = str(e)
+    if e.errno == errno.ENOSPC or "No space left" in text:
+        return (f"the disk is full{f' (writing {where})' if where else ''}: free some space and run "
+                "again; files written before are intact")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where or 'a file'}: cannot be written here ({e.strerror}); choose another place"
+    if e.errno == errno.EISDIR:
+        return f"{where}: is a folder, a file was expected"
+    if e.errno == errno.ENOTDIR:
+        return f"{where}: a part of this path is a file, a folder was expected"
+    return f"{where + ': ' if where else ''}{e.strerror or first_line(e)}"
+
+
 def main():
     try:
         code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
@@ -1040,6 +1059,9 @@ def main():
             sys.exit(code)
     except PcaeError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except OSError as e:  # the machine's doing (disk full, permissions, a path that is a folder)
+        typer.secho(f"error: {os_error_line(e)}", fg=typer.colors.RED, err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.secho("interrupted", fg=typer.colors.RED, err=True)

@@ -109,3 +109,29 @@ def test_parameter_count_is_exact():
                    PixelCNNConfig(gated=False, channels=4, head_channels=8, cond_dim=2)):
         model = GatedPixelCNN(config)
         assert config.parameter_count() == sum(p.numel() for p in model.parameters())
+
+
+def test_a_full_disk_is_one_line_and_the_previous_checkpoint_survives(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from pcae.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    args = ["train", "--out", out, "--steps", 2, "--batch-size", 4, "--image-size", 8, "--channels", 4,
+            "--n-layers", 0, "--eval-images", 8, "--n-samples", 1, "--judge-images", 0,
+            "--checkpoint-every", 1, "--eval-every", 0]
+    real_save, calls = torch.save, []
+
+    def full_disk(obj, f, *a, **k):
+        calls.append(f)
+        if len(calls) > 1:  # the first checkpoint fits, the second finds the disk full
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    code, _, err = run_pcae(monkeypatch, capsys, *args)
+    assert code == 1 and "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith("error: the disk is full") and "files written before are intact" in err
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(out / "last.pt")["step"] == 1  # the previous checkpoint, whole
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written file
