@@ -19,9 +19,10 @@ The contract, in two steps:
 
 Weights (`weights=`):
     "vggface2" (default) or "casia-webface": facenet-pytorch's own pretrained path; it reads
-        `$TORCH_HOME/checkpoints/<file>` (TORCH_HOME defaults to ~/.cache/torch). We check that
-        the file exists *before* constructing, so nothing tries to download; a missing file is a
-        PcaeError that names the exact path to put it at.
+        `$TORCH_HOME/checkpoints/<file>` (TORCH_HOME defaults to ~/.cache/torch) and, when the
+        file is missing, downloads it there with progress, as facenet-pytorch does. Offline (or
+        with PCAE_OFFLINE=1, which the tests set) a missing file is a one-line PcaeError that
+        names the exact path to put it at.
     a file path: a state dict of InceptionResnetV1 (its `logits.*` classifier keys, if any, are
         dropped).
     "random": random initialisation, for tests and offline dry runs only. The config and the
@@ -40,6 +41,7 @@ Known limits: checkpoints that hold this encoder carry its ~23.5M weights (~94 M
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import torch
@@ -82,15 +84,23 @@ def build_inception(weights: str) -> nn.Module:
             return InceptionResnetV1()
     if weights in PRETRAINED_FILES:
         path = pretrained_path(weights)
-        if not path.is_file():  # facenet-pytorch would try to download it
-            raise PcaeError(
-                f"FaceNet {weights} weights not found: put {path.name} (facenet-pytorch's release) "
-                f"at {path} (the folder follows $TORCH_HOME), or pass --facenet-weights FILE, "
-                f"or --facenet-weights random for untrained weights")
-        try:
-            net = InceptionResnetV1(pretrained=weights)
-        except Exception as e:  # a truncated or foreign file
-            raise PcaeError(f"cannot load FaceNet weights {path}: {first_line(e)}") from e
+        where = (f"put {path.name} (facenet-pytorch's release) at {path} (the folder follows "
+                 f"$TORCH_HOME), or pass --facenet-weights FILE, or --facenet-weights random for "
+                 f"untrained weights")
+        if not path.is_file():
+            if os.environ.get("PCAE_OFFLINE") == "1":  # set by the tests: never touch the network
+                raise PcaeError(f"FaceNet {weights} weights not found: {where}")
+            # facenet-pytorch's own way: download into $TORCH_HOME/checkpoints, with progress
+            try:
+                net = InceptionResnetV1(pretrained=weights)
+            except Exception as e:  # no network, a proxy, a refused host, a full disk...
+                raise PcaeError(f"FaceNet {weights} weights not found and could not be downloaded "
+                                f"({first_line(e)}): {where}") from None
+        else:
+            try:
+                net = InceptionResnetV1(pretrained=weights)
+            except Exception as e:  # a truncated or foreign file
+                raise PcaeError(f"cannot load FaceNet weights {path}: {first_line(e)}") from e
         del net.logits  # the VGGFace2 identity classifier; embeddings do not use it
         return net
     path = Path(weights)

@@ -28,6 +28,7 @@ def _session_cache(tmp_path_factory):
 
     before = os.environ.get("PCAE_CACHE_DIR")
     os.environ["PCAE_CACHE_DIR"] = str(tmp_path_factory.mktemp("pcae-cache"))
+    os.environ["PCAE_OFFLINE"] = "1"  # nothing is downloaded at test time (FaceNet weights)
     yield
     if before is None:
         os.environ.pop("PCAE_CACHE_DIR", None)

@@ -230,6 +230,34 @@ def test_facenet_missing_weights_says_where_to_put_them(tmp_path, monkeypatch, n
     assert not expected.exists()
 
 
+def test_facenet_missing_weights_are_downloaded_like_facenet_pytorch_does(facenet, tmp_path, monkeypatch):
+    """Without PCAE_OFFLINE, a missing file is fetched by facenet-pytorch's own download (faked
+    here: no network in tests); a failed download is one line naming where to put the file."""
+    import urllib.error
+
+    import facenet_pytorch.models.inception_resnet_v1 as irv1
+
+    monkeypatch.delenv("PCAE_OFFLINE", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    expected = tmp_path / "checkpoints" / VGGFACE2
+
+    def offline(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("no route to host")
+    monkeypatch.setattr(irv1, "download_url_to_file", offline)
+    with pytest.raises(PcaeError, match=f"could not be downloaded .*no route to host.*put {VGGFACE2} .* at {expected}"):
+        build_encoder("facenet")
+    state = {**facenet.net.state_dict(), "logits.weight": torch.zeros(8631, 512), "logits.bias": torch.zeros(8631)}
+    fetched = []
+
+    def download(url, dst, *args, **kwargs):
+        fetched.append(url)
+        torch.save(state, dst)
+    monkeypatch.setattr(irv1, "download_url_to_file", download)
+    enc = build_encoder("facenet")
+    assert fetched and VGGFACE2 in fetched[0] and expected.is_file()
+    assert torch.equal(enc.net.last_linear.weight, facenet.net.last_linear.weight)
+
+
 def test_facenet_weights_file(facenet, tmp_path):
     path = tmp_path / "facenet.pt"
     torch.save(facenet.net.state_dict(), path)
