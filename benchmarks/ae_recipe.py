@@ -12,6 +12,7 @@ the ones that were tried and not kept.
     python benchmarks/ae_recipe.py                          # bundled data, 800 steps, every variant
     python benchmarks/ae_recipe.py --steps 300 --only old --only new
     python benchmarks/ae_recipe.py --full                   # the full Fashion-MNIST when installed
+    python benchmarks/ae_recipe.py --reuse                  # go on after an interrupted run
 
 Writes OUT/<variant>/ (run folders), OUT/results.json and OUT/results.md.
 """
@@ -58,6 +59,22 @@ def cpu_or_gpu(device: str) -> str:
     return f"{cpu_description()}; torch threads: {torch.get_num_threads()}"
 
 
+def finished_summary(config: TrainConfig, spec: AutoencoderSpec) -> dict | None:
+    """The summary of a finished run of exactly this config and decoder in config.out, or None."""
+    path = Path(config.out) / "summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    stored = summary.get("config", {})
+    mine = dataclasses.asdict(config)
+    same = all(stored.get(k) == mine[k] for k in ("steps", "batch_size", "seed", "lr", "ema",
+                                                    "warmup_steps", "eval_images", "judge_images"))
+    decoder = summary.get("model", {}).get("model", {}).get("decoder", {}).get("config", {})
+    same = same and all(decoder.get(k) == getattr(spec, k) for k in ("channels", "n_layers", "spatial_cond"))
+    same = same and (not spec.spatial_cond or decoder.get("spatial_channels") == spec.spatial_channels)
+    return summary if same and summary.get("steps") == config.steps else None
+
+
 def run_variant(name: str, args, out: Path) -> dict:
     what, model, train_options = VARIANTS[name]
     config = TrainConfig(out=str(out / name.replace(",", "-").replace(" ", "")), steps=args.steps,
@@ -65,10 +82,15 @@ def run_variant(name: str, args, out: Path) -> dict:
                          eval_every=0, eval_images=args.eval_images, judge_images=args.judge_images,
                          checkpoint_every=0, n_samples=16, **train_options)
     spec = AutoencoderSpec(bottleneck=args.bottleneck, **model)
-    start = time.perf_counter()
-    result = train(config, spec, force=Path(config.out).exists())
-    wall = time.perf_counter() - start
-    s, m = result.summary, result.summary.get("semantics") or {}
+    s = finished_summary(config, spec) if args.reuse else None
+    if s is not None:
+        wall = s["wall_seconds"]
+        print(f"{name}: reusing the finished run in {config.out}", flush=True)
+    else:
+        start = time.perf_counter()
+        s = train(config, spec, force=Path(config.out).exists()).summary
+        wall = time.perf_counter() - start
+    m = s.get("semantics") or {}
     return {"variant": name, "what": what, "bpd": s["final_test_bpd"],
             "class_agreement": m.get("class_agreement"), "judge_accuracy": m.get("judge_accuracy"),
             "ink": m.get("ink"), "source_ink": m.get("source_ink"), "ink_ratio": m.get("ink_ratio"),
@@ -105,6 +127,9 @@ def main():
     ap.add_argument("--only", action="append", choices=list(VARIANTS), help="run only these")
     ap.add_argument("--full", action="store_true", help="use the full Fashion-MNIST when installed "
                     "(default: the bundled subset, PCAE_DATA_BUNDLED=1)")
+    ap.add_argument("--reuse", action="store_true", help="read back variants whose run folder holds "
+                    "a finished run of the same steps, batch, seed and recipe instead of retraining "
+                    "them (a benchmark cut short goes on where it stopped)")
     args = ap.parse_args()
     if not args.full:
         os.environ["PCAE_DATA_BUNDLED"] = "1"
