@@ -68,7 +68,8 @@ def finished_summary(config: TrainConfig, spec: AutoencoderSpec) -> dict | None:
     stored = summary.get("config", {})
     mine = dataclasses.asdict(config)
     same = all(stored.get(k) == mine[k] for k in ("steps", "batch_size", "seed", "lr", "ema",
-                                                    "warmup_steps", "eval_images", "judge_images"))
+                                                    "warmup_steps", "eval_images", "judge_images",
+                                                    "precision"))
     decoder = summary.get("model", {}).get("model", {}).get("decoder", {}).get("config", {})
     same = same and all(decoder.get(k) == getattr(spec, k) for k in ("channels", "n_layers", "spatial_cond"))
     same = same and (not spec.spatial_cond or decoder.get("spatial_channels") == spec.spatial_channels)
@@ -80,7 +81,7 @@ def run_variant(name: str, args, out: Path) -> dict:
     config = TrainConfig(out=str(out / name.replace(",", "-").replace(" ", "")), steps=args.steps,
                          batch_size=args.batch_size, seed=args.seed, device=args.device,
                          eval_every=0, eval_images=args.eval_images, judge_images=args.judge_images,
-                         checkpoint_every=0, n_samples=16, **train_options)
+                         checkpoint_every=0, n_samples=16, precision=args.precision, **train_options)
     spec = AutoencoderSpec(bottleneck=args.bottleneck, **model)
     s = finished_summary(config, spec) if args.reuse else None
     if s is not None:
@@ -123,6 +124,8 @@ def main():
     ap.add_argument("--eval-images", type=int, default=1000)
     ap.add_argument("--judge-images", type=int, default=200, help="sources, 2 samples each")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", help="every variant's (default fp32, so that the "
+                    "variants differ in their recipe only; auto: what pcae train-ae picks here)")
     ap.add_argument("--out", default="runs/ae-recipe")
     ap.add_argument("--only", action="append", choices=list(VARIANTS), help="run only these")
     ap.add_argument("--full", action="store_true", help="use the full Fashion-MNIST when installed "
