@@ -29,6 +29,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -80,22 +81,58 @@ def encoder_from_checkpoint(path: str | os.PathLike):
         raise PcaeError(f"{path}: cannot rebuild its {cfg.get('name')} encoder ({' '.join(str(e).split())[:160]})") from None
 
 
-def open_encoder(name: str, checkpoint: str | os.PathLike | None = None, num_classes: int = 0,
+@dataclass(frozen=True)
+class EmbedInputs:
+    """What `embed` reads, with the defaults filled in: see `embed_inputs`."""
+    encoder: str | None
+    checkpoint: Path | None
+    source: str
+    data_root: str | None
+    note: str  # where the checkpoint and the data came from, for the user ("" when all were given)
+
+
+def embed_inputs(encoder: str | None, checkpoint, source: str | None, data_root=None) -> EmbedInputs:
+    """The defaults of `pcae embed`: with neither an encoder nor a checkpoint, the newest finished
+    auto-encoder run's checkpoint (pcae.runs); the encoder a checkpoint holds (None here, named when
+    it is opened); the data a checkpoint's run trained on, else fashion-mnist."""
+    from pcae.runs import require_newest_run, run_of_checkpoint
+
+    notes = []
+    if encoder is None and checkpoint is None:
+        run = require_newest_run("autoencoder", "auto-encoder run", "pcae train-ae --bottleneck 10")
+        checkpoint = run.checkpoint
+        notes.append(f"checkpoint {checkpoint} (the newest auto-encoder run)")
+    run = run_of_checkpoint(checkpoint) if checkpoint is not None else None
+    if source is None:
+        if run is not None and run.data:
+            source, data_root = run.data, data_root if data_root is not None else run.data_root
+            notes.append(f"data {source} (what the run trained on)")
+        else:
+            source = "fashion-mnist"
+    return EmbedInputs(encoder, None if checkpoint is None else Path(checkpoint), source,
+                       None if data_root is None else str(data_root), ", ".join(notes))
+
+
+def open_encoder(name: str | None, checkpoint: str | os.PathLike | None = None, num_classes: int = 0,
                  facenet_weights: str | None = None):
     """(encoder in eval mode, metadata {encoder, encoder_config, checkpoint, checkpoint_sha256, preprocessing}).
 
+    name: a registered encoder, or None for the one the checkpoint holds.
     facenet_weights: for facenet without a checkpoint, "vggface2" (default), "casia-webface", a
     weights file, or "random" (recorded in the metadata).
     """
     from encoders import ENCODER_NAMES, build_encoder
 
-    if name not in ENCODER_NAMES:
+    if name is None and checkpoint is None:
+        raise PcaeError("give --encoder, or --checkpoint with the encoder to use")
+    if name is not None and name not in ENCODER_NAMES:
         raise PcaeError(f"unknown encoder {name!r}; known: {', '.join(ENCODER_NAMES)}")
     if facenet_weights is not None and (name != "facenet" or checkpoint is not None):
         raise PcaeError("--facenet-weights goes with --encoder facenet and no --checkpoint")
     if checkpoint is not None:
         encoder = encoder_from_checkpoint(checkpoint)
         stored = encoder.config["name"]
+        name = name or stored
         if stored != name:
             raise PcaeError(f"{checkpoint}: holds a {stored} encoder, not {name}")
     elif name == "conv":
@@ -158,7 +195,8 @@ def _batches(ds, rows: np.ndarray, batch_size: int):
 
 # ----------------------------------------------------------------------------- embed
 
-def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", index_string: str | None = None,
+def embed(encoder: str | None = None, checkpoint=None, source: str | None = None, out="latents", *,
+          split: str = "train", index_string: str | None = None,
           metric: str | None = None, append: bool = False, shard: tuple[int, int] | None = None,
           force: bool = False, batch_size: int = 256, data_root=None, limit: int | None = None,
           flat_max: int = ix.FLAT_MAX, facenet_weights: str | None = None,
@@ -166,9 +204,11 @@ def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", i
     """Embed one split of a data source into a latents folder (see the module docstring).
 
     Args:
-        encoder: registered encoder name; checkpoint: a pcae checkpoint holding it (None for onehot
-            and pretrained facenet).
-        source, split, data_root: what `pcae.data.load_dataset` reads.
+        encoder: registered encoder name (None: the checkpoint's); checkpoint: a pcae checkpoint
+            holding it (None for onehot and pretrained face encoders; with no encoder either, the
+            newest finished auto-encoder run's, see `embed_inputs`).
+        source, split, data_root: what `pcae.data.load_dataset` reads (source None: the data the
+            checkpoint's run trained on, else fashion-mnist).
         out: the latents folder (with `shard`, its part-i-of-n sub-folder is written).
         index_string, metric: index to build (None: chosen by size; metric defaults to l2, or to the
             existing folder's on append).
@@ -201,6 +241,8 @@ def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", i
 
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise PcaeError(f"{checkpoint}: no such checkpoint file")
+    chosen = embed_inputs(encoder, checkpoint, source, data_root)
+    checkpoint, source, data_root = chosen.checkpoint, chosen.source, chosen.data_root
     # onehot needs the number of classes before the data is opened with the encoder's options
     probe = load_dataset(source, split, data_root=data_root) if encoder == "onehot" and checkpoint is None else None
     enc, meta = open_encoder(encoder, checkpoint, probe.num_classes if probe else 0, facenet_weights)
@@ -249,7 +291,7 @@ def embed(encoder: str, checkpoint, source: str, out, *, split: str = "train", i
 
         with LatentStore(tmp_latents) as store:
             if len(store) == 0:
-                raise PcaeError(f"no latents: {source} ({split}) gave no item the {encoder} encoder could embed")
+                raise PcaeError(f"no latents: {source} ({split}) gave no item the {meta['encoder']} encoder could embed")
             if old:
                 index = ix.load_index(out / INDEX)
                 ix.check_compatible(index, store.dim, metric, old["infos"])

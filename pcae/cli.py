@@ -126,11 +126,16 @@ app.add_typer(index_app, name="index")
 
 @app.command("embed")
 def embed_cmd(
-    encoder: str = typer.Option(..., "--encoder", help="Encoder: " + ", ".join(_ENCODER_NAMES) + "."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder: " + ", ".join(_ENCODER_NAMES)
+                                          + " [default: the checkpoint's]."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint holding the encoder "
-                                              "(needed for conv; optional for onehot and facenet)."),
-    data: str = typer.Option("fashion-mnist", "--data", help=_DATA_SOURCE_HELP),
-    out: Path = typer.Option(..., "--out", help="Latents folder: latents.h5, index.faiss, index_infos.json."),
+                                              "(needed for conv; optional for onehot, facenet and dlib) "
+                                              "[default without --encoder: the newest finished "
+                                              "auto-encoder run's best.pt under runs/]."),
+    data: Optional[str] = typer.Option(None, "--data", help=_DATA_SOURCE_HELP + " [default: the data "
+                                       "the checkpoint's run trained on, else fashion-mnist]"),
+    out: Path = typer.Option(Path("latents"), "--out", help="Latents folder: latents.h5, index.faiss, "
+                             "index_infos.json."),
     split: str = typer.Option("train", "--split", callback=_SPLIT, help="train or test."),
     index: Optional[str] = typer.Option(None, "--index", help="faiss.index_factory string, e.g. Flat, "
                                         "IVF1024,Flat, HNSW32,Flat (default: Flat for small N, IVF above)."),
@@ -151,8 +156,13 @@ def embed_cmd(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from embeddings.embed import embed, parse_shard
+    from embeddings.embed import embed, embed_inputs, parse_shard
 
+    if checkpoint is not None and not checkpoint.is_file():
+        raise PcaeError(f"{checkpoint}: no such checkpoint file")
+    chosen = embed_inputs(encoder, checkpoint, data, data_root)
+    if chosen.note:
+        typer.echo(f"embedding with {chosen.note}", err=True)
     with Progress(TextColumn("embed"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]} images/s"), TimeRemainingColumn(), transient=True) as bar:
         task = bar.add_task("embed", total=None, rate="-")
@@ -162,9 +172,10 @@ def embed_cmd(
             rate = done / max(time.perf_counter() - start, 1e-9)
             bar.update(task, completed=done, total=total, rate=f"{rate:.0f}")
 
-        infos = embed(encoder, checkpoint, data, out, split=split, index_string=index, metric=metric,
+        infos = embed(encoder, chosen.checkpoint, chosen.source, out, split=split, index_string=index, metric=metric,
                       append=append, shard=parse_shard(shard), force=force, batch_size=batch_size,
-                      data_root=data_root, limit=limit, facenet_weights=facenet_weights, progress=progress)
+                      data_root=chosen.data_root, limit=limit, facenet_weights=facenet_weights,
+                      progress=progress)
     recall = infos["recall_at_10"]
     typer.echo(f"wrote {infos['out']}: {infos['count']} latents of d={infos['d']} ({infos['encoder']}), "
                f"index {infos['index_string']} {infos['metric']}, recall@10 "
@@ -649,8 +660,11 @@ def _refuse_existing(path: Optional[Path], force: bool):
 @app.command("portrait")
 def portrait_cmd(
     photo: Path = typer.Argument(..., help="A photo with a face."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="A portrait checkpoint (pcae train-portraits)."),
-    out: Path = typer.Option(..., "--out", help="PNG grid to write: the source crop, then the portraits."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A portrait checkpoint (pcae "
+                                              "train-portraits) [default: the newest finished portrait "
+                                              "run's best.pt under runs/]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG grid to write: the source crop, then the "
+                                       "portraits [default: portraits/PHOTO-NAME.png]."),
     n: int = typer.Option(16, "--n", help="Portraits to draw (one batch)."),
     face_index: Optional[int] = typer.Option(None, "--face-index", help="Which face, largest first "
                                              "(default: the largest)."),
@@ -675,6 +689,11 @@ def portrait_cmd(
         raise PcaeError(f"--n must be >= 1, got {n}")
     if face_index is not None and face_index < 0:
         raise PcaeError(f"--face-index must be >= 0, got {face_index}")
+    from pcae.portrait import default_portrait_paths
+
+    checkpoint, out, chosen = default_portrait_paths(photo, checkpoint, out)
+    if chosen:
+        typer.echo(f"drawing with {chosen}", err=True)
     _refuse_existing(out, force)
     _refuse_existing(samples_out, force)
     import math

@@ -713,6 +713,25 @@ def _mean_pairwise(x: torch.Tensor, rms: bool = False) -> float | None:
     return float(d.triu(1).sum() / (n * (n - 1) / 2))
 
 
+PORTRAITS_OUT = Path("portraits")  # where `pcae portrait PHOTO` writes PHOTO-NAME.png when not told
+
+
+def default_portrait_paths(photo, checkpoint=None, out=None) -> tuple[Path, Path, str]:
+    """(checkpoint, out, note) for `pcae portrait`: the newest finished portrait run's checkpoint
+    under runs/ when none is given (one-line error saying how to train one when there is none),
+    PORTRAITS_OUT/<photo's name>.png when no output is; the note says what was chosen ("" if nothing)."""
+    from pcae.runs import require_newest_run
+
+    note = ""
+    if checkpoint is None:
+        run = require_newest_run("portrait", "portrait model",
+                                 "pcae train-portraits --data folder:PHOTOS")
+        checkpoint, note = run.checkpoint, f"{run.checkpoint} (the newest portrait run)"
+    if out is None:
+        out = PORTRAITS_OUT / f"{Path(photo).stem}.png"
+    return Path(checkpoint), Path(out), note
+
+
 @torch.no_grad()
 def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | os.PathLike, n: int = 16, *,
                    face_index: int | None = None, sampler: str | None = None, seed: int = 0,
