@@ -479,14 +479,14 @@ def embed_query_image(meta: dict, path) -> np.ndarray:
 def read_image(path) -> "torch.Tensor":
     """An image file as uint8 (C, H, W), C = 1 or 3; PcaeError when it is not an image."""
     import torch
-    from PIL import Image, UnidentifiedImageError
+
+    from pcae.utils import open_image
 
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise PcaeError(f"query {path}: not a readable image ({' '.join(str(e).split())[:120]})") from None
+        im = open_image(path)
+    except PcaeError as e:
+        raise PcaeError(f"query {e}") from None
+    im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
     a = np.array(im, np.uint8)
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(a))

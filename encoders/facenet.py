@@ -124,19 +124,11 @@ def build_inception(weights: str) -> nn.Module:
 
 
 def open_photo(path):
-    """A photo file as an RGB PIL image; one-line PcaeErrors for a missing or unreadable file
-    (shared by the face encoders)."""
-    from PIL import Image, UnidentifiedImageError
+    """A photo file as an RGB PIL image; one-line PcaeErrors for a missing, unreadable or
+    oversized file (pcae.utils.open_image; shared by the face encoders)."""
+    from pcae.utils import open_image
 
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise PcaeError(f"{path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise PcaeError(f"{path} is not a readable image: {first_line(e)}") from None
+    return open_image(path, "RGB")
 
 
 def detect_photo(encoder, path, face_index: int | None = None):

@@ -122,11 +122,9 @@ class _Photo:
 
 
 def _open_photo(path: Path):
-    from PIL import Image
+    from pcae.utils import open_image
 
-    with Image.open(path) as im:
-        im.load()
-        return im.convert("RGB")
+    return open_image(path, "RGB")
 
 
 def list_photos(source: str, max_photos: int | None = None) -> tuple[list[_Photo], str, str]:
@@ -653,19 +651,10 @@ def _sampler(sampler: str | None) -> str:
 
 def _check_photo(path) -> Path:
     """Fail fast (before loading a model) on a missing, non-image or unreadable photo."""
-    from PIL import Image
+    from pcae.utils import open_image
 
-    path = Path(path)
-    if path.is_dir():
-        raise PcaeError(f"{path}: is a folder, expected a photo")
-    if not path.exists():
-        raise PcaeError(f"{path} does not exist")
-    try:
-        with Image.open(path) as im:
-            im.load()
-    except Exception as e:  # PIL raises many types for broken files
-        raise PcaeError(f"{path} is not a readable image: {first_line(e, with_type=True)}") from None
-    return path
+    open_image(path)
+    return Path(path)
 
 
 @dataclass

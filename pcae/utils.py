@@ -29,6 +29,47 @@ class PcaeError(Exception):
     """An error the user can fix (bad file, bad option). The CLI prints it as one line, exit 1."""
 
 
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's own limit (Image.MAX_IMAGE_PIXELS); above it an image is refused
+
+
+def open_image(path, mode: str | None = None, what: str = "image"):
+    """An image file, decoded, as a PIL image (converted to `mode` if given). Every way a file can
+    fail is one PcaeError naming it: missing, a folder, not an image or truncated, and more pixels
+    than MAX_IMAGE_PIXELS (a decompression bomb: a small file that decodes to gigabytes; PIL only
+    warns below twice its limit, pcae refuses before decoding). Used by every reader of photos and
+    query images; data folders skip such files instead (pcae.data)."""
+    import warnings
+
+    from PIL import Image
+
+    path = Path(path)
+    if path.is_dir():
+        raise PcaeError(f"{path}: is a folder, expected {'an' if what[0] in 'aeiou' else 'a'} {what}")
+    if not path.exists():
+        raise PcaeError(f"{path} does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                check_image_size(im, path)
+                im.load()
+                return im.convert(mode) if mode else im.copy()
+    except PcaeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise PcaeError(f"{path}: refused, {first_line(e)}") from None
+    except Exception as e:  # PIL raises many types for broken files
+        raise PcaeError(f"{path} is not a readable {what}: {first_line(e, with_type=True)}") from None
+
+
+def check_image_size(im, path) -> None:
+    """PcaeError when an opened (not yet decoded) PIL image has more than MAX_IMAGE_PIXELS pixels."""
+    w, h = im.size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise PcaeError(f"{path}: {w}x{h} pixels ({w * h / 1e6:.0f} megapixels) is more than pcae "
+                        f"decodes ({MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; a decompression bomb?)")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

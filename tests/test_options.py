@@ -135,3 +135,98 @@ def test_a_full_disk_is_one_line_and_the_previous_checkpoint_survives(tmp_path, 
     monkeypatch.setattr(torch, "save", real_save)
     assert load_checkpoint(out / "last.pt")["step"] == 1  # the previous checkpoint, whole
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # no half-written file
+
+
+def bomb_png(path, width: int, height: int):
+    """A valid PNG header claiming width x height 8-bit grey pixels, with almost no data: PIL
+    learns the size from the header alone, decoding it would allocate width*height bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [10_000, 50_000])  # PIL warns only / PIL refuses
+def test_decompression_bombs_are_refused_before_decoding(side, tmp_path, monkeypatch, capsys):
+    from pcae.data import load_dataset
+    from pcae.utils import open_image
+
+    bomb = bomb_png(tmp_path / "bomb.png", side, side)
+    with pytest.raises(PcaeError, match=r"bomb.png: (refused|.*megapixels)"):
+        open_image(bomb)
+    # a photo for portrait: one line before any model is loaded
+    code, _, err = run_pcae(monkeypatch, capsys, "portrait", bomb, "--checkpoint", tmp_path / "x.pt",
+                            "--out", tmp_path / "g.png")
+    assert code == 1 and "Traceback" not in err and err.strip().count("\n") == 0, err
+    assert "bomb.png" in err and ("megapixels" in err or "refused" in err), err
+    # a folder data source skips it, named, and reads the others
+    folder = tmp_path / "images"
+    folder.mkdir()
+    bomb.rename(folder / "bomb.png")
+    from PIL import Image
+    for i in range(2):
+        Image.new("L", (8, 8), 40 * i).save(folder / f"ok{i}.png")
+    ds = load_dataset(f"folder:{folder}", "train", image_size=8)
+    assert any(s["file"] == "bomb.png" for s in ds.info["skipped"]), ds.info["skipped"]
+
+
+TINY = ["--steps", 3, "--batch-size", 4, "--image-size", 8, "--channels", 4, "--n-layers", 0,
+        "--eval-images", 8, "--n-samples", 1, "--judge-images", 0, "--eval-every", 0]
+
+
+def test_a_diverged_run_says_so(tmp_path, monkeypatch, capsys):
+    import json
+
+    from pcae.train import diverged_warnings
+
+    code, out, err = run_pcae(monkeypatch, capsys, "train", "--out", tmp_path / "run", *TINY, "--lr", 1e9)
+    summary = json.loads((tmp_path / "run/summary.json").read_text())
+    bpd = summary["final_test_bpd"]
+    if code == 0:  # finite but worse than guessing: a warning, in summary.json and train.log
+        assert bpd > 8 and "training diverged; lower --lr (it was 1e+09)" in err, (bpd, err)
+        assert summary["warnings"] and "warning: test bits/dim" in (tmp_path / "run/train.log").read_text()
+    else:  # or the loss went non-finite first: the existing one-line error
+        assert "not finite" in err and "Traceback" not in err, err
+    # the rule itself, both ways
+    assert diverged_warnings({"metric": "bpd", "final_test_bpd": 4e27, "config": {"lr": 1e9}}, {})
+    assert not diverged_warnings({"metric": "bpd", "final_test_bpd": 3.2, "config": {"lr": 4e-3}}, {})
+    assert diverged_warnings({"metric": "bpd", "final_test_bpd": 3.2, "config": {"lr": 1}},
+                             {"model": {"levels": 4}})  # 2 bits/dim is uniform over 4 levels
+    code, out, err = run_pcae(monkeypatch, capsys, "train", "--out", tmp_path / "ok", *TINY)
+    assert code == 0 and "diverged" not in err
+    assert json.loads((tmp_path / "ok/summary.json").read_text())["warnings"] == []
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_is_retried_without_force(tmp_path, monkeypatch,
+                                                                                 capsys):
+    from pcae.train import failed_start
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "train.log").write_text("2026-12-02 new run ...\n")
+    (out / "metrics.jsonl").write_text("")
+    import subprocess
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid no process has now: its temp file is stale
+    stale = out / f".last.pt.pid{dead.pid}.x1.tmp"
+    stale.write_bytes(b"half")
+    assert failed_start(out)
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", out, *TINY)
+    assert code == 0, err
+    assert (out / "last.pt").is_file() and not stale.exists()
+    assert "2026-12-02 new run ..." not in (out / "train.log").read_text()
+    # anything else in the folder (a user's file, a checkpoint) still needs --force / --resume
+    assert not failed_start(out)
+    user = tmp_path / "kept"
+    user.mkdir()
+    (user / "train.log").write_text("x")
+    (user / "notes.txt").write_text("mine")
+    assert not failed_start(user)
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", user, *TINY)
+    assert code == 1 and "already exists" in err and (user / "notes.txt").read_text() == "mine"
