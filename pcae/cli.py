@@ -378,6 +378,8 @@ def _run_training(config, spec, resume: bool, force: bool, resume_fields=None):
                f"step {s['best_step']}, {s['test_images']} test images)")
     if s.get("semantics"):
         typer.echo(semantics_line(s["semantics"]))
+    for line in s.get("warnings", ()):
+        typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"wrote {out}/: last.pt, samples.png, summary.json, curve.png, metrics.jsonl")
 
 

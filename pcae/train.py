@@ -754,11 +754,25 @@ def prepare_out(out: Path, resume: bool, force: bool) -> None:
             raise PcaeError(f"{out}: nothing to resume (no last.pt in it)")
         return
     if out.exists() and any(out.iterdir()):
+        if failed_start(out):
+            return  # replaced without --force: there is nothing in it to lose
         if not force:
             raise PcaeError(f"{out}: already exists; pass --resume to continue it or --force to "
                             "replace it")
         if not any((out / name).exists() for name in RUN_FILES):
             raise PcaeError(f"{out}: does not look like a pcae run folder; refusing to replace it")
+
+
+def failed_start(out: Path) -> bool:
+    """A folder that a run which failed before its first checkpoint left behind: nothing in it but
+    pcae's logs (train.log, metrics.jsonl, samples) and pcae's temp files, and no checkpoint or
+    summary. A new run replaces it without --force (nothing there can be resumed or lost)."""
+    if not out.is_dir() or any((out / name).exists() for name in ("last.pt", "best.pt", "summary.json")):
+        return False
+    entries = list(out.iterdir())
+    ours = lambda e: (e.name in RUN_OUTPUTS and e.is_file()) or (e.name.startswith(".") and e.name.endswith(".tmp")) \
+        or (e.name == SAMPLES_DIR and e.is_dir() and all(p.name.startswith("step_") for p in e.iterdir()))
+    return bool(entries) and all(ours(e) for e in entries) and (out / "train.log").is_file()
 
 
 def clear_run(out: Path) -> None:
@@ -805,6 +819,32 @@ class _Interrupt:
 
 class NonFiniteLoss(PcaeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _levels(configs) -> int:
+    """The number of intensity levels a model's configs name (256 when they name none)."""
+    if isinstance(configs, dict):
+        if isinstance(configs.get("levels"), int):
+            return configs["levels"]
+        for value in configs.values():
+            found = _levels(value)
+            if found != 256:
+                return found
+    return 256
+
+
+def diverged_warnings(summary: dict, configs: dict) -> list[str]:
+    """What a finished run's numbers say went wrong: a test bits/dim worse than a uniform guess
+    over the levels (log2 256 = 8), which only a diverged run reaches (e.g. --lr 1e9)."""
+    if summary.get("metric") != "bpd":
+        return []
+    final = summary.get("final_test_bpd")
+    uniform = math.log2(_levels(configs))
+    if final is None or final <= uniform:
+        return []
+    lr = (summary.get("config") or {}).get("lr")
+    return [f"test bits/dim {final:.4g} is worse than a uniform guess over the levels "
+            f"({uniform:.2f}): training diverged; lower --lr (it was {lr:g})"]
 
 
 @dataclass
@@ -891,7 +931,7 @@ class _Run:
 
         # Nothing is written before here, so a run that cannot start leaves no folder behind.
         if dist.main:
-            if self.force and self.out.exists():
+            if self.out.exists() and (self.force or failed_start(self.out)):
                 clear_run(self.out)
             self.out.mkdir(parents=True, exist_ok=True)
             handler = logging.FileHandler(self.out / "train.log")
@@ -1226,6 +1266,9 @@ class _Run:
         semantics = self._judge()
         if semantics is not None:
             summary["semantics"] = semantics
+        summary["warnings"] = diverged_warnings(summary, self.task.configs())
+        for line in summary["warnings"]:
+            self.log.info("warning: %s", line)
         write_json(summary, self.out / "summary.json")
         plot_curve(read_metrics(self.out / "metrics.jsonl"), self.task.metric, self.out / "curve.png")
         self.log.info("finished: %s", json.dumps(summary, default=str))
