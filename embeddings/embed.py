@@ -407,8 +407,11 @@ def describe_folder(folder) -> dict:
                                          for s in store.meta.get("segments", [])]}}
 
 
-def search_folder(folder, query: str, k: int = 10) -> dict:
+def search_folder(folder, query: str, k: int = 10, checkpoint=None) -> dict:
     """k nearest stored items to QUERY ('id:N' or an image file).
+
+    checkpoint: where the encoder checkpoint the latents were made with is now, when it has moved
+        (an image query is embedded with it; its sha256 must be the recorded one).
 
     Returns:
         {"query", "metric", "neighbours": [{"rank", "id", "distance", "label", "class", "file"}]};
@@ -429,7 +432,7 @@ def search_folder(folder, query: str, k: int = 10) -> dict:
             exclude = store.position_of(qid)
             vector = store.rows([exclude])
         else:
-            vector = embed_query_image(store.meta, query)
+            vector = embed_query_image(store.meta, query, checkpoint)
         dist, pos = ix.search(index, vector, min(k + (exclude is not None), index.ntotal), infos["metric"])
         keep = [(d, p) for d, p in zip(dist[0], pos[0]) if p >= 0 and p != exclude][:k]
         positions = [p for _, p in keep]
@@ -444,8 +447,9 @@ def search_folder(folder, query: str, k: int = 10) -> dict:
         return {"query": query, "metric": infos["metric"], "neighbours": neighbours}
 
 
-def embed_query_image(meta: dict, path) -> np.ndarray:
-    """The latent (1, D) of an image file, made by the encoder recorded in the latents' metadata."""
+def embed_query_image(meta: dict, path, checkpoint=None) -> np.ndarray:
+    """The latent (1, D) of an image file, made by the encoder recorded in the latents' metadata
+    (from `checkpoint` when given: the recorded checkpoint, moved)."""
     import torch
 
     from pcae.data import convert_images
@@ -460,12 +464,12 @@ def embed_query_image(meta: dict, path) -> np.ndarray:
         if (meta.get("encoder_config") or {}).get("weights") == "random" and not meta.get("checkpoint"):
             raise PcaeError("these latents were made with random FaceNet weights that were not saved: "
                             "an image query cannot be embedded the same way; use id:N")
-        enc = _recorded_encoder(meta)
+        enc = _recorded_encoder(meta, checkpoint)
         crop, _ = enc.detect_file(path)
         with torch.no_grad():
             return enc(crop[None]).float().numpy()
     image = read_image(path)
-    enc = _recorded_encoder(meta)
+    enc = _recorded_encoder(meta, checkpoint)
     opts = _data_options(enc)
     cfg = enc.config
     x = convert_images(image[None], opts["channels"], opts["image_size"])
@@ -492,16 +496,23 @@ def read_image(path) -> "torch.Tensor":
     return torch.from_numpy(np.ascontiguousarray(a))
 
 
-def _recorded_encoder(meta: dict):
-    """Rebuild the encoder the latents were made with, refusing a checkpoint that has changed."""
+def _recorded_encoder(meta: dict, checkpoint=None):
+    """Rebuild the encoder the latents were made with (from `checkpoint`, where the recorded one
+    is now, when given), refusing a checkpoint other than the one they were made with."""
     from encoders import load_encoder
 
-    ck = meta.get("checkpoint") or None
+    recorded = meta.get("checkpoint") or None
+    if checkpoint is not None and not recorded:
+        raise PcaeError(f"these latents were made by the {meta.get('encoder')} encoder without a "
+                        "checkpoint: --checkpoint is not needed")
+    ck = checkpoint or recorded
     if ck:
         if not Path(ck).is_file():
-            raise PcaeError(f"the latents' encoder checkpoint {ck} is missing; an image query needs it")
+            raise PcaeError(f"the latents' encoder checkpoint {ck} is missing; an image query needs it "
+                            "(pass --checkpoint with where it is now)")
         if file_sha256(ck) != meta.get("checkpoint_sha256"):
-            raise PcaeError(f"{ck} has changed since the latents were made (sha256 differs)")
+            raise PcaeError(f"{ck} is not the checkpoint the latents were made with (sha256 differs"
+                            f"{'' if checkpoint else ': it has changed since'})")
         enc = encoder_from_checkpoint(ck)
     else:
         enc = load_encoder(meta["encoder_config"])

@@ -193,6 +193,9 @@ def search_cmd(
     k: int = typer.Option(10, "-k", "--k", min=1, help="Neighbours to return."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     out: Optional[Path] = typer.Option(None, "--out", help="Draw the query and its neighbours to this PNG."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="The encoder checkpoint the "
+                                              "latents were made with, where it is now (an image "
+                                              "query, when it has moved; its sha256 is checked)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
 ):
     """Print the k stored items nearest to QUERY (ids, distances, labels)."""
@@ -202,7 +205,7 @@ def search_cmd(
 
     if out is not None and out.exists() and not force:
         raise PcaeError(f"{out} already exists; pass --force to replace it")
-    result = search_folder(folder, query, k)
+    result = search_folder(folder, query, k, checkpoint)
     if out is not None:
         draw_neighbours(folder, result, out, None if query.startswith("id:") else query)
     if as_json:
