@@ -247,16 +247,20 @@ def index_describe(folder: Path = typer.Argument(..., help="Latents folder.")):
 
 
 # --- training: `pcae train`, `pcae sample`, `pcae evaluate` (pcae/train.py) --------------------
-def _train_config(ctx: typer.Context | None, resume: bool, force: bool, steps: Optional[int],
-                  epochs: Optional[int], **fields):
+def _train_config(ctx: typer.Context | None, train: dict, **fields):
     """A training command's TrainConfig (bad values: a usage error), and the fields --resume takes
     from the run's stored config (steps/epochs too, unless given again).
 
-    steps, epochs: the options as given (None: not given); the default length is
-        TrainConfig.DEFAULT_STEPS.
-    fields: the other TrainConfig fields.
+    train: the shared training options as given (`training_options`), resume and force included;
+        steps/epochs None: not given (the default length is TrainConfig.DEFAULT_STEPS).
+    fields: the command's other TrainConfig fields (data, out, ...).
     """
     from pcae.train import TrainConfig
+
+    train = dict(train)
+    resume, force = train.pop("resume"), train.pop("force")
+    steps, epochs = train.pop("steps"), train.pop("epochs")
+    fields = {**train, **fields}
 
     if resume and force:
         raise typer.BadParameter("--resume and --force exclude each other", param_hint="--resume")
@@ -418,7 +422,77 @@ _PRECISION_HELP = ("auto (bf16 autocast where this machine runs the model measur
                    "else fp32), fp32 or bf16; the loss and its softmax stay fp32.")
 
 
+# The options every training command shares, declared once: TrainConfig field (or resume/force)
+# -> (type, typer.Option keywords). Defaults come from TrainConfig itself (steps/epochs: None, i.e.
+# "TrainConfig decides"); `training_options` appends them to a command.
+_TRAINING_OPTIONS = {
+    "batch_size": (int, dict(min=1, help="Images per step (per rank).")),
+    "lr": (float, dict(help="AdamW learning rate.")),
+    "lr_schedule": (str, dict(help="constant or cosine (to lr/10).")),
+    "warmup_steps": (int, dict(min=0, help="Linear learning-rate warm-up steps.")),
+    "ema": (float, dict(min=0, help=_EMA_HELP)),
+    "grad_clip": (float, dict(min=0, help="Max gradient norm (0: off).")),
+    "steps": (Optional[int], dict(min=1, help="Optimizer steps (default 800; with --resume, the "
+                                              "stored total).")),
+    "epochs": (Optional[int], dict(min=1, help="Epochs instead of --steps.")),
+    "seed": (int, dict()),
+    "device": (str, dict(callback=_DEVICE, help=_DEVICE_HELP)),
+    "precision": (str, dict(callback=_PRECISION, help=_PRECISION_HELP)),
+    "compile": (bool, dict(help="torch.compile the loss computation.")),
+    "channels_last": (bool, dict(help="channels_last memory format.")),
+    "num_workers": (int, dict(min=0, help="DataLoader workers (data not in memory).")),
+    "log_every": (int, dict(min=1, help="Steps between train metrics.")),
+    "eval_every": (int, dict(min=0, help="Steps between test evaluations (0: end).")),
+    "eval_images": (int, dict(min=0, help="Test images per evaluation (0: all).")),
+    "sample_every": (int, dict(min=0, help="Steps between sample grids (0: end).")),
+    "n_samples": (int, dict(min=0, help="Images per sample grid.")),
+    "judge_images": (int, dict(min=0, help=_JUDGE_HELP)),
+    "checkpoint_every": (int, dict(min=0, help="Steps between checkpoints.")),
+    "checkpoint_seconds": (float, dict(min=0, help="Also checkpoint after this many seconds (0: off).")),
+    "resume": (bool, dict(help="Continue --out from its last.pt.")),
+    "force": (bool, dict(help="Replace an existing --out.")),
+}
+
+
+def training_options(**help_overrides: str):
+    """Decorator: append the shared training options (_TRAINING_OPTIONS) to a typer command, which
+    receives them in its **train. help_overrides: a command's own wording of an option's help."""
+    import dataclasses
+    import functools
+    import inspect
+
+    from pcae.train import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    defaults.update(steps=None, epochs=None, resume=False, force=False)
+
+    def decorate(fn):
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        clash = {p.name for p in own} & set(_TRAINING_OPTIONS)
+        if clash:
+            raise TypeError(f"{fn.__name__} declares shared training options itself: {sorted(clash)}")
+        shared = []
+        for name, (kind, extra) in _TRAINING_OPTIONS.items():
+            extra = {**extra, **({"help": help_overrides[name]} if name in help_overrides else {})}
+            option = typer.Option(defaults[name], "--" + name.replace("_", "-"), **extra)
+            shared.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                            annotation=kind))
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            return fn(**kwargs)
+
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
 @app.command("train")
+@training_options()
 def train_cmd(
     ctx: typer.Context,
     data: str = typer.Option("fashion-mnist", "--data", help=_DATA_SOURCE_HELP),
@@ -433,32 +507,7 @@ def train_cmd(
     image_channels: Optional[int] = typer.Option(None, "--image-channels", help="Convert the data to 1 or 3."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Resize + centre crop."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per step (per rank)."),
-    lr: float = typer.Option(4e-3, "--lr", help="AdamW learning rate."),
-    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant or cosine (to lr/10)."),
-    warmup_steps: int = typer.Option(0, "--warmup-steps", min=0, help="Linear learning-rate warm-up steps."),
-    ema: float = typer.Option(0.999, "--ema", min=0, help=_EMA_HELP),
-    grad_clip: float = typer.Option(0.0, "--grad-clip", min=0, help="Max gradient norm (0: off)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default 800; with "
-                                 "--resume, the stored total)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
-    precision: str = typer.Option("auto", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the loss computation."),
-    channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format."),
-    num_workers: int = typer.Option(2, "--num-workers", min=0, help="DataLoader workers (data not in memory)."),
-    log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train metrics."),
-    eval_every: int = typer.Option(100, "--eval-every", min=0, help="Steps between test evaluations (0: end)."),
-    eval_images: int = typer.Option(1000, "--eval-images", min=0, help="Test images per evaluation (0: all)."),
-    sample_every: int = typer.Option(0, "--sample-every", min=0, help="Steps between sample grids (0: end)."),
-    n_samples: int = typer.Option(16, "--n-samples", min=0, help="Images per sample grid."),
-    judge_images: int = typer.Option(200, "--judge-images", min=0, help=_JUDGE_HELP),
-    checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=0, help="Steps between checkpoints."),
-    checkpoint_seconds: float = typer.Option(600, "--checkpoint-seconds", min=0,
-                                             help="Also checkpoint after this many seconds (0: off)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue --out from its last.pt."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+    **train,
 ):
     """Train a Gated PixelCNN (unconditional, or class-conditional with --condition label).
 
@@ -468,16 +517,10 @@ def train_cmd(
     _check_channels(image_channels)
     from pcae.train import PixelCNNSpec
 
+    resume, force = train["resume"], train["force"]
     config, resume_fields = _train_config(
-        ctx, resume, force, steps, epochs,
-        data=data, out=str(out), data_root=None if data_root is None else str(data_root),
-        image_channels=image_channels, image_size=image_size, batch_size=batch_size, lr=lr,
-        lr_schedule=lr_schedule, warmup_steps=warmup_steps, ema=ema, grad_clip=grad_clip, seed=seed,
-        device=device, precision=precision, compile=compile, channels_last=channels_last,
-        num_workers=num_workers, log_every=log_every, eval_every=eval_every,
-        eval_images=eval_images, sample_every=sample_every, n_samples=n_samples,
-        judge_images=judge_images, checkpoint_every=checkpoint_every,
-        checkpoint_seconds=checkpoint_seconds)
+        ctx, train, data=data, out=str(out), data_root=None if data_root is None else str(data_root),
+        image_channels=image_channels, image_size=image_size)
     if resume:
         _check_resume_model(ctx, out, {name: (value, ("model", name)) for name, value in dict(
             channels=channels, n_layers=n_layers, kernel_size=kernel_size,
@@ -543,6 +586,9 @@ def evaluate_cmd(
 
 # --- portraits: `pcae train-portraits`, `pcae portrait`, `pcae interpolate` (pcae/portrait.py) --
 @app.command("train-portraits")
+@training_options(eval_images="Test faces per evaluation (0: all).",
+                  n_samples="Portraits per grid (4 per test face).",
+                  device=_DEVICE_HELP + " FaceNet embeds there too.")
 def train_portraits_cmd(
     ctx: typer.Context,
     data: Optional[str] = typer.Option(None, "--data", help="Photos: folder:PATH (searched recursively) "
@@ -563,29 +609,7 @@ def train_portraits_cmd(
     kernel_size: int = typer.Option(3, "--kernel-size", min=3, help="Gated layers' kernel (odd)."),
     first_kernel_size: int = typer.Option(7, "--first-kernel-size", min=3, help="First layer's kernel (odd)."),
     head_channels: int = typer.Option(0, "--head-channels", min=0, help="Output head width (0: --channels)."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per step (per rank)."),
-    lr: float = typer.Option(4e-3, "--lr", help="AdamW learning rate."),
-    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant or cosine (to lr/10)."),
-    warmup_steps: int = typer.Option(0, "--warmup-steps", min=0, help="Linear learning-rate warm-up steps."),
-    ema: float = typer.Option(0.999, "--ema", min=0, help=_EMA_HELP),
-    grad_clip: float = typer.Option(0.0, "--grad-clip", min=0, help="Max gradient norm (0: off)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default 800; with "
-                                        "--resume, the stored total)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP + " FaceNet embeds there too."),
-    precision: str = typer.Option("auto", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the loss computation."),
-    log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train metrics."),
-    eval_every: int = typer.Option(100, "--eval-every", min=0, help="Steps between test evaluations (0: end)."),
-    eval_images: int = typer.Option(1000, "--eval-images", min=0, help="Test faces per evaluation (0: all)."),
-    sample_every: int = typer.Option(0, "--sample-every", min=0, help="Steps between sample grids (0: end)."),
-    n_samples: int = typer.Option(16, "--n-samples", min=0, help="Portraits per grid (4 per test face)."),
-    checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=0, help="Steps between checkpoints."),
-    checkpoint_seconds: float = typer.Option(600, "--checkpoint-seconds", min=0,
-                                             help="Also checkpoint after this many seconds (0: off)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue --out from its last.pt."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+    **train,
 ):
     """Train a PixelCNN of faces given their FaceNet embedding (portraits from one photo).
 
@@ -594,13 +618,8 @@ def train_portraits_cmd(
     weights), best.pt, samples.png (rows: a test face, then 4 portraits given its embedding),
     metrics.jsonl, summary.json, curve.png, train.log (skipped photos included).
     """
-    config, resume_fields = _train_config(
-        ctx, resume, force, steps, epochs,
-        data=data or "", out=str(out), batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
-        warmup_steps=warmup_steps, ema=ema, grad_clip=grad_clip, seed=seed, device=device,
-        precision=precision, compile=compile, log_every=log_every, eval_every=eval_every,
-        eval_images=eval_images, sample_every=sample_every, n_samples=n_samples,
-        checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds)
+    resume, force = train["resume"], train["force"]
+    config, resume_fields = _train_config(ctx, train, data=data or "", out=str(out))
     if data is None and not resume:
         raise PcaeError("--data is required (folder:PATH or h5:PATH of photos), unless --resume")
     if resume:
@@ -775,6 +794,7 @@ def interpolate_cmd(
 
 # --- auto-encoders: `pcae train-ae`, `pcae reconstruct` (pcae/autoencoder.py) -----------------
 @app.command("train-ae")
+@training_options(n_samples="Images per grid (4 samples per original).")
 def train_ae_cmd(
     ctx: typer.Context,
     data: str = typer.Option("fashion-mnist", "--data", help=_DATA_SOURCE_HELP),
@@ -811,34 +831,17 @@ def train_ae_cmd(
                                            "stack (p) (default: 24; facenet: 48, divisible by 3)."),
     n_layers: Optional[int] = typer.Option(None, "--n-layers", min=0, help="pixelcnn: gated layers after "
                                            "the first (default: 1; facenet: 5)."),
+    kernel_size: int = typer.Option(3, "--kernel-size", min=3, help="pixelcnn: gated layers' kernel (odd)."),
+    first_kernel_size: int = typer.Option(7, "--first-kernel-size", min=3, help="pixelcnn: first layer's "
+                                          "kernel (odd)."),
+    head_channels: int = typer.Option(0, "--head-channels", min=0, help="pixelcnn: output head width "
+                                      "(0: --channels)."),
     deconv_channels: int = typer.Option(32, "--deconv-channels", min=1, help="deconv: width at full size."),
     image_channels: Optional[int] = typer.Option(None, "--image-channels", help="Convert the data to 1 or 3."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Resize + centre crop "
                                              "(facenet: side of the face images, default 32)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="torchvision data root."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Images per step (per rank)."),
-    lr: float = typer.Option(4e-3, "--lr", help="AdamW learning rate."),
-    lr_schedule: str = typer.Option("constant", "--lr-schedule", help="constant or cosine (to lr/10)."),
-    warmup_steps: int = typer.Option(0, "--warmup-steps", min=0, help="Linear learning-rate warm-up steps."),
-    ema: float = typer.Option(0.999, "--ema", min=0, help=_EMA_HELP),
-    grad_clip: float = typer.Option(0.0, "--grad-clip", min=0, help="Max gradient norm (0: off)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer steps (default 800; with "
-                                        "--resume, the stored total)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs instead of --steps."),
-    seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", callback=_DEVICE, help=_DEVICE_HELP),
-    precision: str = typer.Option("auto", "--precision", callback=_PRECISION, help=_PRECISION_HELP),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the loss computation."),
-    num_workers: int = typer.Option(2, "--num-workers", min=0, help="DataLoader workers (data not in memory)."),
-    log_every: int = typer.Option(10, "--log-every", min=1, help="Steps between train metrics."),
-    eval_every: int = typer.Option(100, "--eval-every", min=0, help="Steps between test evaluations (0: end)."),
-    eval_images: int = typer.Option(1000, "--eval-images", min=0, help="Test images per evaluation (0: all)."),
-    sample_every: int = typer.Option(0, "--sample-every", min=0, help="Steps between grids (0: end)."),
-    n_samples: int = typer.Option(16, "--n-samples", min=0, help="Images per grid (4 samples per original)."),
-    judge_images: int = typer.Option(200, "--judge-images", min=0, help=_JUDGE_HELP),
-    checkpoint_every: int = typer.Option(100, "--checkpoint-every", min=0, help="Steps between checkpoints."),
-    resume: bool = typer.Option(False, "--resume", help="Continue --out from its last.pt."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
+    **train,
 ):
     """Train an auto-encoder: an encoder makes h, a conditional PixelCNN (or deconv net) decodes x.
 
@@ -854,19 +857,13 @@ def train_ae_cmd(
     --encoder-checkpoint, --spatial-cond or --bottleneck.
     """
     _check_channels(image_channels)
+    resume, force = train["resume"], train["force"]
     face_run = encoder == "facenet" or (resume and encoder is None and _resumes_portrait_run(out))
     # a face run's data is the face cache that prepare_portrait_run makes: no size or channel options
     data_options = {} if face_run else dict(
         data_root=None if data_root is None else str(data_root), image_channels=image_channels,
         image_size=image_size)
-    config, resume_fields = _train_config(
-        ctx, resume, force, steps, epochs,
-        data=data, out=str(out), batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
-        warmup_steps=warmup_steps, ema=ema, grad_clip=grad_clip, seed=seed, device=device,
-        precision=precision, compile=compile, num_workers=num_workers, log_every=log_every,
-        eval_every=eval_every, eval_images=eval_images, sample_every=sample_every,
-        n_samples=n_samples, judge_images=judge_images, checkpoint_every=checkpoint_every,
-        **data_options)
+    config, resume_fields = _train_config(ctx, train, data=data, out=str(out), **data_options)
     if face_run:
         _check_face_options(data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,
                             bottleneck, image_channels)
@@ -877,7 +874,8 @@ def train_ae_cmd(
             config, None if resume else data, resume, force, resume_fields,
             image_size=image_size or 32, facenet_weights=facenet_weights or "vggface2",
             facenet_crop_size=facenet_crop_size, cache=cache,
-            channels=48 if channels is None else channels, n_layers=5 if n_layers is None else n_layers)
+            channels=48 if channels is None else channels, n_layers=5 if n_layers is None else n_layers,
+            kernel_size=kernel_size, first_kernel_size=first_kernel_size, head_channels=head_channels)
         return
     from pcae.autoencoder import AutoencoderSpec
 
@@ -887,7 +885,10 @@ def train_ae_cmd(
         pixelcnn_options = {  # options of the decoder the run does not have mean nothing here
             "channels": (channels, dec + ("channels",)), "n_layers": (n_layers, dec + ("n_layers",)),
             "spatial_cond": (spatial_cond, dec + ("spatial_cond",)),
-            "spatial_channels": (spatial_channels, dec + ("spatial_channels",))}
+            "spatial_channels": (spatial_channels, dec + ("spatial_channels",)),
+            "kernel_size": (kernel_size, dec + ("kernel_size",)),
+            "first_kernel_size": (first_kernel_size, dec + ("first_kernel_size",)),
+            "head_channels": (head_channels, dec + ("head_channels",))}
         deconv_options = {"deconv_output": (deconv_output, dec + ("output",)),
                           "deconv_channels": (deconv_channels, dec + ("channels",))}
         _check_resume_model(ctx, out, {
@@ -907,7 +908,8 @@ def train_ae_cmd(
             encoder_norm=encoder_norm, decoder=decoder,
             **{k: v for k, v in dict(channels=channels, n_layers=n_layers,
                                      spatial_cond=spatial_cond).items() if v is not None},
-            spatial_channels=spatial_channels, deconv_output=deconv_output,
+            spatial_channels=spatial_channels, kernel_size=kernel_size,
+            first_kernel_size=first_kernel_size, head_channels=head_channels, deconv_output=deconv_output,
             deconv_channels=deconv_channels, freeze_encoder=freeze_encoder,
             encoder_checkpoint=None if encoder_checkpoint is None else str(encoder_checkpoint),
             facenet_weights=facenet_weights)

@@ -35,8 +35,22 @@ def test_training_options_default_to_train_config(name):
     assert options["steps"] is None and options["epochs"] is None  # None: TrainConfig decides
     assert TrainConfig().steps == TrainConfig.DEFAULT_STEPS and TrainConfig().epochs == 0
     for field in ("judge_images", "num_workers", "checkpoint_seconds", "channels_last"):
-        if field in options:  # not every command has these
-            assert options[field] == TRAIN_FIELDS[field], (name, field)
+        assert options[field] == TRAIN_FIELDS[field], (name, field)
+
+
+def test_every_training_command_has_the_same_shared_options():
+    """Declared once (pcae.cli._TRAINING_OPTIONS): the same names, flags and defaults everywhere."""
+    from pcae.cli import _TRAINING_OPTIONS
+
+    flags = {}
+    for name in ("train", "train-ae", "train-portraits"):
+        params = {p.name: p for p in command(name).params}
+        assert set(_TRAINING_OPTIONS) <= set(params), (name, set(_TRAINING_OPTIONS) - set(params))
+        flags[name] = {k: (tuple(params[k].opts), params[k].default) for k in _TRAINING_OPTIONS}
+    assert flags["train"] == flags["train-ae"] == flags["train-portraits"]
+    for field, (_, default) in flags["train"].items():
+        if field in TRAIN_FIELDS and field not in ("steps", "epochs"):
+            assert default == TRAIN_FIELDS[field], field
 
 
 def test_train_ae_model_options_default_to_the_spec():
@@ -45,7 +59,7 @@ def test_train_ae_model_options_default_to_the_spec():
     assert options["channels"] is None and options["n_layers"] is None
     assert options["spatial_cond"] is None and spec.spatial_cond
     for field in ("encoder_channels", "encoder_norm", "decoder", "deconv_output", "deconv_channels",
-                  "spatial_channels"):
+                  "spatial_channels", "kernel_size", "first_kernel_size", "head_channels"):
         assert options[field] == getattr(spec, field), field
 
 
