@@ -303,6 +303,9 @@ def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: in
     fingerprint = weights_fingerprint(encoder)
     detection = _detection_config(encoder)
     old = _cache_attrs(cache)
+    if old is not None and old.get("origin") not in (None, origin):
+        raise PcaeError(f"{cache}: holds the faces of {old['origin']}, not of {origin}; give this "
+                        "source its own --cache (the default is one cache per source)")
     same_photos = old is not None and old.get("listing") == listing and old.get("detection") == detection
     same_weights = same_photos and old.get("weights_fingerprint") == fingerprint
     if same_weights and old.get("image_size") == image_size and old.get("facenet") == json.dumps(encoder.config):

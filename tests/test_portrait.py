@@ -166,15 +166,30 @@ def test_face_cache_is_redone_when_the_photos_change(run, facenet, tmp_path):
     photos, _, cache, _ = run
     with h5py.File(cache, "r") as f:
         listing = f.attrs["listing"]
+    # the same folder with a photo fewer: the cache is redone from its photos
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in photos.iterdir():
+        (folder / p.name).write_bytes(p.read_bytes())
+    first = tmp_path / "first.h5"
+    prepare_faces(f"folder:{folder}", first, facenet, S)
+    with h5py.File(first, "r") as f:
+        listing = f.attrs["listing"]
+    (folder / "camera_crop.jpg").unlink()
+    info = prepare_faces(f"folder:{folder}", first, facenet, S)
+    assert info["reused"] == "none" and info["photos"] == len(list(photos.iterdir())) - 1
+    with pytest.raises(PcaeError, match="rebuilt from other photos"):  # a run on the old cache stops
+        load_embeddings(first, listing=listing)
+    # another folder never touches a cache built from this one (issue 17: it was rebuilt)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "camera.jpg").write_bytes((photos / "camera.jpg").read_bytes())
     copy = tmp_path / "faces.h5"
     copy.write_bytes(cache.read_bytes())
-    folder = tmp_path / "fewer"
-    folder.mkdir()
-    (folder / "camera.jpg").write_bytes((photos / "camera.jpg").read_bytes())
-    info = prepare_faces(f"folder:{folder}", copy, facenet, S)
-    assert info["reused"] == "none" and info["faces"] == 1 and info["photos"] == 1
-    with pytest.raises(PcaeError, match="rebuilt from other photos"):  # a run on the old cache stops
-        load_embeddings(copy, listing=listing)
+    with pytest.raises(PcaeError, match=r"faces.h5: holds the faces of .*photos, not of .*other; give "
+                                        r"this source its own --cache"):
+        prepare_faces(f"folder:{other}", copy, facenet, S)
+    assert copy.read_bytes() == cache.read_bytes()
 
 
 def test_faces_from_an_hdf5_images_file(facenet, tmp_path):
