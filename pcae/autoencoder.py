@@ -462,8 +462,8 @@ class AutoencoderSpec:
         if name == "facenet":
             return build_encoder("facenet", weights=self.facenet_weights or "vggface2")
         if name == "dlib":
-            raise PcaeError("--encoder dlib embeds faces (pcae embed) and judges portraits; "
-                            "portrait training conditions on FaceNet (--encoder facenet)")
+            raise PcaeError("a dlib-conditioned PixelCNN is a portrait model: train it with "
+                            "`pcae train-portraits --encoder dlib` (pcae.portrait.train_portraits)")
         raise ValueError(f"encoder must be one of the registered names, got {name!r}")
 
     def build(self, dataset) -> AutoencoderTask:

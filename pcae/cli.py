@@ -596,11 +596,15 @@ def train_portraits_cmd(
     out: Path = typer.Option(Path("runs/portraits"), "--out", help="Run folder (refused if it exists, "
                              "unless --resume or --force)."),
     image_size: int = typer.Option(32, "--image-size", min=1, help="Side of the face images the PixelCNN models."),
-    facenet_weights: str = typer.Option("vggface2", "--facenet-weights", help="vggface2 (from "
+    encoder: str = typer.Option("facenet", "--encoder", help="The face encoder to condition on: facenet "
+                                "(the paper's) or dlib (pretrained, installs offline with pcae[faces]; "
+                                "no --facenet-* options)."),
+    facenet_weights: Optional[str] = typer.Option(None, "--facenet-weights", help="vggface2 [default] (from "
                                         "$TORCH_HOME/checkpoints), casia-webface, a state-dict FILE, or "
                                         "random (untrained: for dry runs only)."),
-    facenet_crop_size: int = typer.Option(160, "--facenet-crop-size", min=75, help="MTCNN crop and FaceNet "
-                                          "input side (FaceNet's is 160; 75..159 is faster, less exact)."),
+    facenet_crop_size: Optional[int] = typer.Option(None, "--facenet-crop-size", min=75, help="MTCNN crop "
+                                                    "and FaceNet input side (FaceNet's is 160 [default]; "
+                                                    "75..159 is faster, less exact)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Face cache HDF5 (default: one per source "
                                          "under $PCAE_CACHE_DIR or ~/.cache/pcae/faces)."),
     max_photos: Optional[int] = typer.Option(None, "--max-photos", min=1, help="Use only the first N photos."),
@@ -628,8 +632,8 @@ def train_portraits_cmd(
             first_kernel_size=first_kernel_size, head_channels=head_channels).items()})
     _run_portrait_training(
         config, data, resume, force, resume_fields,
-        image_size=image_size, facenet_weights=facenet_weights, facenet_crop_size=facenet_crop_size,
-        cache=cache, max_photos=max_photos, channels=channels, n_layers=n_layers,
+        image_size=image_size, encoder=encoder, facenet_weights=facenet_weights,
+        facenet_crop_size=facenet_crop_size, cache=cache, max_photos=max_photos, channels=channels, n_layers=n_layers,
         kernel_size=kernel_size, first_kernel_size=first_kernel_size, head_channels=head_channels)
 
 
@@ -662,7 +666,7 @@ def _run_portrait_training(config, data: Optional[str], resume: bool, force: boo
         if len(faces["skipped"]) > 10:
             typer.echo(f"  ... {len(faces['skipped']) - 10} more (all listed in {config.out}/train.log)")
         typer.echo(("warning: " if faces["random_weights"] else "")
-                   + facenet_note(faces["random_weights"], faces["facenet"]["weights"]))
+                   + facenet_note(faces["random_weights"], faces["facenet"].get("weights") or faces["facenet"]["name"]))
     _run_training(config, spec, resume, force, resume_fields)
 
 
@@ -734,13 +738,18 @@ def portrait_cmd(
                    **r.scores(), "note": note})
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
     S = r.samples.shape[-1]
-    typer.echo(f"face in {photo} (probability {r.probability:.3f}): {n} portraits of {S}x{S} "
-               f"in {time.perf_counter() - start:.1f} s ({r.sampler} sampler, seed {seed})")
+    net = "dlib" if r.facenet_weights == "dlib" else "FaceNet"
+    typer.echo(f"face in {photo} ({'HOG score' if net == 'dlib' else 'probability'} {r.probability:.3f}): "
+               f"{n} portraits of {S}x{S} in {time.perf_counter() - start:.1f} s ({r.sampler} "
+               f"sampler, seed {seed})")
     typer.echo(f"identity similarity {r.identity_similarity:.3f}  (self-judged: mean cosine "
-               f"FaceNet(sample) vs FaceNet(source), the network the model is conditioned on; the "
+               f"{net}(sample) vs {net}(source), the network the model is conditioned on; the "
                f"source crop at {S}x{S} scores {r.source_similarity:.3f})")
     j = r.identity_judge
-    if j is None:
+    if j is None and net == "dlib":
+        typer.echo("independent identity judge: none (the model is conditioned on dlib; FaceNet, the "
+                   "other judge, needs pretrained weights)")
+    elif j is None:
         typer.echo("independent identity judge: not installed (pip install 'pcae[faces]' for dlib)")
     else:
         typer.echo(f"identity by an independent judge (dlib): mean distance {j['distance']:.3f} to the "
@@ -820,7 +829,7 @@ def train_ae_cmd(
     facenet_weights: Optional[str] = typer.Option(None, "--facenet-weights", help="facenet: vggface2 "
                                                   "(default, from $TORCH_HOME/checkpoints), casia-webface, "
                                                   "FILE, or random (untrained: for dry runs only)."),
-    facenet_crop_size: int = typer.Option(160, "--facenet-crop-size", min=75, help="facenet: MTCNN crop "
+    facenet_crop_size: Optional[int] = typer.Option(None, "--facenet-crop-size", min=75, help="facenet: MTCNN crop "
                                           "and FaceNet input side (FaceNet's is 160)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="facenet: face cache HDF5 (default: one "
                                          "per source under $PCAE_CACHE_DIR or ~/.cache/pcae/faces)."),
@@ -858,21 +867,21 @@ def train_ae_cmd(
     """
     _check_channels(image_channels)
     resume, force = train["resume"], train["force"]
-    face_run = encoder == "facenet" or (resume and encoder is None and _resumes_portrait_run(out))
+    face_run = encoder in ("facenet", "dlib") or (resume and encoder is None and _resumes_portrait_run(out))
     # a face run's data is the face cache that prepare_portrait_run makes: no size or channel options
     data_options = {} if face_run else dict(
         data_root=None if data_root is None else str(data_root), image_channels=image_channels,
         image_size=image_size)
     config, resume_fields = _train_config(ctx, train, data=data, out=str(out), **data_options)
     if face_run:
-        _check_face_options(data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,
+        _check_face_options(encoder, data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,
                             bottleneck, image_channels)
         if resume:
             _check_resume_model(ctx, out, {"channels": (channels, ("model", "channels")),
                                       "n_layers": (n_layers, ("model", "n_layers"))})
         _run_portrait_training(
             config, None if resume else data, resume, force, resume_fields,
-            image_size=image_size or 32, facenet_weights=facenet_weights or "vggface2",
+            image_size=image_size or 32, encoder=encoder or "facenet", facenet_weights=facenet_weights,
             facenet_crop_size=facenet_crop_size, cache=cache,
             channels=48 if channels is None else channels, n_layers=5 if n_layers is None else n_layers,
             kernel_size=kernel_size, first_kernel_size=first_kernel_size, head_channels=head_channels)
@@ -925,23 +934,26 @@ def _resumes_portrait_run(out: Path) -> bool:
     return (out / "last.pt").is_file() and load_checkpoint(out / "last.pt")["kind"] == "portrait"
 
 
-def _check_face_options(data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,
+def _check_face_options(encoder, data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,
                         bottleneck, image_channels):
     """train-ae's options that mean nothing for the face-conditioned PixelCNN: one line each."""
+    name = {"facenet": "FaceNet", "dlib": "dlib"}.get(encoder or "facenet", encoder)
+    dim = {"facenet": 512, "dlib": 128}.get(encoder or "facenet")
     refused = [(decoder != "pixelcnn", f"--decoder {decoder}", "it trains the face-conditioned PixelCNN"),
-               (freeze_encoder, "--freeze-encoder", "FaceNet is always frozen"),
-               (encoder_checkpoint is not None, "--encoder-checkpoint", "FaceNet's weights come from "
-                "--facenet-weights"),
+               (freeze_encoder, "--freeze-encoder", f"{name} is always frozen"),
+               (encoder_checkpoint is not None, "--encoder-checkpoint", f"{name}'s weights come from "
+                + ("--facenet-weights" if name == "FaceNet" else "face-recognition-models")),
                (spatial_cond, "--spatial-cond", "the PixelCNN is conditioned on the embedding globally"),
-               (bottleneck is not None, "--bottleneck", "h is FaceNet's 512-d embedding"),
+               (bottleneck is not None, "--bottleneck", f"h is {name}'s {dim}-d embedding"),
                (image_channels not in (None, 3), f"--image-channels {image_channels}", "faces are RGB")]
     for bad, option, why in refused:
         if bad:
-            raise PcaeError(f"{option} does not go with --encoder facenet ({why})")
+            raise PcaeError(f"{option} does not go with --encoder {encoder or 'facenet'} ({why})")
     kind = data.partition(":")[0]
     if not resume and (kind not in ("folder", "h5") or not data.partition(":")[2]):
         hint = f"; did you mean folder:{data}?" if Path(data).is_dir() else ""
-        raise PcaeError(f"--encoder facenet needs photos as folder:PATH or h5:PATH (MTCNN finds the "
+        detector = "MTCNN" if name == "FaceNet" else "dlib's detector"
+        raise PcaeError(f"--encoder {encoder} needs photos as folder:PATH or h5:PATH ({detector} finds the "
                         f"faces), got --data {data!r}{hint}")
 
 

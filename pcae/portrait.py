@@ -91,6 +91,26 @@ Progress = Callable[[int, int], None]  # (photos done, photos in all)
 # FaceNet
 
 
+FACE_ENCODERS = {"facenet": 512, "dlib": 128}  # the face encoders a portrait model can be conditioned on: dim
+
+
+def build_face_encoder(name: str = "facenet", weights: str = "vggface2", crop_size: int = 160):
+    """The frozen face encoder a portrait model is conditioned on: FaceNet (the paper's; `weights`,
+    `crop_size` as for build_facenet) or dlib's pretrained ResNet (pcae[faces]; no options)."""
+    if name == "facenet":
+        return build_facenet(weights, crop_size)
+    if name == "dlib":
+        from encoders import build_encoder
+
+        return build_encoder("dlib")
+    raise PcaeError(f"portraits are conditioned on a face encoder: {', '.join(FACE_ENCODERS)}; got {name!r}")
+
+
+def encoder_weights(encoder) -> str:
+    """What an encoder's embeddings come from, for notes: FaceNet's weights, or dlib's model."""
+    return getattr(encoder, "weights", None) or encoder.config["name"]
+
+
 def build_facenet(weights: str = "vggface2", crop_size: int = 160):
     """The frozen FaceNet encoder ("random" weights come from a fixed seed: reproducible caches).
 
@@ -104,6 +124,8 @@ def build_facenet(weights: str = "vggface2", crop_size: int = 160):
 def weights_fingerprint(module: nn.Module) -> str:
     """sha1 of a module's state dict (names and bytes): which weights made an embedding."""
     digest = hashlib.sha1()
+    if not module.state_dict():  # no torch weights (dlib): its config names the model and its sha1
+        digest.update(json.dumps(module.config, sort_keys=True).encode())
     for name, value in module.state_dict().items():
         digest.update(name.encode())
         digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -189,11 +211,13 @@ def _list_h5_photos(path: Path, max_photos: int | None):
     return photos, str(path), listing
 
 
-def default_cache_path(source: str) -> Path:
-    """Where a source's face cache goes without --cache: $PCAE_CACHE_DIR, else ~/.cache/pcae."""
+def default_cache_path(source: str, encoder: str = "facenet") -> Path:
+    """Where a source's face cache goes without --cache: $PCAE_CACHE_DIR, else ~/.cache/pcae; one
+    per source and face encoder (FaceNet's keeps the name it always had)."""
     path = Path(source.partition(":")[2] or source).expanduser().resolve()
     key = hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    return cache_root() / "faces" / f"{path.name or 'photos'}-{key}.h5"
+    suffix = "" if encoder == "facenet" else f"-{encoder}"
+    return cache_root() / "faces" / f"{path.name or 'photos'}-{key}{suffix}.h5"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,7 +258,7 @@ class _CacheWriter:
         if all(p[4] is not None for p in self.pending):
             emb = torch.stack([p[4] for p in self.pending])
         else:
-            device = next(self.encoder.parameters()).device
+            device = next(self.encoder.parameters(), torch.empty(0)).device
             emb = self.encoder(crops.to(device)).cpu()  # (b, D)
         k, n = len(crops), self.n
         columns = {
@@ -272,6 +296,10 @@ def _cache_attrs(path: Path) -> dict | None:
 
 
 def _detection_config(encoder) -> str:
+    if encoder.config["name"] == "dlib":
+        return json.dumps({"detector": "dlib HOG", "upsample": encoder.upsample,
+                           "padding": encoder.padding, "crop_size": encoder.image_size,
+                           "face": "largest"}, sort_keys=True)
     return json.dumps({"crop_size": encoder.image_size, "margin": encoder.margin,
                        "min_face_size": encoder.min_face_size, "face": "largest"}, sort_keys=True)
 
@@ -344,7 +372,7 @@ def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: in
             a["image_size"] = image_size
             a["facenet"] = json.dumps(encoder.config)
             a["preprocessing"] = json.dumps(encoder.preprocessing)
-            a["random_weights"] = encoder.weights == "random"
+            a["random_weights"] = getattr(encoder, "weights", None) == "random"
             a["weights_fingerprint"] = fingerprint
             a["skipped"] = json.dumps(skipped)
     return _cache_info(cache, "detections" if same_photos else "none")
@@ -366,7 +394,7 @@ def _detect_all(photos: list[_Photo], encoder, writer: _CacheWriter, progress) -
             if crop is not None:
                 writer.add(crop, prob, photo.name, photo.test)
             elif prob is not None:
-                skipped.append({"file": photo.name, "reason": f"no face (best probability {prob:.3f})"})
+                skipped.append({"file": photo.name, "reason": f"no face ({encoder.miss_note(prob)})"})
         if progress is not None:
             progress(k + 1, len(photos))
     return skipped
@@ -429,7 +457,7 @@ class PortraitTask(Task):
         from pcae.pixelcnn import GatedPixelCNN
 
         if config.cond_dim != facenet.dim:
-            raise ValueError(f"config.cond_dim must equal the FaceNet dim {facenet.dim}, "
+            raise ValueError(f"config.cond_dim must equal the face encoder's dim {facenet.dim}, "
                              f"got {config.cond_dim}")
         self.config, self.facenet, self.faces = config, facenet, dict(faces)
         self.model = GatedPixelCNN(config)
@@ -544,17 +572,20 @@ class PortraitSpec:
 
 
 def prepare_portrait_run(config: TrainConfig, source: str | None, *, image_size: int = 32,
-                         facenet_weights: str = "vggface2", facenet_crop_size: int = 160, cache: str | os.PathLike | None = None,
+                         facenet_weights: str | None = None, facenet_crop_size: int | None = None,
+                         cache: str | os.PathLike | None = None,
                          max_photos: int | None = None, resume: bool = False, force: bool = False,
-                         progress: Progress | None = None, **model_options):
+                         progress: Progress | None = None, encoder: str = "facenet", **model_options):
     """Everything `pcae.train.train` needs for a portrait run: faces prepared, config pointed at them.
 
     Args:
         config: the TrainConfig; its data is replaced by "h5:CACHE".
         source: the photos ("folder:PATH" or "h5:PATH"); unused with resume (the run's cache is used).
         image_size, max_photos, progress: as for `prepare_faces`.
-        facenet_weights: "vggface2", "casia-webface", a file, or "random".
-        facenet_crop_size: MTCNN crop / FaceNet input side (160 is FaceNet's).
+        facenet_weights: "vggface2" (None: that), "casia-webface", a file, or "random".
+        facenet_crop_size: MTCNN crop / FaceNet input side (None: 160, FaceNet's).
+        encoder: the face encoder to condition on, "facenet" (the paper's) or "dlib" (pretrained,
+            offline; the facenet options do not apply to it).
         cache: the face cache (default: `default_cache_path(source)`).
         resume, force: as for `train`; checked before any detection runs.
         model_options: PortraitSpec fields (channels, n_layers, kernel_size, ...).
@@ -569,9 +600,14 @@ def prepare_portrait_run(config: TrainConfig, source: str | None, *, image_size:
         return config, spec, None
     if source is None:
         raise ValueError("source is required unless resuming")
-    spec.config((3, image_size, image_size), 512)  # bad model options fail before detection
-    cache = Path(cache).expanduser() if cache is not None else default_cache_path(source)
-    encoder = build_facenet(facenet_weights, facenet_crop_size)
+    if encoder not in FACE_ENCODERS:
+        raise PcaeError(f"portraits are conditioned on a face encoder: {', '.join(FACE_ENCODERS)}; "
+                        f"got {encoder!r}")
+    if encoder != "facenet" and (facenet_weights is not None or facenet_crop_size is not None):
+        raise PcaeError(f"--facenet-weights and --facenet-crop-size go with --encoder facenet, not {encoder}")
+    spec.config((3, image_size, image_size), FACE_ENCODERS[encoder])  # bad options fail before detection
+    cache = Path(cache).expanduser() if cache is not None else default_cache_path(source, encoder)
+    encoder = build_face_encoder(encoder, facenet_weights or "vggface2", facenet_crop_size or 160)
     device = resolve_device(config.device)
     encoder.to(device)
     faces = prepare_faces(source, cache, encoder, image_size, max_photos=max_photos, progress=progress)
@@ -608,7 +644,11 @@ class PortraitModel(nn.Module):
 
     @property
     def random_weights(self) -> bool:
-        return self.facenet.weights == "random"
+        return getattr(self.facenet, "weights", None) == "random"
+
+    @property
+    def encoder_name(self) -> str:
+        return self.facenet.config["name"]
 
     def embed(self, crops: torch.Tensor) -> torch.Tensor:
         """uint8 crops (B, 3, H, W) of any size -> (B, D) unit vectors on the decoder's device."""
@@ -763,14 +803,20 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
     samples = sample(model.decoder, n, model.image_shape, h.expand(n, -1), temperature, generator,
                      method=method, progress=progress).to(torch.uint8).cpu()
     e = model.embed(samples)  # (n, D)
-    similarities = (e @ h[0]).cpu()
-    source_similarity = float(model.embed(source)[0] @ h[0])
+    unit = lambda v: F.normalize(v, dim=-1)  # FaceNet's are unit vectors already, dlib's nearly
+    similarities = (unit(e) @ unit(h[0])).cpu()
+    source_similarity = float(unit(model.embed(source)[0]) @ unit(h[0]))
     from eval.faces import identity_judge, judge_identity, pose_and_light, spread
 
-    judge = identity_judge()
+    # the independent judge is dlib for a FaceNet-conditioned model; a dlib-conditioned one has
+    # none here (FaceNet's pretrained weights are not to be had offline), but dlib still measures pose
+    judge = identity_judge() if model.encoder_name == "facenet" else None
+    measurer = judge if model.encoder_name == "facenet" else model.facenet
     verdict = pose = reference = None
     if judge is not None:
         verdict = judge_identity(judge, crop, source, samples)
+    if measurer is not None:
+        judge = measurer
         pose = spread(pose_and_light(judge, samples))
         if references:
             faces = torch.cat([model.shrink(model.facenet.detect_file(_check_photo(r))[0])
@@ -781,7 +827,7 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
         identity_similarity=float(similarities.mean()), similarities=similarities.tolist(),
         source_similarity=source_similarity, diversity=_mean_pairwise(e.cpu()),
         pixel_diversity=_mean_pairwise(samples.flatten(1).float(), rms=True),
-        random_weights=model.random_weights, facenet_weights=model.facenet.weights,
+        random_weights=model.random_weights, facenet_weights=encoder_weights(model.facenet),
         sampler=method, seed=seed, temperature=temperature, identity_judge=verdict,
         pose_light=pose, reference_pose_light=reference)
 
@@ -830,7 +876,9 @@ def interpolate(checkpoint: str | os.PathLike | PortraitModel, a: str | os.PathL
     ts = torch.linspace(0, 1, steps).tolist()
     columns = []
     for t in ts:
-        h = F.normalize((1 - t) * e_a + t * e_b, dim=0)
+        h = (1 - t) * e_a + t * e_b
+        if model.encoder_name == "facenet":  # FaceNet's embeddings live on the unit sphere
+            h = F.normalize(h, dim=0)
         generator = torch.Generator(target).manual_seed(seed)
         x = sample(model.decoder, rows, model.image_shape, h.expand(rows, -1), temperature,
                    generator, method=method)
@@ -839,7 +887,7 @@ def interpolate(checkpoint: str | os.PathLike | PortraitModel, a: str | os.PathL
     grid = torch.stack([ends[0], *columns, ends[1]], dim=1).flatten(0, 1)  # row-major
     from eval.faces import aligned_chips, identity_judge
 
-    judge, judged = identity_judge(), None
+    judge, judged = identity_judge() if model.encoder_name == "facenet" else None, None
     if judge is not None:  # does the morph move from a's identity to b's, by a network not used?
         ref_a, ref_b = judge(aligned_chips(judge, torch.stack(crops))[0])
         chips, _ = aligned_chips(judge, torch.cat([c[:1] for c in columns]))
@@ -847,8 +895,8 @@ def interpolate(checkpoint: str | os.PathLike | PortraitModel, a: str | os.PathL
         judged = [{"t": t, "to_a": float((v - ref_a).norm()), "to_b": float((v - ref_b).norm())}
                   for t, v in zip(ts, e)]
     return Interpolation(images=grid, nrow=steps + 2, weights=ts, cosine=float(e_a @ e_b),
-                         random_weights=model.random_weights, facenet_weights=model.facenet.weights,
-                         judged=judged)
+                         random_weights=model.random_weights,
+                         facenet_weights=encoder_weights(model.facenet), judged=judged)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -873,6 +921,8 @@ def save_png_grid(images: torch.Tensor, nrow: int, path: str | os.PathLike, text
 
 
 def facenet_note(random_weights: bool, weights: str) -> str:
+    if weights == "dlib":
+        return "face encoder: dlib's pretrained ResNet (face-recognition-models)"
     return RANDOM_WARNING if random_weights else f"FaceNet weights: {weights}"
 
 

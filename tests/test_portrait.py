@@ -366,3 +366,59 @@ def test_interpolate_cli(run, tmp_path, monkeypatch, capsys):
                             DATA / "coffee.jpg", "--checkpoint", out / "last.pt",
                             "--out", tmp_path / "x.png", "--steps", 1)
     assert code == 1 and "--steps must be >= 2, got 1" in err
+
+
+# ----------------------------------------------------------------------------- dlib-conditioned portraits
+
+def test_portraits_conditioned_on_dlib(tmp_path, monkeypatch, capsys):
+    """train-portraits --encoder dlib (pretrained, offline): dlib's detector and 128-d descriptors
+    make the face cache, the checkpoint records dlib's model, portrait and interpolate draw from it."""
+    import importlib.util
+
+    pytest.importorskip("dlib")
+    if importlib.util.find_spec("face_recognition_models") is None:
+        pytest.skip("face-recognition-models is not installed")
+    from PIL import ImageEnhance
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    a = Image.open(DATA / "astronaut.jpg").convert("RGB")
+    for name, image in {"a": a, "a_flip": ImageOps.mirror(a), "a_dark": ImageEnhance.Brightness(a).enhance(0.6),
+                        "a_tilt": a.rotate(8), "a_big": a.resize((288, 288))}.items():
+        image.save(photos / f"{name}.jpg")
+    (photos / "coffee.jpg").write_bytes((DATA / "coffee.jpg").read_bytes())  # no face: skipped
+    out, cache = tmp_path / "run", tmp_path / "faces.h5"
+    common = ["train-portraits", "--data", f"folder:{photos}", "--cache", cache, "--image-size", S,
+              "--steps", 2, "--batch-size", 2, "--channels", 6, "--n-layers", 1, "--first-kernel-size", 3,
+              "--n-samples", 0, "--eval-every", 0, "--checkpoint-every", 0, "--judge-images", 0]
+    code, _, err = run_pcae(monkeypatch, capsys, *common, "--encoder", "dlib", "--facenet-weights", "random",
+                            "--out", tmp_path / "bad")
+    assert code == 1 and "--facenet-weights and --facenet-crop-size go with --encoder facenet, not dlib" in err
+    code, text, err = run_pcae(monkeypatch, capsys, *common, "--encoder", "dlib", "--out", out)
+    assert code == 0, err
+    assert "faces: 5 of 6 photos" in text and "skipped coffee.jpg" in text
+    assert "face encoder: dlib's pretrained ResNet" in text and "random" not in text
+    with h5py.File(cache, "r") as f:
+        assert f["embeddings"].shape == (5, 128) and f["crops"].shape[1:] == (3, 150, 150)
+        assert json.loads(f.attrs["facenet"])["name"] == "dlib" and not f.attrs["random_weights"]
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["kind"] == "portrait" and ck["configs"]["facenet"]["name"] == "dlib"
+    assert ck["configs"]["model"]["cond_dim"] == 128
+
+    code, text, err = run_pcae(monkeypatch, capsys, "portrait", DATA / "astronaut.jpg", "--n", 3,
+                               "--checkpoint", out / "last.pt", "--out", tmp_path / "g.png")
+    assert code == 0, err
+    assert "3 portraits of 8x8" in text and "pose and lighting, portraits (3)" in text
+    similarity = float(re.search(r"identity similarity (-?[\d.]+)", text).group(1))
+    assert -1 <= similarity <= 1
+    code, text, err = run_pcae(monkeypatch, capsys, "interpolate", DATA / "astronaut.jpg",
+                               photos / "a_flip.jpg", "--steps", 3, "--checkpoint", out / "last.pt",
+                               "--out", tmp_path / "m.png")
+    assert code == 0, err
+    # train-ae --encoder dlib is the same pipeline
+    code, text, err = run_pcae(monkeypatch, capsys, "train-ae", "--encoder", "dlib", "--data",
+                               f"folder:{photos}", "--cache", cache, "--image-size", S, "--steps", 1,
+                               "--batch-size", 2, "--channels", 6, "--n-layers", 1, "--n-samples", 0,
+                               "--eval-every", 0, "--judge-images", 0, "--out", tmp_path / "ae")
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "ae/last.pt")["configs"]["facenet"]["name"] == "dlib"
