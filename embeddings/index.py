@@ -73,6 +73,13 @@ def create_index(d: int, index_string: str, metric: str = "l2") -> faiss.Index:
     """An empty index from `faiss.index_factory` (ValueError for a string FAISS does not accept)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
+    # sizes FAISS accepts in the string but then aborts the process on, or loops forever on
+    import re
+
+    for kind, value, least in [(m.group(1), int(m.group(2)), 2) for m in re.finditer(r"(HNSW|NSG)(\d+)", index_string)] \
+            + [("IVF", int(m.group(1)), 1) for m in re.finditer(r"IVF(\d+)", index_string)]:
+        if value < least:
+            raise ValueError(f"index string {index_string!r}: {kind}{value} needs {kind}{least} or more")
     try:
         return faiss.index_factory(int(d), index_string, METRICS[metric])
     except RuntimeError as e:

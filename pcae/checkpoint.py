@@ -147,7 +147,8 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
         if key not in checkpoint:
             raise PcaeError(f"{path}: checkpoint is missing its {key!r} entry")
     if kind is not None and checkpoint["kind"] != kind:
-        raise PcaeError(f"{path}: is a {checkpoint['kind']!r} checkpoint, expected {kind!r}")
+        article = "an" if str(checkpoint["kind"])[:1] in "aeiou" else "a"
+        raise PcaeError(f"{path}: is {article} {checkpoint['kind']!r} checkpoint, expected {kind!r}")
     return checkpoint
 
 

@@ -4,6 +4,7 @@ vectors made here; CLI tests embed a few dozen images of a folder made in the te
 from __future__ import annotations
 
 import json
+import re
 
 import faiss
 import numpy as np
@@ -572,3 +573,15 @@ def test_face_search_by_photo_finds_the_same_person_and_names_the_files(face_fol
     table = run("search", out, query, "-k", 3)
     assert table.exit_code == 0 and "file" in table.output.splitlines()[0]
     assert found[0]["file"] in table.output
+
+
+@pytest.mark.parametrize("bad", ["HNSW0", "HNSW1,Flat", "NSG0", "IVF0,Flat", "IVF4_HNSW0,Flat"])
+def test_index_sizes_faiss_would_abort_on_are_refused(bad):
+    """FAISS accepts these strings, then aborts the process (HNSW0) or loops forever (NSG0) when
+    vectors are added: pcae refuses them first, naming the part."""
+    from embeddings.index import create_index
+
+    with pytest.raises(ValueError, match=rf"index string {re.escape(repr(bad))}: (HNSW|NSG|IVF)\d+ needs"):
+        create_index(8, bad)
+    for good in ("HNSW2", "IVF4,Flat", "Flat"):
+        assert create_index(8, good).d == 8
