@@ -132,13 +132,32 @@ class _LayerCache:
         self.w_left = wh[:, :, 0, :-1].permute(2, 1, 0).reshape(self.pad * cin, pre).contiguous()
         w_out = layer.out.masked_weight()[:, :, 0, 0]  # (p, p) first layer, else (2p, p): [res | skip]
         self.w_out, self.b_out = w_out.t().contiguous(), layer.out.bias
+        p = w_out.shape[1]
+        if not self.first:  # the residual and skip halves apart: the skip is accumulated in place
+            self.w_res, self.b_res = self.w_out[:, :p].contiguous(), self.b_out[:p]
+            self.w_skip, self.b_skip = self.w_out[:, p:].contiguous(), self.b_out[p:]
         kw = dict(device=wh.device, dtype=wh.dtype)
+        # per-step buffers, written with out=: no allocation and fewer ops per sub-pixel step
+        self.pre_buf = torch.zeros(n, pre, **kw)
+        self.gated = layer.gated
+        if self.gated:
+            self.f_view, self.g_view = self.pre_buf[:, :p], self.pre_buf[:, p:]
+            self.tanh_buf, self.sigmoid_buf, self.gate_buf = (torch.zeros(n, p, **kw) for _ in range(3))
+        self.res_buf = torch.zeros(n, p, **kw)
         self.strip = torch.zeros(n, cin, self.pad + 1, W, **kw)  # last k//2+1 vertical input rows
         self.row_term = row_term  # (n, W, pre) view: per-column constant of the current row
         self.term = None  # (n, pre) view: row_term at the current column
         self.window = torch.zeros(n, self.pad * cin, **kw)  # horizontal inputs of the pad pixels left
         self.base = torch.zeros(n, pre, **kw)  # term + left-neighbour contribution, per pixel
         self.output = torch.zeros(n, layer.out.in_channels, **kw)  # (n, p): next layer's x_h here
+
+    def activate(self) -> torch.Tensor:
+        """The gate of pre_buf (tanh(f) * sigmoid(g), or relu), into the layer's own buffers."""
+        if self.gated:
+            torch.tanh(self.f_view, out=self.tanh_buf)
+            torch.sigmoid(self.g_view, out=self.sigmoid_buf)
+            return torch.mul(self.tanh_buf, self.sigmoid_buf, out=self.gate_buf)
+        return torch.relu(self.pre_buf)
 
     def push_row(self, values: torch.Tensor) -> None:
         """Append a finished vertical input row (n, in, 1, W) to the strip, dropping the oldest."""
@@ -192,32 +211,72 @@ class _CachedRun:
             L.term = self.terms[:, start:start + pre]
             self.layers.append(L)
             start += pre
+        p = model.layers[0].out.out_channels
+        self.skip = torch.zeros(n, p, device=device, dtype=dtype)  # the skip sum of one step
+        self.skip_bias = sum((L.b_skip for L in self.layers if not L.first),
+                             torch.zeros(p, device=device, dtype=dtype))
+        self.stacked = self._stack_layers(n, device, dtype)
         self.x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
         self.levels = torch.zeros(n, C, dtype=torch.long, device=device)  # the pixel being drawn
         self.v_pre = [torch.zeros(n, pre, 1, W, device=device, dtype=dtype) for pre in pres]
         self.graphs = _capture(self) if cuda_graphs else None
+
+    def _stack_layers(self, n: int, device, dtype) -> bool:
+        """When the layers after the first have one shape and a one-pixel window (kernel 3), put
+        their windows, left-neighbour bases and outputs in stacked buffers, so that step 0 adds all
+        their left neighbours in one batched product and a pixel's push is one copy. False: not
+        possible (other kernels), each layer is handled on its own."""
+        rest = self.layers[1:]
+        shapes = {(L.pad, tuple(L.w_left.shape), tuple(L.output.shape)) for L in rest}
+        if len(rest) < 2 or len(shapes) != 1 or rest[0].pad != 1 or self.layers[0].output.shape != rest[0].output.shape:
+            return False
+        kw = dict(device=device, dtype=dtype)
+        k = len(rest)
+        self.windows = torch.zeros(k, *rest[0].window.shape, **kw)  # layer l's = layer l-1's output
+        self.outputs = torch.zeros(k, *rest[0].output.shape, **kw)  # layers 0 .. k-1
+        self.bases = torch.zeros(k, *rest[0].base.shape, **kw)
+        self.w_lefts = torch.stack([L.w_left for L in rest])  # (k, in, pre)
+        pre = rest[0].base.shape[1]
+        first = self.layers[0].term.shape[1]
+        self.rest_terms = self.terms[:, first:].view(n, k, pre).transpose(0, 1)  # (k, n, pre) view
+        for l, L in enumerate(rest):
+            L.window, L.base = self.windows[l], self.bases[l]
+        for l, L in enumerate(self.layers[:-1]):
+            L.output = self.outputs[l]
+        return True
 
     def step(self, c: int) -> torch.Tensor:
         """Every layer on the current pixel alone, then the head for channel c: float64 logits (n, K).
 
         Channels >= c of `levels` are stale; the masks give them zero weight. Step 0 first adds the
         left neighbours' contribution to each layer's `base`; the others reuse it."""
-        if c == 0:
+        if c == 0 and self.stacked:
+            L = self.layers[0]
+            torch.addmm(L.term, L.window, L.w_left, out=L.base)
+            torch.baddbmm(self.rest_terms, self.windows, self.w_lefts, out=self.bases)
+        elif c == 0:
             for L in self.layers:
                 torch.addmm(L.term, L.window, L.w_left, out=L.base)
-        xh, skip = self.model.scale(self.levels), None  # (n, C)
+        xh, skip = self.model.scale(self.levels), self.skip  # (n, C), (n, p)
         for L in self.layers:
-            gated = L.layer.gate(torch.addmm(L.base, xh, L.w_centre))  # (n, p)
+            torch.addmm(L.base, xh, L.w_centre, out=L.pre_buf)
+            gated = L.activate()  # (n, p)
             if L.first:
-                xh = skip = torch.addmm(L.b_out, gated, L.w_out, out=L.output)
+                xh = torch.addmm(L.b_out, gated, L.w_out, out=L.output)
+                torch.add(xh, self.skip_bias, out=skip)  # every later layer's skip bias, added once
             else:
-                res, s = torch.addmm(L.b_out, gated, L.w_out).chunk(2, dim=1)
-                xh, skip = torch.add(xh, res, out=L.output), skip + s
+                torch.addmm(L.b_res, gated, L.w_res, out=L.res_buf)
+                xh = torch.add(xh, L.res_buf, out=L.output)
+                skip.addmm_(gated, L.w_skip)
         hidden = F.relu(torch.addmm(self.b1, F.relu(skip), self.w1))
         return torch.addmm(self.b2[c], hidden, self.w2[c]).double()  # draw() works in float64
 
     def push_pixel(self) -> None:
         """The pixel is drawn: it joins every layer's window (outputs of the last step are final)."""
+        if self.stacked:
+            self.layers[0].push_pixel(self.model.scale(self.levels))
+            self.windows.copy_(self.outputs)
+            return
         inputs = [self.model.scale(self.levels)] + [L.output for L in self.layers[:-1]]
         for L, x_h in zip(self.layers, inputs):
             L.push_pixel(x_h)
