@@ -119,7 +119,7 @@ def write_figure(originals: torch.Tensor, reconstructions: torch.Tensor, samples
         originals, reconstructions: (B, C, H, W) levels. samples: (B, n, C, H, W) levels.
         zoom: each pixel drawn as zoom x zoom pixels (nearest), so 28x28 images stay legible.
     """
-    from pcae.train import save_grid
+    from pcae.images import save_grid
 
     B = len(originals)
     if reconstructions.shape != originals.shape or samples.shape[0] != B or samples.shape[2:] != originals.shape[1:]:

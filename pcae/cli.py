@@ -551,7 +551,8 @@ def sample_cmd(
         raise PcaeError(f"{out}: already exists; pass --force to replace it")
     import time
 
-    from pcae.train import sample_checkpoint, save_grid
+    from pcae.images import save_grid
+    from pcae.train import sample_checkpoint
 
     start = time.perf_counter()
     images, nrow = sample_checkpoint(checkpoint, n=n, label=label, temperature=temperature, seed=seed,
@@ -982,7 +983,7 @@ def reconstruct_cmd(
     import time
 
     from pcae.autoencoder import reconstruct_checkpoint
-    from pcae.train import save_grid
+    from pcae.images import save_grid
 
     start = time.perf_counter()
     grid, nrow, info = reconstruct_checkpoint(checkpoint, data=data, split=split, n=n, samples=samples,

@@ -76,6 +76,7 @@ from torch import nn
 
 from pcae.checkpoint import load_checkpoint, register_builder
 from pcae.data import IMAGE_SUFFIXES, TEST_EVERY, convert_images
+from pcae.images import save_grid
 from pcae.data import is_test_path  # the folder split rule, so splits agree with pcae.data
 from pcae.train import Task, TrainConfig, register_task, resolve_device, task_from_checkpoint
 from pcae.utils import PcaeError, atomic_path, cache_root, first_line
@@ -903,21 +904,7 @@ def interpolate(checkpoint: str | os.PathLike | PortraitModel, a: str | os.PathL
 # Writing results
 
 
-def save_png_grid(images: torch.Tensor, nrow: int, path: str | os.PathLike, text: dict) -> Path:
-    """(N, C, H, W) uint8 as one PNG grid, atomically, with `text` as PNG text chunks."""
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-    from torchvision.utils import make_grid
-
-    grid = make_grid(images.float().cpu() / 255.0, nrow=nrow, padding=2, pad_value=0.5)
-    array = (grid * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    info = PngInfo()
-    for key, value in text.items():
-        info.add_text(key, value if isinstance(value, str) else json.dumps(value))
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(array).save(tmp, format="png", pnginfo=info)
-    return path
+save_png_grid = save_grid  # the portrait grids: pcae.images.save_grid with their scores as text
 
 
 def facenet_note(random_weights: bool, weights: str) -> str:

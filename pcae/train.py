@@ -60,6 +60,7 @@ from torch import nn
 
 from pcae.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from pcae.options import PRECISIONS, check_device, check_precision, check_split, check_temperature
+from pcae.images import plot_curve, save_grid  # noqa: F401  (re-exported: image writing lives in pcae.images)
 from pcae.utils import PcaeError, atomic_path, first_line
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -689,17 +690,6 @@ class WeightAverage:
             current[n].copy_(training_weights[n])
 
 
-def save_grid(images: torch.Tensor, nrow: int, path: str | os.PathLike) -> Path:
-    """Write (N, C, H, W) uint8 images as one PNG grid, atomically."""
-    from torchvision.utils import make_grid, save_image
-
-    grid = make_grid(images.detach().float().cpu() / 255.0, nrow=nrow, padding=2, pad_value=0.5)
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        save_image(grid, tmp, format="png")
-    return path
-
-
 def write_json(data: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -718,29 +708,6 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
             except json.JSONDecodeError:
                 continue
     return rows
-
-
-def plot_curve(rows: list[dict], metric: str, path: str | os.PathLike) -> Path:
-    """Train and test `metric` against step, as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for split, style in (("train", "-"), ("test", "o-")):
-        points = [(r["step"], r[metric]) for r in rows if r.get("split") == split and metric in r]
-        if points:
-            ax.plot(*zip(*points), style, label=f"{split} {metric}", markersize=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("bits/dim" if metric == "bpd" else metric)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
 
 
 def prepare_out(out: Path, resume: bool, force: bool) -> None:
