@@ -155,8 +155,6 @@ def write_plot(rows: list[dict], path: str | os.PathLike) -> Path:
         ax.set_xticks(x, labels, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    from pcae.images import save_figure
+
+    return save_figure(fig, path)

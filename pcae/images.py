@@ -50,6 +50,13 @@ def plot_curve(rows: list[dict], metric: str, path: str | os.PathLike) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """A matplotlib figure as a PNG, atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
