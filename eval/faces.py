@@ -97,6 +97,40 @@ def judge_identity(judge, face: torch.Tensor, source: torch.Tensor, samples: tor
             "ceiling_distance": ceiling, "ceiling_same_person": ceiling < SAME_PERSON}
 
 
+# Schroff et al. 2015, fig. 1: the L2 distance between FaceNet's unit embeddings, "a threshold
+# of 1.1 would classify every pair correctly" (their model; the one published figure to read against)
+FACENET_SAME_PERSON = 1.1
+
+
+def facenet_judge():
+    """FaceNet with its pretrained VGGFace2 weights when the weights file is already on this machine,
+    else None: the independent judge of dlib-conditioned portraits. It never downloads (a judge
+    should not fetch 100 MB unasked; `pcae train-portraits` does, as facenet-pytorch would)."""
+    from pcae.utils import PcaeError
+
+    try:
+        from encoders.facenet import FaceNetEncoder, pretrained_path
+
+        if not pretrained_path("vggface2").is_file():
+            return None
+        return FaceNetEncoder("vggface2")
+    except (PcaeError, ImportError, OSError):
+        return None
+
+
+def judge_identity_facenet(judge, face: torch.Tensor, source: torch.Tensor, samples: torch.Tensor) -> dict:
+    """judge_identity's figures by FaceNet (for a model conditioned on dlib): L2 distances between
+    FaceNet's unit embeddings of each portrait and of the source face (dlib's aligned chip, which
+    FaceNet takes at its input size), the same person below FACENET_SAME_PERSON."""
+    reference = judge(face[None])[0]
+    ceiling = float((judge(source)[0] - reference).norm())
+    distances = (judge(samples) - reference).norm(dim=1)
+    return {"judge": "facenet", "threshold": FACENET_SAME_PERSON, "distance": float(distances.mean()),
+            "distances": [round(float(d), 4) for d in distances],
+            "same_person": float((distances < FACENET_SAME_PERSON).float().mean()),
+            "ceiling_distance": ceiling, "ceiling_same_person": ceiling < FACENET_SAME_PERSON}
+
+
 def _roll(points: np.ndarray) -> float:
     left, right = points[36:42].mean(0), points[42:48].mean(0)
     return math.degrees(math.atan2(right[1] - left[1], right[0] - left[0]))

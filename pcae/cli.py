@@ -749,11 +749,11 @@ def portrait_cmd(
     j = r.identity_judge
     if j is None and net == "dlib":
         typer.echo("independent identity judge: none (the model is conditioned on dlib; FaceNet, the "
-                   "other judge, needs pretrained weights)")
+                   "other judge, needs its pretrained weights in $TORCH_HOME/checkpoints)")
     elif j is None:
         typer.echo("independent identity judge: not installed (pip install 'pcae[faces]' for dlib)")
     else:
-        typer.echo(f"identity by an independent judge (dlib): mean distance {j['distance']:.3f} to the "
+        typer.echo(f"identity by an independent judge ({j['judge']}): mean distance {j['distance']:.3f} to the "
                    f"face in the photo, {j['same_person']:.0%} judged the same person (< "
                    f"{j['threshold']}); the source face at {S}x{S}: {j['ceiling_distance']:.3f} (the ceiling)")
     for label, spread in (("portraits", r.pose_light), ("reference photos", r.reference_pose_light)):

@@ -807,15 +807,20 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
     unit = lambda v: F.normalize(v, dim=-1)  # FaceNet's are unit vectors already, dlib's nearly
     similarities = (unit(e) @ unit(h[0])).cpu()
     source_similarity = float(unit(model.embed(source)[0]) @ unit(h[0]))
-    from eval.faces import identity_judge, judge_identity, pose_and_light, spread
+    from eval import faces as judges
+    from eval.faces import pose_and_light, spread
 
-    # the independent judge is dlib for a FaceNet-conditioned model; a dlib-conditioned one has
-    # none here (FaceNet's pretrained weights are not to be had offline), but dlib still measures pose
-    judge = identity_judge() if model.encoder_name == "facenet" else None
-    measurer = judge if model.encoder_name == "facenet" else model.facenet
+    # the independent judge: dlib for a FaceNet-conditioned model, FaceNet (pretrained weights on
+    # this machine) for a dlib-conditioned one; dlib measures pose and lighting either way
     verdict = pose = reference = None
-    if judge is not None:
-        verdict = judge_identity(judge, crop, source, samples)
+    if model.encoder_name == "facenet":
+        judge = measurer = judges.identity_judge()
+        if judge is not None:
+            verdict = judges.judge_identity(judge, crop, source, samples)
+    else:
+        measurer, judge = model.facenet, judges.facenet_judge()
+        if judge is not None:
+            verdict = judges.judge_identity_facenet(judge, crop, source, samples)
     if measurer is not None:
         judge = measurer
         pose = spread(pose_and_light(judge, samples))

@@ -411,6 +411,20 @@ def test_portraits_conditioned_on_dlib(tmp_path, monkeypatch, capsys):
     assert "3 portraits of 8x8" in text and "pose and lighting, portraits (3)" in text
     similarity = float(re.search(r"identity similarity (-?[\d.]+)", text).group(1))
     assert -1 <= similarity <= 1
+    assert "independent identity judge: none (the model is conditioned on dlib" in text  # no FaceNet weights
+    # with FaceNet's weights on the machine, FaceNet judges it (random ones stand in for them here)
+    import eval.faces
+    from pcae.portrait import build_facenet
+    monkeypatch.setattr(eval.faces, "facenet_judge", lambda: build_facenet("random", CROP))
+    code, text, err = run_pcae(monkeypatch, capsys, "portrait", DATA / "astronaut.jpg", "--n", 3,
+                               "--checkpoint", out / "last.pt", "--out", tmp_path / "g2.png",
+                               "--samples-out", tmp_path / "s2.h5")
+    assert code == 0, err
+    judged = re.search(r"independent judge \(facenet\): mean distance ([\d.]+) .* (\d+)% judged the same "
+                       r"person \(< 1.1\)", text)
+    assert judged and 0 <= float(judged.group(1)) <= 2, text
+    with h5py.File(tmp_path / "s2.h5", "r") as f:
+        assert json.loads(f.attrs["identity_judge"])["judge"] == "facenet"
     code, text, err = run_pcae(monkeypatch, capsys, "interpolate", DATA / "astronaut.jpg",
                                photos / "a_flip.jpg", "--steps", 3, "--checkpoint", out / "last.pt",
                                "--out", tmp_path / "m.png")
