@@ -89,12 +89,18 @@ def judge_identity(judge, face: torch.Tensor, source: torch.Tensor, samples: tor
     reference = judge(aligned_chips(judge, face[None])[0])[0]
     ceiling_chip, _ = aligned_chips(judge, source)
     portrait_chips, _ = aligned_chips(judge, samples)
-    ceiling = float((judge(ceiling_chip)[0] - reference).norm())
-    distances = (judge(portrait_chips) - reference).norm(dim=1)
-    return {"judge": "dlib", "threshold": SAME_PERSON, "distance": float(distances.mean()),
+    return _verdict("dlib", SAME_PERSON, reference, judge(ceiling_chip)[0], judge(portrait_chips))
+
+
+def _verdict(name: str, threshold: float, reference, ceiling, portraits) -> dict:
+    """The judge's figures from its embeddings of the source face, of the source at the portraits'
+    size (the ceiling) and of the portraits (n, D)."""
+    ceiling = float((ceiling - reference).norm())
+    distances = (portraits - reference).norm(dim=1)
+    return {"judge": name, "threshold": threshold, "distance": float(distances.mean()),
             "distances": [round(float(d), 4) for d in distances],
-            "same_person": float((distances < SAME_PERSON).float().mean()),
-            "ceiling_distance": ceiling, "ceiling_same_person": ceiling < SAME_PERSON}
+            "same_person": float((distances < threshold).float().mean()),
+            "ceiling_distance": ceiling, "ceiling_same_person": ceiling < threshold}
 
 
 # Schroff et al. 2015, fig. 1: the L2 distance between FaceNet's unit embeddings, "a threshold
@@ -122,13 +128,7 @@ def judge_identity_facenet(judge, face: torch.Tensor, source: torch.Tensor, samp
     """judge_identity's figures by FaceNet (for a model conditioned on dlib): L2 distances between
     FaceNet's unit embeddings of each portrait and of the source face (dlib's aligned chip, which
     FaceNet takes at its input size), the same person below FACENET_SAME_PERSON."""
-    reference = judge(face[None])[0]
-    ceiling = float((judge(source)[0] - reference).norm())
-    distances = (judge(samples) - reference).norm(dim=1)
-    return {"judge": "facenet", "threshold": FACENET_SAME_PERSON, "distance": float(distances.mean()),
-            "distances": [round(float(d), 4) for d in distances],
-            "same_person": float((distances < FACENET_SAME_PERSON).float().mean()),
-            "ceiling_distance": ceiling, "ceiling_same_person": ceiling < FACENET_SAME_PERSON}
+    return _verdict("facenet", FACENET_SAME_PERSON, judge(face[None])[0], judge(source)[0], judge(samples))
 
 
 def _roll(points: np.ndarray) -> float:
