@@ -81,6 +81,42 @@ def time_steps(model, batch, device, mode, seconds, min_steps):
     return batch * n / elapsed, loss.item()
 
 
+CATEGORIES = (  # op-name fragments -> where a step's time goes
+    ("convolutions (forward + backward)", ("conv", "mkldnn")),
+    ("matrix products (1x1s, head)", ("addmm", "mm", "bmm", "matmul", "linear")),
+    ("softmax / loss", ("softmax", "nll", "log_sum", "logsumexp", "gather")),
+    ("optimizer (AdamW)", ("adam", "_foreach", "lerp", "addcdiv", "addcmul", "sqrt")),
+    ("gates and other elementwise", ("tanh", "sigmoid", "mul", "add", "sub", "div", "relu", "threshold", "neg")),
+    ("copies and layout", ("copy", "cat", "pad", "clone", "contiguous", "to", "fill", "zero", "index", "slice", "stack")),
+)
+
+
+def profile_step(model, batch, device, mode, steps: int = 3) -> None:
+    """Where one training step's time goes: torch.profiler's self time per op, grouped."""
+    from torch.profiler import ProfilerActivity, profile
+
+    time_steps(model, batch, device, mode, 0.0, 1)  # warm-up outside the profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        time_steps(model, batch, device, mode, 0.0, steps)
+    self_us: dict[str, float] = {}
+    for event in prof.key_averages():
+        us = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+        self_us[event.key] = self_us.get(event.key, 0.0) + us
+    total = sum(self_us.values()) or 1.0
+    groups = {name: 0.0 for name, _ in CATEGORIES} | {"other": 0.0}
+    for key, us in self_us.items():
+        low = key.lower()
+        name = next((n for n, parts in CATEGORIES if any(p in low for p in parts)), "other")
+        groups[name] += us
+    print(f"where the time of a step goes (batch {batch}, {mode}, torch.profiler self time over "
+          f"{steps} steps + 1 warm-up inside the timer):")
+    for name, us in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {us / total:6.1%}  {name}")
+    print("  top ops: " + ", ".join(f"{k} {v / total:.1%}" for k, v in
+                                    sorted(self_us.items(), key=lambda kv: -kv[1])[:8]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
@@ -91,6 +127,8 @@ def main():
     ap.add_argument("--peak-tflops", type=float, help="peak for the fraction (CPU default: a measured "
                     "fp32 matrix product)")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--profile", action="store_true", help="also print where a step's time goes "
+                    "(torch.profiler, grouped: convolutions, matrix products, loss, optimizer, ...)")
     args = ap.parse_args()
     device = torch.device(args.device)
     batches, modes = args.batch or [32], args.mode or ["fp32"]
@@ -132,6 +170,8 @@ def main():
     for r in rows:
         if r["mode"] != "fp32" and r["batch"] in base:
             print(f"batch {r['batch']}: {r['mode']} is {r['images_per_s'] / base[r['batch']]:.2f}x fp32")
+    if args.profile:
+        profile_step(model, batches[0], device, modes[0])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(device=name, gflop_per_image=flops / 1e9, rows=rows), f, indent=1)
