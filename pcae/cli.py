@@ -858,7 +858,7 @@ def train_ae_cmd(
     Grids show each test image followed by samples given its h (deconv: its reconstruction).
     Same run folder, resume, DDP and metrics as `pcae train`.
 
-    --encoder facenet trains the face-conditioned PixelCNN exactly as `pcae train-portraits`:
+    --encoder facenet (or dlib) trains the face-conditioned PixelCNN exactly as `pcae train-portraits`:
     --data must be photos (folder:PATH or h5:PATH); MTCNN finds the largest face of each photo
     once (--cache), photos without a face are skipped, counted and named (on screen and in
     OUT/train.log), and the PixelCNN is conditioned on the frozen FaceNet's 512-d embeddings.
