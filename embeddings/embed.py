@@ -102,8 +102,8 @@ def embed_inputs(encoder: str | None, checkpoint, source: str | None, data_root=
         run = require_newest_run("autoencoder", "auto-encoder run", "pcae train-ae --bottleneck 10")
         checkpoint = run.checkpoint
         notes.append(f"checkpoint {checkpoint} (the newest auto-encoder run)")
-    run = run_of_checkpoint(checkpoint) if checkpoint is not None else None
     if source is None:
+        run = run_of_checkpoint(checkpoint) if checkpoint is not None else None
         if run is not None and run.data:
             source, data_root = run.data, data_root if data_root is not None else run.data_root
             notes.append(f"data {source} (what the run trained on)")
@@ -227,6 +227,8 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if append and shard:
         raise PcaeError("--append and --shard cannot be combined: embed shards, then `pcae index merge`")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise PcaeError(f"{checkpoint}: no such checkpoint file")
     out = Path(out)
     if shard:
         out = out / f"part-{shard[0]}-of-{shard[1]}"
@@ -239,8 +241,6 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
     if metric not in ix.METRICS:
         raise PcaeError(f"--metric must be one of {', '.join(ix.METRICS)}, got {metric!r}")
 
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise PcaeError(f"{checkpoint}: no such checkpoint file")
     chosen = embed_inputs(encoder, checkpoint, source, data_root)
     checkpoint, source, data_root = chosen.checkpoint, chosen.source, chosen.data_root
     # onehot needs the number of classes before the data is opened with the encoder's options

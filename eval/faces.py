@@ -136,7 +136,7 @@ def _roll(points: np.ndarray) -> float:
     return math.degrees(math.atan2(right[1] - left[1], right[0] - left[0]))
 
 
-def pose_and_light(judge, crops: torch.Tensor) -> list[dict]:
+def pose_and_light(crops: torch.Tensor) -> list[dict]:
     """Per face crop (B, 3, S, S): {"yaw", "pitch", "roll", "luminance", "left_right"} (see the
     module docstring); the pose from dlib's 68 landmarks."""
     from encoders.dlib import CHIP_SIZE, _dlib, _predictor

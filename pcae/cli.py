@@ -158,9 +158,7 @@ def embed_cmd(
 
     from embeddings.embed import embed, embed_inputs, parse_shard
 
-    if checkpoint is not None and not checkpoint.is_file():
-        raise PcaeError(f"{checkpoint}: no such checkpoint file")
-    chosen = embed_inputs(encoder, checkpoint, data, data_root)
+    chosen = embed_inputs(encoder, checkpoint, data, data_root)  # embed() keeps these as given
     if chosen.note:
         typer.echo(f"embedding with {chosen.note}", err=True)
     with Progress(TextColumn("embed"), BarColumn(), MofNCompleteColumn(),
@@ -255,7 +253,7 @@ def _train_config(ctx: typer.Context | None, train: dict, **fields):
         steps/epochs None: not given (the default length is TrainConfig.DEFAULT_STEPS).
     fields: the command's other TrainConfig fields (data, out, ...).
     """
-    from pcae.train import TrainConfig
+    from pcae.config import TrainConfig
 
     train = dict(train)
     resume, force = train.pop("resume"), train.pop("force")
@@ -461,7 +459,7 @@ def training_options(**help_overrides: str):
     import functools
     import inspect
 
-    from pcae.train import TrainConfig
+    from pcae.config import TrainConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     defaults.update(steps=None, epochs=None, resume=False, force=False)
@@ -882,10 +880,12 @@ def train_ae_cmd(
                                       "n_layers": (n_layers, ("model", "n_layers"))})
         _run_portrait_training(
             config, None if resume else data, resume, force, resume_fields,
-            image_size=image_size or 32, encoder=encoder or "facenet", facenet_weights=facenet_weights,
-            facenet_crop_size=facenet_crop_size, cache=cache,
-            channels=48 if channels is None else channels, n_layers=5 if n_layers is None else n_layers,
-            kernel_size=kernel_size, first_kernel_size=first_kernel_size, head_channels=head_channels)
+            encoder=encoder or "facenet", facenet_weights=facenet_weights,
+            facenet_crop_size=facenet_crop_size, cache=cache, kernel_size=kernel_size,
+            first_kernel_size=first_kernel_size, head_channels=head_channels,
+            # None: the portrait defaults (prepare_portrait_run's image size, PortraitSpec's model)
+            **{k: v for k, v in dict(image_size=image_size, channels=channels,
+                                     n_layers=n_layers).items() if v is not None})
         return
     from pcae.autoencoder import AutoencoderSpec
 

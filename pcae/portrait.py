@@ -814,20 +814,19 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
     # this machine) for a dlib-conditioned one; dlib measures pose and lighting either way
     verdict = pose = reference = None
     if model.encoder_name == "facenet":
-        judge = measurer = judges.identity_judge()
+        judge = judges.identity_judge()
         if judge is not None:
             verdict = judges.judge_identity(judge, crop, source, samples)
+        has_dlib = judge is not None
     else:
-        measurer, judge = model.facenet, judges.facenet_judge()
+        judge, has_dlib = judges.facenet_judge(), True
         if judge is not None:
             verdict = judges.judge_identity_facenet(judge, crop, source, samples)
-    if measurer is not None:
-        judge = measurer
-        pose = spread(pose_and_light(judge, samples))
-        if references:
-            faces = torch.cat([model.shrink(model.facenet.detect_file(_check_photo(r))[0])
-                               for r in references])
-            reference = spread(pose_and_light(judge, faces))
+    if has_dlib:
+        pose = spread(pose_and_light(samples))
+        if references:  # detect_file gives the one-line errors of a missing or broken photo
+            faces = torch.cat([model.shrink(model.facenet.detect_file(r)[0]) for r in references])
+            reference = spread(pose_and_light(faces))
     return PortraitResult(
         photo=str(photo), probability=prob, source=source, samples=samples,
         identity_similarity=float(similarities.mean()), similarities=similarities.tolist(),

@@ -22,21 +22,10 @@ import json
 import time
 from typing import Callable
 
+from pcae.utils import cpu_bf16_flags  # the bf16 instruction sets /proc/cpuinfo reports
+
 MIN_SPEEDUP = 1.2  # bf16 must be this much faster than fp32 to be chosen
 CACHE_FILE = "precision.json"
-
-
-def cpu_bf16_flags() -> list[str]:
-    """The bf16 instruction sets this CPU reports (Linux /proc/cpuinfo), e.g. ['amx_bf16']."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
-    except OSError:
-        pass
-    return []
 
 
 def _cache_path():

@@ -139,8 +139,7 @@ class _LayerCache:
         kw = dict(device=wh.device, dtype=wh.dtype)
         # per-step buffers, written with out=: no allocation and fewer ops per sub-pixel step
         self.pre_buf = torch.zeros(n, pre, **kw)
-        self.gated = layer.gated
-        if self.gated:
+        if layer.gated:
             self.f_view, self.g_view = self.pre_buf[:, :p], self.pre_buf[:, p:]
             self.tanh_buf, self.sigmoid_buf, self.gate_buf = (torch.zeros(n, p, **kw) for _ in range(3))
         self.res_buf = torch.zeros(n, p, **kw)
@@ -153,11 +152,11 @@ class _LayerCache:
 
     def activate(self) -> torch.Tensor:
         """The gate of pre_buf (tanh(f) * sigmoid(g), or relu), into the layer's own buffers."""
-        if self.gated:
+        if self.layer.gated:
             torch.tanh(self.f_view, out=self.tanh_buf)
             torch.sigmoid(self.g_view, out=self.sigmoid_buf)
             return torch.mul(self.tanh_buf, self.sigmoid_buf, out=self.gate_buf)
-        return torch.relu(self.pre_buf)
+        return self.pre_buf.relu_()
 
     def push_row(self, values: torch.Tensor) -> None:
         """Append a finished vertical input row (n, in, 1, W) to the strip, dropping the oldest."""
@@ -222,27 +221,27 @@ class _CachedRun:
         self.graphs = _capture(self) if cuda_graphs else None
 
     def _stack_layers(self, n: int, device, dtype) -> bool:
-        """When the layers after the first have one shape and a one-pixel window (kernel 3), put
-        their windows, left-neighbour bases and outputs in stacked buffers, so that step 0 adds all
-        their left neighbours in one batched product and a pixel's push is one copy. False: not
-        possible (other kernels), each layer is handled on its own."""
+        """When the layers after the first have a one-pixel window (kernel 3, so a layer's window
+        is the previous layer's output at the pixel to the left), keep all outputs in one stacked
+        buffer that doubles as those windows, and the left-neighbour bases in another: step 0 adds
+        every such layer's left neighbour in one batched product, and nothing is copied when a pixel
+        is done (the outputs of its last step are the next pixel's windows). False for other
+        kernels: each layer is then handled on its own."""
         rest = self.layers[1:]
-        shapes = {(L.pad, tuple(L.w_left.shape), tuple(L.output.shape)) for L in rest}
-        if len(rest) < 2 or len(shapes) != 1 or rest[0].pad != 1 or self.layers[0].output.shape != rest[0].output.shape:
-            return False
+        if len(rest) < 2 or rest[0].pad != 1 or rest[0].window.shape != self.layers[0].output.shape:
+            return False  # the layers after the first share one shape (GatedPixelCNN builds them so)
         kw = dict(device=device, dtype=dtype)
         k = len(rest)
-        self.windows = torch.zeros(k, *rest[0].window.shape, **kw)  # layer l's = layer l-1's output
-        self.outputs = torch.zeros(k, *rest[0].output.shape, **kw)  # layers 0 .. k-1
+        self.outputs = torch.zeros(k, *rest[0].output.shape, **kw)  # layers 0 .. k-1 = windows of 1 .. k
         self.bases = torch.zeros(k, *rest[0].base.shape, **kw)
         self.w_lefts = torch.stack([L.w_left for L in rest])  # (k, in, pre)
         pre = rest[0].base.shape[1]
         first = self.layers[0].term.shape[1]
         self.rest_terms = self.terms[:, first:].view(n, k, pre).transpose(0, 1)  # (k, n, pre) view
-        for l, L in enumerate(rest):
-            L.window, L.base = self.windows[l], self.bases[l]
         for l, L in enumerate(self.layers[:-1]):
             L.output = self.outputs[l]
+        for l, L in enumerate(rest):
+            L.window, L.base = self.outputs[l], self.bases[l]
         return True
 
     def step(self, c: int) -> torch.Tensor:
@@ -253,7 +252,7 @@ class _CachedRun:
         if c == 0 and self.stacked:
             L = self.layers[0]
             torch.addmm(L.term, L.window, L.w_left, out=L.base)
-            torch.baddbmm(self.rest_terms, self.windows, self.w_lefts, out=self.bases)
+            torch.baddbmm(self.rest_terms, self.outputs, self.w_lefts, out=self.bases)  # windows
         elif c == 0:
             for L in self.layers:
                 torch.addmm(L.term, L.window, L.w_left, out=L.base)
@@ -273,9 +272,8 @@ class _CachedRun:
 
     def push_pixel(self) -> None:
         """The pixel is drawn: it joins every layer's window (outputs of the last step are final)."""
-        if self.stacked:
+        if self.stacked:  # the other layers' windows are the outputs themselves
             self.layers[0].push_pixel(self.model.scale(self.levels))
-            self.windows.copy_(self.outputs)
             return
         inputs = [self.model.scale(self.levels)] + [L.output for L in self.layers[:-1]]
         for L, x_h in zip(self.layers, inputs):

@@ -29,15 +29,13 @@ class PcaeError(Exception):
     """An error the user can fix (bad file, bad option). The CLI prints it as one line, exit 1."""
 
 
-MAX_IMAGE_PIXELS = 89_478_485  # PIL's own limit (Image.MAX_IMAGE_PIXELS); above it an image is refused
-
-
 def open_image(path, mode: str | None = None, what: str = "image"):
     """An image file, decoded, as a PIL image (converted to `mode` if given). Every way a file can
     fail is one PcaeError naming it: missing, a folder, not an image or truncated, and more pixels
-    than MAX_IMAGE_PIXELS (a decompression bomb: a small file that decodes to gigabytes; PIL only
-    warns below twice its limit, pcae refuses before decoding). Used by every reader of photos and
-    query images; data folders skip such files instead (pcae.data)."""
+    than PIL's Image.MAX_IMAGE_PIXELS (a decompression bomb: a small file that decodes to
+    gigabytes; PIL only warns below twice its limit, pcae makes the warning an error, raised from
+    the header before anything is decoded). Used by every reader of photos and query images; data
+    folders skip such files instead (pcae.data)."""
     import warnings
 
     from PIL import Image
@@ -51,7 +49,6 @@ def open_image(path, mode: str | None = None, what: str = "image"):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                check_image_size(im, path)
                 im.load()
                 return im.convert(mode) if mode else im.copy()
     except PcaeError:
@@ -60,14 +57,6 @@ def open_image(path, mode: str | None = None, what: str = "image"):
         raise PcaeError(f"{path}: refused, {first_line(e)}") from None
     except Exception as e:  # PIL raises many types for broken files
         raise PcaeError(f"{path} is not a readable {what}: {first_line(e, with_type=True)}") from None
-
-
-def check_image_size(im, path) -> None:
-    """PcaeError when an opened (not yet decoded) PIL image has more than MAX_IMAGE_PIXELS pixels."""
-    w, h = im.size
-    if w * h > MAX_IMAGE_PIXELS:
-        raise PcaeError(f"{path}: {w}x{h} pixels ({w * h / 1e6:.0f} megapixels) is more than pcae "
-                        f"decodes ({MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; a decompression bomb?)")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -248,8 +237,8 @@ def _size(nbytes: float) -> str:
     return f"{nbytes:.1f} PB"
 
 
-def cpu_description() -> str:
-    """The CPU's model name and its bf16 support, for every speed figure (Linux /proc/cpuinfo)."""
+def _cpuinfo() -> tuple[str, set[str]]:
+    """(model name, flags) of the first CPU in /proc/cpuinfo (Linux); what it can tell elsewhere."""
     import platform
 
     model, flags = platform.processor() or platform.machine(), set()
@@ -263,5 +252,17 @@ def cpu_description() -> str:
                     flags = set(value.split())
     except OSError:
         pass
-    bf16 = [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
+    return model, flags
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The bf16 instruction sets this CPU reports, e.g. ['amx_bf16', 'avx512_bf16']."""
+    flags = _cpuinfo()[1]
+    return [name for name in ("amx_bf16", "avx512_bf16") if name in flags]
+
+
+def cpu_description() -> str:
+    """The CPU's model name and its bf16 support, for every speed figure (Linux /proc/cpuinfo)."""
+    model, _ = _cpuinfo()
+    bf16 = cpu_bf16_flags()
     return f"{model}, {os.cpu_count()} cores, bf16: {', '.join(bf16) if bf16 else 'none'}"

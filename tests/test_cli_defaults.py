@@ -76,3 +76,13 @@ def test_train_config_defaults_build():
     assert TrainConfig(epochs=2).steps == 0
     with pytest.raises(ValueError, match="not both"):
         TrainConfig(steps=3, epochs=2)
+
+
+def test_the_cli_reads_its_defaults_without_importing_torch():
+    """`pcae --help` stays fast: the CLI module and TrainConfig (pcae.config) are torch-free."""
+    import subprocess
+    import sys
+
+    code = "import sys, pcae.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -60,7 +60,7 @@ def test_pose_and_lighting_follow_the_transform(judge):
     photo = Image.open(DATA / "astronaut.jpg")
     crops = torch.stack([face_crop(judge, im) for im in (
         photo, ImageOps.mirror(photo), ImageEnhance.Brightness(photo).enhance(0.5), photo.rotate(15))])
-    base, mirror, dark, tilted = pose_and_light(judge, crops)
+    base, mirror, dark, tilted = pose_and_light(crops)
     assert abs(base["yaw"] + mirror["yaw"]) < abs(base["yaw"] - mirror["yaw"]) + 0.02  # mirrored yaw
     assert dark["luminance"] == pytest.approx(base["luminance"] * 0.5, rel=0.15)
     assert abs(base["left_right"] * mirror["left_right"] - 1) < 0.1  # mirror swaps the halves
