@@ -110,6 +110,9 @@ def main() -> None:
                         help="time the naive sampler on this many rows (fractions allowed) and "
                              "extrapolate linearly; use 32 for a full run")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="time each cached run this many times; the best and the median are printed "
+                             "(shared machines are noisy)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -142,9 +145,11 @@ def main() -> None:
             print(f"{name:<6} {n:>5} {'naive':<14} {naive:>10.2f} {n / naive:>8.3f} {1:>8.1f}x"
                   f"   ({steps} of {C * H * W} steps timed) [{label}]")
             for sampler, graphs in cached_variants:
-                cached = time_cached(model, n, shape, device, graphs)
+                times = sorted(time_cached(model, n, shape, device, graphs) for _ in range(args.repeats))
+                cached = times[0]
                 print(f"{name:<6} {n:>5} {sampler:<14} {cached:>10.2f} {n / cached:>8.2f} "
-                      f"{naive / cached:>8.1f}x   [{label}]", flush=True)
+                      f"{naive / cached:>8.1f}x   (best of {len(times)}, median "
+                      f"{times[len(times) // 2]:.2f} s) [{label}]", flush=True)
         if name != "cpu":
             print(f"cuda = {label}")
 

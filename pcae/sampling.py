@@ -17,7 +17,8 @@ How the cached sampler works (see pcae/pixelcnn.py for the masking it relies on)
 ---------------------------------------------------------------------------------
 * Vertical stack, once per finished row r. Layer l's vertical pre-activation at row r needs only
   rows r-k//2 .. r of that layer's vertical input, so each layer keeps a strip of its last k//2+1
-  input rows and the layer's `v_conv` weights are applied to that strip alone (one output row).
+  input rows and the layer's `v_conv` weights are applied to that strip alone (one output row, as
+  one matrix product: the strip is laid out so that each column's taps are contiguous).
   The gated result is pushed onto the next layer's strip. Because the horizontal stack sees the
   vertical one shifted down a row, row r's pre-activation, through `link`, is the per-column term
   every pixel of row r+1 adds: it is computed once per row together with the conv bias and the
@@ -27,15 +28,19 @@ How the cached sampler works (see pcae/pixelcnn.py for the masking it relies on)
   contribution, plus the row term at column j, is computed once per pixel into `base`; then, for
   each channel c of the pixel, one step runs every layer on this pixel alone: centre tap, gate,
   residual/skip 1x1, and the output head for channel c only. These are (n, in) @ (in, out) matmuls
-  on weight matrices taken from the model's modules, masks applied. When the pixel is drawn, its
-  inputs slide into the windows.
+  on weight matrices taken from the model's modules, masks applied. A step is about 50 small ops,
+  so the weights are rearranged once to need fewer: the first layer's centre weights take the
+  level scaling into them, a gated layer's gate is one tanh and one addcmul (the g half kept halved:
+  sigmoid(g) = (1 + tanh(g/2)) / 2), the residual bias rides as one more weight row, and all layers'
+  skip 1x1s are one product. When the pixel is drawn, its inputs slide into the windows.
 * Inside a pixel the channel masks make channel c's logits depend only on channels < c of the
   pixel, whatever the other channels hold; and no feature of pixel (i, j) depends on its last
   channel (mask A in the first layer). So the features computed at the last step are exactly the
   full-image ones, and they are what is cached for the pixels to the right.
 * All per-pixel state lives in buffers allocated once, so on CUDA each per-channel step and the
   window slide are captured once as CUDA graphs and replayed (`cuda_graphs`); the draw stays outside
-  the graphs, so the generator is consumed exactly as by the naive sampler.
+  the graphs, so the generator is consumed exactly as by the naive sampler. On the CPU the noise of a
+  row's draws is taken in one call, which a CPU generator fills in the same order.
 
 Cost per image: the naive sampler runs C*H*W full forward passes; the cached one does the work of
 about C forward passes restricted to one pixel per pixel, plus one vertical row per row.
@@ -62,16 +67,40 @@ Progress = Callable[[int, int], None]  # (rows done, rows in all)
 Pick = Callable[[torch.Tensor, int, int, int], torch.Tensor]  # (logits (n, K), c, i, j) -> (n,) levels
 
 
-def draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Sample levels from logits (B, K) at `temperature`; 0 means argmax. Returns (B,) long."""
+def neg_gumbel(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Minus Gumbel noise, log(-log u), for uniform u taken from `generator`: float64 of `shape`."""
+    u = torch.rand(shape, generator=generator, device=device, dtype=torch.float64)
+    return u.clamp_(1e-300, 1.0 - 1e-16).log_().neg_().log_()  # in place: called C*H*W times
+
+
+def draw(logits: torch.Tensor, temperature: float, generator: torch.Generator | None,
+         noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample levels from logits (B, K) at `temperature`; 0 means argmax. Returns (B,) long.
+
+    `noise`: this draw's neg_gumbel((B, K)) when the caller has drawn it already."""
     if temperature == 0:
         return logits.argmax(dim=1)
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float64)
-    # in place and without the no-op divide: the cached sampler calls this C*H*W times; the values
-    # are those of (logits / T + Gumbel noise), Gumbel noise = -log(-log u), bit for bit
-    neg_gumbel = u.clamp_(1e-300, 1.0 - 1e-16).log_().neg_().log_()
+    if noise is None:
+        noise = neg_gumbel(logits.shape, generator, logits.device)
+    # without the no-op divide: the values are those of (logits / T + Gumbel noise), bit for bit
     scores = logits.double() if temperature == 1 else logits.double() / temperature
-    return torch.sub(scores, neg_gumbel).argmax(dim=1)
+    return torch.sub(scores, noise).argmax(dim=1)
+
+
+def _row_draw(temperature: float, generator: torch.Generator | None, n: int, C: int, W: int, K: int) -> Pick:
+    """draw() for the cached sampler on the CPU, the noise of a row's W*C draws taken in one call.
+
+    A CPU generator fills a tensor in order, so one (W*C, n, K) call consumes it exactly as W*C
+    calls of (n, K) do: the images stay the naive sampler's (the tests compare them)."""
+    noise = None
+
+    def pick(logits: torch.Tensor, c: int, i: int, j: int) -> torch.Tensor:
+        nonlocal noise
+        if c == 0 and j == 0:
+            noise = neg_gumbel((W * C, n, K), generator, logits.device)
+        return draw(logits, temperature, generator, noise[j * C + c])
+
+    return pick
 
 
 def check_sample_args(model: GatedPixelCNN, n: int, image_shape, h, temperature) -> tuple[int, int, int]:
@@ -112,17 +141,27 @@ def sample_naive(model, n, image_shape, h=None, temperature=1.0, generator=None,
 
 
 def _row(bias: torch.Tensor | None, i: int) -> torch.Tensor | None:
-    """Row i of a conditioning bias (n, pre, H, W) as (n, pre, 1, W); a global (n, pre, 1, 1) as is."""
-    if bias is None or bias.shape[2] == 1:
-        return bias
-    return bias[:, :, i:i + 1]
+    """Row i of a conditioning bias (n, H, W, pre) as (n, W, pre); a global (n, 1, 1, pre) as (n, 1, pre)."""
+    if bias is None:
+        return None
+    return bias[:, i if bias.shape[1] > 1 else 0]
+
+
+def _gate(layer: GatedLayer, x: torch.Tensor) -> torch.Tensor:
+    """layer.gate over the last dimension (the sampler keeps rows as (n, W, pre))."""
+    if layer.gated:
+        f, g = x.chunk(2, dim=-1)
+        return torch.tanh(f) * torch.sigmoid(g)
+    return F.relu(x)
 
 
 class _LayerCache:
     """One gated layer's weights as matrices, and what the cached sampler keeps for it."""
 
     def __init__(self, layer: GatedLayer, bias_v, bias_h, n: int, W: int, row_term: torch.Tensor):
-        self.layer, self.bias_v, self.bias_h = layer, bias_v, bias_h
+        self.layer = layer
+        # conditioning biases as (n, H, W, pre) views, so that a row is (n, W, pre) like the row terms
+        self.bias_v, self.bias_h = (None if b is None else b.permute(0, 2, 3, 1) for b in (bias_v, bias_h))
         self.first = layer.first
         self.pad = layer.v_conv.pad  # == layer.h_conv.pad == k//2
         wh = layer.h_conv.masked_weight()  # (pre, in, 1, pad+1); last tap = the pixel itself
@@ -133,47 +172,67 @@ class _LayerCache:
         w_out = layer.out.masked_weight()[:, :, 0, 0]  # (p, p) first layer, else (2p, p): [res | skip]
         self.w_out, self.b_out = w_out.t().contiguous(), layer.out.bias
         p = w_out.shape[1]
-        if not self.first:  # the residual and skip halves apart: the skip is accumulated in place
-            self.w_res, self.b_res = self.w_out[:, :p].contiguous(), self.b_out[:p]
-            self.w_skip, self.b_skip = self.w_out[:, p:].contiguous(), self.b_out[p:]
         kw = dict(device=wh.device, dtype=wh.dtype)
+        # A gated layer's gate in two ops. sigmoid(g) = (1 + tanh(g/2)) / 2, so the g half of the
+        # pre-activation is kept halved (its weights and terms scaled by 1/2): one tanh over the whole
+        # pre-activation gives t_f = tanh(f) and t_g = tanh(g/2), and one addcmul gives
+        # t_f + t_f * t_g = 2 * gate. The 1x1 after the gate takes the factor 2 back.
+        self.pre_scale = None
+        if layer.gated:
+            self.pre_scale = torch.cat([torch.ones(p, **kw), torch.full((p,), 0.5, **kw)])
+            self.w_centre, self.w_left = self.w_centre * self.pre_scale, self.w_left * self.pre_scale
+            self.w_out = self.w_out * 0.5
+        if not self.first:  # the residual 1x1 with its bias as one more row: x_h + [gate, 1] @ w_res
+            self.w_res = torch.cat([self.w_out[:, :p], self.b_out[None, :p]]).contiguous()  # (p+1, p)
+            self.w_skip = torch.cat([self.w_out[:, p:], self.b_out[None, p:]])  # (p+1, p), stacked later
         # per-step buffers, written with out=: no allocation and fewer ops per sub-pixel step
         self.pre_buf = torch.zeros(n, pre, **kw)
-        if layer.gated:
-            self.f_view, self.g_view = self.pre_buf[:, :p], self.pre_buf[:, p:]
-            self.tanh_buf, self.sigmoid_buf, self.gate_buf = (torch.zeros(n, p, **kw) for _ in range(3))
-        self.res_buf = torch.zeros(n, p, **kw)
-        self.strip = torch.zeros(n, cin, self.pad + 1, W, **kw)  # last k//2+1 vertical input rows
+        self.t_f, self.t_g = self.pre_buf[:, :p], self.pre_buf[:, p:]  # after the tanh (gated layers)
+        self.gate = torch.zeros(n, p, **kw)  # gate output; a view into the run's stacked gates later
+        self.gate_one = None  # (n, p+1) view: [gate, 1], what the residual 1x1 reads
+        self.term_offset = None  # a per-channel constant added to every row term (the first layer)
+        # the vertical stack row by row as one matrix product: the strip keeps the last k//2+1
+        # vertical input rows as (n, column, row, in), zero columns on both sides (the conv's padding),
+        # so the taps of output column j are one contiguous run, columns j .. j+k-1
+        wv = layer.v_conv.weight  # (pre, in, k//2+1, k)
+        k = wv.shape[3]
+        self.w_v = wv.permute(3, 2, 1, 0).reshape(-1, pre).contiguous()  # rows ordered (column, row, in)
+        self.b_v = layer.v_conv.bias
+        self.strip = torch.zeros(n, W + 2 * self.pad, self.pad + 1, cin, **kw)
+        st = self.strip.stride()
+        self.taps = self.strip.as_strided((n, W, k, self.pad + 1, cin), (st[0], st[1], st[1], st[2], st[3]))
+        self.cols = torch.zeros(n * W, self.w_v.shape[0], **kw)  # the taps, one row per column
+        self.v_pre = torch.zeros(n, W, pre, **kw)  # vertical pre-activation of the last finished row
+        self.w_link = layer.link.weight[:, :, 0, 0].t().contiguous()  # (pre, pre)
+        self.b_term = layer.link.bias + layer.h_conv.bias
         self.row_term = row_term  # (n, W, pre) view: per-column constant of the current row
         self.term = None  # (n, pre) view: row_term at the current column
         self.window = torch.zeros(n, self.pad * cin, **kw)  # horizontal inputs of the pad pixels left
         self.base = torch.zeros(n, pre, **kw)  # term + left-neighbour contribution, per pixel
         self.output = torch.zeros(n, layer.out.in_channels, **kw)  # (n, p): next layer's x_h here
 
-    def activate(self) -> torch.Tensor:
-        """The gate of pre_buf (tanh(f) * sigmoid(g), or relu), into the layer's own buffers."""
-        if self.layer.gated:
-            torch.tanh(self.f_view, out=self.tanh_buf)
-            torch.sigmoid(self.g_view, out=self.sigmoid_buf)
-            return torch.mul(self.tanh_buf, self.sigmoid_buf, out=self.gate_buf)
-        return self.pre_buf.relu_()
-
     def push_row(self, values: torch.Tensor) -> None:
-        """Append a finished vertical input row (n, in, 1, W) to the strip, dropping the oldest."""
+        """Append a finished vertical input row (n, W, in) to the strip, dropping the oldest."""
         self.strip[:, :, :-1] = self.strip[:, :, 1:].clone()
-        self.strip[:, :, -1:] = values
+        self.strip[:, self.pad:self.strip.shape[1] - self.pad, -1] = values
 
     def vertical(self) -> torch.Tensor:
-        """Vertical pre-activation of the strip's newest row, (n, pre, 1, W)."""
-        conv = self.layer.v_conv
-        return F.conv2d(F.pad(self.strip, (self.pad, self.pad, 0, 0)), conv.weight, conv.bias)
+        """Vertical pre-activation of the strip's newest row into `v_pre`, (n, W, pre)."""
+        self.cols.view(self.taps.shape).copy_(self.taps)
+        torch.addmm(self.b_v, self.cols, self.w_v, out=self.v_pre.view(self.cols.shape[0], -1))
+        return self.v_pre
 
-    def set_row_term(self, v_pre_above: torch.Tensor, i: int) -> None:
+    def set_row_term(self, i: int) -> None:
         """Per-column constant of row i: link(vertical pre-activation of row i-1) + biases."""
-        term = self.layer.link(v_pre_above) + self.layer.h_conv.bias[:, None, None]  # (n, pre, 1, W)
+        n, W, pre = self.v_pre.shape
+        term = torch.addmm(self.b_term, self.v_pre.view(n * W, pre), self.w_link).view(n, W, pre)
         if self.bias_h is not None:
             term = term + _row(self.bias_h, i)
-        self.row_term.copy_(term[:, :, 0].transpose(1, 2))
+        if self.pre_scale is not None:
+            term = term * self.pre_scale
+        if self.term_offset is not None:  # the offset is made from the scaled weights already
+            term = term + self.term_offset
+        self.row_term.copy_(term)
 
     def push_pixel(self, x_h: torch.Tensor) -> None:
         """Slide the window one pixel right: x_h (n, in) is the finished pixel's horizontal input."""
@@ -210,14 +269,32 @@ class _CachedRun:
             L.term = self.terms[:, start:start + pre]
             self.layers.append(L)
             start += pre
-        p = model.layers[0].out.out_channels
-        self.skip = torch.zeros(n, p, device=device, dtype=dtype)  # the skip sum of one step
-        self.skip_bias = sum((L.b_skip for L in self.layers if not L.first),
-                             torch.zeros(p, device=device, dtype=dtype))
+        kw = dict(device=device, dtype=dtype)
+        # the first layer reads the levels as they are drawn: its centre weights take the scaling
+        # x * s - 1 into them (x @ (s w) - sum of w's rows), so a step starts with no conversion
+        first = self.layers[0]
+        first.term_offset = -first.w_centre.sum(0)
+        first.w_centre = first.w_centre * (2.0 / (K - 1))
+        # every later layer's gate, with a column of ones, in one (n, layers, p+1) buffer: the
+        # residual 1x1 of a layer reads its [gate, 1] row (bias included), and the skip sum of all
+        # layers, biases included, is one product at the end of the step
+        rest, p = self.layers[1:], first.output.shape[1]
+        self.gates = torch.zeros(n, len(rest), p + 1, **kw)
+        self.gates[:, :, p] = 1.0
+        for l, L in enumerate(rest):
+            L.gate_one, L.gate = self.gates[:, l], self.gates[:, l, :p]
+        self.w_skip = torch.cat([L.w_skip for L in rest] + [torch.zeros(0, p, **kw)])  # (layers*(p+1), p)
+        self.skip = torch.zeros(n, p, **kw)
+        self.hidden = torch.zeros(n, self.w1.shape[1], **kw)
+        self.logits = [torch.zeros(n, K, **kw) for _ in range(C)]
         self.stacked = self._stack_layers(n, device, dtype)
+        # what step() reads per layer, looked up once (a step is ~50 small ops: lookups add up)
+        self.plan = [(L.first, L.layer.gated, L.base, L.w_centre, L.pre_buf, L.t_f, L.t_g, L.gate,
+                      L.gate_one, L.w_out if L.first else L.w_res, L.b_out, L.output) for L in self.layers]
+        self.gates_flat = self.gates.view(n, -1)
         self.x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
-        self.levels = torch.zeros(n, C, dtype=torch.long, device=device)  # the pixel being drawn
-        self.v_pre = [torch.zeros(n, pre, 1, W, device=device, dtype=dtype) for pre in pres]
+        self.levels = torch.zeros(n, C, **kw)  # the pixel being drawn, as levels in the model's dtype
+        self.level = [self.levels[:, c] for c in range(C)]
         self.graphs = _capture(self) if cuda_graphs else None
 
     def _stack_layers(self, n: int, device, dtype) -> bool:
@@ -256,19 +333,23 @@ class _CachedRun:
         elif c == 0:
             for L in self.layers:
                 torch.addmm(L.term, L.window, L.w_left, out=L.base)
-        xh, skip = self.model.scale(self.levels), self.skip  # (n, C), (n, p)
-        for L in self.layers:
-            torch.addmm(L.base, xh, L.w_centre, out=L.pre_buf)
-            gated = L.activate()  # (n, p)
-            if L.first:
-                xh = torch.addmm(L.b_out, gated, L.w_out, out=L.output)
-                torch.add(xh, self.skip_bias, out=skip)  # every later layer's skip bias, added once
+        xh = self.levels  # (n, C) levels: the first layer's weights scale them
+        addmm = torch.addmm
+        for first, gated, base, w_centre, pre, t_f, t_g, gate, gate_one, w, b, output in self.plan:
+            addmm(base, xh, w_centre, out=pre)
+            if gated:  # 2 tanh(f) sigmoid(g) = t_f (1 + t_g), the g half kept halved (_LayerCache)
+                pre.tanh_()
+                torch.addcmul(t_f, t_f, t_g, out=gate)
             else:
-                torch.addmm(L.b_res, gated, L.w_res, out=L.res_buf)
-                xh = torch.add(xh, L.res_buf, out=L.output)
-                skip.addmm_(gated, L.w_skip)
-        hidden = F.relu(torch.addmm(self.b1, F.relu(skip), self.w1))
-        return torch.addmm(self.b2[c], hidden, self.w2[c]).double()  # draw() works in float64
+                torch.clamp(pre, min=0, out=gate)
+            if first:
+                xh = addmm(b, gate, w, out=output)
+            else:  # x_h + res(gate), the residual's bias in w's last row (gate_one = [gate, 1])
+                xh = addmm(xh, gate_one, w, out=output)
+        # the skip sum: the first layer's output plus every later layer's skip 1x1, in one product
+        addmm(self.layers[0].output, self.gates_flat, self.w_skip, out=self.skip).relu_()
+        addmm(self.b1, self.skip, self.w1, out=self.hidden).relu_()
+        return addmm(self.b2[c], self.hidden, self.w2[c], out=self.logits[c]).double()  # draw() is float64
 
     def push_pixel(self) -> None:
         """The pixel is drawn: it joins every layer's window (outputs of the last step are final)."""
@@ -282,14 +363,15 @@ class _CachedRun:
     def start_row(self, i: int) -> None:
         """Run the vertical stack on finished row i-1, then set row i's terms and empty windows."""
         if i > 0:
-            self.layers[0].push_row(self.model.scale(self.x[:, :, i - 1:i]))
+            self.layers[0].push_row(self.model.scale(self.x[:, :, i - 1]).transpose(1, 2))
             for l, L in enumerate(self.layers):
-                self.v_pre[l] = L.vertical()
+                v_pre = L.vertical()
                 if l + 1 < len(self.layers):
-                    v_pre = self.v_pre[l] if L.bias_v is None else self.v_pre[l] + _row(L.bias_v, i - 1)
-                    self.layers[l + 1].push_row(L.layer.gate(v_pre))
-        for L, v_pre in zip(self.layers, self.v_pre):
-            L.set_row_term(v_pre, i)
+                    if L.bias_v is not None:
+                        v_pre = v_pre + _row(L.bias_v, i - 1)
+                    self.layers[l + 1].push_row(_gate(L.layer, v_pre))
+        for L in self.layers:
+            L.set_row_term(i)
             L.window.zero_()
 
     def run(self, pick: Pick, progress: Progress | None = None) -> torch.Tensor:
@@ -304,7 +386,7 @@ class _CachedRun:
                     else:
                         graph, logits = self.graphs[c]
                         graph.replay()
-                    self.levels[:, c] = pick(logits, c, i, j)
+                    self.level[c].copy_(pick(logits, c, i, j))
                 self.x[:, :, i, j] = self.levels
                 if self.graphs is None:
                     self.push_pixel()
@@ -351,7 +433,12 @@ def sample_cached(model, n, image_shape, h=None, temperature=1.0, generator=None
 
     `cuda_graphs`: replay each per-channel step as a CUDA graph; None means "when on CUDA"."""
     run = _CachedRun(model, n, image_shape, h, _use_graphs(model, cuda_graphs))
-    return run.run(lambda logits, c, i, j: draw(logits, temperature, generator), progress)
+    C, H, W = image_shape
+    if temperature > 0 and run.x.device.type == "cpu":
+        pick = _row_draw(temperature, generator, n, C, W, model.config.levels)
+    else:  # a CUDA generator's offsets depend on the call sizes: one call per draw, as naive
+        pick = lambda logits, c, i, j: draw(logits, temperature, generator)  # noqa: E731
+    return run.run(pick, progress)
 
 
 @torch.no_grad()
