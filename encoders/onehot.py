@@ -50,8 +50,8 @@ class OneHotEncoder(nn.Module):
         if labels.is_floating_point() or labels.is_complex():
             raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
         # the range check reads values: only on the CPU, so a GPU training step makes no host sync
-        # (one_hot itself fails there on a bad label)
-        if labels.device.type == "cpu" and labels.numel() and (
+        # (one_hot itself fails there on a bad label), and not while torch.compile traces it
+        if labels.device.type == "cpu" and labels.numel() and not torch.compiler.is_compiling() and (
                 int(labels.min()) < 0 or int(labels.max()) >= self.dim):
             raise ValueError(f"labels must lie in [0, {self.dim}), got range "
                              f"[{int(labels.min())}, {int(labels.max())}]")

@@ -348,7 +348,8 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
     from pcae.autoencoder import AutoencoderSpec
     from pcae.checkpoint import load_model
     from pcae.data import load_dataset
-    from pcae.train import PixelCNNSpec, resolve_device
+    from pcae.pixelcnn_task import PixelCNNSpec
+    from pcae.train import resolve_device
     from eval import report as R
 
     progress = progress or (lambda message: None)

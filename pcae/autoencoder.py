@@ -25,7 +25,7 @@ FaceNet as face crops (no MTCNN pass). The CLI does not use that path: `pcae tra
 facenet` runs pcae.portrait's pipeline (MTCNN once into the face cache, faceless photos skipped and
 named in train.log, checkpoint kind "portrait"), as `pcae train-portraits` does. The "mse"
 deconv's bits/dim is an estimate: sigma is fitted to each batch's own MSE. Checkpoints of kind
-"autoencoder" are loadable once this module is imported (it registers its task and builder).
+"autoencoder" are rebuilt through pcae.kinds (`AutoencoderTask.from_checkpoint`, `model_from_checkpoint`).
 
 Shapes: B batch, C image channels, H, W image size, K levels, D = encoder.dim, n per-input samples.
 """
@@ -40,10 +40,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders import build_encoder, load_encoder
-from pcae.checkpoint import load_checkpoint, register_builder
+from pcae.checkpoint import load_checkpoint
 from pcae.deconv import DeconvConfig, DeconvDecoder, expected_levels, gaussian_bits_per_dim
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim
-from pcae.train import Task, register_task, task_from_checkpoint
+from pcae.kinds import task_from_checkpoint
+from pcae.train import Task
 from pcae.utils import PcaeError, first_line
 
 # decoder kind -> (class, config class)
@@ -357,13 +358,8 @@ class AutoencoderTask(Task):
         return cls(model, configs.get("task", {}).get("classes"))
 
 
-def autoencoder_task(checkpoint: dict) -> AutoencoderTask:
-    """The pcae.train task loader for kind "autoencoder" (evaluate, resume)."""
-    return AutoencoderTask.from_checkpoint(checkpoint)
-
-
 def model_from_checkpoint(checkpoint: dict) -> Autoencoder:
-    """The pcae.checkpoint builder for kind "autoencoder"."""
+    """The bare model of an "autoencoder" checkpoint (pcae.kinds)."""
     return build_autoencoder(checkpoint["configs"]["model"], checkpoint["state_dicts"]["model"])
 
 
@@ -548,8 +544,3 @@ def reconstruct_checkpoint(path, data: str | None = None, split: str = "test", n
         info["semantics"] = judge_run(task, judge_source, dataset, judge_images,
                                       torch.Generator(target).manual_seed(seed), temperature)
     return grid, nrow, info
-
-
-# Importing this module makes "autoencoder" checkpoints loadable by pcae.train and pcae.checkpoint.
-register_task("autoencoder", autoencoder_task)
-register_builder("autoencoder", "pcae.autoencoder:model_from_checkpoint")

@@ -21,43 +21,26 @@ a run killed at any moment leaves the previous checkpoint or the new one, never 
 Reading uses `torch.load(weights_only=True)`: everything stored is tensors, numbers, strings, None,
 lists, tuples and dicts (`to_plain` converts the rest), so an untrusted file cannot run code.
 
-Models are rebuilt from the stored config by the builder registered for the checkpoint's kind
-(`BUILDERS`), never from numbers written down elsewhere. Other kinds register theirs with
-`register_builder`, or by naming "module:function" in `BUILDERS` (imported on first use).
+Models are rebuilt from the stored config by the checkpoint's kind (pcae.kinds, the one table of
+model kinds), never from numbers written down elsewhere.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import pickle
 import random
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from pcae.utils import PcaeError, atomic_path, first_line
+from pcae.utils import PcaeError, atomic_path
 
 FORMAT_VERSION = 1
-
-# kind -> builder(checkpoint) -> nn.Module with its weights loaded, on CPU.
-# A string "module:function" is imported the first time that kind is loaded; importing the module
-# also registers its training task (pcae.train.TASKS), so every kind loads in a fresh process.
-BUILDERS: dict[str, Callable[[dict], torch.nn.Module] | str] = {
-    "pixelcnn": "pcae.checkpoint:build_pixelcnn",
-    "autoencoder": "pcae.autoencoder:model_from_checkpoint",
-    "portrait": "pcae.portrait:build_portrait",
-}
-
-
-def register_builder(kind: str, builder: Callable[[dict], torch.nn.Module] | str) -> None:
-    """Make `load_model` able to rebuild checkpoints of `kind`."""
-    BUILDERS[kind] = builder
-
 
 def to_plain(value: Any) -> Any:
     """Convert dataclasses, tuples, paths and numpy values into what weights_only loading accepts."""
@@ -194,25 +177,9 @@ def load_model(path: str | os.PathLike, kind: str | None = None):
     Returns:
         (model, checkpoint dict).
     """
+    from pcae.kinds import model_from_checkpoint
+
     checkpoint = load_checkpoint(path, kind)
-    builder = BUILDERS.get(checkpoint["kind"])
-    if builder is None:
-        raise PcaeError(f"{path}: checkpoint kind {checkpoint['kind']!r} is not known to this pcae "
-                        f"(known: {', '.join(sorted(BUILDERS))})")
-    if isinstance(builder, str):
-        module, name = builder.split(":")
-        builder = getattr(importlib.import_module(module), name)
-    try:
-        model = builder(checkpoint)
-    except (TypeError, ValueError, KeyError, RuntimeError) as e:
-        raise PcaeError(f"{path}: cannot rebuild the model from this checkpoint ({first_line(e)})") from None
+    model = model_from_checkpoint(checkpoint, path)
     return model.float().eval(), checkpoint
 
-
-def build_pixelcnn(checkpoint: dict) -> torch.nn.Module:
-    """The "pixelcnn" builder: GatedPixelCNN(PixelCNNConfig(**configs["model"])) + its weights."""
-    from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
-
-    model = GatedPixelCNN(PixelCNNConfig(**checkpoint["configs"]["model"]))
-    model.load_state_dict(checkpoint["state_dicts"]["model"])
-    return model

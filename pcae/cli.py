@@ -513,7 +513,7 @@ def train_cmd(
     Data-parallel: torchrun --standalone --nproc_per_node=N -m pcae train ...
     """
     _check_channels(image_channels)
-    from pcae.train import PixelCNNSpec
+    from pcae.pixelcnn_task import PixelCNNSpec
 
     resume, force = train["resume"], train["force"]
     config, resume_fields = _train_config(
@@ -550,7 +550,7 @@ def sample_cmd(
     import time
 
     from pcae.images import save_grid
-    from pcae.train import sample_checkpoint
+    from pcae.pixelcnn_task import sample_checkpoint
 
     start = time.perf_counter()
     images, nrow = sample_checkpoint(checkpoint, n=n, label=label, temperature=temperature, seed=seed,
@@ -575,7 +575,7 @@ def evaluate_cmd(
     """Print test bits/dim (per class for labelled data) of a checkpoint as JSON."""
     import json
 
-    from pcae.train import evaluate_checkpoint
+    from pcae.inference import evaluate_checkpoint
 
     result = evaluate_checkpoint(checkpoint, data=data, split=split,
                                  data_root=None if data_root is None else str(data_root),

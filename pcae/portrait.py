@@ -74,11 +74,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcae.checkpoint import load_checkpoint, register_builder
+from pcae.checkpoint import load_checkpoint
 from pcae.data import IMAGE_SUFFIXES, TEST_EVERY, convert_images
 from pcae.images import save_grid
 from pcae.data import is_test_path  # the folder split rule, so splits agree with pcae.data
-from pcae.train import Task, TrainConfig, register_task, resolve_device, task_from_checkpoint
+from pcae.kinds import task_from_checkpoint
+from pcae.train import Task, TrainConfig, resolve_device
 from pcae.utils import PcaeError, atomic_path, cache_root, first_line
 
 CACHE_FORMAT = "pcae-faces/1"
@@ -662,13 +663,11 @@ class PortraitModel(nn.Module):
 
 
 def build_portrait(checkpoint: dict) -> PortraitModel:
-    """The "portrait" checkpoint builder (pcae.checkpoint.load_model)."""
+    """The bare model of a "portrait" checkpoint (pcae.kinds)."""
     task = PortraitTask.from_checkpoint(checkpoint)
     return PortraitModel(task.model, task.facenet, task.faces)
 
 
-register_task("portrait", PortraitTask.from_checkpoint)
-register_builder("portrait", build_portrait)
 
 
 def load_portrait(path: str | os.PathLike | PortraitModel, device: str = "cpu") -> PortraitModel:

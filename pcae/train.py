@@ -1,10 +1,12 @@
 """Training runs: one loop for every model kind, with checkpoints, exact resume and DDP.
 
-The loop (`train`) knows nothing about PixelCNNs. A *task* tells it what to train: the module, the
-loss of a batch, how to evaluate and draw a sample grid, and what goes into the checkpoint. A *spec*
-builds a fresh task from the training data or restores one from a checkpoint. `PixelCNNTask` (with
-`PixelCNNSpec`) trains an unconditional or label-conditional Gated PixelCNN; the auto-encoder and
-portrait commands plug in their own task and reuse everything else.
+The loop (`train`) knows nothing about PixelCNNs. A *task* (`Task`, below) tells it what to train:
+the module, the loss of a batch, how to evaluate and draw a sample grid, and what goes into the
+checkpoint. A *spec* (`TaskSpec`) builds a fresh task from the training data or restores one from
+a checkpoint. Each model kind brings its own, next to its model: pcae.pixelcnn_task (`pcae train`),
+pcae.autoencoder (`pcae train-ae`), pcae.portrait (`pcae train-portraits`); pcae.kinds is the one
+table that rebuilds any kind's task from a checkpoint. This module holds the task interface, the
+data feeding, the loop and its run folder, nothing model-specific.
 
 A run folder holds:
     last.pt, best.pt     checkpoints (pcae.checkpoint); best.pt tracks the task's test metric
@@ -38,7 +40,6 @@ epoch, but is not bit-identical.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import math
@@ -55,14 +56,13 @@ from typing import Any, Callable, ClassVar, Iterator, Protocol
 import numpy as np
 import torch
 import torch.distributed as tdist
-import torch.nn.functional as F
 from torch import nn
 
 from pcae.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from pcae.config import LR_SCHEDULES, TrainConfig  # noqa: F401  (TrainConfig is torch-free: the CLI reads its defaults)
-from pcae.options import check_device, check_precision, check_split, check_temperature
-from pcae.images import plot_curve, save_grid  # noqa: F401  (re-exported: image writing lives in pcae.images)
-from pcae.utils import PcaeError, atomic_path, first_line
+from pcae.options import check_device
+from pcae.images import plot_curve, save_grid
+from pcae.utils import PcaeError, atomic_path
 
 RUN_FILES = ("last.pt", "metrics.jsonl", "summary.json", "train.log")  # marks a pcae run folder
 # everything a run writes into its folder: what --force replaces (nothing else is touched)
@@ -121,6 +121,10 @@ class Task:
     def check_data(self, dataset) -> None:
         """Raise PcaeError when `dataset` does not fit this task (shape, labels)."""
 
+    def use_classes(self, dataset) -> None:
+        """Before evaluating on `dataset`: name per-class figures by its classes, or raise
+        PcaeError when its labels would mean other classes than the model's."""
+
     @property
     def judgeable(self) -> bool:
         """Whether its samples have a class to keep, so `judged` has something to say."""
@@ -146,180 +150,6 @@ class TaskSpec(Protocol):
     def build(self, dataset) -> Task: ...
 
     def restore(self, checkpoint: dict) -> Task: ...
-
-
-CONDITIONS = ("none", "label")
-
-
-class PixelCNNTask(Task):
-    """A Gated PixelCNN trained on the NLL, unconditional or given a one-hot class label."""
-
-    kind = "pixelcnn"
-    metric = "bpd"
-
-    def __init__(self, config, condition: str = "none", classes: list[str] | None = None):
-        from pcae.pixelcnn import GatedPixelCNN
-
-        if condition not in CONDITIONS:
-            raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
-        if (condition == "label") != (config.cond_dim > 0):
-            raise ValueError(f"condition {condition!r} does not match cond_dim={config.cond_dim}")
-        self.config, self.condition = config, condition
-        self.classes = list(classes) if classes else [str(k) for k in range(config.cond_dim)]
-        self.model = GatedPixelCNN(config)
-
-    def configs(self):
-        return {"model": dataclasses.asdict(self.config),
-                "task": {"condition": self.condition, "classes": self.classes}}
-
-    def h(self, labels: torch.Tensor) -> torch.Tensor | None:
-        if self.condition == "none":
-            return None
-        return F.one_hot(labels.clamp(min=0), self.config.cond_dim).float()  # (B, D)
-
-    def loss(self, images, labels):
-        from pcae.pixelcnn import bits_per_dim
-
-        logits = self.model.forward_float(self.model.scale(images), self.h(labels))
-        return {"bpd": bits_per_dim(logits, images)}  # fp32 cross-entropy, also under bf16 autocast
-
-    @torch.no_grad()
-    def evaluate(self, batches):
-        from pcae.pixelcnn import nll_bits
-
-        bits, all_labels = [], []
-        for images, labels in batches:
-            logits = self.model.forward_float(self.model.scale(images), self.h(labels))
-            bits.append((nll_bits(logits, images) / images[0].numel()).cpu())
-            all_labels.append(labels.cpu())
-        if not bits:
-            return {}
-        bits, labels = torch.cat(bits), torch.cat(all_labels)
-        metrics = {"bpd": bits.mean().item(), "images": len(bits)}
-        if (labels >= 0).all():
-            names = self.classes
-            per_class = {}
-            for k in labels.unique().tolist():
-                name = names[k] if k < len(names) else str(k)
-                per_class[name] = bits[labels == k].mean().item()
-            metrics["bpd_per_class"] = per_class
-        return metrics
-
-    @property
-    def judgeable(self):
-        return self.condition == "label"
-
-    def judged(self, judge, images, labels, generator, temperature):
-        """Label-conditional: one sample per test label, judged against the label it was drawn for."""
-        from eval.judge import class_accuracy
-        from pcae.sampling import sample
-
-        x = sample(self.model, len(labels), tuple(images.shape[1:]), self.h(labels), temperature,
-                   generator)
-        return {**class_accuracy(judge, x, labels), "source_ink": images.float().mean().item() / 255,
-                "temperature": temperature}
-
-    def sample_grid(self, examples, n, generator, temperature):
-        from pcae.sampling import sample
-
-        cfg = self.config
-        shape = (cfg.image_channels, *examples[0].shape[2:])
-        device = next(self.model.parameters()).device
-        if self.condition == "label":
-            per_class = max(1, math.ceil(n / cfg.cond_dim))
-            labels = torch.arange(cfg.cond_dim, device=device).repeat_interleave(per_class)
-            x = sample(self.model, len(labels), shape, self.h(labels), temperature, generator)
-            return x.to(torch.uint8), per_class  # one row per class
-        x = sample(self.model, n, shape, None, temperature, generator)
-        return x.to(torch.uint8), max(1, math.ceil(math.sqrt(n)))
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: dict) -> "PixelCNNTask":
-        from pcae.pixelcnn import PixelCNNConfig
-
-        configs = checkpoint["configs"]
-        task_config = configs.get("task", {})
-        task = cls(PixelCNNConfig(**configs["model"]), task_config.get("condition", "none"),
-                   task_config.get("classes"))
-        task.load_state_dicts(checkpoint["state_dicts"])
-        return task
-
-    def check_data(self, dataset):
-        C = dataset.shape[0]
-        if C != self.config.image_channels:
-            raise PcaeError(f"data {dataset.info.get('source')!r} has {C}-channel images, the model "
-                            f"expects {self.config.image_channels}")
-        if self.config.spatial_cond and tuple(dataset.shape[1:]) != tuple(self.config.image_size):
-            raise PcaeError(f"data images are {dataset.shape[1]}x{dataset.shape[2]}, the model "
-                            f"expects {self.config.image_size[0]}x{self.config.image_size[1]}")
-        if self.condition == "label":
-            if not dataset.num_classes:
-                raise PcaeError(f"data {dataset.info.get('source')!r} has no labels; "
-                                "--condition label needs a labelled source")
-            if dataset.num_classes != self.config.cond_dim:
-                raise PcaeError(f"data {dataset.info.get('source')!r} has {dataset.num_classes} "
-                                f"classes, the model was built for {self.config.cond_dim}")
-
-
-@dataclass(frozen=True)
-class PixelCNNSpec:
-    """Model options for `pcae train`; the image shape and class count come from the data."""
-
-    kind: ClassVar[str] = "pixelcnn"
-    channels: int = 32
-    n_layers: int = 5
-    kernel_size: int = 3
-    first_kernel_size: int = 7
-    head_channels: int = 0
-    condition: str = "none"
-
-    def build(self, dataset) -> PixelCNNTask:
-        from pcae.pixelcnn import PixelCNNConfig
-
-        if self.condition not in CONDITIONS:
-            raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
-        C, H, W = dataset.shape
-        cond_dim = (dataset.num_classes or 0) if self.condition == "label" else 0
-        if self.condition == "label" and not cond_dim:
-            raise PcaeError(f"data {dataset.info.get('source')!r} has no labels; "
-                            "--condition label needs a labelled source")
-        try:
-            config = PixelCNNConfig(image_channels=C, channels=self.channels, n_layers=self.n_layers,
-                                    kernel_size=self.kernel_size,
-                                    first_kernel_size=self.first_kernel_size,
-                                    head_channels=self.head_channels, cond_dim=cond_dim,
-                                    image_size=(H, W))
-        except ValueError as e:
-            raise PcaeError(f"model options: {e}") from None
-        return PixelCNNTask(config, self.condition, list(dataset.classes or []))
-
-    def restore(self, checkpoint: dict) -> PixelCNNTask:
-        return PixelCNNTask.from_checkpoint(checkpoint)
-
-
-# kind -> function(checkpoint) -> Task with weights loaded; evaluate/sample commands look tasks up here.
-TASKS: dict[str, Callable[[dict], Task]] = {"pixelcnn": PixelCNNTask.from_checkpoint}
-
-
-def register_task(kind: str, from_checkpoint: Callable[[dict], Task]) -> None:
-    """Let `evaluate_checkpoint` and friends rebuild tasks of `kind`."""
-    TASKS[kind] = from_checkpoint
-
-
-def task_from_checkpoint(checkpoint: dict, path="checkpoint") -> Task:
-    """Rebuild the task (model + weights) of any registered kind from a loaded checkpoint."""
-    from pcae.checkpoint import BUILDERS
-
-    kind = checkpoint["kind"]
-    if kind not in TASKS and isinstance(BUILDERS.get(kind), str):
-        importlib.import_module(BUILDERS[kind].split(":")[0])  # registers its task on import
-    if kind not in TASKS:
-        raise PcaeError(f"{path}: no task is registered for checkpoint kind {kind!r} "
-                        f"(known: {', '.join(sorted(TASKS))})")
-    try:
-        return TASKS[kind](checkpoint)
-    except (TypeError, ValueError, KeyError, RuntimeError) as e:
-        raise PcaeError(f"{path}: cannot rebuild the model from this checkpoint ({first_line(e)})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1188,95 +1018,3 @@ class _Run:
             "precision": self.precision,
             "parameters": sum(p.numel() for p in self.task.model.parameters()),
         }
-
-
-# ---------------------------------------------------------------------------------------------
-# Using a trained checkpoint
-
-
-def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, split: str = "test",
-                        data_root: str | None = None, device: str = "cpu", batch_size: int = 64,
-                        limit: int = 0, precision: str = "auto") -> dict:
-    """Test metrics of a checkpoint on a data source (by default the one it was trained on).
-
-    Returns:
-        {"checkpoint", "kind", "data", "split", "images", <metric>, <metric>_per_class, ...}.
-    """
-    check_split(split), check_precision(precision), check_device(device)
-    checkpoint = load_checkpoint(path)
-    task = task_from_checkpoint(checkpoint, path)
-    train_config = checkpoint["configs"].get("train", {})
-    source = data or train_config.get("data")
-    if source is None:
-        raise PcaeError(f"{path}: the checkpoint names no data source; pass --data")
-    from pcae.data import load_dataset
-
-    dataset = load_dataset(source, split=split, channels=train_config.get("image_channels"),
-                           image_size=train_config.get("image_size"),
-                           data_root=data_root or train_config.get("data_root"))
-    task.check_data(dataset)
-    if isinstance(task, PixelCNNTask):
-        stored, names = list(task.classes), list(dataset.classes or [])
-        if task.condition == "label" and names and names != stored:
-            raise PcaeError(f"data {source!r} has the classes {names[:4]}..., the model was trained "
-                            f"on {stored[:4]}...: its labels would mean other classes")
-        task.classes = names  # per-class figures under the evaluated data's own class names
-    target = resolve_device(device)
-    task.model.to(target).eval()
-    from pcae.precision import choose, time_it
-
-    first = next(eval_batches(dataset, min(batch_size, limit or batch_size), batch_size, target))
-
-    def measure(p):  # one batch's evaluation, forward only: nothing changes
-        with torch.autocast(target.type, dtype=torch.bfloat16, enabled=p == "bf16"):
-            return time_it(lambda: task.evaluate([first]))
-
-    chosen = choose(precision, target, measure,
-                    json.dumps(["evaluate", task.kind, task.configs(), batch_size], default=str))
-    with torch.autocast(target.type, dtype=torch.bfloat16, enabled=chosen["used"] == "bf16"):
-        metrics = task.evaluate(eval_batches(dataset, limit, batch_size, target))
-    return {"checkpoint": str(path), "kind": task.kind, "step": checkpoint.get("step"),
-            "data": source, "split": split, "precision": chosen, **metrics}
-
-
-def sample_checkpoint(path: str | os.PathLike, n: int = 16, label: int | None = None,
-                      temperature: float = 1.0, seed: int = 0, sampler: str | None = None,
-                      device: str = "cpu") -> tuple[torch.Tensor, int]:
-    """Draw from a PixelCNN checkpoint. Returns ((N, C, H, W) uint8 images, images per row).
-
-    An unconditional model gives n images; a label-conditional one n images of class `label`, or
-    without a label, one row of ceil(n / classes) images per class.
-    """
-    from pcae.sampling import check_sampler, sample
-
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    check_temperature(temperature), check_device(device)
-    checkpoint = load_checkpoint(path, kind="pixelcnn")
-    task = task_from_checkpoint(checkpoint, path)
-    check_sampler(sampler)
-    target = resolve_device(device)
-    task.model.to(target).eval()
-    cfg = task.config
-    shape = (cfg.image_channels, *cfg.image_size)
-    generator = torch.Generator(target).manual_seed(seed)
-    kwargs = {} if sampler is None else {"method": sampler}
-    if task.condition == "none":
-        if label is not None:
-            raise PcaeError(f"{path}: the model is unconditional; --label needs a model trained "
-                            "with --condition label")
-        images = sample(task.model, n, shape, None, temperature, generator, **kwargs)
-        return images.to(torch.uint8), max(1, math.ceil(math.sqrt(n)))
-    if label is None:
-        per_class = max(1, math.ceil(n / cfg.cond_dim))
-        labels = torch.arange(cfg.cond_dim).repeat_interleave(per_class)
-        nrow = per_class
-    else:
-        if not 0 <= label < cfg.cond_dim:
-            names = ", ".join(f"{k}={name}" for k, name in enumerate(task.classes))
-            raise PcaeError(f"--label must be in [0, {cfg.cond_dim}), got {label} ({names})")
-        labels = torch.full((n,), label)
-        nrow = max(1, math.ceil(math.sqrt(n)))
-    labels = labels.to(target)
-    images = sample(task.model, len(labels), shape, task.h(labels), temperature, generator, **kwargs)
-    return images.to(torch.uint8), nrow

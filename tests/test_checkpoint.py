@@ -136,8 +136,28 @@ def test_bad_checkpoints_are_pcae_errors_naming_the_file(case, bad_files, capsys
 def test_unknown_kind_cannot_be_rebuilt(tmp_path):
     _, checkpoint = make_checkpoint(kind="mystery")
     path = save_checkpoint(checkpoint, tmp_path / "m.pt")
-    with pytest.raises(PcaeError, match="kind 'mystery' is not known"):
+    with pytest.raises(PcaeError, match="kind 'mystery' is not known.*known: autoencoder, pixelcnn, portrait"):
         load_model(path)
+
+
+def test_a_kind_registered_by_another_package_loads(tmp_path, monkeypatch):
+    """pcae.kinds is the one table of model kinds: pcae's own are in it, and a new one can join."""
+    from pcae import kinds
+
+    assert {"pixelcnn", "autoencoder", "portrait"} <= set(kinds.kinds())
+    model, checkpoint = make_checkpoint(kind="mystery")
+    path = save_checkpoint(checkpoint, tmp_path / "m.pt")
+    monkeypatch.setattr(kinds, "_KINDS", dict(kinds.kinds()))  # the registration ends with the test
+
+    def rebuild(ckpt):
+        rebuilt = GatedPixelCNN(PixelCNNConfig(**ckpt["configs"]["model"]))
+        rebuilt.load_state_dict(ckpt["state_dicts"]["model"])
+        return rebuilt
+
+    kinds.register_kind("mystery", task=lambda ckpt: None, model=rebuild)
+    loaded, _ = load_model(path)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor)
 
 
 @pytest.mark.parametrize("command,case", [("sample", "truncated"), ("sample", "newer"),

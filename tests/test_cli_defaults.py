@@ -7,7 +7,8 @@ import pytest
 
 from pcae.autoencoder import AutoencoderSpec
 from pcae.cli import app
-from pcae.train import PixelCNNSpec, TrainConfig
+from pcae.pixelcnn_task import PixelCNNSpec
+from pcae.train import TrainConfig
 
 
 def command(name):

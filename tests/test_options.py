@@ -14,7 +14,8 @@ from helpers import run_pcae
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from pcae.train import PixelCNNSpec, train
+    from pcae.pixelcnn_task import PixelCNNSpec
+    from pcae.train import train
 
     mp = pytest.MonkeyPatch()
     mp.setenv("PCAE_DATA_BUNDLED", "1")

@@ -43,7 +43,8 @@ def test_cpu_with_bf16_measures_once_and_caches(fp32, bf16, used, monkeypatch, t
 
 
 def test_a_run_records_its_precision(tmp_path, monkeypatch):
-    from pcae.train import PixelCNNSpec, TrainConfig, train
+    from pcae.pixelcnn_task import PixelCNNSpec
+    from pcae.train import TrainConfig, train
 
     monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")
     monkeypatch.setattr(P, "cpu_bf16_flags", lambda: ["amx_bf16"])

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from pcae.checkpoint import load_checkpoint
-from pcae.train import (Feeder, PixelCNNSpec, PixelCNNTask, TrainConfig, data_order, read_metrics,
-                        train)
+from pcae.pixelcnn_task import PixelCNNSpec, PixelCNNTask
+from pcae.train import Feeder, TrainConfig, data_order, read_metrics, train
 from helpers import run_pcae
 
 TINY = ["--batch-size", "8", "--channels", "8", "--n-layers", "1", "--image-size", "8",
