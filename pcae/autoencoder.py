@@ -504,7 +504,7 @@ def reconstruct_checkpoint(path, data: str | None = None, split: str = "test", n
         (grid (N, C, H, W) uint8, images per row, info {checkpoint, data, split, images, decoder,
         encoder, <metric> over the n images, ...}).
     """
-    from pcae.data import load_dataset
+    from pcae.inference import checkpoint_data
     from pcae.sampling import check_sampler
     from pcae.train import first_examples, resolve_device
 
@@ -518,13 +518,7 @@ def reconstruct_checkpoint(path, data: str | None = None, split: str = "test", n
     check_sampler(sampler)
     checkpoint = load_checkpoint(path, kind="autoencoder")
     task = task_from_checkpoint(checkpoint, path)
-    train_config = checkpoint["configs"].get("train", {})
-    source = data or train_config.get("data")
-    if source is None:
-        raise PcaeError(f"{path}: the checkpoint names no data source; pass --data")
-    dataset = load_dataset(source, split=split, channels=train_config.get("image_channels"),
-                           image_size=train_config.get("image_size"),
-                           data_root=data_root or train_config.get("data_root"))
+    dataset, source = checkpoint_data(checkpoint, path, data, split, data_root)
     task.check_data(dataset)
     target = resolve_device(device)
     task.model.to(target).eval()
@@ -538,6 +532,7 @@ def reconstruct_checkpoint(path, data: str | None = None, split: str = "test", n
     if judge_images:
         from eval.judge import judge_run
 
+        train_config = checkpoint["configs"].get("train", {})
         judge_source = dict(source=source, channels=train_config.get("image_channels"),
                             image_size=train_config.get("image_size"),
                             data_root=data_root or train_config.get("data_root"))

@@ -18,6 +18,21 @@ from pcae.train import eval_batches, resolve_device
 from pcae.utils import PcaeError
 
 
+def checkpoint_data(checkpoint: dict, path, data: str | None, split: str, data_root: str | None = None):
+    """The data a checkpoint is used on: `data`, else the source it was trained on, read with the
+    run's own channel, size and root options. Returns (ImageDataset, source name)."""
+    from pcae.data import load_dataset
+
+    train_config = checkpoint["configs"].get("train", {})
+    source = data or train_config.get("data")
+    if source is None:
+        raise PcaeError(f"{path}: the checkpoint names no data source; pass --data")
+    dataset = load_dataset(source, split=split, channels=train_config.get("image_channels"),
+                           image_size=train_config.get("image_size"),
+                           data_root=data_root or train_config.get("data_root"))
+    return dataset, source
+
+
 def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, split: str = "test",
                         data_root: str | None = None, device: str = "cpu", batch_size: int = 64,
                         limit: int = 0, precision: str = "auto") -> dict:
@@ -29,15 +44,7 @@ def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, split:
     check_split(split), check_precision(precision), check_device(device)
     checkpoint = load_checkpoint(path)
     task = task_from_checkpoint(checkpoint, path)
-    train_config = checkpoint["configs"].get("train", {})
-    source = data or train_config.get("data")
-    if source is None:
-        raise PcaeError(f"{path}: the checkpoint names no data source; pass --data")
-    from pcae.data import load_dataset
-
-    dataset = load_dataset(source, split=split, channels=train_config.get("image_channels"),
-                           image_size=train_config.get("image_size"),
-                           data_root=data_root or train_config.get("data_root"))
+    dataset, source = checkpoint_data(checkpoint, path, data, split, data_root)
     task.check_data(dataset)
     task.use_classes(dataset)  # per-class figures under the evaluated data's own class names
     target = resolve_device(device)
