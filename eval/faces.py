@@ -12,6 +12,22 @@ the optional pcae[faces] extra is installed.
     pose_and_light(...)   per face: yaw, pitch and roll proxies from dlib's 68 landmarks, mean
                           luminance and the left/right luminance ratio; `spread` summarises a set
 
+    portrait_scores(...)  every score `pcae portrait` reports for a set of portraits, below
+
+Scores of portraits of one photo (`portrait_scores`; `e` is the conditioning encoder):
+    identity similarity   mean cosine between e(sample) and the conditioning embedding e(source
+                          crop); samples are upsampled from S x S to the encoder's crop size by the
+                          encoder. `source_similarity` is the same score for the source crop itself
+                          downscaled to S x S: the ceiling that resolution allows.
+    diversity             mean pairwise L2 distance between the samples' embeddings (FaceNet's are
+                          unit vectors, so in [0, 2]); `pixel_diversity`: mean pairwise root-mean-square difference
+                          between the samples, in levels (0..255). None for a single sample.
+    identity_judge        the independent judge's verdict: dlib for a FaceNet-conditioned model,
+                          FaceNet (pretrained weights on this machine) for a dlib-conditioned one
+    pose_light            the portraits' pose and lighting spread (dlib), and over `references`
+                          (real photos of the person) when given
+With random FaceNet weights the similarities say nothing about identity; every output says so.
+
 Portraits are small (32x32 by default) face crops cut by MTCNN: each is upscaled to dlib's
 150x150 and aligned by its 5-point predictor run on the whole crop (no detector: a face this
 small is below HOG's reach, and the crop is a face by construction).
@@ -33,6 +49,54 @@ import torch
 import torch.nn.functional as F
 
 LUMA = (0.299, 0.587, 0.114)
+
+
+def _spread_or_none(x: torch.Tensor, rms: bool = False) -> float | None:
+    """Mean pairwise distance between the n rows of x (n, d), per coordinate (RMS) if asked; None for n < 2."""
+    from eval.metrics import mean_pairwise_distance
+
+    if len(x) < 2:
+        return None
+    d = float(mean_pairwise_distance(x.double()[None]))
+    return d / math.sqrt(x.shape[1]) if rms else d
+
+
+@torch.no_grad()
+def portrait_scores(model, crop: torch.Tensor, source: torch.Tensor, samples: torch.Tensor,
+                    h: torch.Tensor, references=()) -> dict:
+    """The scores of n portraits drawn given h = model.embed(crop) (see the module docstring).
+
+    Args:
+        model: the pcae.portrait.PortraitModel that drew them (its encoder embeds, its size shrinks).
+        crop: (3, F, F) the source face crop; source: (1, 3, S, S) it at the portraits' size;
+        samples: (n, 3, S, S) uint8; h: (1, D); references: photo paths of the same person.
+    Returns:
+        the PortraitResult fields identity_similarity, similarities, source_similarity, diversity,
+        pixel_diversity, identity_judge, pose_light, reference_pose_light.
+    """
+    e = model.embed(samples)  # (n, D)
+    unit = lambda v: F.normalize(v, dim=-1)  # noqa: E731  FaceNet's are unit vectors already, dlib's nearly
+    similarities = (unit(e) @ unit(h[0])).cpu()
+    verdict = pose = reference = None
+    if model.encoder_name == "facenet":
+        judge = identity_judge()
+        if judge is not None:
+            verdict = judge_identity(judge, crop, source, samples)
+        has_dlib = judge is not None
+    else:
+        judge, has_dlib = facenet_judge(), True
+        if judge is not None:
+            verdict = judge_identity_facenet(judge, crop, source, samples)
+    if has_dlib:  # dlib measures pose and lighting whichever network conditions the model
+        pose = spread(pose_and_light(samples))
+        if references:  # detect_file gives the one-line errors of a missing or broken photo
+            faces = torch.cat([model.shrink(model.facenet.detect_file(r)[0]) for r in references])
+            reference = spread(pose_and_light(faces))
+    return {"identity_similarity": float(similarities.mean()), "similarities": similarities.tolist(),
+            "source_similarity": float(unit(model.embed(source)[0]) @ unit(h[0])),
+            "diversity": _spread_or_none(e.cpu()),
+            "pixel_diversity": _spread_or_none(samples.flatten(1).float(), rms=True),
+            "identity_judge": verdict, "pose_light": pose, "reference_pose_light": reference}
 
 
 def identity_judge():

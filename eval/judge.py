@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eval.metrics import mean_pairwise_distance
 from pcae.utils import PcaeError, atomic_path, cache_root
 
 JUDGE_FORMAT = 1  # bump when the network or its training changes: old cache entries are ignored
@@ -206,13 +207,6 @@ def load_judge(source: str = "fashion-mnist", *, channels: int | None = None,
     return judge
 
 
-def _pairwise_mean(x: torch.Tensor) -> torch.Tensor:
-    """(B, n, D) -> (B,) mean distance over the n(n-1)/2 pairs of each row."""
-    n = x.shape[1]
-    d = torch.cdist(x, x)  # (B, n, n)
-    return d.sum((1, 2)) / (n * (n - 1))
-
-
 @torch.no_grad()
 def sample_semantics(judge: Judge, sources: torch.Tensor, labels: torch.Tensor,
                      samples: torch.Tensor) -> dict:
@@ -251,11 +245,11 @@ def sample_semantics(judge: Judge, sources: torch.Tensor, labels: torch.Tensor,
            "samples": B * n, "sources": B}
     if n > 1:
         pixels = flat.float().view(B, n, -1) / 255.0
-        out["diversity_rms"] = (_pairwise_mean(pixels) / pixels.shape[-1] ** 0.5).mean().item()
+        out["diversity_rms"] = (mean_pairwise_distance(pixels) / pixels.shape[-1] ** 0.5).mean().item()
         feats = judge.features(flat).view(B, n, -1)
-        out["diversity_features"] = _pairwise_mean(feats).mean().item()
+        out["diversity_features"] = mean_pairwise_distance(feats).mean().item()
     if B > 1:
-        out["diversity_features_between"] = _pairwise_mean(judge.features(sources.cpu())[None]).item()
+        out["diversity_features_between"] = mean_pairwise_distance(judge.features(sources.cpu())[None]).item()
     return out
 
 

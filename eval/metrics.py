@@ -12,6 +12,8 @@ Content (what h says about the labels):
                         database [2].
 Pixels (what h says about the exact image):
     mse, psnr           mean squared error on the [0, 1] scale and PSNR = 10 log10(1 / MSE) in dB.
+Spread (how different samples of one h are):
+    mean_pairwise_distance  mean L2 distance over the n(n-1)/2 pairs of each set of n vectors.
 Use of the code space:
     h_variance, active_dims, participation_ratio
                         per-dimension variance of h over a split; the number of dimensions whose
@@ -242,6 +244,14 @@ def psnr(mse_value: float, peak: float = 1.0) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Use of the code space
+
+
+def mean_pairwise_distance(x: torch.Tensor) -> torch.Tensor:
+    """(B, n, D) -> (B,) mean L2 distance over the n(n-1)/2 pairs of each row's n vectors (n >= 2)."""
+    n = x.shape[1]
+    if n < 2:
+        raise ValueError(f"mean_pairwise_distance needs n >= 2 vectors per set, got {n}")
+    return torch.cdist(x, x).sum((1, 2)) / (n * (n - 1))
 
 
 def h_variance(h: torch.Tensor) -> torch.Tensor:

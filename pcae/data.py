@@ -323,6 +323,11 @@ def _is_image_file(p: Path, root: Path) -> bool:
     return not hidden and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
 
 
+def image_files(root: Path) -> list[Path]:
+    """Every image file under `root`, sub-folders included, hidden ones skipped; sorted."""
+    return sorted(p for p in root.rglob("*") if _is_image_file(p, root))
+
+
 def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
     from PIL import Image
 

@@ -7,40 +7,21 @@ Linear interpolation between two embeddings morphs one face into the other.
 
 Three steps, each a public function:
 
-1. `prepare_faces(source, cache, encoder, image_size)` runs MTCNN once over a folder of photos
-   (or an HDF5 images file), keeps the largest face of each photo, and writes an HDF5 face cache:
-   the FaceNet crop (160x160), the PixelCNN's training image (the crop resized to image_size) and
-   the frozen FaceNet embedding of every face. Photos without a face or unreadable files are
-   skipped, counted and named. A second run with the same photos reuses the detections; a new
-   image_size or other FaceNet weights are derived from the stored crops without detecting again.
+1. `pcae.faces.prepare_faces` turns photos into a face cache (crops, training images, the frozen
+   encoder's embeddings; see pcae/faces.py): `prepare_portrait_run` calls it.
 2. Training goes through the generic loop (`pcae.train.train`) with `PortraitSpec` /
    `PortraitTask`: the cache doubles as an `h5:` data source whose labels are row numbers, and the
-   task looks each row's embedding up in the cache's table. Checkpoints are of kind "portrait" and
-   carry the FaceNet weights and config, so `pcae portrait` needs nothing else.
+   task's encoder (encoders.lookup) maps each row number to its embedding. Checkpoints are of
+   kind "portrait" and carry the face encoder's weights and config, so `pcae portrait` needs
+   nothing else.
 3. `draw_portraits(checkpoint, photo, n)` detects and embeds the face of one photo, draws n
-   portraits in one batch and scores them; `interpolate(checkpoint, a, b, steps)` walks between two
-   embeddings with the same noise along each row.
+   portraits in one batch and scores them (eval.faces.portrait_scores); `interpolate(checkpoint,
+   a, b, steps)` walks between two embeddings with the same noise along each row.
 
-Face cache (HDF5, attrs `format` = "pcae-images/1" so `h5:CACHE` is a data source, and
-`faces_format` = CACHE_FORMAT): `images` uint8 (N, 3, S, S), `labels` int64 (N,) = row number,
-`split` uint8 (N,) (0 train, 1 test), `crops` uint8 (N, 3, 160, 160), `embeddings` float32
-(N, 512), `probs` float32 (N,), `files` str (N,); attrs `source`, `origin`, `image_size`, `facenet`
-(config JSON), `preprocessing` (JSON), `random_weights`, `weights_fingerprint` (sha1 of the
-FaceNet state dict), `listing` (sha1 of the photos' names, sizes and mtimes), `skipped` (JSON).
-
-Splits follow pcae.data: a photo of a folder is in test when sha1 of its relative path is divisible
-by 10; rows of an HDF5 file by its `split` dataset, else every 10th row. When that leaves the test
-split empty (folders of fewer than ~10 photos) the last face goes to test, so the loop can evaluate.
-
-Scores (`PortraitResult`):
-    identity similarity   mean cosine between FaceNet(sample) and the conditioning embedding
-                          FaceNet(source crop); samples are upsampled from S x S to 160 x 160 by the
-                          encoder. `source_similarity` is the same score for the source crop itself
-                          downscaled to S x S: the ceiling that resolution allows.
-    diversity             mean pairwise L2 distance between the samples' FaceNet embeddings (unit
-                          vectors, so in [0, 2]); `pixel_diversity`: mean pairwise root-mean-square
-                          difference between the samples, in levels (0..255).
-With `--facenet-weights random` none of these say anything about identity; every output says so.
+Scores (`PortraitResult`): identity similarity to the source face, its ceiling at the portraits'
+size, diversity, the independent judge's verdict, pose and lighting, all computed by
+eval.faces.portrait_scores (its docstring defines each). With `--facenet-weights random` none of
+them say anything about identity; every output says so.
 
 References:
     [1] van den Oord et al., "Conditional Image Generation with PixelCNN Decoders", 2016,
@@ -48,9 +29,7 @@ References:
     [2] Schroff et al., "FaceNet: A Unified Embedding for Face Recognition and Clustering", 2015,
         arXiv:1503.03832 (facenet-pytorch's InceptionResnetV1 and MTCNN, see encoders/facenet.py).
 
-Known limits: MTCNN runs on the CPU one photo at a time (~0.1-0.5 s per photo), so preparing
-CelebA's 200k photos takes hours; a killed preparation starts over. Only the largest face of each
-photo is used. Interpolated embeddings are renormalised to unit length (FaceNet's outputs are unit
+Known limits: see pcae/faces.py for the face cache's. Interpolated embeddings are renormalised to unit length (FaceNet's outputs are unit
 vectors; the straight line between two of them is not), a departure from plain linear interpolation.
 Checkpoints carry FaceNet's ~94 MB of weights.
 Under torchrun every rank prepares the faces itself (the same cache, written atomically by each);
@@ -61,7 +40,6 @@ Shapes: n samples, C = 3 channels, S image_size, F = 160 FaceNet crop size, D = 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -74,372 +52,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from encoders.lookup import EmbeddingTable
 from pcae.checkpoint import load_checkpoint
-from pcae.data import IMAGE_SUFFIXES, TEST_EVERY, convert_images
+from pcae.data import convert_images
+from pcae.faces import (FACE_ENCODERS, Progress, build_face_encoder, default_cache_path, encoder_weights,
+                        load_embeddings, prepare_faces)
 from pcae.images import save_grid
-from pcae.data import is_test_path  # the folder split rule, so splits agree with pcae.data
 from pcae.kinds import task_from_checkpoint
 from pcae.train import Task, TrainConfig, resolve_device
-from pcae.utils import PcaeError, atomic_path, cache_root, first_line
+from pcae.utils import PcaeError, atomic_path
 
-CACHE_FORMAT = "pcae-faces/1"
 RANDOM_WARNING = ("FaceNet weights are random (NOT pretrained): embeddings carry no identity, "
                   "so the portraits and scores say nothing about the person")
-CHUNK = 64  # faces embedded and written per step
-Progress = Callable[[int, int], None]  # (photos done, photos in all)
-
-
-# ---------------------------------------------------------------------------------------------
-# FaceNet
-
-
-FACE_ENCODERS = {"facenet": 512, "dlib": 128}  # the face encoders a portrait model can be conditioned on: dim
-
-
-def build_face_encoder(name: str = "facenet", weights: str = "vggface2", crop_size: int = 160):
-    """The frozen face encoder a portrait model is conditioned on: FaceNet (the paper's; `weights`,
-    `crop_size` as for build_facenet) or dlib's pretrained ResNet (pcae[faces]; no options)."""
-    if name == "facenet":
-        return build_facenet(weights, crop_size)
-    if name == "dlib":
-        from encoders import build_encoder
-
-        return build_encoder("dlib")
-    raise PcaeError(f"portraits are conditioned on a face encoder: {', '.join(FACE_ENCODERS)}; got {name!r}")
-
-
-def encoder_weights(encoder) -> str:
-    """What an encoder's embeddings come from, for notes: FaceNet's weights, or dlib's model."""
-    return getattr(encoder, "weights", None) or encoder.config["name"]
-
-
-def build_facenet(weights: str = "vggface2", crop_size: int = 160):
-    """The frozen FaceNet encoder ("random" weights come from a fixed seed: reproducible caches).
-
-    crop_size: the MTCNN crop and FaceNet input side (FaceNet's own is 160; smaller is faster).
-    """
-    from encoders.facenet import FaceNetEncoder
-
-    return FaceNetEncoder(weights, image_size=crop_size)
-
-
-def weights_fingerprint(module: nn.Module) -> str:
-    """sha1 of a module's state dict (names and bytes): which weights made an embedding."""
-    digest = hashlib.sha1()
-    if not module.state_dict():  # no torch weights (dlib): its config names the model and its sha1
-        digest.update(json.dumps(module.config, sort_keys=True).encode())
-    for name, value in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Photos
-
-
-@dataclass
-class _Photo:
-    name: str
-    test: bool
-    load: Callable[[], Any]  # -> PIL image
-
-
-def _open_photo(path: Path):
-    from pcae.utils import open_image
-
-    return open_image(path, "RGB")
-
-
-def list_photos(source: str, max_photos: int | None = None) -> tuple[list[_Photo], str, str]:
-    """The photos of `source` ("folder:PATH" or "h5:PATH"), sorted, with their split.
-
-    Returns:
-        (photos, origin, listing): listing is a sha1 of names, sizes and mtimes, so a cache can
-        tell whether the photos changed.
-    """
-    if max_photos is not None and max_photos < 1:
-        raise ValueError(f"max_photos must be >= 1, got {max_photos}")
-    kind, _, arg = source.partition(":")
-    if kind == "folder" and arg:
-        root = Path(arg).expanduser().resolve()
-        if not root.is_dir():
-            raise PcaeError(f"{root}: not a folder")
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                       and not any(s.startswith(".") for s in p.relative_to(root).parts) and p.is_file())
-        if not files:
-            raise PcaeError(f"{root}: no image files found (searched sub-folders too)")
-        files = files[:max_photos]
-        digest = hashlib.sha1()
-        photos = []
-        for p in files:
-            rel = p.relative_to(root).as_posix()
-            st = p.stat()
-            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            photos.append(_Photo(rel, is_test_path(rel), lambda p=p: _open_photo(p)))
-        return photos, str(root), digest.hexdigest()
-    if kind == "h5" and arg:
-        return _list_h5_photos(Path(arg).expanduser().resolve(), max_photos)
-    hint = f" (did you mean folder:{source}?)" if Path(source).is_dir() else ""
-    raise PcaeError(f"portrait data must be folder:PATH or h5:PATH, got {source!r}{hint}")
-
-
-def _list_h5_photos(path: Path, max_photos: int | None):
-    import h5py
-    from PIL import Image
-
-    if not path.is_file() or not h5py.is_hdf5(path):
-        raise PcaeError(f"{path}: not an HDF5 file")
-    with h5py.File(path, "r") as f:
-        ds = f.get("images")
-        if not isinstance(ds, h5py.Dataset) or ds.dtype != np.uint8 or ds.ndim != 4 or ds.shape[1] not in (1, 3):
-            raise PcaeError(f"{path}: no 'images' uint8 (N, 1|3, H, W) dataset")
-        n = ds.shape[0] if max_photos is None else min(max_photos, ds.shape[0])
-        test = (f["split"][:n] == 1) if "split" in f else (np.arange(n) % TEST_EVERY == TEST_EVERY - 1)
-    if n == 0:
-        raise PcaeError(f"{path}: holds no images")
-    st = path.stat()
-    listing = hashlib.sha1(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{n}".encode()).hexdigest()
-
-    handle = {}  # one open file for the whole pass
-
-    def load(row):
-        if "f" not in handle:
-            handle["f"] = h5py.File(path, "r")
-        a = handle["f"]["images"][row]  # (C, H, W)
-        return Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)).convert("RGB")
-
-    photos = [_Photo(f"{path.name}[{i}]", bool(test[i]), lambda i=i: load(i)) for i in range(n)]
-    return photos, str(path), listing
-
-
-def default_cache_path(source: str, encoder: str = "facenet") -> Path:
-    """Where a source's face cache goes without --cache: $PCAE_CACHE_DIR, else ~/.cache/pcae; one
-    per source and face encoder (FaceNet's keeps the name it always had)."""
-    path = Path(source.partition(":")[2] or source).expanduser().resolve()
-    key = hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    suffix = "" if encoder == "facenet" else f"-{encoder}"
-    return cache_root() / "faces" / f"{path.name or 'photos'}-{key}{suffix}.h5"
-
-
-# ---------------------------------------------------------------------------------------------
-# The face cache
-
-
-class _CacheWriter:
-    """Appends faces (crop, prob, name, split) to a new cache file, embedding them in chunks."""
-
-    def __init__(self, f, encoder, image_size: int):
-        import h5py
-
-        self.f, self.encoder, self.S = f, encoder, image_size
-        S, P, D = image_size, encoder.image_size, encoder.dim
-        grow = lambda name, shape, dtype, rows, **kw: f.create_dataset(
-            name, (0, *shape), dtype, maxshape=(None, *shape), chunks=(rows, *shape), **kw)
-        self.images = grow("images", (3, S, S), np.uint8, max(1, min(256, (1 << 20) // (3 * S * S))),
-                           compression="gzip", compression_opts=4)
-        self.crops = grow("crops", (3, P, P), np.uint8, 8, compression="gzip", compression_opts=4)
-        self.embeddings = grow("embeddings", (D,), np.float32, 256)
-        self.labels = grow("labels", (), np.int64, 4096)
-        self.split = grow("split", (), np.uint8, 4096)
-        self.probs = grow("probs", (), np.float32, 4096)
-        self.files = grow("files", (), h5py.string_dtype(), 4096)
-        self.n = 0
-        self.pending: list[tuple] = []
-
-    def add(self, crop: torch.Tensor, prob: float, name: str, test: bool,
-            embedding: torch.Tensor | None = None) -> None:
-        self.pending.append((crop, prob, name, test, embedding))
-        if len(self.pending) >= CHUNK:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        crops = torch.stack([p[0] for p in self.pending])  # (b, 3, F, F) uint8
-        if all(p[4] is not None for p in self.pending):
-            emb = torch.stack([p[4] for p in self.pending])
-        else:
-            device = next(self.encoder.parameters(), torch.empty(0)).device
-            emb = self.encoder(crops.to(device)).cpu()  # (b, D)
-        k, n = len(crops), self.n
-        columns = {
-            self.images: convert_images(crops, 3, self.S).numpy(),
-            self.crops: crops.numpy(),
-            self.embeddings: emb.numpy().astype(np.float32),
-            self.labels: np.arange(n, n + k, dtype=np.int64),
-            self.split: np.array([p[3] for p in self.pending], np.uint8),
-            self.probs: np.array([p[1] for p in self.pending], np.float32),
-            self.files: np.array([p[2] for p in self.pending], dtype=object),
-        }
-        for ds, values in columns.items():
-            ds.resize(n + k, axis=0)
-            ds[n:n + k] = values
-        self.n += k
-        self.pending = []
-
-
-def _cache_attrs(path: Path) -> dict | None:
-    """A face cache's attrs; None when there is no file; PcaeError when it is something else."""
-    import h5py
-
-    if not path.exists():
-        return None
-    if path.is_dir() or not h5py.is_hdf5(path):
-        raise PcaeError(f"{path}: exists and is not a pcae face cache; pass another --cache or remove it")
-    try:
-        with h5py.File(path, "r") as f:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-    except OSError as e:
-        raise PcaeError(f"{path}: cannot read the face cache ({first_line(e, with_type=True)})") from None
-    if attrs.get("faces_format") != CACHE_FORMAT:
-        raise PcaeError(f"{path}: exists and is not a pcae face cache; pass another --cache or remove it")
-    return attrs
-
-
-def _detection_config(encoder) -> str:
-    if encoder.config["name"] == "dlib":
-        return json.dumps({"detector": "dlib HOG", "upsample": encoder.upsample,
-                           "padding": encoder.padding, "crop_size": encoder.image_size,
-                           "face": "largest"}, sort_keys=True)
-    return json.dumps({"crop_size": encoder.image_size, "margin": encoder.margin,
-                       "min_face_size": encoder.min_face_size, "face": "largest"}, sort_keys=True)
-
-
-def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: int = 32, *,
-                  max_photos: int | None = None, progress: Progress | None = None) -> dict:
-    """Detect, crop and embed the largest face of every photo once; write (or reuse) the face cache.
-
-    Args:
-        source: "folder:PATH" (searched recursively) or "h5:PATH" (an images file).
-        cache: the HDF5 face cache to write or reuse (see the module docstring).
-        encoder: a FaceNetEncoder (`build_facenet`); put it on the device to embed on.
-        image_size: S, the side of the PixelCNN's training images.
-        max_photos: use only the first N photos (sorted by path).
-        progress: called with (photos done, photos) while detecting.
-    Returns:
-        info dict: cache, source, origin, photos, faces, train, test, skipped [{file, reason}],
-        reused ("all", "detections" or "none"), image_size, facenet config, weights_fingerprint,
-        random_weights.
-    Raises:
-        PcaeError when the source has no usable photo or the cache path holds something else.
-    """
-    import h5py
-
-    if image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {image_size}")
-    cache = Path(cache).expanduser().resolve()
-    photos, origin, listing = list_photos(source, max_photos)
-    fingerprint = weights_fingerprint(encoder)
-    detection = _detection_config(encoder)
-    old = _cache_attrs(cache)
-    if old is not None and old.get("origin") not in (None, origin):
-        raise PcaeError(f"{cache}: holds the faces of {old['origin']}, not of {origin}; give this "
-                        "source its own --cache (the default is one cache per source)")
-    same_photos = old is not None and old.get("listing") == listing and old.get("detection") == detection
-    same_weights = same_photos and old.get("weights_fingerprint") == fingerprint
-    if same_weights and old.get("image_size") == image_size and old.get("facenet") == json.dumps(encoder.config):
-        return _cache_info(cache, "all")
-
-    with atomic_path(cache, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            writer = _CacheWriter(f, encoder, image_size)
-            if same_photos:  # new image size or weights: derive them from the stored crops
-                skipped = json.loads(old["skipped"])
-                with h5py.File(cache, "r") as src:
-                    for lo in range(0, src["crops"].shape[0], CHUNK):
-                        hi = lo + CHUNK
-                        crops = torch.from_numpy(src["crops"][lo:hi])
-                        emb = torch.from_numpy(src["embeddings"][lo:hi]) if same_weights else None
-                        for k, (name, test, prob) in enumerate(zip(
-                                src["files"].asstr()[lo:hi], src["split"][lo:hi], src["probs"][lo:hi])):
-                            writer.add(crops[k], float(prob), name, bool(test),
-                                       None if emb is None else emb[k])
-                        writer.flush()
-            else:
-                skipped = _detect_all(photos, encoder, writer, progress)
-            writer.flush()
-            if writer.n == 0:
-                raise PcaeError(f"{origin}: no face found in any of its {len(photos)} photos "
-                                f"({len(skipped)} skipped; first: {skipped[0]['file']}: "
-                                f"{skipped[0]['reason']})")
-            split = f["split"][:]
-            if not split.any() and writer.n >= 2:  # tiny folders: keep one face for evaluation
-                f["split"][writer.n - 1] = 1
-            a = f.attrs
-            a["format"] = "pcae-images/1"
-            a["faces_format"] = CACHE_FORMAT
-            a["source"], a["origin"], a["listing"], a["detection"] = source, origin, listing, detection
-            a["photos"] = len(photos)
-            a["image_size"] = image_size
-            a["facenet"] = json.dumps(encoder.config)
-            a["preprocessing"] = json.dumps(encoder.preprocessing)
-            a["random_weights"] = getattr(encoder, "weights", None) == "random"
-            a["weights_fingerprint"] = fingerprint
-            a["skipped"] = json.dumps(skipped)
-    return _cache_info(cache, "detections" if same_photos else "none")
-
-
-def _detect_all(photos: list[_Photo], encoder, writer: _CacheWriter, progress) -> list[dict]:
-    skipped = []
-    for k, photo in enumerate(photos):
-        try:
-            image = photo.load()
-        except Exception as e:  # PIL raises many types for broken files
-            skipped.append({"file": photo.name, "reason": f"unreadable ({first_line(e, with_type=True)})"})
-        else:
-            try:
-                crop, prob = encoder.detect(image)
-            except Exception as e:  # e.g. a photo too small for MTCNN's pyramid
-                crop, prob = None, None
-                skipped.append({"file": photo.name, "reason": f"detection failed ({first_line(e, with_type=True)})"})
-            if crop is not None:
-                writer.add(crop, prob, photo.name, photo.test)
-            elif prob is not None:
-                skipped.append({"file": photo.name, "reason": f"no face ({encoder.miss_note(prob)})"})
-        if progress is not None:
-            progress(k + 1, len(photos))
-    return skipped
-
-
-def _cache_info(cache: Path, reused: str) -> dict:
-    import h5py
-
-    with h5py.File(cache, "r") as f:
-        a = f.attrs
-        split = f["split"][:]
-        return {
-            "cache": str(cache), "source": str(a["source"]), "origin": str(a["origin"]),
-            "photos": int(a["photos"]), "faces": int(len(split)),
-            "train": int((split == 0).sum()), "test": int((split == 1).sum()),
-            "skipped": json.loads(a["skipped"]), "reused": reused,
-            "image_size": int(a["image_size"]), "facenet": json.loads(a["facenet"]),
-            "weights_fingerprint": str(a["weights_fingerprint"]),
-            "random_weights": bool(a["random_weights"]), "listing": str(a["listing"]),
-        }
-
-
-def load_embeddings(cache: str | os.PathLike, fingerprint: str | None = None,
-                    listing: str | None = None) -> torch.Tensor:
-    """The cache's embedding table (N, D) float32.
-
-    PcaeError if the cache is missing, or was rebuilt since a run used it: from other FaceNet
-    weights (`fingerprint`) or other photos (`listing`), either of which would change what a row means.
-    """
-    import h5py
-
-    cache = Path(cache)
-    attrs = _cache_attrs(cache)
-    if attrs is None:
-        raise PcaeError(f"{cache}: face cache not found (rerun train-portraits with --data to rebuild it)")
-    if fingerprint is not None and attrs.get("weights_fingerprint") != fingerprint:
-        raise PcaeError(f"{cache}: its embeddings come from other FaceNet weights than this run's; "
-                        "the cache was rebuilt since (use one --cache per FaceNet weights)")
-    if listing is not None and attrs.get("listing") != listing:
-        raise PcaeError(f"{cache}: rebuilt from other photos since this run used it; "
-                        "use one --cache per run you want to resume")
-    with h5py.File(cache, "r") as f:
-        return torch.from_numpy(f["embeddings"][:])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,7 +73,7 @@ def load_embeddings(cache: str | os.PathLike, fingerprint: str | None = None,
 class PortraitTask(Task):
     """p(face | FaceNet embedding): a conditional Gated PixelCNN over the face cache's images.
 
-    The loop's labels are cache row numbers; `h(labels)` looks their embeddings up.
+    The loop's labels are cache row numbers; `h(labels)` is their embeddings (encoders.lookup).
     """
 
     kind = "portrait"
@@ -463,20 +87,12 @@ class PortraitTask(Task):
                              f"got {config.cond_dim}")
         self.config, self.facenet, self.faces = config, facenet, dict(faces)
         self.model = GatedPixelCNN(config)
-        self._table = embeddings  # (N, D) on the CPU, read from the cache on first use
-        self._on_device: dict[str, torch.Tensor] = {}
-
-    def embeddings(self, device) -> torch.Tensor:
-        if self._table is None:
-            self._table = load_embeddings(self.faces["cache"], self.faces.get("weights_fingerprint"),
-                                          self.faces.get("listing"))
-        key = str(device)
-        if key not in self._on_device:
-            self._on_device[key] = self._table.to(device)
-        return self._on_device[key]
+        # h of a face = its embedding in the cache, by row: the loop's labels are row numbers
+        self.encoder = EmbeddingTable(facenet.dim, table=embeddings, load=lambda: load_embeddings(
+            self.faces["cache"], self.faces.get("weights_fingerprint"), self.faces.get("listing")))
 
     def h(self, labels: torch.Tensor) -> torch.Tensor:
-        return self.embeddings(labels.device)[labels]  # (B, D)
+        return self.encoder(labels)  # (B, D)
 
     def configs(self):
         return {"model": dataclasses.asdict(self.config), "facenet": self.facenet.config,
@@ -515,7 +131,7 @@ class PortraitTask(Task):
                             f"{tuple(dataset.shape)}, the portrait model expects "
                             f"(3, {self.config.image_size[0]}, {self.config.image_size[1]})")
         labels = getattr(dataset, "labels", None)
-        n = len(self.embeddings("cpu"))
+        n = len(self.encoder.table("cpu"))
         if labels is not None and len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < n):
             raise PcaeError(f"data {dataset.info.get('source')!r} is not the face cache this model "
                             f"was built for (row numbers beyond its {n} embeddings)")
@@ -734,17 +350,6 @@ class PortraitResult:
         return {k: getattr(self, k) for k in keys} | {"n": len(self.samples)}
 
 
-def _mean_pairwise(x: torch.Tensor, rms: bool = False) -> float | None:
-    """Mean distance over the n(n-1)/2 pairs of rows of x (n, d); RMS per coordinate if asked."""
-    n = len(x)
-    if n < 2:
-        return None
-    d = torch.cdist(x.double(), x.double())
-    if rms:
-        d = d / math.sqrt(x.shape[1])
-    return float(d.triu(1).sum() / (n * (n - 1) / 2))
-
-
 PORTRAITS_OUT = Path("portraits")  # where `pcae portrait PHOTO` writes PHOTO-NAME.png when not told
 
 
@@ -783,8 +388,8 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
         references: real photos of the same person: their pose and lighting spread is the
             reference the portraits' is read against (needs the dlib judge).
     Returns:
-        PortraitResult (see the module docstring for the scores). With dlib installed it also
-        holds the independent identity judgement and the pose / lighting spread (eval.faces).
+        PortraitResult (the scores: eval.faces.portrait_scores). With dlib installed it also
+        holds the independent identity judgement and the pose / lighting spread.
     """
     from pcae.sampling import sample
 
@@ -802,38 +407,13 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
     generator = torch.Generator(target).manual_seed(seed)
     samples = sample(model.decoder, n, model.image_shape, h.expand(n, -1), temperature, generator,
                      method=method, progress=progress).to(torch.uint8).cpu()
-    e = model.embed(samples)  # (n, D)
-    unit = lambda v: F.normalize(v, dim=-1)  # FaceNet's are unit vectors already, dlib's nearly
-    similarities = (unit(e) @ unit(h[0])).cpu()
-    source_similarity = float(unit(model.embed(source)[0]) @ unit(h[0]))
-    from eval import faces as judges
-    from eval.faces import pose_and_light, spread
+    from eval.faces import portrait_scores
 
-    # the independent judge: dlib for a FaceNet-conditioned model, FaceNet (pretrained weights on
-    # this machine) for a dlib-conditioned one; dlib measures pose and lighting either way
-    verdict = pose = reference = None
-    if model.encoder_name == "facenet":
-        judge = judges.identity_judge()
-        if judge is not None:
-            verdict = judges.judge_identity(judge, crop, source, samples)
-        has_dlib = judge is not None
-    else:
-        judge, has_dlib = judges.facenet_judge(), True
-        if judge is not None:
-            verdict = judges.judge_identity_facenet(judge, crop, source, samples)
-    if has_dlib:
-        pose = spread(pose_and_light(samples))
-        if references:  # detect_file gives the one-line errors of a missing or broken photo
-            faces = torch.cat([model.shrink(model.facenet.detect_file(r)[0]) for r in references])
-            reference = spread(pose_and_light(faces))
-    return PortraitResult(
-        photo=str(photo), probability=prob, source=source, samples=samples,
-        identity_similarity=float(similarities.mean()), similarities=similarities.tolist(),
-        source_similarity=source_similarity, diversity=_mean_pairwise(e.cpu()),
-        pixel_diversity=_mean_pairwise(samples.flatten(1).float(), rms=True),
-        random_weights=model.random_weights, facenet_weights=encoder_weights(model.facenet),
-        sampler=method, seed=seed, temperature=temperature, identity_judge=verdict,
-        pose_light=pose, reference_pose_light=reference)
+    scores = portrait_scores(model, crop, source, samples, h, references)
+    return PortraitResult(photo=str(photo), probability=prob, source=source, samples=samples,
+                          random_weights=model.random_weights,
+                          facenet_weights=encoder_weights(model.facenet), sampler=method, seed=seed,
+                          temperature=temperature, **scores)
 
 
 @dataclass

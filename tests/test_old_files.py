@@ -83,7 +83,7 @@ def test_old_latents_folder_searches_by_id_and_image(v1, tmp_path, monkeypatch, 
 
 def test_old_face_cache_reads_as_data_and_embeddings(v1, monkeypatch, capsys):
     from pcae.data import load_dataset
-    from pcae.portrait import load_embeddings
+    from pcae.faces import load_embeddings
 
     cache = v1 / "faces.h5"
     embeddings = load_embeddings(cache)

@@ -70,7 +70,7 @@ def model(run):
 
 @pytest.fixture(scope="module")
 def facenet():
-    from pcae.portrait import build_facenet
+    from pcae.faces import build_facenet
     return build_facenet("random", CROP)
 
 
@@ -114,7 +114,7 @@ def test_train_portraits_resumes(run, tmp_path):
 
 
 def test_face_cache_layout(run, facenet):
-    from pcae.portrait import weights_fingerprint
+    from pcae.faces import weights_fingerprint
 
     _, _, cache, _ = run
     with h5py.File(cache, "r") as f:
@@ -135,7 +135,7 @@ def test_face_cache_layout(run, facenet):
 
 def test_face_cache_is_reused_without_detecting_again(run, facenet, monkeypatch, tmp_path):
     from encoders.facenet import FaceNetEncoder
-    from pcae.portrait import prepare_faces
+    from pcae.faces import prepare_faces
 
     photos, _, cache, _ = run
     copy = tmp_path / "faces.h5"
@@ -160,7 +160,7 @@ def test_face_cache_is_reused_without_detecting_again(run, facenet, monkeypatch,
 
 
 def test_face_cache_is_redone_when_the_photos_change(run, facenet, tmp_path):
-    from pcae.portrait import load_embeddings, prepare_faces
+    from pcae.faces import load_embeddings, prepare_faces
     from pcae.utils import PcaeError
 
     photos, _, cache, _ = run
@@ -193,7 +193,7 @@ def test_face_cache_is_redone_when_the_photos_change(run, facenet, tmp_path):
 
 
 def test_faces_from_an_hdf5_images_file(facenet, tmp_path):
-    from pcae.portrait import prepare_faces
+    from pcae.faces import prepare_faces
 
     a, c = (np.asarray(shrink(Image.open(DATA / f"{n}.jpg").convert("RGB")).resize((128, 128)))
             for n in ("astronaut", "camera"))
@@ -207,7 +207,7 @@ def test_faces_from_an_hdf5_images_file(facenet, tmp_path):
 
 
 def test_facenet_weights_file_and_missing_pretrained_weights(run, facenet, tmp_path, monkeypatch, capsys):
-    from pcae.portrait import build_facenet, prepare_faces
+    from pcae.faces import build_facenet, prepare_faces
 
     photos, _, cache, _ = run
     # a weights FILE holding the same weights: embeddings are reused, the cache now names the file
@@ -300,7 +300,8 @@ def test_portrait_end_to_end(run, tmp_path):
 
 
 def test_draw_portraits_scores(model):
-    from pcae.portrait import _mean_pairwise, draw_portraits
+    from eval.faces import _spread_or_none
+    from pcae.portrait import draw_portraits
 
     a = draw_portraits(model, DATA / "camera.jpg", 3, seed=1)
     assert a.samples.shape == (3, 3, S, S) and a.samples.dtype == torch.uint8
@@ -311,7 +312,7 @@ def test_draw_portraits_scores(model):
     assert a.pixel_diversity == pytest.approx(np.mean(pairs))
     assert a.identity_similarity == pytest.approx(np.mean(a.similarities))
     assert 0 <= a.diversity <= 2 and -1 <= a.source_similarity <= 1 + 1e-6
-    assert _mean_pairwise(torch.ones(1, 5)) is None  # one sample: no diversity
+    assert _spread_or_none(torch.ones(1, 5)) is None  # one sample: no diversity
     with pytest.raises(ValueError, match="n must be >= 1, got 0"):
         draw_portraits(model, DATA / "camera.jpg", 0)
 
@@ -414,7 +415,7 @@ def test_portraits_conditioned_on_dlib(tmp_path, monkeypatch, capsys):
     assert "independent identity judge: none (the model is conditioned on dlib" in text  # no FaceNet weights
     # with FaceNet's weights on the machine, FaceNet judges it (random ones stand in for them here)
     import eval.faces
-    from pcae.portrait import build_facenet
+    from pcae.faces import build_facenet
     monkeypatch.setattr(eval.faces, "facenet_judge", lambda: build_facenet("random", CROP))
     code, text, err = run_pcae(monkeypatch, capsys, "portrait", DATA / "astronaut.jpg", "--n", 3,
                                "--checkpoint", out / "last.pt", "--out", tmp_path / "g2.png",
