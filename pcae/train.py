@@ -586,7 +586,25 @@ def train(config: TrainConfig, spec: TaskSpec, *, resume: bool = False, force: b
         dist.close()
 
 
+@dataclass
+class RunState:
+    """Where a run stands: what a checkpoint stores besides weights, optimizer and RNG states."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # data epoch, and batches consumed inside it
+    position: int = 0
+    best: dict | None = None  # {"value", "step"} of the best test metric so far
+    elapsed: float = 0.0  # wall seconds of the sessions before this one
+    train_seconds: float = 0.0  # seconds inside training steps, all sessions
+    images_seen: int = 0
+    last_checkpoint_step: int | None = None  # None until last.pt is written (or resumed from)
+
+
 class _Run:
+    """One training run, in stages: `_setup` (below: config, data, task, folder, optimizer,
+    resume, objective), then `_loop` (one `_train_step` per batch, `_report` when something is
+    due), then `_finish`. Everything it tracks between steps is in `state` (a RunState)."""
+
     def __init__(self, config, spec, dist, resume, force, callback, resume_fields):
         self.config, self.spec, self.dist = config, spec, dist
         self.resume_fields = resume_fields
@@ -595,39 +613,60 @@ class _Run:
         self.log = logging.getLogger(f"pcae.train.{id(self)}")
         self.log.propagate = False
         self.log.setLevel(logging.INFO)
+        self.state = RunState()
+        self.last_grid = None  # (step, path) of the newest sample grid
 
-    # -- setup ----------------------------------------------------------------------------------
+    # -- setup, stage by stage ------------------------------------------------------------------
 
     def _setup(self):
-        config, dist = self.config, self.dist
         prepare_out(self.out, self.resume, self.force)  # every rank checks before anyone writes
-        dist.barrier()
-        checkpoint = None
-        if self.resume:
-            checkpoint = load_checkpoint(self.out / "last.pt", kind=self.spec.kind)
-            try:
-                # runs saved before weight averaging existed had none: keep it so
-                stored = TrainConfig(**{"ema": 0.0, **checkpoint["configs"]["train"]})
-            except (KeyError, TypeError, ValueError) as e:
-                raise PcaeError(f"{self.out / 'last.pt'}: its training config cannot be read "
-                                f"({e})") from None
-            config = self.config = stored.resumed_with(config, self.resume_fields)
+        self.dist.barrier()
+        checkpoint = self._load_config()
+        self._open_data()
+        self._make_task(checkpoint)
+        self._open_folder(resumed=checkpoint is not None)  # the first write
+        self._make_optimizer()
+        if checkpoint:
+            self._restore(checkpoint)
+        self._make_objective()
 
+    def _load_config(self) -> dict | None:
+        """When resuming: last.pt, and the stored config with the fields the user gave again."""
+        if not self.resume:
+            return None
+        checkpoint = load_checkpoint(self.out / "last.pt", kind=self.spec.kind)
+        try:
+            # runs saved before weight averaging existed had none: keep it so
+            stored = TrainConfig(**{"ema": 0.0, **checkpoint["configs"]["train"]})
+        except (KeyError, TypeError, ValueError) as e:
+            raise PcaeError(f"{self.out / 'last.pt'}: its training config cannot be read "
+                            f"({e})") from None
+        self.config = stored.resumed_with(self.config, self.resume_fields)
+        return checkpoint
+
+    def _open_data(self):
         from pcae.data import load_dataset
 
+        config = self.config
         kwargs = dict(channels=config.image_channels, image_size=config.image_size,
                       data_root=config.data_root)
         self.train_ds = load_dataset(config.data, split="train", **kwargs)
         self.test_ds = load_dataset(config.data, split="test", **kwargs)
         self.data_info = {"train": self.train_ds.info, "test": self.test_ds.info}
-        torch.manual_seed(config.seed)
-        random.seed(config.seed)
-        np.random.seed(config.seed)
+
+    def _make_task(self, checkpoint: dict | None):
+        seed = self.config.seed
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
         task = self.spec.restore(checkpoint) if checkpoint else self.spec.build(self.train_ds)
         task.check_data(self.train_ds)
         self.task = task
 
-        # Nothing is written before here, so a run that cannot start leaves no folder behind.
+    def _open_folder(self, resumed: bool):
+        """The run folder and train.log. Nothing is written before this, so a run that cannot
+        start leaves no folder behind."""
+        dist, config, task = self.dist, self.config, self.task
         if dist.main:
             if self.out.exists() and (self.force or failed_start(self.out)):
                 clear_run(self.out)
@@ -639,7 +678,7 @@ class _Run:
             self.log.addHandler(logging.NullHandler())
         dist.barrier()
         self.log.info("%s run in %s (rank 0 of %d, device %s)",
-                      "resumed" if checkpoint else "new", self.out, dist.world, dist.device)
+                      "resumed" if resumed else "new", self.out, dist.world, dist.device)
         self.log.info("config %s", json.dumps(dataclasses.asdict(config)))
         for split, info in self.data_info.items():
             self.log.info("data %s: %s", split, json.dumps(info, default=str))
@@ -647,56 +686,60 @@ class _Run:
                 self.log.info("data %s: skipped %s", split, skipped)
         self.log.info("model %s: %s", task.kind, json.dumps(task.configs(), default=str))
 
-        device = dist.device
-        task.model.to(device)
+    def _make_optimizer(self):
+        config, device, model = self.config, self.dist.device, self.task.model
+        model.to(device)
         if config.channels_last:
-            task.model.to(memory_format=torch.channels_last)
-        params = [p for p in task.model.parameters() if p.requires_grad]
-        self.params = params
-        fused = device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
-                                           fused=fused or None)
-        self.average = WeightAverage(task.model, config.ema) if config.ema else None
-        self.feeder = Feeder(self.train_ds, config.batch_size, config.seed, dist.rank, dist.world,
-                             device, config.num_workers, config.channels_last)
+            model.to(memory_format=torch.channels_last)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.fused = device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay,
+                                           fused=self.fused or None)
+        self.average = WeightAverage(model, config.ema) if config.ema else None
+        self.feeder = Feeder(self.train_ds, config.batch_size, config.seed, self.dist.rank,
+                             self.dist.world, device, config.num_workers, config.channels_last)
         self.total = config.steps or config.epochs * self.feeder.per_epoch
-        self.step, self.epoch, self.position = 0, 0, 0
-        self.best, self.elapsed, self.train_seconds, self.images_seen = None, 0.0, 0.0, 0
-        self.last_checkpoint_step = None
-        if checkpoint:
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-            for group in self.optimizer.param_groups:  # the saving machine's choice may not apply here
-                group["fused"], group["foreach"] = (fused or None), None
-                for p in group["params"]:  # fused kernels want the step count beside the parameter
-                    state = self.optimizer.state.get(p, {})
-                    if "step" in state:
-                        state["step"] = (state["step"].to(p.device, torch.float32) if fused
-                                         else state["step"].cpu())
-            self.step, self.epoch = checkpoint["step"], checkpoint["epoch"]
-            self.position = checkpoint["position"]
-            saved_batch = checkpoint.get("global_batch", self.feeder.global_batch)
-            if saved_batch != self.feeder.global_batch:  # another number of ranks: same image on
-                self.position = min(self.position * saved_batch // self.feeder.global_batch,
-                                    self.feeder.per_epoch - 1)
-                self.log.info("global batch changed %d -> %d: resuming at batch %d of epoch %d",
-                              saved_batch, self.feeder.global_batch, self.position, self.epoch)
-            metrics = checkpoint.get("metrics", {})
-            self.best = metrics.get("best")
-            self.elapsed = metrics.get("elapsed", 0.0)
-            self.train_seconds = metrics.get("train_seconds", 0.0)
-            self.images_seen = metrics.get("images_seen", 0)
-            self.last_checkpoint_step = self.step
-            if self.average is not None:  # the model holds the stored average; raw weights beside it
-                weights = checkpoint.get("training_weights")
-                if weights is not None:
-                    self.average.restore(weights)
-            set_rng_states(checkpoint["rng"])
-            if dist.main:  # forget what happened after the checkpoint: it will happen again
-                rows = [r for r in read_metrics(self.out / "metrics.jsonl") if r["step"] <= self.step]
-                with atomic_path(self.out / "metrics.jsonl") as tmp:
-                    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
-        objective: nn.Module = _Objective(task)
+    def _restore(self, checkpoint: dict):
+        """Optimizer, position in the data, progress figures, raw weights and RNG states of last.pt."""
+        fused, state = self.fused, self.state
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        for group in self.optimizer.param_groups:  # the saving machine's choice may not apply here
+            group["fused"], group["foreach"] = (fused or None), None
+            for p in group["params"]:  # fused kernels want the step count beside the parameter
+                opt_state = self.optimizer.state.get(p, {})
+                if "step" in opt_state:
+                    opt_state["step"] = (opt_state["step"].to(p.device, torch.float32) if fused
+                                         else opt_state["step"].cpu())
+        state.step, state.epoch = checkpoint["step"], checkpoint["epoch"]
+        state.position = checkpoint["position"]
+        saved_batch = checkpoint.get("global_batch", self.feeder.global_batch)
+        if saved_batch != self.feeder.global_batch:  # another number of ranks: same image on
+            state.position = min(state.position * saved_batch // self.feeder.global_batch,
+                                 self.feeder.per_epoch - 1)
+            self.log.info("global batch changed %d -> %d: resuming at batch %d of epoch %d",
+                          saved_batch, self.feeder.global_batch, state.position, state.epoch)
+        metrics = checkpoint.get("metrics", {})
+        state.best = metrics.get("best")
+        state.elapsed = metrics.get("elapsed", 0.0)
+        state.train_seconds = metrics.get("train_seconds", 0.0)
+        state.images_seen = metrics.get("images_seen", 0)
+        state.last_checkpoint_step = state.step
+        if self.average is not None:  # the model holds the stored average; raw weights beside it
+            weights = checkpoint.get("training_weights")
+            if weights is not None:
+                self.average.restore(weights)
+        set_rng_states(checkpoint["rng"])
+        if self.dist.main:  # forget what happened after the checkpoint: it will happen again
+            rows = [r for r in read_metrics(self.out / "metrics.jsonl") if r["step"] <= state.step]
+            with atomic_path(self.out / "metrics.jsonl") as tmp:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def _make_objective(self):
+        """The loss module (DDP and torch.compile around it when asked), the precision, the examples."""
+        config, dist = self.config, self.dist
+        device = dist.device
+        objective: nn.Module = _Objective(self.task)
         if dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
             objective = DDP(objective, device_ids=[device.index] if device.type == "cuda" else None,
@@ -765,30 +808,30 @@ class _Run:
             "configs": {**self.task.configs(), "train": dataclasses.asdict(self.config)},
             "state_dicts": self.task.state_dicts(),
             "optimizer": self.optimizer.state_dict(),
-            "step": self.step, "epoch": self.epoch, "position": self.position,
+            "step": self.state.step, "epoch": self.state.epoch, "position": self.state.position,
             "global_batch": self.feeder.global_batch,
             "rng": rng_states(),
             "data": self.data_info,
-            "metrics": {"best": self.best, "elapsed": self.elapsed + self._since_start(),
-                        "train_seconds": self.train_seconds, "images_seen": self.images_seen},
+            "metrics": {"best": self.state.best, "elapsed": self.state.elapsed + self._since_start(),
+                        "train_seconds": self.state.train_seconds, "images_seen": self.state.images_seen},
         }
         if self.average is not None:
             checkpoint["training_weights"] = self.average.training_weights()
         path = save_checkpoint(checkpoint, self.out / name)
         if name == "last.pt":
-            self.last_checkpoint_step = self.step
-        self.log.info("step %d: saved %s", self.step, path)
-        self.callback("checkpoint", {"step": self.step, "path": str(path)})
+            self.state.last_checkpoint_step = self.state.step
+        self.log.info("step %d: saved %s", self.state.step, path)
+        self.callback("checkpoint", {"step": self.state.step, "path": str(path)})
 
     def _since_start(self):
         return time.monotonic() - self.started
 
     def _nonfinite_message(self, what: str) -> str:
-        if self.last_checkpoint_step is None:
+        if self.state.last_checkpoint_step is None:
             kept = "no checkpoint had been written yet"
         else:
-            kept = f"the last good checkpoint is {self.out / 'last.pt'} (step {self.last_checkpoint_step})"
-        return (f"{what} by step {self.step}: training stopped; {kept}. Try a lower --lr "
+            kept = f"the last good checkpoint is {self.out / 'last.pt'} (step {self.state.last_checkpoint_step})"
+        return (f"{what} by step {self.state.step}: training stopped; {kept}. Try a lower --lr "
                 f"(now {self.config.lr:g}) or --grad-clip")
 
     def _evaluate(self):
@@ -805,13 +848,13 @@ class _Run:
             task.model.train()
         if not metrics:
             return None
-        row = {"step": self.step, "epoch": self.epoch, "split": "test", **metrics}
+        row = {"step": self.state.step, "epoch": self.state.epoch, "split": "test", **metrics}
         self._write_row(row)
-        self.log.info("step %d: test %s", self.step, json.dumps(metrics))
+        self.log.info("step %d: test %s", self.state.step, json.dumps(metrics))
         self.callback("eval", row)
         value = metrics.get(task.metric)
-        if value is not None and math.isfinite(value) and (self.best is None or value < self.best["value"]):
-            self.best = {"value": value, "step": self.step}
+        if value is not None and math.isfinite(value) and (self.state.best is None or value < self.state.best["value"]):
+            self.state.best = {"value": value, "step": self.state.step}
             if config.keep_best:
                 self._checkpoint("best.pt")
         return metrics
@@ -824,9 +867,9 @@ class _Run:
             images, nrow = self.task.sample_grid(self.examples, self.config.n_samples, generator,
                                                  self.config.temperature)
         path = save_grid(images, nrow, self.out / name)
-        self.last_grid = (self.step, path)
-        self.log.info("step %d: wrote %s", self.step, path)
-        self.callback("sample", {"step": self.step, "path": str(path)})
+        self.last_grid = (self.state.step, path)
+        self.log.info("step %d: wrote %s", self.state.step, path)
+        self.callback("sample", {"step": self.state.step, "path": str(path)})
         return path
 
     # -- the loop -------------------------------------------------------------------------------
@@ -842,50 +885,30 @@ class _Run:
                 self.log.removeHandler(handler)
 
     def _loop(self) -> TrainResult:
-        config, dist, task = self.config, self.dist, self.task
+        config, dist, task, state = self.config, self.dist, self.task, self.state
         device = dist.device
-        self.callback("start", {"step": self.step, "total": self.total, "device": str(device),
+        self.callback("start", {"step": state.step, "total": self.total, "device": str(device),
                                 "metric": task.metric, "kind": task.kind,
                                 "world": dist.world, "data": self.data_info["train"],
                                 "feeding": self.feeder.where, "out": str(self.out),
                                 "precision": self.precision})
         task.model.train()
-        sums: dict[str, torch.Tensor] = {}
+        sums: dict[str, torch.Tensor] = {}  # loss metrics summed since the last train row
         nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         window_steps, window_start = 0, time.monotonic()
         last_checkpoint_time = time.monotonic()
         status = "finished"
-        batches = self.feeder.batches(self.epoch, self.position)
+        batches = self.feeder.batches(state.epoch, state.position)
         with _Interrupt() as interrupt:
-            while self.step < self.total:
-                images, labels = next(batches)
-                if config.lr_schedule != "constant" or config.warmup_steps:
-                    lr = learning_rate(config, self.step, self.total)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
-                with self.autocast:
-                    out = self.objective(images, labels)
-                loss = out["loss"] if "loss" in out else out[task.metric]
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip)
-                self.optimizer.step()
-
-                self.step += 1
-                if self.average is not None:
-                    self.average.update(self.step)
-                self.position += 1
-                if self.position == self.feeder.per_epoch:
-                    self.epoch, self.position = self.epoch + 1, 0
-                self.images_seen += self.feeder.global_batch
+            while state.step < self.total:
+                out, loss = self._train_step(*next(batches))
                 window_steps += 1
                 nonfinite |= ~torch.isfinite(loss.detach())
                 for k, v in out.items():
                     sums[k] = sums.get(k, 0) + v.detach().float()
 
-                final = self.step == self.total
-                due = lambda every: every > 0 and self.step % every == 0
+                final = state.step == self.total
+                due = lambda every: every > 0 and state.step % every == 0  # noqa: E731
                 log_now = due(config.log_every) or final
                 eval_now = due(config.eval_every) or final
                 sample_now = due(config.sample_every)
@@ -896,50 +919,26 @@ class _Run:
                 if not (log_now or eval_now or sample_now or checkpoint_now or stop_now):
                     continue
 
-                # One host sync: are the losses and weights finite, did any rank get Ctrl-C.
-                # Checkpoints are written only after this check, so every one of them is good.
-                weights_ok = torch.stack([torch.isfinite(p).all() for p in self.params]).all()
-                flags = torch.stack([nonfinite.float(), (~weights_ok).float(),
-                                     torch.tensor(float(interrupt.requested), device=device)])
-                if dist.world > 1:
-                    tdist.all_reduce(flags, op=tdist.ReduceOp.MAX)
-                bad_loss, bad_weights, stop = (bool(v) for v in flags.tolist())
-                if bad_loss or bad_weights:
-                    message = self._nonfinite_message("the loss is not finite" if bad_loss
-                                                      else "the weights are not finite")
-                    self.log.info(message)
-                    raise NonFiniteLoss(message)
+                stop = self._check(nonfinite, interrupt.requested)  # checkpoints only after it
                 if log_now or stop:
-                    now = time.monotonic()
-                    seconds = now - window_start
-                    self.train_seconds += seconds
-                    values = torch.stack(list(sums.values())) / window_steps
-                    if dist.world > 1:
-                        tdist.all_reduce(values)
-                        values /= dist.world
-                    metrics = dict(zip(sums, values.tolist()))
-                    row = {"step": self.step, "epoch": self.epoch, "split": "train", **metrics,
-                           "images_per_s": window_steps * self.feeder.global_batch / max(seconds, 1e-9),
-                           "lr": self.optimizer.param_groups[0]["lr"]}
-                    self._write_row(row)
-                    if dist.main:
-                        self.callback("train", {**row, "total": self.total})
+                    seconds = time.monotonic() - window_start
+                    self._log_train(sums, window_steps, seconds)
                     sums, window_steps = {}, 0
                 if eval_now:
                     self._evaluate()
                 if sample_now:
-                    self._sample(f"samples/step_{self.step:07d}.png")
+                    self._sample(f"samples/step_{state.step:07d}.png")
                 if checkpoint_now or stop:
                     self._checkpoint()
                     last_checkpoint_time = time.monotonic()
                 if stop:
                     status = "interrupted"
-                    self.log.info("step %d: interrupted; saved last.pt", self.step)
+                    self.log.info("step %d: interrupted; saved last.pt", state.step)
                     break
                 window_start = time.monotonic()
 
             if status == "finished":
-                if self.last_checkpoint_step != self.step:
+                if state.last_checkpoint_step != state.step:
                     self._checkpoint()
                 summary = self._finish()
             else:
@@ -948,14 +947,70 @@ class _Run:
             self.average.swap()
         return TrainResult(summary=summary, task=task, status=status, out=self.out)
 
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor):
+        """One optimizer step on a batch; the state moves on. Returns (loss metrics, loss)."""
+        config, state = self.config, self.state
+        if config.lr_schedule != "constant" or config.warmup_steps:
+            lr = learning_rate(config, state.step, self.total)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        with self.autocast:
+            out = self.objective(images, labels)
+        loss = out["loss"] if "loss" in out else out[self.task.metric]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip)
+        self.optimizer.step()
+        state.step += 1
+        if self.average is not None:
+            self.average.update(state.step)
+        state.position += 1
+        if state.position == self.feeder.per_epoch:
+            state.epoch, state.position = state.epoch + 1, 0
+        state.images_seen += self.feeder.global_batch
+        return out, loss
+
+    def _check(self, nonfinite: torch.Tensor, interrupted: bool) -> bool:
+        """The one host sync: NonFiniteLoss when the losses or weights went non-finite; whether any
+        rank got Ctrl-C (then the run stops after a checkpoint)."""
+        device = self.dist.device
+        weights_ok = torch.stack([torch.isfinite(p).all() for p in self.params]).all()
+        flags = torch.stack([nonfinite.float(), (~weights_ok).float(),
+                             torch.tensor(float(interrupted), device=device)])
+        if self.dist.world > 1:
+            tdist.all_reduce(flags, op=tdist.ReduceOp.MAX)
+        bad_loss, bad_weights, stop = (bool(v) for v in flags.tolist())
+        if bad_loss or bad_weights:
+            message = self._nonfinite_message("the loss is not finite" if bad_loss
+                                              else "the weights are not finite")
+            self.log.info(message)
+            raise NonFiniteLoss(message)
+        return stop
+
+    def _log_train(self, sums: dict[str, torch.Tensor], steps: int, seconds: float):
+        """A train row: the mean loss metrics of the last `steps` steps (over ranks), speed, lr."""
+        dist, state = self.dist, self.state
+        state.train_seconds += seconds
+        values = torch.stack(list(sums.values())) / steps
+        if dist.world > 1:
+            tdist.all_reduce(values)
+            values /= dist.world
+        row = {"step": state.step, "epoch": state.epoch, "split": "train", **dict(zip(sums, values.tolist())),
+               "images_per_s": steps * self.feeder.global_batch / max(seconds, 1e-9),
+               "lr": self.optimizer.param_groups[0]["lr"]}
+        self._write_row(row)
+        if dist.main:
+            self.callback("train", {**row, "total": self.total})
+
     def _finish(self) -> dict:
         """The end of a run: final eval (unless the last step had one), samples, summary, curve."""
         if not self.dist.main:
             return {}
         rows = read_metrics(self.out / "metrics.jsonl")
         tests = [r for r in rows if r.get("split") == "test"]
-        final = tests[-1] if tests and tests[-1]["step"] == self.step else self._evaluate()
-        if getattr(self, "last_grid", (None,))[0] == self.step:  # drawn at this step already
+        final = tests[-1] if tests and tests[-1]["step"] == self.state.step else self._evaluate()
+        if self.last_grid is not None and self.last_grid[0] == self.state.step:  # drawn at this step already
             with atomic_path(self.out / "samples.png", suffix=".png") as tmp:
                 shutil.copyfile(self.last_grid[1], tmp)
         else:
@@ -1000,19 +1055,19 @@ class _Run:
         return {
             "kind": self.task.kind,
             "out": str(self.out),
-            "steps": self.step,
-            "epochs": self.step / self.feeder.per_epoch,
+            "steps": self.state.step,
+            "epochs": self.state.step / self.feeder.per_epoch,
             "config": dataclasses.asdict(self.config),
             "model": self.task.configs(),
             "data": self.data_info,
             "metric": metric,
             f"final_test_{metric}": None if not final else final.get(metric),
-            f"best_test_{metric}": None if not self.best else self.best["value"],
-            "best_step": None if not self.best else self.best["step"],
+            f"best_test_{metric}": None if not self.state.best else self.state.best["value"],
+            "best_step": None if not self.state.best else self.state.best["step"],
             "test_images": None if not final else final.get("images"),
-            "wall_seconds": self.elapsed + self._since_start(),
-            "train_seconds": self.train_seconds,
-            "images_per_s": self.images_seen / max(self.train_seconds, 1e-9),
+            "wall_seconds": self.state.elapsed + self._since_start(),
+            "train_seconds": self.state.train_seconds,
+            "images_per_s": self.state.images_seen / max(self.state.train_seconds, 1e-9),
             "world_size": self.dist.world,
             "device": str(self.dist.device),
             "precision": self.precision,
