@@ -297,13 +297,19 @@ def _given_options(ctx: typer.Context | None) -> set[str]:
             if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")}
 
 
-def _stored_configs(out: Path) -> dict:
-    """configs of OUT/last.pt (the run --resume continues); {} when there is none yet."""
+def _stored_run(out: Path) -> dict:
+    """OUT/last.pt (the run --resume continues) mapped, not read: its kind and configs cost no
+    weight reads; {} when there is none yet."""
     from pcae.checkpoint import load_checkpoint
 
     if not (out / "last.pt").is_file():
         return {}
-    return load_checkpoint(out / "last.pt").get("configs", {})
+    return load_checkpoint(out / "last.pt", lazy=True)
+
+
+def _stored_configs(out: Path) -> dict:
+    """configs of OUT/last.pt; {} when there is none yet."""
+    return _stored_run(out).get("configs", {})
 
 
 def _check_resume_model(ctx: typer.Context, out: Path, options: dict) -> None:
@@ -930,9 +936,7 @@ def train_ae_cmd(
 
 def _resumes_portrait_run(out: Path) -> bool:
     """Whether OUT/last.pt is a portrait checkpoint (what train-ae --encoder facenet writes)."""
-    from pcae.checkpoint import load_checkpoint
-
-    return (out / "last.pt").is_file() and load_checkpoint(out / "last.pt")["kind"] == "portrait"
+    return _stored_run(out).get("kind") == "portrait"
 
 
 def _check_face_options(encoder, data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,

@@ -123,14 +123,25 @@ CASES = ["truncated", "garbage", "foreign", "list", "code", "missing", "folder",
          "newer", "incomplete"]
 
 
+@pytest.mark.parametrize("lazy", [False, True])
 @pytest.mark.parametrize("case", CASES)
-def test_bad_checkpoints_are_pcae_errors_naming_the_file(case, bad_files, capsys):
+def test_bad_checkpoints_are_pcae_errors_naming_the_file(case, lazy, bad_files, capsys):
     path, kind, words = bad_files[case]
     with pytest.raises(PcaeError) as info:
-        load_checkpoint(path, kind=kind)
+        load_checkpoint(path, kind=kind, lazy=lazy)
     message = str(info.value)
     assert str(path) in message and words in message and "\n" not in message
     assert "must never run" not in capsys.readouterr().out
+
+
+def test_a_lazy_read_maps_the_same_checkpoint(tmp_path):
+    """lazy=True (what the CLI's resume checks use) gives the same dict without reading the weights first."""
+    model, checkpoint = make_checkpoint()
+    path = save_checkpoint(checkpoint, tmp_path / "m.pt")
+    full, lazy = load_checkpoint(path), load_checkpoint(path, lazy=True)
+    assert lazy["kind"] == full["kind"] and lazy["configs"] == full["configs"] and lazy["step"] == full["step"]
+    for name, tensor in full["state_dicts"]["model"].items():
+        assert torch.equal(lazy["state_dicts"]["model"][name], tensor)
 
 
 def test_unknown_kind_cannot_be_rebuilt(tmp_path):
