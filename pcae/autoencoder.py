@@ -20,10 +20,11 @@ References:
     [1] van den Oord et al., "Conditional Image Generation with PixelCNN Decoders", 2016,
         arXiv:1606.05328.
 
-Known limits: `Autoencoder` / `AutoencoderSpec` with the facenet encoder feed the data's images to
-FaceNet as face crops (no MTCNN pass). The CLI does not use that path: `pcae train-ae --encoder
-facenet` runs pcae.portrait's pipeline (MTCNN once into the face cache, faceless photos skipped and
-named in train.log, checkpoint kind "portrait"), as `pcae train-portraits` does. The "mse"
+One face path: AutoencoderSpec trains conv- and onehot-encoded auto-encoders; a face encoder's
+PixelCNN is a portrait model (pcae.portrait: MTCNN once into the face cache, faceless photos
+skipped and named in train.log, checkpoint kind "portrait"), which `pcae train-ae --encoder
+facenet` and `pcae train-portraits` both run. An `Autoencoder` built by hand around any encoder
+(facenet included) still works, and so do checkpoints of one. Known limits: the "mse"
 deconv's bits/dim is an estimate: sigma is fitted to each batch's own MSE. Checkpoints of kind
 "autoencoder" are rebuilt through pcae.kinds (`AutoencoderTask.from_checkpoint`, `model_from_checkpoint`).
 
@@ -379,12 +380,13 @@ def encoder_from_checkpoint(path) -> nn.Module:
 class AutoencoderSpec:
     """Model options for `pcae train-ae`; image shape and class count come from the data.
 
-    encoder: a name in encoders.ENCODER_NAMES (None: "conv", or the --encoder-checkpoint's).
+    encoder: "conv" or "onehot" (None: "conv", or the --encoder-checkpoint's). A face encoder
+        (facenet, dlib) makes a portrait model, which has one path: pcae.portrait (PortraitSpec,
+        train_portraits; `pcae train-ae --encoder facenet` takes it too).
     bottleneck: the conv encoder's m (None: 10, or the checkpoint encoder's dim, which it must match).
     decoder: "pixelcnn" or "deconv" (with `deconv_output` "mse" or "categorical").
     freeze_encoder: train the decoder only; the encoder's weights stay bit-identical.
     encoder_checkpoint: an auto-encoder checkpoint whose encoder (and weights) to start from.
-    facenet_weights: "vggface2" (default), a state-dict file, or "random" (facenet encoder only).
     encoder_norm: the conv encoder's normalisation of h, "batchnorm" (default) or "none".
     spatial_cond: condition the PixelCNN on h globally *and* through the location-dependent map
         m(h) (the default), or globally only (False). The deconv decoder ignores it.
@@ -414,7 +416,6 @@ class AutoencoderSpec:
     deconv_channels: int = 32
     freeze_encoder: bool = False
     encoder_checkpoint: str | None = None
-    facenet_weights: str | None = None
 
     def __post_init__(self):
         from encoders import ENCODER_NAMES
@@ -422,15 +423,17 @@ class AutoencoderSpec:
 
         if self.encoder is not None and self.encoder not in ENCODER_NAMES:
             raise ValueError(f"encoder must be one of {', '.join(ENCODER_NAMES)}, got {self.encoder!r}")
+        if self.encoder in ("facenet", "dlib"):
+            raise ValueError(f"a {self.encoder}-conditioned PixelCNN is a portrait model: train it with "
+                             "pcae.portrait.train_portraits (PortraitSpec), or `pcae train-ae --encoder "
+                             f"{self.encoder}` / `pcae train-portraits`")
         if self.bottleneck is not None and self.bottleneck < 1:
             raise ValueError(f"bottleneck must be >= 1, got {self.bottleneck}")
         if self.encoder_norm not in NORMALIZATIONS:
             raise ValueError(f"encoder_norm must be batchnorm or none, got {self.encoder_norm!r}")
         if self.decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
-        if self.facenet_weights is not None and self.encoder not in (None, "facenet"):
-            raise ValueError(f"facenet_weights applies to the facenet encoder, not {self.encoder}")
-        if self.bottleneck is not None and self.encoder in ("onehot", "facenet") and not self.encoder_checkpoint:
+        if self.bottleneck is not None and self.encoder == "onehot" and not self.encoder_checkpoint:
             raise ValueError(f"bottleneck applies to the conv encoder; the {self.encoder} encoder's "
                              "dim is fixed")
 
@@ -455,11 +458,6 @@ class AutoencoderSpec:
                 raise PcaeError(f"data {dataset.info.get('source')!r} has no labels; --encoder "
                                 "onehot needs a labelled source")
             return build_encoder("onehot", num_classes=dataset.num_classes)
-        if name == "facenet":
-            return build_encoder("facenet", weights=self.facenet_weights or "vggface2")
-        if name == "dlib":
-            raise PcaeError("a dlib-conditioned PixelCNN is a portrait model: train it with "
-                            "`pcae train-portraits --encoder dlib` (pcae.portrait.train_portraits)")
         raise ValueError(f"encoder must be one of the registered names, got {name!r}")
 
     def build(self, dataset) -> AutoencoderTask:

@@ -918,6 +918,8 @@ def train_ae_cmd(
     if decoder == "deconv" and spatial_cond:
         raise PcaeError("--spatial-cond needs --decoder pixelcnn (the deconv decoder has no PixelCNN "
                         "to condition)")
+    if facenet_weights is not None:
+        raise PcaeError(f"--facenet-weights goes with --encoder facenet, not {encoder or 'conv'}")
     try:
         spec = AutoencoderSpec(
             encoder=encoder, bottleneck=bottleneck, encoder_channels=encoder_channels,
@@ -927,8 +929,7 @@ def train_ae_cmd(
             spatial_channels=spatial_channels, kernel_size=kernel_size,
             first_kernel_size=first_kernel_size, head_channels=head_channels, deconv_output=deconv_output,
             deconv_channels=deconv_channels, freeze_encoder=freeze_encoder,
-            encoder_checkpoint=None if encoder_checkpoint is None else str(encoder_checkpoint),
-            facenet_weights=facenet_weights)
+            encoder_checkpoint=None if encoder_checkpoint is None else str(encoder_checkpoint))
     except ValueError as e:  # the user's option values: one line, exit 1
         raise PcaeError(str(e)) from None
     _run_training(config, spec, resume, force, resume_fields)
