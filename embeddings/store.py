@@ -28,7 +28,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pcae.utils import PcaeError, first_line
+from pcae.utils import PcaeError, ensure_space, first_line
 
 FORMAT_VERSION = 1
 _CHUNK_ROWS = 4096
@@ -60,6 +60,7 @@ class LatentWriter:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.path = Path(path)
         self.dim = int(dim)
+        ensure_space(self.path, os.path.getsize(base) if base is not None else 0)
         if base is not None:
             shutil.copyfile(base, self.path)
             self._f = h5py.File(self.path, "r+")
@@ -106,6 +107,7 @@ class LatentWriter:
         if len(files) != len(ids):
             raise ValueError(f"files must name {len(ids)} rows, got {len(files)}")
         n, b = len(self), len(ids)
+        ensure_space(self.path, latents.nbytes + 16 * b + sum(len(f) for f in files))
         for name, rows in (("latents", latents), ("ids", ids), ("labels", labels),
                            ("files", np.array(files, dtype=object))):
             ds = self._f[name]

@@ -48,7 +48,7 @@ from typing import Callable
 import torch
 
 from eval import metrics as M
-from pcae.utils import PcaeError
+from pcae.utils import Interrupted, PcaeError
 
 REPORT_FILES = ("report.json", "report.md", "summary.png")
 
@@ -130,7 +130,7 @@ def _train_run(config: CompareConfig, spec, name: str, progress: Progress) -> Pa
     start = time.perf_counter()
     result = train(train_config, spec, force=out.exists())
     if result.status != "finished":
-        raise PcaeError(f"training {name} was interrupted; its checkpoint is {out / 'last.pt'}")
+        raise Interrupted(f"training {name} was interrupted; its checkpoint is {out / 'last.pt'}")
     metric = result.summary["metric"]
     progress(f"trained {name} in {time.perf_counter() - start:.0f} s: test {metric} "
              f"{result.summary[f'final_test_{metric}']:.4f}")
@@ -357,10 +357,12 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
     check_out(out, force)
     plan = plan_models(config, pixelcnn, deconv)
     device = resolve_device(config.device)
-    for _, p_path, d_path in plan:  # a wrong checkpoint fails now, not after an hour of training
+    for m, p_path, d_path in plan:  # a wrong checkpoint fails now, not after an hour of training
         if p_path is not None:
-            _load_autoencoder(p_path, "pixelcnn", torch.device("cpu"))
-            _load_autoencoder(d_path, "deconv", torch.device("cpu"))
+            for path, kind in ((p_path, "pixelcnn"), (d_path, "deconv")):
+                model, _ = _load_autoencoder(path, kind, torch.device("cpu"))
+                if m is not None and model.encoder.dim != m:
+                    raise PcaeError(f"{path}: its encoder has dim {model.encoder.dim}, expected bottleneck {m}")
     if unconditional is not None:
         load_model(unconditional, kind="pixelcnn")
     started = time.perf_counter()
@@ -376,8 +378,12 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
     data = (train_x, train_y, test_x, test_y, fig_x)
     progress(f"data {config.data} ({test_ds.info['origin']}): {len(train_x)} train images for the "
              f"probes, {len(test_x)} test images")
-    # Nothing is deleted up front: each model's run folder is replaced (pcae's own files only,
-    # pcae.train.clear_run) when that model is trained again, after every check above has passed.
+    # Each model's run folder is replaced (pcae's own files only, pcae.train.clear_run) when that
+    # model is trained again, after every check above has passed; the old report goes now, as it
+    # describes runs that are about to be replaced (an interrupted --force run leaves no stale one).
+    if force:
+        for path in [out / name for name in REPORT_FILES] + sorted(out.glob("figure_m*.png")):
+            path.unlink(missing_ok=True)
 
     size = dict(channels=config.channels, n_layers=config.n_layers)
     if unconditional is None:

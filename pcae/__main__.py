@@ -1,3 +1,3 @@
-from pcae.cli import main
+from pcae.entry import main
 
 main()

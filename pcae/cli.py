@@ -6,6 +6,7 @@ it into one red line on stderr and exit code 1 (usage errors exit 2, typer's con
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,7 +16,7 @@ import typer
 from pcae import __version__
 from pcae.options import (check_device, check_precision, check_split, check_temperature,
                           cli_callback)
-from pcae.utils import PcaeError, first_line
+from pcae.utils import DiskFull, Interrupted, PcaeError, first_line, is_disk_full
 
 # the shared option values, checked in one place (pcae/options.py)
 _DEVICE, _SPLIT = cli_callback(check_device), cli_callback(check_split)
@@ -377,9 +378,8 @@ def _run_training(config, spec, resume: bool, force: bool, resume_fields=None):
                        resume_fields=resume_fields)
     out = result.out
     if result.status == "interrupted":
-        typer.echo(f"interrupted at step {result.summary['steps']}: saved {out / 'last.pt'}; "
-                   f"continue with --resume --out {out}")
-        raise typer.Exit(130)
+        raise Interrupted(f"interrupted at step {result.summary['steps']}: saved {out / 'last.pt'}; "
+                          f"continue with --resume --out {out}")
     s = result.summary
     metric = s["metric"]
     final, best = s[f"final_test_{metric}"], s[f"best_test_{metric}"]
@@ -1096,16 +1096,34 @@ def os_error_line(e: OSError) -> str:
     return f"{where + ': ' if where else ''}{e.strerror or first_line(e)}"
 
 
+def _exit_now(code: int) -> None:
+    """Leave without exit handlers: after a write that failed for want of space the HDF5 library
+    crashes (segfault) in its own exit handler. Everything pcae writes is already closed or discarded."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main():
     try:
         code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
+        if code == 130 and not isinstance(code, bool):  # typer's answer to Ctrl-C: say so
+            typer.secho("interrupted", fg=typer.colors.RED, err=True)
         if isinstance(code, int) and not isinstance(code, bool) and code:
             sys.exit(code)
+    except DiskFull as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        _exit_now(1)
+    except Interrupted as e:
+        typer.secho(str(e), fg=typer.colors.RED, err=True)  # the message says what was saved
+        sys.exit(130)
     except PcaeError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         sys.exit(1)
     except OSError as e:  # the machine's doing (disk full, permissions, a path that is a folder)
         typer.secho(f"error: {os_error_line(e)}", fg=typer.colors.RED, err=True)
+        if is_disk_full(e):
+            _exit_now(1)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.secho("interrupted", fg=typer.colors.RED, err=True)

@@ -55,7 +55,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from pcae.utils import PcaeError, atomic_path, first_line
+from pcae.utils import PcaeError, atomic_path, ensure_space, first_line
 
 SPLITS = ("train", "test")
 TEST_EVERY = 10                       # ~1 in 10 items of a folder / split-less HDF5 go to test
@@ -689,6 +689,7 @@ def import_dataset(source: str, out_path: str | os.PathLike, *, channels: int | 
                     for imgs, labs in sp.chunks(chunk_size):
                         imgs = convert_images(torch.from_numpy(np.array(imgs)), channels, image_size)
                         k = len(imgs)
+                        ensure_space(tmp, imgs.numel() + 9 * k)
                         for ds in (images, labels, which):
                             ds.resize(n + k, axis=0)
                         images[n:n + k] = imgs.numpy()

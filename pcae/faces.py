@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from pcae.data import TEST_EVERY, convert_images, image_files, is_test_path
-from pcae.utils import PcaeError, atomic_path, cache_root, first_line
+from pcae.utils import PcaeError, atomic_path, cache_root, ensure_space, first_line
 
 CACHE_FORMAT = "pcae-faces/1"
 CHUNK = 64  # faces embedded and written per step
@@ -230,6 +230,7 @@ class _CacheWriter:
             self.probs: np.array([p[1] for p in self.pending], np.float32),
             self.files: np.array([p[2] for p in self.pending], dtype=object),
         }
+        ensure_space(self.f.filename, sum(v.nbytes for v in columns.values()))
         for ds, values in columns.items():
             ds.resize(n + k, axis=0)
             ds[n:n + k] = values

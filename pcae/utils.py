@@ -29,6 +29,64 @@ class PcaeError(Exception):
     """An error the user can fix (bad file, bad option). The CLI prints it as one line, exit 1."""
 
 
+class Interrupted(PcaeError):
+    """Ctrl-C ended a job between its steps (what was saved is named in the message). The CLI
+    prints it as one line and exits 130, like any Ctrl-C."""
+
+
+class DiskFull(PcaeError):
+    """The disk filled while pcae wrote a file. Every writer goes through `atomic_path` /
+    `atomic_files`, so the file's previous version (and everything else) is intact.
+
+    After a failed HDF5 write the HDF5 library can crash while the interpreter exits; the CLI
+    therefore leaves without running exit handlers once it has said this (pcae.cli.main)."""
+
+    def __init__(self, path):
+        super().__init__(f"the disk is full (writing {path}): free some space and run again; "
+                         "files written before are intact")
+
+
+HDF5_RESERVE = 4 << 20  # bytes kept free beside an HDF5 write (see ensure_space)
+
+
+def ensure_space(path, nbytes: int) -> None:
+    """DiskFull unless the disk of `path` has room for `nbytes` more, twice over, plus HDF5_RESERVE.
+
+    Called before each HDF5 write: HDF5 does not report a full disk reliably (its metadata
+    writes fail inside object deallocation, ignored, and the process can then crash), so pcae
+    refuses a write that would come close to filling the disk instead of attempting it."""
+    import shutil
+
+    folder = Path(path).parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < 2 * int(nbytes) + HDF5_RESERVE:
+        raise DiskFull(path)
+
+
+def is_disk_full(error: BaseException, folder=None) -> bool:
+    """Whether `error`, raised while writing into `folder`, means the disk is full: ENOSPC, as
+    OSError or inside another library's message (HDF5: errno 28), or an error from a writer that
+    does not say (torch.save: "unexpected pos") while the folder's disk has under 1 MiB free."""
+    import errno as errnos
+
+    if isinstance(error, OSError) and error.errno == errnos.ENOSPC:
+        return True
+    text = str(error)
+    if "No space left" in text or "errno = 28" in text or "[Errno 28]" in text:
+        return True
+    if folder is not None and not isinstance(error, OSError):  # an OSError says what it is
+        import shutil
+
+        try:
+            return shutil.disk_usage(folder).free < (1 << 20)
+        except OSError:
+            return False
+    return False
+
+
 def open_image(path, mode: str | None = None, what: str = "image"):
     """An image file, decoded, as a PIL image (converted to `mode` if given). Every way a file can
     fail is one PcaeError naming it: missing, a folder, not an image or truncated, and more pixels
@@ -127,6 +185,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except (OSError, RuntimeError, DiskFull) as e:  # checked before the temp file goes: its space counts
+        if isinstance(e, DiskFull) or is_disk_full(e, path.parent):
+            raise DiskFull(path) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -174,6 +236,12 @@ def atomic_files(folder: str | os.PathLike, names: list[str]):
         _fsync_dir(staging)
         with atomic_path(folder / JOURNAL) as tmp:  # the commit point
             tmp.write_text(json.dumps({"staging": staging.name, "names": list(names)}))
+    except (OSError, RuntimeError, DiskFull) as e:
+        full = isinstance(e, DiskFull) or is_disk_full(e, folder)
+        shutil.rmtree(staging, ignore_errors=True)
+        if full:
+            raise DiskFull(folder) from None
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

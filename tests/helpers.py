@@ -8,8 +8,11 @@ def run_pcae(monkeypatch, capsys, *args):
     """Run the real entry point (`main` turns PcaeError into one red line); (code, out, err).
 
     The bundled data and a wide terminal (no wrapped lines to match against) for every call."""
+    import pcae.cli
     from pcae.cli import main
 
+    # the CLI leaves with os._exit after a full disk (HDF5 can crash in its exit handler); not here
+    monkeypatch.setattr(pcae.cli, "_exit_now", lambda code: sys.exit(code))
     monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setattr(sys, "argv", ["pcae", *map(str, args)])
