@@ -172,7 +172,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     time pcae writes `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(path.parent, path.name)
+    clean_stale_temps(path.parent)  # any killed pcae writer's, not only this file's
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.pid{os.getpid()}.",
                                suffix=suffix + ".tmp")
     os.close(fd)

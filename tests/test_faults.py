@@ -109,3 +109,18 @@ def test_an_interrupted_comparison_is_exit_130_in_one_line(tmp_path, monkeypatch
     code, _, err = run_pcae(monkeypatch, capsys, "compare-decoders", "--out", tmp_path / "cmp", "--quick")
     assert code == 130, err
     assert err.strip() == "training pixelcnn-unconditional was interrupted; its checkpoint is X/last.pt"
+
+
+def test_a_killed_writers_temp_file_goes_with_the_next_write_in_its_folder(tmp_path):
+    """A `data import` killed while writing a.h5 leaves .a.h5.pidN...tmp; writing b.h5 there removes it."""
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid no process has now
+    stale = tmp_path / f".a.h5.pid{dead.pid}.x1.h5.tmp"
+    stale.write_bytes(b"half")
+    mine = tmp_path / "notes.tmp"  # not pcae's: kept
+    mine.write_text("mine")
+    with atomic_path(tmp_path / "b.h5") as tmp:
+        tmp.write_bytes(b"new")
+    assert not stale.exists() and mine.read_text() == "mine" and (tmp_path / "b.h5").read_bytes() == b"new"
