@@ -3,6 +3,7 @@
 Building the commands (typer, rich) takes a moment; a KeyboardInterrupt then would end in a
 traceback. This module imports nothing heavy, so the window left is the interpreter's own start.
 """
+import signal
 import sys
 
 
@@ -12,4 +13,8 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    cli_main()
+    try:
+        cli_main()
+    finally:  # the command is over, its outputs written or discarded: Ctrl-C during the
+        # interpreter's teardown would only turn a finished command's exit code into a traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

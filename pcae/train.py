@@ -492,11 +492,21 @@ def clear_run(out: Path) -> None:
 
 
 class _Interrupt:
-    """SIGINT sets a flag (the loop saves and stops between steps) instead of raising mid-step."""
+    """SIGINT sets a flag (the loop saves and stops between steps) instead of raising mid-step.
+
+    Once the steps are done (`steps_done()`), Ctrl-C raises KeyboardInterrupt at once: the final
+    checkpoint is written, and what is left (samples, the judge, the summary) `--resume` redoes."""
 
     def __init__(self):
         self.requested = False
         self.previous = None
+        self.immediate = False
+
+    def steps_done(self) -> None:
+        """From now on Ctrl-C interrupts at once (raises now if it came during the last step)."""
+        self.immediate = True
+        if self.requested:
+            raise KeyboardInterrupt
 
     def __enter__(self):
         try:
@@ -506,7 +516,7 @@ class _Interrupt:
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C: stop now
+        if self.requested or self.immediate:  # a second Ctrl-C, or no steps left: stop now
             raise KeyboardInterrupt
         self.requested = True
 
@@ -928,6 +938,7 @@ class _Run:
                     self._evaluate()
                 if sample_now:
                     self._sample(f"samples/step_{state.step:07d}.png")
+                stop = stop or (interrupt.requested and dist.world == 1)  # Ctrl-C during those
                 if checkpoint_now or stop:
                     self._checkpoint()
                     last_checkpoint_time = time.monotonic()
@@ -940,6 +951,7 @@ class _Run:
             if status == "finished":
                 if state.last_checkpoint_step != state.step:
                     self._checkpoint()
+                interrupt.steps_done()
                 summary = self._finish()
             else:
                 summary = self._summary(final=None)

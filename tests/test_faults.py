@@ -124,3 +124,18 @@ def test_a_killed_writers_temp_file_goes_with_the_next_write_in_its_folder(tmp_p
     with atomic_path(tmp_path / "b.h5") as tmp:
         tmp.write_bytes(b"new")
     assert not stale.exists() and mine.read_text() == "mine" and (tmp_path / "b.h5").read_bytes() == b"new"
+
+
+def test_once_the_command_is_over_ctrl_c_cannot_change_its_exit(monkeypatch):
+    """Ctrl-C while the interpreter tears down (after outputs are written) used to print a
+    traceback or turn exit 0 into -2: the entry point ignores it once the command has returned."""
+    import signal
+
+    import pcae.cli
+    from pcae import entry
+
+    calls = []
+    monkeypatch.setattr(pcae.cli, "main", lambda: None)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: calls.append((signum, handler)))
+    entry.main()
+    assert calls == [(signal.SIGINT, signal.SIG_IGN)]

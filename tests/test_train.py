@@ -237,6 +237,31 @@ def test_cli_bad_options(tmp_path, monkeypatch, capsys):
 # ----------------------------------------------------------------------------- stopping
 
 
+@pytest.mark.parametrize("where", ["evaluate", "sample_grid"])
+def test_ctrl_c_after_the_last_step_is_not_ignored(where, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during the final evaluation (inside the last step's bookkeeping) or the final
+    samples (after it) still ends the command with 130; --resume then finishes the run."""
+    original = getattr(PixelCNNTask, where)
+
+    def interrupted(self, *args, **kwargs):
+        if not calls:
+            calls.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, *args, **kwargs)
+
+    calls = []
+    monkeypatch.setattr(PixelCNNTask, where, interrupted)
+    out = tmp_path / "run"
+    args = ["train", "--out", out, *TINY, "--steps", "3", "--eval-every", "0", "--precision", "fp32"]
+    code, _, err = run_pcae(monkeypatch, capsys, *args)
+    assert code == 130, err
+    assert "interrupted" in err and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert load_checkpoint(out / "last.pt")["step"] == 3 and not (out / "summary.json").exists()
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--resume")
+    assert code == 0, err
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3
+
+
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, monkeypatch, capsys):
     original, calls = PixelCNNTask.loss, []
 
