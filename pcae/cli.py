@@ -1083,10 +1083,8 @@ def os_error_line(e: OSError) -> str:
     import errno
 
     where = e.filename or ""
-    text = str(e)
-    if e.errno == errno.ENOSPC or "No space left" in text:
-        return (f"the disk is full{f' (writing {where})' if where else ''}: free some space and run "
-                "again; files written before are intact")
+    if is_disk_full(e):
+        return str(DiskFull(where or None))
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"{where or 'a file'}: cannot be written here ({e.strerror}); choose another place"
     if e.errno == errno.EISDIR:

@@ -41,8 +41,9 @@ class DiskFull(PcaeError):
     After a failed HDF5 write the HDF5 library can crash while the interpreter exits; the CLI
     therefore leaves without running exit handlers once it has said this (pcae.cli.main)."""
 
-    def __init__(self, path):
-        super().__init__(f"the disk is full (writing {path}): free some space and run again; "
+    def __init__(self, path=None):
+        where = "" if path is None else f" (writing {path})"
+        super().__init__(f"the disk is full{where}: free some space and run again; "
                          "files written before are intact")
 
 
@@ -70,9 +71,9 @@ def is_disk_full(error: BaseException, folder=None) -> bool:
     """Whether `error`, raised while writing into `folder`, means the disk is full: ENOSPC, as
     OSError or inside another library's message (HDF5: errno 28), or an error from a writer that
     does not say (torch.save: "unexpected pos") while the folder's disk has under 1 MiB free."""
-    import errno as errnos
+    import errno
 
-    if isinstance(error, OSError) and error.errno == errnos.ENOSPC:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return True
     text = str(error)
     if "No space left" in text or "errno = 28" in text or "[Errno 28]" in text:
