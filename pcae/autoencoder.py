@@ -32,7 +32,9 @@ Shapes: B batch, C image channels, H, W image size, K levels, D = encoder.dim, n
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -41,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders import build_encoder, load_encoder
-from pcae.checkpoint import load_checkpoint
+from pcae.checkpoint import load_checkpoint, run_kind
 from pcae.deconv import DeconvConfig, DeconvDecoder, expected_levels, gaussian_bits_per_dim
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim
 from pcae.kinds import task_from_checkpoint
@@ -381,8 +383,8 @@ class AutoencoderSpec:
     """Model options for `pcae train-ae`; image shape and class count come from the data.
 
     encoder: "conv" or "onehot" (None: "conv", or the --encoder-checkpoint's). A face encoder
-        (facenet, dlib) makes a portrait model, which has one path: pcae.portrait (PortraitSpec,
-        train_portraits; `pcae train-ae --encoder facenet` takes it too).
+        (facenet, dlib) makes a portrait model, which has one path: pcae.portrait.PortraitSpec
+        (`autoencoder_spec` below chooses it for `pcae train-ae --encoder facenet`).
     bottleneck: the conv encoder's m (None: 10, or the checkpoint encoder's dim, which it must match).
     decoder: "pixelcnn" or "deconv" (with `deconv_output` "mse" or "categorical").
     freeze_encoder: train the decoder only; the encoder's weights stay bit-identical.
@@ -425,8 +427,8 @@ class AutoencoderSpec:
             raise ValueError(f"encoder must be one of {', '.join(ENCODER_NAMES)}, got {self.encoder!r}")
         if self.encoder in ("facenet", "dlib"):
             raise ValueError(f"a {self.encoder}-conditioned PixelCNN is a portrait model: train it with "
-                             "pcae.portrait.train_portraits (PortraitSpec), or `pcae train-ae --encoder "
-                             f"{self.encoder}` / `pcae train-portraits`")
+                             "pcae.portrait.PortraitSpec (or autoencoder_spec), or `pcae train-ae "
+                             f"--encoder {self.encoder}` / `pcae train-portraits`")
         if self.bottleneck is not None and self.bottleneck < 1:
             raise ValueError(f"bottleneck must be >= 1, got {self.bottleneck}")
         if self.encoder_norm not in NORMALIZATIONS:
@@ -482,8 +484,78 @@ class AutoencoderSpec:
             model.freeze_encoder()
         return AutoencoderTask(model, list(dataset.classes or []))
 
+    def stored(self, configs: dict) -> dict:
+        """The options as a stored run has them; those of the decoder it does not have, and the
+        checkpoint its encoder started from, are UNUSED (ignored when given again)."""
+        from pcae.train import UNUSED, stored_values
+
+        enc, dec = ("model", "encoder"), ("model", "decoder", "config")
+        paths = {"encoder": enc + ("name",), "bottleneck": enc + ("bottleneck",),
+                 "encoder_channels": enc + ("channels",), "encoder_norm": enc + ("normalize",),
+                 "decoder": ("model", "decoder", "kind"), "freeze_encoder": ("model", "encoder_frozen")}
+        pixelcnn = {name: dec + (name,) for name in ("channels", "n_layers", "spatial_cond", "spatial_channels",
+                                                     "kernel_size", "first_kernel_size", "head_channels")}
+        deconv = {"deconv_output": dec + ("output",), "deconv_channels": dec + ("channels",)}
+        has, lacks = ((pixelcnn, deconv) if stored_values(configs, {"k": ("model", "decoder", "kind")}).get("k")
+                      == "pixelcnn" else (deconv, pixelcnn))
+        return {"encoder_checkpoint": UNUSED, **dict.fromkeys(lacks, UNUSED),
+                **stored_values(configs, paths | has)}
+
     def restore(self, checkpoint: dict) -> AutoencoderTask:
         return AutoencoderTask.from_checkpoint(checkpoint)
+
+
+FACE_ENCODER_NAMES = ("facenet", "dlib")
+FACE_OPTIONS = ("facenet_weights", "facenet_crop_size", "cache", "max_photos")  # PortraitSpec's own
+
+
+def autoencoder_spec(resuming: str | os.PathLike | None = None, **options):
+    """What an auto-encoder run trains, from `pcae train-ae`'s model options (the fields of
+    AutoencoderSpec, and PortraitSpec's face options): an AutoencoderSpec, or for a face encoder
+    (facenet, dlib) a PortraitSpec, the portrait pipeline's one path. Resuming (`resuming`: the
+    run folder) a portrait run with no encoder given stays a portrait run.
+
+    options: only those the caller set (the CLI passes the options on its command line); the
+        rest take the chosen spec's defaults. One the chosen model has no use for: PcaeError.
+    """
+    encoder = options.get("encoder")
+    face = encoder in FACE_ENCODER_NAMES or (
+        encoder is None and resuming is not None and run_kind(resuming) == "portrait")
+    if not face:
+        for name in FACE_OPTIONS:
+            if options.get(name) is not None:
+                raise PcaeError(f"--{name.replace('_', '-')} goes with a face encoder "
+                                f"({', '.join(FACE_ENCODER_NAMES)}), not {encoder or 'conv'}")
+        if options.get("decoder") == "deconv" and options.get("spatial_cond"):
+            raise PcaeError("--spatial-cond needs --decoder pixelcnn (the deconv decoder has no PixelCNN "
+                            "to condition)")
+        try:
+            return AutoencoderSpec(**options)
+        except ValueError as e:  # the caller's option values
+            raise PcaeError(str(e)) from None
+    from pcae.faces import FACE_ENCODERS
+    from pcae.portrait import PortraitSpec
+
+    encoder = encoder or "facenet"
+    name = {"facenet": "FaceNet", "dlib": "dlib"}[encoder]
+    why = {"decoder": (options.get("decoder", "pixelcnn") != "pixelcnn",
+                       "it trains the face-conditioned PixelCNN"),
+           "freeze_encoder": (options.get("freeze_encoder"), f"{name} is always frozen"),
+           "encoder_checkpoint": (options.get("encoder_checkpoint") is not None, f"{name}'s weights come from "
+                                  + ("--facenet-weights" if encoder == "facenet" else "face-recognition-models")),
+           "spatial_cond": (options.get("spatial_cond"), "the PixelCNN is conditioned on the embedding globally"),
+           "bottleneck": (options.get("bottleneck") is not None, f"h is {name}'s {FACE_ENCODERS[encoder]}-d "
+                          "embedding")}
+    for option, (refused, reason) in why.items():
+        if refused:
+            shown = f" {options[option]}" if option == "decoder" else ""
+            raise PcaeError(f"--{option.replace('_', '-')}{shown} does not go with --encoder {encoder} "
+                            f"({reason})")
+    # the other widths (encoder, deconv, m(h)) are the auto-encoder's: like the deconv decoder's
+    # options on a PixelCNN auto-encoder, they do not apply here
+    portrait_fields = {f.name for f in dataclasses.fields(PortraitSpec)}
+    return PortraitSpec(**{**{k: v for k, v in options.items() if k in portrait_fields},
+                           "encoder": encoder})
 
 
 def reconstruct_checkpoint(path, data: str | None = None, split: str = "test", n: int = 8,

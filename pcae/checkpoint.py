@@ -137,6 +137,13 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, *, lazy: b
     return checkpoint
 
 
+def run_kind(out: str | os.PathLike) -> str | None:
+    """The kind of the run in folder `out` (its last.pt, mapped: no weights are read), or None when
+    it has no last.pt yet."""
+    path = Path(out) / "last.pt"
+    return load_checkpoint(path, lazy=True).get("kind") if path.is_file() else None
+
+
 def load_torch_file(path: Path, what: str = "pcae checkpoint", lazy: bool = False):
     """torch.load(path, weights_only=True) on the CPU, or PcaeError saying what the file is.
 

@@ -247,8 +247,8 @@ def index_describe(folder: Path = typer.Argument(..., help="Latents folder.")):
 
 # --- training: `pcae train`, `pcae sample`, `pcae evaluate` (pcae/train.py) --------------------
 def _train_config(ctx: typer.Context | None, train: dict, **fields):
-    """A training command's TrainConfig (bad values: a usage error), and the fields --resume takes
-    from the run's stored config (steps/epochs too, unless given again).
+    """A training command's TrainConfig (bad values: a usage error), and the names of the options
+    its command line set (what `pcae.train.train(given=...)` keeps or checks on --resume).
 
     train: the shared training options as given (`training_options`), resume and force included;
         steps/epochs None: not given (the default length is TrainConfig.DEFAULT_STEPS).
@@ -259,34 +259,15 @@ def _train_config(ctx: typer.Context | None, train: dict, **fields):
     train = dict(train)
     resume, force = train.pop("resume"), train.pop("force")
     steps, epochs = train.pop("steps"), train.pop("epochs")
-    fields = {**train, **fields}
-
     if resume and force:
         raise typer.BadParameter("--resume and --force exclude each other", param_hint="--resume")
     if steps is not None and epochs is not None:
         raise typer.BadParameter("give --steps or --epochs, not both", param_hint="--epochs")
     try:
-        config = TrainConfig(steps=steps or 0, epochs=epochs or 0, **fields)
+        config = TrainConfig(steps=steps or 0, epochs=epochs or 0, **train, **fields)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
-    if not resume:
-        return config, None
-    # --resume: the run's stored settings win, except the run options given again on this command
-    given = _given_options(ctx)
-    run_fields = [f for f in TrainConfig.RUN_FIELDS if f in given]
-    stored = _stored_configs(Path(config.out)).get("train", {})
-    for name in sorted(given & set(fields) - set(TrainConfig.RUN_FIELDS) - {"out"}):  # a moved run is fine
-        if name in stored and stored[name] != getattr(config, name):
-            raise PcaeError(f"--{name.replace('_', '-')} {getattr(config, name)} conflicts with the run "
-                            f"being resumed ({stored[name]}); a resumed run keeps its training settings "
-                            "(start a new run with another --out to change them)")
-    kept = [f"{f.replace('_', '-')} {stored[f]}" for f in TrainConfig.RUN_FIELDS
-            if f not in given and f in stored and f not in ("steps", "epochs")
-            and stored[f] != getattr(config, f)]
-    if kept:
-        typer.echo(f"resuming {config.out} with its stored run options: {', '.join(kept)} "
-                   "(give an option again to change it)")
-    return config, run_fields
+    return config, _given_options(ctx)
 
 
 def _given_options(ctx: typer.Context | None) -> set[str]:
@@ -298,49 +279,18 @@ def _given_options(ctx: typer.Context | None) -> set[str]:
             if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")}
 
 
-def _stored_run(out: Path) -> dict:
-    """OUT/last.pt (the run --resume continues) mapped, not read: its kind and configs cost no
-    weight reads; {} when there is none yet."""
-    from pcae.checkpoint import load_checkpoint
-
-    if not (out / "last.pt").is_file():
-        return {}
-    return load_checkpoint(out / "last.pt", lazy=True)
-
-
-def _stored_configs(out: Path) -> dict:
-    """configs of OUT/last.pt; {} when there is none yet."""
-    return _stored_run(out).get("configs", {})
-
-
-def _check_resume_model(ctx: typer.Context, out: Path, options: dict) -> None:
-    """--resume with model options given again: each must equal what the run stores, else one line.
-
-    options: {option name: (value, path of keys under the checkpoint's configs)}.
-    """
+def _given(ctx: typer.Context, **options) -> dict:
+    """Those of `options` that this command line set: what a command passes on to a spec builder
+    that supplies the defaults itself."""
     given = _given_options(ctx)
-    options = {k: v for k, v in options.items() if k in given}
-    configs = _stored_configs(out) if options else {}
-    for name, (value, keys) in options.items():
-        node, found = configs, True
-        for key in keys:
-            found = isinstance(node, dict) and key in node
-            node = node.get(key) if found else None
-            if not found:
-                break
-        option = f"--{name.replace('_', '-')}"
-        if not found:
-            raise PcaeError(f"{option} cannot be changed when resuming {out}: the run keeps its model "
-                            "(start a new run with another --out)")
-        if node != value:
-            raise PcaeError(f"{option} {value} conflicts with the run being resumed ({node}); a resumed "
-                            "run keeps its model (start a new run with another --out)")
+    return {name: value for name, value in options.items() if name in given}
 
 
-def _run_training(config, spec, resume: bool, force: bool, resume_fields=None):
+def _run_training(config, spec, resume: bool, force: bool, given: set[str]):
     """Run pcae.train.train with a rich progress bar; print the summary; exit 130 on Ctrl-C.
 
-    Shared by every training command (train, train-ae, ...): they differ only in config and spec.
+    Shared by every training command (train, train-ae, train-portraits): they differ only in
+    config and spec. A portrait spec's face step shows on the bar, then a faces summary.
     """
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -355,8 +305,27 @@ def _run_training(config, spec, resume: bool, force: bool, resume_fields=None):
                    TimeRemainingColumn(), console=console, transient=False)
     state = {}
 
+    def show():  # the bar starts with the first progress: an error before that prints one line only
+        if not state.get("shown"):
+            bar.start()
+            state["shown"] = True
+
     def callback(event, info):
-        if event == "start":
+        if event in ("prepare", "start"):
+            show()
+        if event == "prepare":  # a portrait run's face step: its own line on the bar until done
+            if "faces" not in state:
+                state["faces"] = bar.add_task("faces", total=None, metric="", value="", rate="-")
+            bar.update(state["faces"], completed=info["done"], total=info["total"])
+        elif event == "prepared":
+            if "faces" in state:
+                bar.remove_task(state.pop("faces"))
+            _print_faces(info, config.out)
+        elif event == "start":
+            if info["kept"]:
+                console.print(f"resuming {info['out']} with its stored run options: "
+                              f"{', '.join(info['kept'])} (give an option again to change it)",
+                              highlight=False, soft_wrap=True)
             state["metric"] = info["metric"]
             console.print(f"{info['kind']} run {info['out']}: steps {info['step']} -> {info['total']} "
                           f"on {info['device']}" + (f" x {info['world']} ranks" if info["world"] > 1 else "")
@@ -373,9 +342,11 @@ def _run_training(config, spec, resume: bool, force: bool, resume_fields=None):
             bar.console.print(f"step {info['step']}: test {metric} {info.get(metric, float('nan')):.4f}"
                               f" ({info.get('images', '?')} images)")
 
-    with bar:
-        result = train(config, spec, resume=resume, force=force, callback=callback,
-                       resume_fields=resume_fields)
+    try:
+        result = train(config, spec, resume=resume, force=force, callback=callback, given=given)
+    finally:
+        if state.get("shown"):
+            bar.stop()
     out = result.out
     if result.status == "interrupted":
         raise Interrupted(f"interrupted at step {result.summary['steps']}: saved {out / 'last.pt'}; "
@@ -522,20 +493,15 @@ def train_cmd(
     from pcae.pixelcnn_task import PixelCNNSpec
 
     resume, force = train["resume"], train["force"]
-    config, resume_fields = _train_config(
+    config, given = _train_config(
         ctx, train, data=data, out=str(out), data_root=None if data_root is None else str(data_root),
         image_channels=image_channels, image_size=image_size)
-    if resume:
-        _check_resume_model(ctx, out, {name: (value, ("model", name)) for name, value in dict(
-            channels=channels, n_layers=n_layers, kernel_size=kernel_size,
-            first_kernel_size=first_kernel_size, head_channels=head_channels).items()}
-            | {"condition": (condition, ("task", "condition"))})
     if condition not in ("none", "label"):
         raise typer.BadParameter(f"must be none or label, got {condition!r}", param_hint="--condition")
     spec = PixelCNNSpec(channels=channels, n_layers=n_layers, kernel_size=kernel_size,
                         first_kernel_size=first_kernel_size, head_channels=head_channels,
                         condition=condition)  # a plain dataclass: the model is checked in build()
-    _run_training(config, spec, resume, force, resume_fields)
+    _run_training(config, spec, resume, force, given)
 
 
 @app.command("sample")
@@ -600,7 +566,8 @@ def train_portraits_cmd(
                                        "or h5:PATH. Not needed with --resume."),
     out: Path = typer.Option(Path("runs/portraits"), "--out", help="Run folder (refused if it exists, "
                              "unless --resume or --force)."),
-    image_size: int = typer.Option(32, "--image-size", min=1, help="Side of the face images the PixelCNN models."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Side of the face images the "
+                                             "PixelCNN models (default: 32)."),
     encoder: str = typer.Option("facenet", "--encoder", help="The face encoder to condition on: facenet "
                                 "(the paper's) or dlib (pretrained, installs offline with pcae[faces]; "
                                 "no --facenet-* options)."),
@@ -627,52 +594,35 @@ def train_portraits_cmd(
     weights), best.pt, samples.png (rows: a test face, then 4 portraits given its embedding),
     metrics.jsonl, summary.json, curve.png, train.log (skipped photos included).
     """
+    from pcae.portrait import PortraitSpec
+
     resume, force = train["resume"], train["force"]
-    config, resume_fields = _train_config(ctx, train, data=data or "", out=str(out))
+    config, given = _train_config(ctx, train, data=data or "", out=str(out), image_size=image_size)
     if data is None and not resume:
         raise PcaeError("--data is required (folder:PATH or h5:PATH of photos), unless --resume")
-    if resume:
-        _check_resume_model(ctx, out, {name: (value, ("model", name)) for name, value in dict(
-            channels=channels, n_layers=n_layers, kernel_size=kernel_size,
-            first_kernel_size=first_kernel_size, head_channels=head_channels).items()})
-    _run_portrait_training(
-        config, data, resume, force, resume_fields,
-        image_size=image_size, encoder=encoder, facenet_weights=facenet_weights,
-        facenet_crop_size=facenet_crop_size, cache=cache, max_photos=max_photos, channels=channels, n_layers=n_layers,
-        kernel_size=kernel_size, first_kernel_size=first_kernel_size, head_channels=head_channels)
+    spec = PortraitSpec(**_given(  # the options not given: PortraitSpec's defaults
+        ctx, encoder=encoder, facenet_weights=facenet_weights, facenet_crop_size=facenet_crop_size,
+        cache=None if cache is None else str(cache), max_photos=max_photos, channels=channels,
+        n_layers=n_layers, kernel_size=kernel_size, first_kernel_size=first_kernel_size,
+        head_channels=head_channels))
+    _run_training(config, spec, resume, force, given)
 
 
-def _run_portrait_training(config, data: Optional[str], resume: bool, force: bool, resume_fields,
-                           **options):
-    """prepare_portrait_run under a progress bar, the faces summary (skipped photos named), then
-    `_run_training`. Shared by train-portraits and train-ae --encoder facenet.
+def _print_faces(faces: dict, out) -> None:
+    """The face step's summary: faces found, skipped photos (the first 10 named), the cache, and
+    what the encoder's weights mean for the portraits."""
+    from pcae.portrait import facenet_note
 
-    options: prepare_portrait_run's keywords (image_size, facenet_weights, cache, channels, ...).
-    """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from pcae.portrait import facenet_note, prepare_portrait_run
-
-    bar = Progress(TextColumn("[bold]faces"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True)
-    with bar:
-        task = bar.add_task("faces", total=None)
-        config, spec, faces = prepare_portrait_run(
-            config, data, resume=resume, force=force,
-            progress=lambda done, total: bar.update(task, completed=done, total=total), **options)
-    if faces is not None:
-        how = {"all": "reused", "detections": "reused detections, re-derived", "none": "detected"}
-        typer.echo(f"faces: {faces['faces']} of {faces['photos']} photos ({faces['train']} train, "
-                   f"{faces['test']} test), {len(faces['skipped'])} skipped; {faces['image_size']}x"
-                   f"{faces['image_size']}; cache {faces['cache']} ({how[faces['reused']]})")
-        for s in faces["skipped"][:10]:
-            typer.echo(f"  skipped {s['file']}: {s['reason']}")
-        if len(faces["skipped"]) > 10:
-            typer.echo(f"  ... {len(faces['skipped']) - 10} more (all listed in {config.out}/train.log)")
-        typer.echo(("warning: " if faces["random_weights"] else "")
-                   + facenet_note(faces["random_weights"], faces["facenet"].get("weights") or faces["facenet"]["name"]))
-    _run_training(config, spec, resume, force, resume_fields)
+    how = {"all": "reused", "detections": "reused detections, re-derived", "none": "detected"}
+    typer.echo(f"faces: {faces['faces']} of {faces['photos']} photos ({faces['train']} train, "
+               f"{faces['test']} test), {len(faces['skipped'])} skipped; {faces['image_size']}x"
+               f"{faces['image_size']}; cache {faces['cache']} ({how[faces['reused']]})")
+    for s in faces["skipped"][:10]:
+        typer.echo(f"  skipped {s['file']}: {s['reason']}")
+    if len(faces["skipped"]) > 10:
+        typer.echo(f"  ... {len(faces['skipped']) - 10} more (all listed in {out}/train.log)")
+    typer.echo(("warning: " if faces["random_weights"] else "")
+               + facenet_note(faces["random_weights"], faces["facenet"].get("weights") or faces["facenet"]["name"]))
 
 
 def _spread_text(spread: dict) -> str:
@@ -868,99 +818,27 @@ def train_ae_cmd(
     OUT/train.log), and the PixelCNN is conditioned on the frozen FaceNet's 512-d embeddings.
     The checkpoint is of kind "portrait": draw with `pcae portrait` / `pcae interpolate`.
     --resume of such a run needs no --encoder. Not with --decoder deconv, --freeze-encoder,
-    --encoder-checkpoint, --spatial-cond or --bottleneck.
+    --encoder-checkpoint, --spatial-cond or --bottleneck; the auto-encoder's other widths
+    (--encoder-channels, --deconv-channels, ...) do not apply to it. What runs is decided by
+    pcae.autoencoder.autoencoder_spec, the same call from Python.
     """
     _check_channels(image_channels)
+    from pcae.autoencoder import autoencoder_spec
+
     resume, force = train["resume"], train["force"]
-    face_run = encoder in ("facenet", "dlib") or (resume and encoder is None and _resumes_portrait_run(out))
-    # a face run's data is the face cache that prepare_portrait_run makes: no size or channel options
-    data_options = {} if face_run else dict(
-        data_root=None if data_root is None else str(data_root), image_channels=image_channels,
-        image_size=image_size)
-    config, resume_fields = _train_config(ctx, train, data=data, out=str(out), **data_options)
-    if face_run:
-        _check_face_options(encoder, data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,
-                            bottleneck, image_channels)
-        if resume:
-            _check_resume_model(ctx, out, {"channels": (channels, ("model", "channels")),
-                                      "n_layers": (n_layers, ("model", "n_layers"))})
-        _run_portrait_training(
-            config, None if resume else data, resume, force, resume_fields,
-            encoder=encoder or "facenet", facenet_weights=facenet_weights,
-            facenet_crop_size=facenet_crop_size, cache=cache, kernel_size=kernel_size,
-            first_kernel_size=first_kernel_size, head_channels=head_channels,
-            # None: the portrait defaults (prepare_portrait_run's image size, PortraitSpec's model)
-            **{k: v for k, v in dict(image_size=image_size, channels=channels,
-                                     n_layers=n_layers).items() if v is not None})
-        return
-    from pcae.autoencoder import AutoencoderSpec
-
-    if resume:
-        dec = ("model", "decoder", "config")
-        stored_kind = _stored_configs(out).get("model", {}).get("decoder", {}).get("kind")
-        pixelcnn_options = {  # options of the decoder the run does not have mean nothing here
-            "channels": (channels, dec + ("channels",)), "n_layers": (n_layers, dec + ("n_layers",)),
-            "spatial_cond": (spatial_cond, dec + ("spatial_cond",)),
-            "spatial_channels": (spatial_channels, dec + ("spatial_channels",)),
-            "kernel_size": (kernel_size, dec + ("kernel_size",)),
-            "first_kernel_size": (first_kernel_size, dec + ("first_kernel_size",)),
-            "head_channels": (head_channels, dec + ("head_channels",))}
-        deconv_options = {"deconv_output": (deconv_output, dec + ("output",)),
-                          "deconv_channels": (deconv_channels, dec + ("channels",))}
-        _check_resume_model(ctx, out, {
-            "encoder": (encoder, ("model", "encoder", "name")),
-            "bottleneck": (bottleneck, ("model", "encoder", "bottleneck")),
-            "encoder_channels": (encoder_channels, ("model", "encoder", "channels")),
-            "encoder_norm": (encoder_norm, ("model", "encoder", "normalize")),
-            "decoder": (decoder, ("model", "decoder", "kind")),
-            "freeze_encoder": (freeze_encoder, ("model", "encoder_frozen")),
-            **(pixelcnn_options if stored_kind == "pixelcnn" else deconv_options)})
-    if decoder == "deconv" and spatial_cond:
-        raise PcaeError("--spatial-cond needs --decoder pixelcnn (the deconv decoder has no PixelCNN "
-                        "to condition)")
-    if facenet_weights is not None:
-        raise PcaeError(f"--facenet-weights goes with --encoder facenet, not {encoder or 'conv'}")
-    try:
-        spec = AutoencoderSpec(
-            encoder=encoder, bottleneck=bottleneck, encoder_channels=encoder_channels,
-            encoder_norm=encoder_norm, decoder=decoder,
-            **{k: v for k, v in dict(channels=channels, n_layers=n_layers,
-                                     spatial_cond=spatial_cond).items() if v is not None},
-            spatial_channels=spatial_channels, kernel_size=kernel_size,
-            first_kernel_size=first_kernel_size, head_channels=head_channels, deconv_output=deconv_output,
-            deconv_channels=deconv_channels, freeze_encoder=freeze_encoder,
-            encoder_checkpoint=None if encoder_checkpoint is None else str(encoder_checkpoint))
-    except ValueError as e:  # the user's option values: one line, exit 1
-        raise PcaeError(str(e)) from None
-    _run_training(config, spec, resume, force, resume_fields)
-
-
-def _resumes_portrait_run(out: Path) -> bool:
-    """Whether OUT/last.pt is a portrait checkpoint (what train-ae --encoder facenet writes)."""
-    return _stored_run(out).get("kind") == "portrait"
-
-
-def _check_face_options(encoder, data, resume, decoder, freeze_encoder, encoder_checkpoint, spatial_cond,
-                        bottleneck, image_channels):
-    """train-ae's options that mean nothing for the face-conditioned PixelCNN: one line each."""
-    name = {"facenet": "FaceNet", "dlib": "dlib"}.get(encoder or "facenet", encoder)
-    dim = {"facenet": 512, "dlib": 128}.get(encoder or "facenet")
-    refused = [(decoder != "pixelcnn", f"--decoder {decoder}", "it trains the face-conditioned PixelCNN"),
-               (freeze_encoder, "--freeze-encoder", f"{name} is always frozen"),
-               (encoder_checkpoint is not None, "--encoder-checkpoint", f"{name}'s weights come from "
-                + ("--facenet-weights" if name == "FaceNet" else "face-recognition-models")),
-               (spatial_cond, "--spatial-cond", "the PixelCNN is conditioned on the embedding globally"),
-               (bottleneck is not None, "--bottleneck", f"h is {name}'s {dim}-d embedding"),
-               (image_channels not in (None, 3), f"--image-channels {image_channels}", "faces are RGB")]
-    for bad, option, why in refused:
-        if bad:
-            raise PcaeError(f"{option} does not go with --encoder {encoder or 'facenet'} ({why})")
-    kind = data.partition(":")[0]
-    if not resume and (kind not in ("folder", "h5") or not data.partition(":")[2]):
-        hint = f"; did you mean folder:{data}?" if Path(data).is_dir() else ""
-        detector = "MTCNN" if name == "FaceNet" else "dlib's detector"
-        raise PcaeError(f"--encoder {encoder} needs photos as folder:PATH or h5:PATH ({detector} finds the "
-                        f"faces), got --data {data!r}{hint}")
+    config, given = _train_config(ctx, train, data=data, out=str(out), image_channels=image_channels,
+                                  image_size=image_size, data_root=None if data_root is None else str(data_root))
+    # the spec decides what runs (a face encoder: the portrait pipeline); options not given take its defaults
+    spec = autoencoder_spec(resuming=out if resume else None, **_given(
+        ctx, encoder=encoder, bottleneck=bottleneck, decoder=decoder, deconv_output=deconv_output,
+        spatial_cond=spatial_cond, spatial_channels=spatial_channels, freeze_encoder=freeze_encoder,
+        encoder_checkpoint=None if encoder_checkpoint is None else str(encoder_checkpoint),
+        facenet_weights=facenet_weights, facenet_crop_size=facenet_crop_size,
+        cache=None if cache is None else str(cache), encoder_channels=encoder_channels,
+        encoder_norm=encoder_norm, channels=channels, n_layers=n_layers, kernel_size=kernel_size,
+        first_kernel_size=first_kernel_size, head_channels=head_channels,
+        deconv_channels=deconv_channels))
+    _run_training(config, spec, resume, force, given)
 
 
 @app.command("reconstruct")

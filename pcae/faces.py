@@ -52,6 +52,7 @@ Progress = Callable[[int, int], None]  # (photos done, photos in all)
 # FaceNet
 
 
+DEFAULT_FACE_SIZE = 32  # side of the faces a portrait PixelCNN models, when not given
 FACE_ENCODERS = {"facenet": 512, "dlib": 128}  # the face encoders a portrait model can be conditioned on: dim
 
 
@@ -265,7 +266,7 @@ def _detection_config(encoder) -> str:
                        "min_face_size": encoder.min_face_size, "face": "largest"}, sort_keys=True)
 
 
-def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: int = 32, *,
+def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: int = DEFAULT_FACE_SIZE, *,
                   max_photos: int | None = None, progress: Progress | None = None) -> dict:
     """Detect, crop and embed the largest face of every photo once; write (or reuse) the face cache.
 

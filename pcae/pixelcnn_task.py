@@ -178,6 +178,15 @@ class PixelCNNSpec:
             raise PcaeError(f"model options: {e}") from None
         return PixelCNNTask(config, self.condition, list(dataset.classes or []))
 
+    def stored(self, configs: dict) -> dict:
+        from pcae.train import stored_values
+
+        return stored_values(configs, {"channels": ("model", "channels"), "n_layers": ("model", "n_layers"),
+                                       "kernel_size": ("model", "kernel_size"),
+                                       "first_kernel_size": ("model", "first_kernel_size"),
+                                       "head_channels": ("model", "head_channels"),
+                                       "condition": ("task", "condition")})
+
     def restore(self, checkpoint: dict) -> PixelCNNTask:
         return PixelCNNTask.from_checkpoint(checkpoint)
 

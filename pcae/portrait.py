@@ -8,8 +8,8 @@ Linear interpolation between two embeddings morphs one face into the other.
 Three steps, each a public function:
 
 1. `pcae.faces.prepare_faces` turns photos into a face cache (crops, training images, the frozen
-   encoder's embeddings; see pcae/faces.py): `prepare_portrait_run` calls it.
-2. Training goes through the generic loop (`pcae.train.train`) with `PortraitSpec` /
+   encoder's embeddings; see pcae/faces.py): `PortraitSpec.prepare` calls it.
+2. Training goes through the generic loop, `pcae.train.train(config, PortraitSpec(...))` with
    `PortraitTask`: the cache doubles as an `h5:` data source whose labels are row numbers, and the
    task's encoder (encoders.lookup) maps each row number to its embedding. Checkpoints are of
    kind "portrait" and carry the face encoder's weights and config, so `pcae portrait` needs
@@ -55,11 +55,11 @@ from torch import nn
 from encoders.lookup import EmbeddingTable
 from pcae.checkpoint import load_checkpoint
 from pcae.data import convert_images
-from pcae.faces import (FACE_ENCODERS, Progress, build_face_encoder, default_cache_path, encoder_weights,
-                        load_embeddings, prepare_faces)
+from pcae.faces import (DEFAULT_FACE_SIZE, FACE_ENCODERS, Progress, build_face_encoder, default_cache_path,
+                        encoder_weights, load_embeddings, prepare_faces)
 from pcae.images import save_grid
 from pcae.kinds import task_from_checkpoint
-from pcae.train import Task, TrainConfig, resolve_device
+from pcae.train import UNUSED, Task, TrainConfig, resolve_device, stored_values
 from pcae.utils import PcaeError, atomic_path
 
 RANDOM_WARNING = ("FaceNet weights are random (NOT pretrained): embeddings carry no identity, "
@@ -157,16 +157,50 @@ class PortraitTask(Task):
 
 @dataclass(frozen=True)
 class PortraitSpec:
-    """Model options for `pcae train-portraits`; the image size comes from the face cache."""
+    """A portrait run: the face encoder and face cache options, and the PixelCNN's model options.
+
+    `pcae.train.train(TrainConfig(data="folder:PHOTOS", ...), PortraitSpec(...))` is the whole job
+    (`pcae train-portraits` and `pcae train-ae --encoder facenet` make that call): a new run's
+    `prepare` step detects and embeds the faces (the face cache, pcae.faces) and points the
+    config's data at the cache; the config's image_size is the faces' side (None: 32).
+
+    encoder: the face encoder to condition on, "facenet" (the paper's) or "dlib" (pretrained,
+        offline; the facenet options do not apply to it).
+    facenet_weights: "vggface2" (None: that), "casia-webface", a file, or "random".
+    facenet_crop_size: MTCNN crop / FaceNet input side (None: 160, FaceNet's).
+    cache: the face cache (None: `default_cache_path(photos, encoder)`).
+    max_photos: use only the first N photos (sorted by path).
+    """
 
     kind: ClassVar[str] = "portrait"
-    faces: dict = field(default_factory=dict)  # prepare_faces' info
-    facenet: Any = field(default=None, repr=False, compare=False)
     channels: int = 48  # divisible by 3: one feature group per colour
     n_layers: int = 5
     kernel_size: int = 3
     first_kernel_size: int = 7
     head_channels: int = 0
+    encoder: str = "facenet"
+    facenet_weights: str | None = None
+    facenet_crop_size: int | None = None
+    cache: str | None = None
+    max_photos: int | None = None
+    # set by prepare: the cache's info and the encoder that embedded it (not options)
+    faces: dict = field(default_factory=dict, metadata={"option": False})
+    facenet: Any = field(default=None, repr=False, compare=False, metadata={"option": False})
+
+    def __post_init__(self):
+        if self.cache is not None:  # as the face cache's info stores it, so that a resume can compare
+            object.__setattr__(self, "cache", str(Path(self.cache).expanduser().resolve()))
+        from encoders.facenet import PRETRAINED_FILES
+
+        if self.facenet_weights not in (None, "random", *PRETRAINED_FILES):  # a file, as FaceNet stores it
+            object.__setattr__(self, "facenet_weights", str(Path(self.facenet_weights).expanduser().resolve()))
+        if self.encoder not in FACE_ENCODERS:
+            raise PcaeError(f"portraits are conditioned on a face encoder: {', '.join(FACE_ENCODERS)}; "
+                            f"got {self.encoder!r}")
+        if self.encoder != "facenet" and (self.facenet_weights is not None
+                                          or self.facenet_crop_size is not None):
+            raise PcaeError("--facenet-weights and --facenet-crop-size go with --encoder facenet, "
+                            f"not {self.encoder}")
 
     def config(self, image_shape: tuple[int, int, int], cond_dim: int):
         """The decoder's PixelCNNConfig; PcaeError for bad model options."""
@@ -180,68 +214,49 @@ class PortraitSpec:
         except ValueError as e:
             raise PcaeError(f"model options: {e}") from None
 
+    def prepare(self, config: TrainConfig, progress: Progress | None = None):
+        """Faces of `config.data`'s photos in the face cache (made or reused); returns the config
+        pointed at the cache ("h5:CACHE", RGB at the faces' side), this spec with the faces and
+        the encoder, and prepare_faces' info. Bad options fail before any detection runs."""
+        source = config.data
+        kind, _, path = source.partition(":")
+        if kind not in ("folder", "h5") or not path:
+            hint = f"; did you mean folder:{source}?" if Path(source).is_dir() else ""
+            detector = "MTCNN" if self.encoder == "facenet" else "dlib's detector"
+            raise PcaeError(f"--encoder {self.encoder} needs photos as folder:PATH or h5:PATH ({detector} "
+                            f"finds the faces), got --data {source!r}{hint}")
+        if config.image_channels not in (None, 3):
+            raise PcaeError(f"--image-channels {config.image_channels} does not go with --encoder "
+                            f"{self.encoder} (faces are RGB)")
+        size = config.image_size or DEFAULT_FACE_SIZE
+        self.config((3, size, size), FACE_ENCODERS[self.encoder])  # bad options fail before detection
+        cache = (Path(self.cache).expanduser() if self.cache is not None
+                 else default_cache_path(source, self.encoder))
+        encoder = build_face_encoder(self.encoder, self.facenet_weights or "vggface2",
+                                     self.facenet_crop_size or 160)
+        encoder.to(resolve_device(config.device))
+        faces = prepare_faces(source, cache, encoder, size, max_photos=self.max_photos, progress=progress)
+        encoder.cpu()
+        config = dataclasses.replace(config, data=f"h5:{faces['cache']}", image_size=size,
+                                     image_channels=3)
+        return config, dataclasses.replace(self, faces=faces, facenet=encoder), faces
+
+    def stored(self, configs: dict) -> dict:
+        """The options as a stored run has them; max_photos is UNUSED (the run keeps its faces)."""
+        paths = {name: ("model", name) for name in ("channels", "n_layers", "kernel_size",
+                                                     "first_kernel_size", "head_channels")}
+        paths |= {"encoder": ("facenet", "name"), "cache": ("faces", "cache")}
+        if stored_values(configs, {"name": ("facenet", "name")}).get("name") == "facenet":
+            paths |= {"facenet_weights": ("facenet", "weights"), "facenet_crop_size": ("facenet", "image_size")}
+        return {"max_photos": UNUSED, **stored_values(configs, paths)}
+
     def build(self, dataset) -> PortraitTask:
         if self.facenet is None:
-            raise ValueError("PortraitSpec.build needs the facenet encoder that made the cache")
+            raise ValueError("PortraitSpec.build needs the face encoder that made the cache (prepare)")
         return PortraitTask(self.config(dataset.shape, self.facenet.dim), self.facenet, self.faces)
 
     def restore(self, checkpoint: dict) -> PortraitTask:
         return PortraitTask.from_checkpoint(checkpoint)
-
-
-def prepare_portrait_run(config: TrainConfig, source: str | None, *, image_size: int = 32,
-                         facenet_weights: str | None = None, facenet_crop_size: int | None = None,
-                         cache: str | os.PathLike | None = None,
-                         max_photos: int | None = None, resume: bool = False, force: bool = False,
-                         progress: Progress | None = None, encoder: str = "facenet", **model_options):
-    """Everything `pcae.train.train` needs for a portrait run: faces prepared, config pointed at them.
-
-    Args:
-        config: the TrainConfig; its data is replaced by "h5:CACHE".
-        source: the photos ("folder:PATH" or "h5:PATH"); unused with resume (the run's cache is used).
-        image_size, max_photos, progress: as for `prepare_faces`.
-        facenet_weights: "vggface2" (None: that), "casia-webface", a file, or "random".
-        facenet_crop_size: MTCNN crop / FaceNet input side (None: 160, FaceNet's).
-        encoder: the face encoder to condition on, "facenet" (the paper's) or "dlib" (pretrained,
-            offline; the facenet options do not apply to it).
-        cache: the face cache (default: `default_cache_path(source)`).
-        resume, force: as for `train`; checked before any detection runs.
-        model_options: PortraitSpec fields (channels, n_layers, kernel_size, ...).
-    Returns:
-        (config, spec, faces info or None when resuming).
-    """
-    from pcae.train import prepare_out
-
-    prepare_out(Path(config.out), resume, force)
-    spec = PortraitSpec(**model_options)
-    if resume:
-        return config, spec, None
-    if source is None:
-        raise ValueError("source is required unless resuming")
-    if encoder not in FACE_ENCODERS:
-        raise PcaeError(f"portraits are conditioned on a face encoder: {', '.join(FACE_ENCODERS)}; "
-                        f"got {encoder!r}")
-    if encoder != "facenet" and (facenet_weights is not None or facenet_crop_size is not None):
-        raise PcaeError(f"--facenet-weights and --facenet-crop-size go with --encoder facenet, not {encoder}")
-    spec.config((3, image_size, image_size), FACE_ENCODERS[encoder])  # bad options fail before detection
-    cache = Path(cache).expanduser() if cache is not None else default_cache_path(source, encoder)
-    encoder = build_face_encoder(encoder, facenet_weights or "vggface2", facenet_crop_size or 160)
-    device = resolve_device(config.device)
-    encoder.to(device)
-    faces = prepare_faces(source, cache, encoder, image_size, max_photos=max_photos, progress=progress)
-    encoder.cpu()
-    config = dataclasses.replace(config, data=f"h5:{faces['cache']}", image_size=None,
-                                 image_channels=None)
-    return config, dataclasses.replace(spec, faces=faces, facenet=encoder), faces
-
-
-def train_portraits(config: TrainConfig, source: str | None, *, resume: bool = False,
-                    force: bool = False, callback=None, **options):
-    """prepare_portrait_run, then pcae.train.train. Returns (TrainResult, faces info or None)."""
-    from pcae.train import train
-
-    config, spec, faces = prepare_portrait_run(config, source, resume=resume, force=force, **options)
-    return train(config, spec, resume=resume, force=force, callback=callback), faces
 
 
 # ---------------------------------------------------------------------------------------------

@@ -143,13 +143,99 @@ class Task:
 
 
 class TaskSpec(Protocol):
-    """Makes a task: fresh from the training data, or restored from a checkpoint of its kind."""
+    """Makes a task: fresh from the training data, or restored from a checkpoint of its kind.
+
+    A spec is a dataclass of model options. Two more methods are optional:
+    `stored(configs) -> {field: value}`, the fields' values in a checkpoint's configs, which
+    `train(resume=True)` checks given fields against (fields it lacks cannot be given again), and
+    `prepare(config, progress) -> (config, spec, info)`, run once before a new run opens its data
+    (the portrait spec builds its face cache there and points `config.data` at it).
+    """
 
     kind: ClassVar[str]
 
     def build(self, dataset) -> Task: ...
 
     def restore(self, checkpoint: dict) -> Task: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming: what a resumed run keeps, and which given options conflict with it
+
+
+def options_set(obj) -> set[str]:
+    """The fields of a config or spec dataclass that differ from a default-built one: what a
+    Python caller set, when it does not say (`train(given=None)`)."""
+    if not dataclasses.is_dataclass(obj):
+        return set()
+    default = type(obj)()
+    return {f.name for f in dataclasses.fields(obj)
+            if f.init and f.metadata.get("option", True) and getattr(obj, f.name) != getattr(default, f.name)}
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resumed_config(stored: TrainConfig, config: TrainConfig, given: set[str]) -> tuple[TrainConfig, list[str]]:
+    """The config a resumed run goes on with: `stored`, with the run options in `given`
+    (TrainConfig.RUN_FIELDS) taken from `config`; a run's length is steps or epochs, so giving one
+    takes both. Any other given field (data, lr, ...) must equal the stored one (`out` may move).
+
+    Returns (config, "option value" of each stored run option kept where `config` says otherwise).
+    Raises PcaeError naming the first conflicting option.
+    """
+    for name in sorted(given & {f.name for f in dataclasses.fields(TrainConfig)}
+                       - set(TrainConfig.RUN_FIELDS) - {"out"}):
+        if getattr(stored, name) != getattr(config, name):
+            raise PcaeError(f"{_option(name)} {getattr(config, name)} conflicts with the run being resumed "
+                            f"({getattr(stored, name)}); a resumed run keeps its training settings (start "
+                            "a new run with another --out to change them)")
+    run_given = [f for f in TrainConfig.RUN_FIELDS if f in given]
+    if {"steps", "epochs"} & given:
+        run_given = sorted(set(run_given) | {"steps", "epochs"})
+    kept = [f"{f.replace('_', '-')} {getattr(stored, f)}" for f in TrainConfig.RUN_FIELDS
+            if f not in run_given and f not in ("steps", "epochs")
+            and getattr(stored, f) != getattr(config, f)]
+    return stored.resumed_with(config, run_given), kept
+
+
+UNUSED = type("Unused", (), {"__repr__": lambda self: "UNUSED"})()  # see check_resumed_spec
+
+
+def check_resumed_spec(spec, configs: dict, given: set[str], out: Path) -> None:
+    """Each model option in `given` must equal what the resumed run stores (`spec.stored`), and one
+    the run does not store cannot be given again: PcaeError naming the option. `spec.stored` maps
+    an option the stored model has no use for (the other decoder's width, ...) to UNUSED: given
+    again, it is ignored."""
+    if not dataclasses.is_dataclass(spec):
+        return
+    names = {f.name for f in dataclasses.fields(spec) if f.init and f.metadata.get("option", True)}
+    stored = spec.stored(configs) if hasattr(spec, "stored") else {}
+    for name in sorted(given & names):
+        if stored.get(name) is UNUSED:
+            continue
+        if name not in stored:
+            raise PcaeError(f"{_option(name)} cannot be changed when resuming {out}: the run keeps its "
+                            "model (start a new run with another --out)")
+        if stored[name] != getattr(spec, name):
+            raise PcaeError(f"{_option(name)} {getattr(spec, name)} conflicts with the run being resumed "
+                            f"({stored[name]}); a resumed run keeps its model (start a new run with "
+                            "another --out)")
+
+
+def stored_values(configs: dict, paths: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """{field: configs[k1][k2]...} for each field whose path of keys exists (for `spec.stored`)."""
+    values = {}
+    for name, keys in paths.items():
+        node = configs
+        for key in keys:
+            if not isinstance(node, dict) or key not in node:
+                break
+            node = node[key]
+        else:
+            values[name] = node
+    return values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -573,16 +659,22 @@ Callback = Callable[[str, dict], None]  # (event, info): "start", "train", "eval
 
 
 def train(config: TrainConfig, spec: TaskSpec, *, resume: bool = False, force: bool = False,
-          callback: Callback | None = None, resume_fields=None) -> TrainResult:
+          callback: Callback | None = None, given=None) -> TrainResult:
     """Train `spec`'s task as `config` says, writing the run folder `config.out`.
 
     Args:
         config: what to train on and how.
         spec: builds the task (model + loss) from the data, or restores it from last.pt.
-        resume: continue `config.out` from its last.pt. The stored settings win, except
-            `resume_fields` (default: all of TrainConfig.RUN_FIELDS), taken from `config`.
+        resume: continue `config.out` from its last.pt. The stored settings win, except the run
+            options (TrainConfig.RUN_FIELDS) in `given`, taken from `config`; any other field of
+            `config` or `spec` in `given` must equal the stored one (else PcaeError, before
+            anything runs). The start event's "kept" lists the stored run options kept.
         force: replace an existing `config.out`.
         callback: told about progress (rank 0 only); the CLI draws its progress bar from it.
+            Besides the loop's events: "prepare" ({"done", "total"}) and "prepared" (the spec's
+            info) while a spec with a `prepare` step (portraits) readies its data.
+        given: names of the `config` and `spec` fields the caller set (the CLI: the options on
+            its command line); None: those that differ from their defaults (`options_set`).
     Returns:
         TrainResult; status "interrupted" after Ctrl-C (a checkpoint was saved).
     Raises:
@@ -590,8 +682,9 @@ def train(config: TrainConfig, spec: TaskSpec, *, resume: bool = False, force: b
     """
     dist = Distributed.setup(config.device)
     try:
+        given = options_set(config) | options_set(spec) if given is None else set(given)
         return _Run(config, spec, dist, resume, force, callback or (lambda event, info: None),
-                    resume_fields).run()
+                    given).run()
     finally:
         dist.close()
 
@@ -615,9 +708,9 @@ class _Run:
     resume, objective), then `_loop` (one `_train_step` per batch, `_report` when something is
     due), then `_finish`. Everything it tracks between steps is in `state` (a RunState)."""
 
-    def __init__(self, config, spec, dist, resume, force, callback, resume_fields):
+    def __init__(self, config, spec, dist, resume, force, callback, given):
         self.config, self.spec, self.dist = config, spec, dist
-        self.resume_fields = resume_fields
+        self.given, self.kept = given, []
         self.resume, self.force, self.callback = resume, force, callback
         self.out = Path(config.out)
         self.log = logging.getLogger(f"pcae.train.{id(self)}")
@@ -632,6 +725,8 @@ class _Run:
         prepare_out(self.out, self.resume, self.force)  # every rank checks before anyone writes
         self.dist.barrier()
         checkpoint = self._load_config()
+        if checkpoint is None:
+            self._prepare()
         self._open_data()
         self._make_task(checkpoint)
         self._open_folder(resumed=checkpoint is not None)  # the first write
@@ -641,7 +736,8 @@ class _Run:
         self._make_objective()
 
     def _load_config(self) -> dict | None:
-        """When resuming: last.pt, and the stored config with the fields the user gave again."""
+        """When resuming: last.pt, and the stored config with the run options given again; given
+        options that conflict with the stored run are refused here, before anything runs."""
         if not self.resume:
             return None
         checkpoint = load_checkpoint(self.out / "last.pt", kind=self.spec.kind)
@@ -651,8 +747,18 @@ class _Run:
         except (KeyError, TypeError, ValueError) as e:
             raise PcaeError(f"{self.out / 'last.pt'}: its training config cannot be read "
                             f"({e})") from None
-        self.config = stored.resumed_with(self.config, self.resume_fields)
+        self.config, self.kept = resumed_config(stored, self.config, self.given)
+        check_resumed_spec(self.spec, checkpoint.get("configs", {}), self.given, self.out)
         return checkpoint
+
+    def _prepare(self):
+        """A new run's data step of its spec (the portrait face cache), when it has one."""
+        if not hasattr(self.spec, "prepare"):
+            return
+        progress = lambda done, total: self.callback("prepare", {"done": done, "total": total})
+        self.config, self.spec, info = self.spec.prepare(self.config, progress)
+        if info is not None:
+            self.callback("prepared", info)
 
     def _open_data(self):
         from pcae.data import load_dataset
@@ -901,7 +1007,7 @@ class _Run:
                                 "metric": task.metric, "kind": task.kind,
                                 "world": dist.world, "data": self.data_info["train"],
                                 "feeding": self.feeder.where, "out": str(self.out),
-                                "precision": self.precision})
+                                "precision": self.precision, "kept": self.kept})
         task.model.train()
         sums: dict[str, torch.Tensor] = {}  # loss metrics summed since the last train row
         nonfinite = torch.zeros((), dtype=torch.bool, device=device)

@@ -87,3 +87,13 @@ def test_the_cli_reads_its_defaults_without_importing_torch():
     code = "import sys, pcae.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_train_portraits_model_options_default_to_the_spec():
+    from pcae.portrait import PortraitSpec
+
+    options, spec = defaults("train-portraits"), PortraitSpec()
+    for field in ("channels", "n_layers", "kernel_size", "first_kernel_size", "head_channels", "encoder",
+                  "facenet_weights", "facenet_crop_size", "cache", "max_photos"):
+        assert options[field] == getattr(spec, field), field
+    assert options["image_size"] is None  # None: the faces' default side, pcae.faces.DEFAULT_FACE_SIZE

@@ -230,7 +230,7 @@ def test_facenet_weights_file_and_missing_pretrained_weights(run, facenet, tmp_p
 
 def test_train_portraits_refuses_bad_sources(run, monkeypatch, capsys, tmp_path):
     photos = run[0]
-    for data, message in [("fashion-mnist", "portrait data must be folder:PATH or h5:PATH"),
+    for data, message in [("fashion-mnist", "needs photos as folder:PATH or h5:PATH"),
                           (f"folder:{tmp_path / 'nope'}", "not a folder")]:
         code, out, err = run_pcae(monkeypatch, capsys, "train-portraits", "--data", data, "--out",
                                   tmp_path / "r", "--facenet-weights", "random",
@@ -437,3 +437,31 @@ def test_portraits_conditioned_on_dlib(tmp_path, monkeypatch, capsys):
                                "--eval-every", 0, "--judge-images", 0, "--out", tmp_path / "ae")
     assert code == 0, err
     assert load_checkpoint(tmp_path / "ae/last.pt")["configs"]["facenet"]["name"] == "dlib"
+
+
+def test_python_train_with_the_portrait_spec_is_the_same_job(run, tmp_path):
+    """train(config, PortraitSpec(...)): the spec's prepare step finds the faces (here: the fixture's
+    cache, reused) and points the data at the cache; a resume with other model options is refused."""
+    from pcae.portrait import PortraitSpec
+    from pcae.train import TrainConfig, train
+    from pcae.utils import PcaeError
+
+    photos, _, cache, _ = run
+    events = []
+    spec = PortraitSpec(facenet_weights="random", facenet_crop_size=CROP, cache=str(cache), channels=6,
+                        n_layers=1, first_kernel_size=3)
+    out = tmp_path / "run"
+    config = TrainConfig(data=f"folder:{photos}", out=str(out), image_size=S, steps=1, batch_size=2,
+                         n_samples=2, eval_every=0, checkpoint_every=0, judge_images=0)
+    result = train(config, spec, callback=lambda event, info: events.append((event, info)))
+    assert result.status == "finished"
+    prepared = [info for event, info in events if event == "prepared"]
+    assert len(prepared) == 1 and prepared[0]["reused"] == "all" and prepared[0]["faces"] == 6
+    stored = load_checkpoint(out / "last.pt", kind="portrait")["configs"]
+    assert stored["train"]["data"] == f"h5:{cache}" and stored["train"]["image_size"] == S
+    with pytest.raises(PcaeError, match=r"--channels 12 conflicts with the run being resumed \(6\)"):
+        train(TrainConfig(out=str(out), steps=2), PortraitSpec(channels=12), resume=True)
+    # the same cache given again (another spelling of its path) is no conflict
+    relative = Path(__import__("os").path.relpath(cache))
+    train(TrainConfig(out=str(out), steps=2), PortraitSpec(cache=str(relative)), resume=True)
+    assert load_checkpoint(out / "last.pt")["step"] == 2
