@@ -114,6 +114,7 @@ class DlibFaceEncoder(nn.Module):
         self.upsample, self.padding = int(upsample), float(padding)
         self.image_size = CHIP_SIZE
         self.dim = EMBEDDING_DIM
+        self.unit_norm = False  # dlib's descriptors are not normalised
         self.trainable = False
         self.eval()
 

@@ -181,6 +181,7 @@ class FaceNetEncoder(nn.Module):
         self.weights = weights
         self.image_size, self.margin, self.min_face_size = image_size, margin, min_face_size
         self.dim = EMBEDDING_DIM
+        self.unit_norm = True  # its embeddings lie on the unit sphere (what interpolation keeps)
         self.trainable = False
         self.requires_grad_(False)
         self.eval()

@@ -55,9 +55,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from pcae.options import SPLITS, check_split
 from pcae.utils import PcaeError, atomic_path, ensure_space, first_line
 
-SPLITS = ("train", "test")
 TEST_EVERY = 10                       # ~1 in 10 items of a folder / split-less HDF5 go to test
 IN_MEMORY_LIMIT = 2 * 1024 ** 3       # bytes of converted uint8 images kept in memory
 CHUNK = 512                           # images per decode / write step
@@ -553,8 +553,7 @@ def _resolve(source: str) -> tuple[Source, str | None]:
 
 
 def _open(source, split, data_root, channels, image_size, bundled) -> _Split:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    check_split(split)
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if image_size is not None and image_size < 1:

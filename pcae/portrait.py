@@ -476,7 +476,7 @@ def interpolate(checkpoint: str | os.PathLike | PortraitModel, a: str | os.PathL
     columns = []
     for t in ts:
         h = (1 - t) * e_a + t * e_b
-        if model.encoder_name == "facenet":  # FaceNet's embeddings live on the unit sphere
+        if getattr(model.facenet, "unit_norm", False):  # keep h where the encoder's embeddings lie
             h = F.normalize(h, dim=0)
         generator = torch.Generator(target).manual_seed(seed)
         x = sample(model.decoder, rows, model.image_shape, h.expand(rows, -1), temperature,
