@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embeddings import index as ix
-from embeddings.store import LatentStore, LatentWriter, file_sha256, open_latents
+from embeddings.store import LatentStore, LatentWriter, file_fingerprint, file_sha256, open_latents
 from pcae.utils import PcaeError, atomic_files, atomic_path, recover_files
 
 LATENTS, INDEX, INFOS = "latents.h5", "index.faiss", "index_infos.json"
@@ -163,7 +163,16 @@ def _data_options(encoder) -> dict:
 
 
 def _encode(encoder, images, labels) -> tuple[np.ndarray, np.ndarray]:
-    """One batch -> (latents (B', D) float32, kept (B',) bool mask over the batch)."""
+    """One batch -> (latents (B', D) float32, kept (B',) bool mask over the batch); PcaeError when
+    the encoder gives NaN or inf (an index of them answers nothing)."""
+    z, keep = _encode_batch(encoder, images, labels)
+    if not np.isfinite(z).all():
+        raise PcaeError(f"the {(getattr(encoder, 'config', None) or {}).get('name', 'given')} encoder gave NaN or inf latents; its "
+                        "weights (or the images) are not usable, so nothing was written")
+    return z, keep
+
+
+def _encode_batch(encoder, images, labels) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     with torch.no_grad():
@@ -315,6 +324,7 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
                      faiss_version=infos["faiss_version"])
         if shard:
             infos["shard"] = list(shard)
+        infos["fingerprints"] = _fingerprints(tmp)
         tmp_infos.write_text(json.dumps(infos, indent=2) + "\n")
     return {**infos, "out": str(out), "random_weights": bool(meta["preprocessing"].get("random_weights"))}
 
@@ -392,8 +402,23 @@ def open_folder(folder) -> tuple[LatentStore, "object", dict]:
         raise PcaeError(f"{folder}: {INFOS} (metric {infos['metric']}, count {infos['count']}) does not "
                         f"describe {INDEX} ({ix.metric_name(index)}, {index.ntotal} vectors); rebuild "
                         "with `pcae embed --force`")
+    for name, fingerprint in (infos.get("fingerprints") or {}).items():  # folders before them: none
+        if name in (INDEX, LATENTS) and file_fingerprint(folder / name) != fingerprint:
+            store.close()
+            raise PcaeError(f"{folder}: {name} is not the file {INFOS} was written with (copied from "
+                            "another embedding?); rebuild with `pcae embed --force`")
+    try:
+        store.check_ids()
+    except PcaeError:
+        store.close()
+        raise
     ix.apply_search_params(index, infos.get("search_params", {}))
     return store, index, infos
+
+
+def _fingerprints(tmp: dict) -> dict:
+    """The fingerprints of a folder's latents and index, as written (checked by open_folder)."""
+    return {name: file_fingerprint(tmp[name]) for name in (LATENTS, INDEX)}
 
 
 def describe_folder(folder) -> dict:
@@ -433,8 +458,14 @@ def search_folder(folder, query: str, k: int = 10, checkpoint=None) -> dict:
             vector = store.rows([exclude])
         else:
             vector = embed_query_image(store.meta, query, checkpoint)
+        if not np.isfinite(vector).all():
+            raise PcaeError(f"{folder}: the latent of {query} is NaN or inf; rebuild the folder with "
+                            "`pcae embed --force` from a usable checkpoint")
         dist, pos = ix.search(index, vector, min(k + (exclude is not None), index.ntotal), infos["metric"])
         keep = [(d, p) for d, p in zip(dist[0], pos[0]) if p >= 0 and p != exclude][:k]
+        if not keep and index.ntotal > (exclude is not None):
+            raise PcaeError(f"{folder}: the index found no neighbour of {query} among its {index.ntotal} "
+                            "vectors (are they NaN?); rebuild with `pcae embed --force`")
         positions = [p for _, p in keep]
         ids, labels = store.column("ids", positions), store.column("labels", positions)
         files = store.column("files", positions)
@@ -605,6 +636,13 @@ def merge_parts(parts: list, out, *, force: bool = False) -> dict:
                 if infos.get(key) != infos0.get(key):
                     raise PcaeError(f"{p}: its {key} ({infos.get(key)}) differs from {parts[0]}'s ({infos0.get(key)})")
 
+        ids = [o[0].ids[:] for o in opened]  # each part's are distinct (open_folder): across parts?
+        for i, j in ((i, j) for i in range(len(ids)) for j in range(i + 1, len(ids))):
+            both = np.intersect1d(ids[i], ids[j])
+            if len(both):
+                raise PcaeError(f"{parts[i]} and {parts[j]} both hold id {int(both[0])} ({len(both)} ids in "
+                                "common): merge holds parts of one embedding with distinct ids (shards)")
+        del ids
         t0 = time.perf_counter()
         indexes = [o[1] for o in opened]
         merged = ix.merge_indexes(indexes)
@@ -640,5 +678,6 @@ def merge_parts(parts: list, out, *, force: bool = False) -> dict:
                          skipped=sum(o[2].get("skipped", 0) for o in opened),
                          build_time_s=round(time.perf_counter() - t0, 3), **recall,
                          bytes=_write_index(merged, tmp_index))
+            infos["fingerprints"] = _fingerprints(tmp)
             tmp_infos.write_text(json.dumps(infos, indent=2) + "\n")
     return {**infos, "out": str(out)}

@@ -261,6 +261,9 @@ def read_infos(path: str | os.PathLike) -> dict:
     for key, kind in INFO_FIELDS.items():
         if not isinstance(infos.get(key), kind) or isinstance(infos.get(key), bool):
             raise PcaeError(f"{path}: field {key!r} must be {kind.__name__}, got {infos.get(key)!r}")
+    prints = infos.get("fingerprints", {})
+    if not isinstance(prints, dict) or not all(isinstance(v, str) for v in prints.values()):
+        raise PcaeError(f"{path}: field 'fingerprints' must map file names to strings, got {prints!r}")
     if infos["metric"] not in METRICS:
         raise PcaeError(f"{path}: field 'metric' must be one of {', '.join(METRICS)}, got "
                         f"{infos['metric']!r}")

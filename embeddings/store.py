@@ -44,6 +44,24 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def file_fingerprint(path: str | os.PathLike, whole_below: int = 16 << 20) -> str:
+    """A cheap identity of a file's content: sha256 of its size and of all of it (files under
+    `whole_below` bytes) or of 32 blocks of 64 KiB spread over it, first and last included. Two
+    files of one size from different embeddings differ in it (it is no guard against forgery)."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        if size < whole_below:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        else:
+            block = 1 << 16
+            for i in range(32):
+                f.seek((size - block) * i // 31)
+                h.update(f.read(block))
+    return h.hexdigest()
+
+
 class LatentWriter:
     """Streaming writer for `latents.h5`.
 
@@ -158,6 +176,12 @@ class LatentStore:
             self.labels = self._f["labels"] if "labels" in self._f else None
             if self.latents.ndim != 2 or self.ids.shape != (self.latents.shape[0],):
                 raise PcaeError(f"{self.path}: latents {self.latents.shape} and ids {self.ids.shape} disagree")
+            if not np.issubdtype(self.latents.dtype, np.floating):
+                raise PcaeError(f"{self.path}: dataset 'latents' must hold floats, got {self.latents.dtype}")
+            for name in ("ids", "labels"):
+                column = self._f[name] if name in self._f else None
+                if column is not None and not np.issubdtype(column.dtype, np.integer):
+                    raise PcaeError(f"{self.path}: dataset {name!r} must hold integers, got {column.dtype}")
             self.meta = {k: (json.loads(v) if k in _JSON_ATTRS else _plain(v)) for k, v in self._f.attrs.items()}
         except (KeyError, OSError, ValueError) as e:
             self._f.close()
@@ -194,6 +218,22 @@ class LatentStore:
                             dtype=object)[inverse] if len(uniq) else np.zeros(0, object)
         uniq, inverse = np.unique(positions, return_inverse=True)
         return self._f[name][uniq][inverse] if len(uniq) else np.zeros(0, np.int64)
+
+    def check_ids(self) -> None:
+        """PcaeError unless every id is stored once (a search would show one item as many)."""
+        n, previous, increasing = len(self), None, True
+        for start in range(0, n, 1 << 20):  # the usual case, ids in increasing order, in one pass
+            block = self.ids[start:start + (1 << 20)]
+            if np.any(np.diff(block) <= 0) or (previous is not None and len(block) and block[0] <= previous):
+                increasing = False
+                break
+            previous = block[-1] if len(block) else previous
+        if increasing:
+            return
+        ids, counts = np.unique(self.ids[:], return_counts=True)
+        if np.any(counts > 1):
+            raise PcaeError(f"{self.path}: id {int(ids[np.argmax(counts > 1)])} is stored "
+                            f"{int(counts.max())} times; every id must be stored once")
 
     def position_of(self, item_id: int) -> int:
         """Row position of an id; PcaeError when the file has no such id."""

@@ -134,7 +134,29 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, *, lazy: b
     if kind is not None and checkpoint["kind"] != kind:
         article = "an" if str(checkpoint["kind"])[:1] in "aeiou" else "a"
         raise PcaeError(f"{path}: is {article} {checkpoint['kind']!r} checkpoint, expected {kind!r}")
+    for key in ("step", "epoch", "position"):  # where a run stands: counts, so --resume can trust them
+        value = checkpoint.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise PcaeError(f"{path}: field {key!r} must be an integer >= 0, got {value!r}")
+    if not lazy:  # a mapped file's weights are not read here (only its kind and configs are used)
+        bad = _first_nonfinite(checkpoint["state_dicts"]) or _first_nonfinite(
+            checkpoint.get("training_weights") or {}, "training_weights")
+        if bad:
+            raise PcaeError(f"{path}: its weights hold NaN or inf ({bad}); the run that wrote it "
+                            "diverged: use an earlier checkpoint")
     return checkpoint
+
+
+def _first_nonfinite(tree, where: str = "") -> str | None:
+    """The key path of the first floating tensor in nested dicts that holds NaN or inf, else None."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            found = _first_nonfinite(value, f"{where}/{key}" if where else str(key))
+            if found:
+                return found
+    elif isinstance(tree, torch.Tensor) and tree.is_floating_point() and not bool(torch.isfinite(tree).all()):
+        return where
+    return None
 
 
 def run_kind(out: str | os.PathLike) -> str | None:

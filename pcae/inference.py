@@ -7,6 +7,7 @@ with their kind: `pcae.pixelcnn_task.sample_checkpoint`, `pcae.autoencoder.recon
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import torch
@@ -61,5 +62,9 @@ def evaluate_checkpoint(path: str | os.PathLike, data: str | None = None, split:
                     json.dumps(["evaluate", task.kind, task.configs(), batch_size], default=str))
     with torch.autocast(target.type, dtype=torch.bfloat16, enabled=chosen["used"] == "bf16"):
         metrics = task.evaluate(eval_batches(dataset, limit, batch_size, target))
+    metric = getattr(task, "metric", None)
+    if metric in metrics and not math.isfinite(metrics[metric]):
+        raise PcaeError(f"{path}: its test {metric} on {source} is {metrics[metric]}: the model gives "
+                        "NaN or inf probabilities (diverged weights?)")
     return {"checkpoint": str(path), "kind": task.kind, "step": checkpoint.get("step"),
             "data": source, "split": split, "precision": chosen, **metrics}

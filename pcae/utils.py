@@ -172,6 +172,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     The temp name carries the writer's pid, so the temp files of killed runs are removed the next
     time pcae writes `path`."""
     path = Path(path)
+    if path.is_dir():  # refused before anything is written, naming the path the caller gave
+        raise PcaeError(f"{path}: is a folder, a file was expected")
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path.parent)  # any killed pcae writer's, not only this file's
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.pid{os.getpid()}.",
@@ -264,7 +266,16 @@ def recover_files(folder: str | os.PathLike) -> bool:
         return False
     try:
         plan = json.loads(journal.read_text())
-        staging, names = folder / plan["staging"], list(plan["names"])
+        staging, names = plan["staging"], list(plan["names"])
+        # the journal only ever names pcae's own staging folder in `folder` and plain file names:
+        # anything else (a crafted or damaged journal) must not move or delete a thing
+        plain = lambda name: (isinstance(name, str) and name not in ("", ".", "..")  # noqa: E731
+                              and "/" not in name and "\\" not in name and "\0" not in name)
+        if not (plain(staging) and staging.startswith(STAGING_PREFIX) and all(plain(n) for n in names)):
+            raise ValueError("it names files outside this folder")
+        staging = folder / staging
+        if staging.is_symlink() or not staging.is_dir():
+            raise ValueError(f"its staging folder {staging.name} is not a folder here")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise PcaeError(f"{journal}: unreadable commit journal ({e}); remove it and rerun the "
                         "command that wrote this folder") from None

@@ -116,11 +116,15 @@ def bad_files(tmp_path_factory):
     incomplete = {k: v for k, v in torch.load(good, weights_only=True).items() if k != "state_dicts"}
     torch.save(incomplete, tmp_path / "incomplete.pt")
     cases["incomplete"] = (tmp_path / "incomplete.pt", None, "missing its 'state_dicts'")
+    for name, step, words in [("step text", "three", "field 'step' must be an integer >= 0, got 'three'"),
+                              ("negative step", -5, "field 'step' must be an integer >= 0, got -5")]:
+        torch.save(dict(torch.load(good, weights_only=True), step=step), tmp_path / f"{name}.pt")
+        cases[name] = (tmp_path / f"{name}.pt", None, words)
     return cases
 
 
 CASES = ["truncated", "garbage", "foreign", "list", "code", "missing", "folder", "other kind",
-         "newer", "incomplete"]
+         "newer", "incomplete", "step text", "negative step"]
 
 
 @pytest.mark.parametrize("lazy", [False, True])
@@ -132,6 +136,16 @@ def test_bad_checkpoints_are_pcae_errors_naming_the_file(case, lazy, bad_files, 
     message = str(info.value)
     assert str(path) in message and words in message and "\n" not in message
     assert "must never run" not in capsys.readouterr().out
+
+
+def test_diverged_weights_are_refused_when_read(tmp_path):
+    _, checkpoint = make_checkpoint()
+    name = next(iter(checkpoint["state_dicts"]["model"]))
+    checkpoint["state_dicts"]["model"][name][0] = float("inf")
+    path = save_checkpoint(checkpoint, tmp_path / "inf.pt")
+    with pytest.raises(PcaeError, match=f"its weights hold NaN or inf \\(model/{name}\\)"):
+        load_checkpoint(path)
+    assert load_checkpoint(path, lazy=True)["kind"] == "pixelcnn"  # a mapped read is for its configs
 
 
 def test_a_lazy_read_maps_the_same_checkpoint(tmp_path):

@@ -585,3 +585,89 @@ def test_index_sizes_faiss_would_abort_on_are_refused(bad):
         create_index(8, bad)
     for good in ("HNSW2", "IVF4,Flat", "Flat"):
         assert create_index(8, good).d == 8
+
+
+# ---- files that do not belong together, or cannot be trusted ---------------------------------------
+
+@pytest.fixture()
+def onehot_folder(tmp_path, image_folder):
+    out = tmp_path / "lat"
+    assert run("embed", "--encoder", "onehot", "--data", f"folder:{image_folder}", "--out", out).exit_code == 0
+    return out
+
+
+def test_a_crafted_commit_journal_moves_and_deletes_nothing(onehot_folder, tmp_path):
+    from pcae.utils import JOURNAL
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("mine")
+    (onehot_folder / "elsewhere.txt").write_text("also mine")
+    for plan in [{"staging": "../victim", "names": []}, {"staging": ".pcae-staging.x", "names": ["../elsewhere.txt"]}]:
+        (onehot_folder / ".pcae-staging.x").mkdir(exist_ok=True)
+        (onehot_folder / JOURNAL).write_text(json.dumps(plan))
+        fails(run("search", onehot_folder, "id:0"), "unreadable commit journal")
+        assert (victim / "precious.txt").read_text() == "mine"
+        assert (onehot_folder / "elsewhere.txt").read_text() == "also mine"
+
+
+def test_a_file_from_another_embedding_is_refused(onehot_folder, tmp_path):
+    """Same N, d and metric: only the fingerprints in the infos tell the files apart."""
+    index = ix.load_index(onehot_folder / INDEX)
+    other, _ = ix.build_index(np.random.default_rng(0).normal(size=(index.ntotal, index.d)).astype(np.float32),
+                              "Flat", "l2")
+    faiss.write_index(other, str(onehot_folder / INDEX))
+    fails(run("search", onehot_folder, "id:0"), f"{INDEX} is not the file {INFOS} was written with")
+
+
+def test_duplicate_ids_float_latents_and_overlapping_merges_are_refused(onehot_folder, tmp_path, image_folder):
+    import shutil
+
+    import h5py
+
+    infos = json.loads((onehot_folder / INFOS).read_text())
+    del infos["fingerprints"]  # as a folder from before them: the contents are still checked
+    (onehot_folder / INFOS).write_text(json.dumps(infos))
+    with h5py.File(onehot_folder / LATENTS, "r+") as f:
+        ids = f["ids"][:]
+        ids[1] = ids[0]
+        f["ids"][:] = ids
+    fails(run("search", onehot_folder, "id:2"), f"id {ids[0]} is stored 2 times")
+    with h5py.File(onehot_folder / LATENTS, "r+") as f:
+        latents = f["latents"][:]
+        del f["latents"]
+        f["latents"] = latents.astype(np.int32)
+    fails(run("search", onehot_folder, "id:2"), "dataset 'latents' must hold floats, got int32")
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        assert run("embed", "--encoder", "onehot", "--data", f"folder:{image_folder}", "--out", out).exit_code == 0
+    fails(run("index", "merge", a, b, "--out", tmp_path / "m"), "both hold id 0")
+    assert not (tmp_path / "m").exists()
+    shutil.rmtree(b)
+
+
+def test_a_diverged_checkpoint_is_refused_before_it_is_used(tmp_path, image_folder, conv_checkpoint):
+    import torch
+
+    from pcae.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = load_checkpoint(conv_checkpoint)
+    name = next(iter(checkpoint["state_dicts"]["encoder"]))
+    checkpoint["state_dicts"]["encoder"][name] = torch.full_like(checkpoint["state_dicts"]["encoder"][name],
+                                                                 float("nan"))
+    save_checkpoint(checkpoint, tmp_path / "nan.pt")
+    fails(run("embed", "--encoder", "conv", "--checkpoint", tmp_path / "nan.pt", "--data",
+              f"folder:{image_folder}", "--out", tmp_path / "lat"), f"its weights hold NaN or inf (encoder/{name})")
+    assert not (tmp_path / "lat").exists()
+
+
+def test_nan_latents_are_said_not_searched(onehot_folder):
+    import h5py
+
+    infos = json.loads((onehot_folder / INFOS).read_text())
+    del infos["fingerprints"]
+    (onehot_folder / INFOS).write_text(json.dumps(infos))
+    with h5py.File(onehot_folder / LATENTS, "r+") as f:
+        f["latents"][0] = np.nan
+    fails(run("search", onehot_folder, "id:0"), "the latent of id:0 is NaN or inf")

@@ -139,3 +139,13 @@ def test_once_the_command_is_over_ctrl_c_cannot_change_its_exit(monkeypatch):
     monkeypatch.setattr(signal, "signal", lambda signum, handler: calls.append((signum, handler)))
     entry.main()
     assert calls == [(signal.SIGINT, signal.SIG_IGN)]
+
+
+def test_an_output_path_that_is_a_folder_is_named_as_given(tmp_path):
+    from pcae.utils import PcaeError, atomic_path
+
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(PcaeError, match=f"^{tmp_path / 'mine'}: is a folder, a file was expected$"):
+        with atomic_path(tmp_path / "mine"):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temp file was made
