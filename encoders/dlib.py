@@ -179,9 +179,12 @@ class DlibFaceEncoder(nn.Module):
             when no face is found.
         """
         rgb = np.asarray(image.convert("RGB"), np.uint8)
-        found = self.faces(rgb)
+        # one HOG pass down to -1 gives both the detections (score >= 0, what `faces` returns: a
+        # weaker candidate never suppresses a stronger one) and, on a miss, how close it came
+        rects, scores, _ = _detector().run(rgb, self.upsample, -1.0)
+        found = sorted(((r, s) for r, s in zip(rects, scores) if s >= 0.0), key=lambda rs: -rs[0].area())
         if not found:
-            return None, self.best_score(rgb)
+            return None, float(max(scores)) if len(scores) else float("-inf")
         index = 0 if face_index is None else face_index
         if not 0 <= index < len(found):
             raise ValueError(f"face_index must be in [0, {len(found)}) for an image with "

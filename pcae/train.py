@@ -460,6 +460,8 @@ class WeightAverage:
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         self.names += [n for n, b in model.named_buffers() if b.is_floating_point()]
         self.average = {n: t.detach().clone() for n, t in self._tensors().items()}
+        # the same tensors every step (weights change in place): the lists update() works on
+        self._live = [t.detach() for t in self._tensors().values()]
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         tensors = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
@@ -469,9 +471,7 @@ class WeightAverage:
     def update(self, step: int) -> None:
         """Fold in the weights after optimiser step `step` (1-based)."""
         decay = min(self.decay, (1 + step) / (10 + step))
-        current = self._tensors()
-        averages = [self.average[n] for n in self.names]
-        torch._foreach_lerp_(averages, [current[n].detach() for n in self.names], 1.0 - decay)
+        torch._foreach_lerp_([self.average[n] for n in self.names], self._live, 1.0 - decay)
 
     @torch.no_grad()
     def swap(self) -> None:
