@@ -177,17 +177,33 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def resumed_config(stored: TrainConfig, config: TrainConfig, given: set[str]) -> tuple[TrainConfig, list[str]]:
+def _same_setting(name: str, stored, given, data_shape) -> bool:
+    """Whether a given training option means what the stored one does: the same data file by
+    another path, or the data's own size / channels where the run kept the source's (None)."""
+    if stored == given:
+        return True
+    if name == "data" and isinstance(stored, str) and isinstance(given, str):
+        (a, _, pa), (b, _, pb) = stored.partition(":"), given.partition(":")
+        return a == b and bool(pa) and bool(pb) and Path(pa).expanduser().resolve() == Path(pb).expanduser().resolve()
+    if stored is None and data_shape and name in ("image_size", "image_channels"):
+        C, H, W = data_shape
+        return given == (C if name == "image_channels" else H if H == W else None)
+    return False
+
+
+def resumed_config(stored: TrainConfig, config: TrainConfig, given: set[str],
+                   data_shape=None) -> tuple[TrainConfig, list[str]]:
     """The config a resumed run goes on with: `stored`, with the run options in `given`
     (TrainConfig.RUN_FIELDS) taken from `config`; a run's length is steps or epochs, so giving one
-    takes both. Any other given field (data, lr, ...) must equal the stored one (`out` may move).
+    takes both. Any other given field (data, lr, ...) must mean what the stored one does (`out` may
+    move; data_shape: the (C, H, W) the run trained on, for a given size equal to the source's).
 
     Returns (config, "option value" of each stored run option kept where `config` says otherwise).
     Raises PcaeError naming the first conflicting option.
     """
     for name in sorted(given & {f.name for f in dataclasses.fields(TrainConfig)}
                        - set(TrainConfig.RUN_FIELDS) - {"out"}):
-        if getattr(stored, name) != getattr(config, name):
+        if not _same_setting(name, getattr(stored, name), getattr(config, name), data_shape):
             raise PcaeError(f"{_option(name)} {getattr(config, name)} conflicts with the run being resumed "
                             f"({getattr(stored, name)}); a resumed run keeps its training settings (start "
                             "a new run with another --out to change them)")
@@ -747,8 +763,14 @@ class _Run:
         except (KeyError, TypeError, ValueError) as e:
             raise PcaeError(f"{self.out / 'last.pt'}: its training config cannot be read "
                             f"({e})") from None
-        self.config, self.kept = resumed_config(stored, self.config, self.given)
+        shape = ((checkpoint.get("data") or {}).get("train") or {}).get("shape")
+        self.config, self.kept = resumed_config(
+            stored, self.config, self.given, tuple(shape) if isinstance(shape, (list, tuple)) and len(shape) == 3 else None)
         check_resumed_spec(self.spec, checkpoint.get("configs", {}), self.given, self.out)
+        done = checkpoint["step"]
+        if self.config.steps and self.config.steps < done:
+            raise PcaeError(f"--steps {self.config.steps} is fewer than the {done} steps {self.out} has "
+                            "done; give at least that many to continue it")
         return checkpoint
 
     def _prepare(self):
@@ -819,6 +841,9 @@ class _Run:
     def _restore(self, checkpoint: dict):
         """Optimizer, position in the data, progress figures, raw weights and RNG states of last.pt."""
         fused, state = self.fused, self.state
+        if self.total < checkpoint["step"]:  # --epochs: the length in steps is known only now
+            raise PcaeError(f"--epochs {self.config.epochs} ({self.total} steps) is fewer than the "
+                            f"{checkpoint['step']} steps {self.out} has done; give more to continue it")
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         for group in self.optimizer.param_groups:  # the saving machine's choice may not apply here
             group["fused"], group["foreach"] = (fused or None), None

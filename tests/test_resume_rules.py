@@ -93,3 +93,35 @@ def test_autoencoder_spec_routes_face_encoders_to_the_portrait_spec(tmp_path):
     assert run_kind(run) == "portrait" and run_kind(tmp_path / "none") is None
     assert isinstance(autoencoder_spec(resuming=run), PortraitSpec)
     assert isinstance(autoencoder_spec(resuming=run, encoder="conv"), AutoencoderSpec)
+
+
+def test_the_same_data_file_by_another_path_is_the_same_setting(tmp_path, monkeypatch):
+    from pcae.train import _same_setting
+
+    monkeypatch.chdir(tmp_path)
+    assert _same_setting("data", "h5:faces.h5", f"h5:{tmp_path / 'faces.h5'}", None)
+    assert not _same_setting("data", "h5:faces.h5", f"folder:{tmp_path / 'faces.h5'}", None)
+    assert not _same_setting("data", "h5:faces.h5", "h5:other.h5", None)
+
+
+def test_resume_refuses_a_shorter_run_and_takes_its_own_size(pixelcnn_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(pixelcnn_run, out)
+    with pytest.raises(PcaeError, match="--steps 1 is fewer than the 2 steps"):
+        train(TrainConfig(out=str(out), steps=1), PixelCNNSpec(), resume=True)
+    with pytest.raises(PcaeError, match="--image-size 9 conflicts"):
+        train(TrainConfig(out=str(out), steps=3, image_size=9), PixelCNNSpec(), resume=True)
+    assert train(TrainConfig(out=str(out), steps=3, image_size=8), PixelCNNSpec(), resume=True).status == "finished"
+
+
+def test_a_size_equal_to_the_sources_is_no_conflict(tmp_path):
+    out = tmp_path / "native"
+    train(TrainConfig(out=str(out), steps=1, eval_images=16, n_samples=2, judge_images=0, batch_size=8),
+          PixelCNNSpec(channels=8, n_layers=0))
+    result = train(TrainConfig(out=str(out), steps=2, image_size=28, image_channels=1), PixelCNNSpec(),
+                   resume=True, given={"steps", "image_size", "image_channels"})
+    assert result.status == "finished"
+    with pytest.raises(PcaeError, match="--image-size 14 conflicts"):
+        train(TrainConfig(out=str(out), steps=3, image_size=14), PixelCNNSpec(), resume=True)
