@@ -250,6 +250,11 @@ class PortraitSpec:
             paths |= {"facenet_weights": ("facenet", "weights"), "facenet_crop_size": ("facenet", "image_size")}
         return {"max_photos": UNUSED, **stored_values(configs, paths)}
 
+    def stored_source(self, configs: dict) -> str | None:
+        """The photos a stored run's face cache was made from: given again as --data, they are
+        the run's data (its config's data is the cache)."""
+        return stored_values(configs, {"source": ("faces", "source")}).get("source")
+
     def build(self, dataset) -> PortraitTask:
         if self.facenet is None:
             raise ValueError("PortraitSpec.build needs the face encoder that made the cache (prepare)")

@@ -149,7 +149,8 @@ class TaskSpec(Protocol):
     `stored(configs) -> {field: value}`, the fields' values in a checkpoint's configs, which
     `train(resume=True)` checks given fields against (fields it lacks cannot be given again), and
     `prepare(config, progress) -> (config, spec, info)`, run once before a new run opens its data
-    (the portrait spec builds its face cache there and points `config.data` at it).
+    (the portrait spec builds its face cache there and points `config.data` at it; its
+    `stored_source(configs)` names the photos, which a resume accepts as --data again).
     """
 
     kind: ClassVar[str]
@@ -764,8 +765,12 @@ class _Run:
             raise PcaeError(f"{self.out / 'last.pt'}: its training config cannot be read "
                             f"({e})") from None
         shape = ((checkpoint.get("data") or {}).get("train") or {}).get("shape")
+        given = self.given
+        photos = getattr(self.spec, "stored_source", lambda configs: None)(checkpoint.get("configs", {}))
+        if "data" in given and photos is not None and _same_setting("data", photos, self.config.data, None):
+            given = given - {"data"}  # the photos a portrait run's face cache was made from
         self.config, self.kept = resumed_config(
-            stored, self.config, self.given, tuple(shape) if isinstance(shape, (list, tuple)) and len(shape) == 3 else None)
+            stored, self.config, given, tuple(shape) if isinstance(shape, (list, tuple)) and len(shape) == 3 else None)
         check_resumed_spec(self.spec, checkpoint.get("configs", {}), self.given, self.out)
         done = checkpoint["step"]
         if self.config.steps and self.config.steps < done:

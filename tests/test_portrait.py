@@ -461,7 +461,8 @@ def test_python_train_with_the_portrait_spec_is_the_same_job(run, tmp_path):
     assert stored["train"]["data"] == f"h5:{cache}" and stored["train"]["image_size"] == S
     with pytest.raises(PcaeError, match=r"--channels 12 conflicts with the run being resumed \(6\)"):
         train(TrainConfig(out=str(out), steps=2), PortraitSpec(channels=12), resume=True)
-    # the same cache given again (another spelling of its path) is no conflict
+    # the same cache given again (another spelling of its path) is no conflict, nor are the photos
     relative = Path(__import__("os").path.relpath(cache))
-    train(TrainConfig(out=str(out), steps=2), PortraitSpec(cache=str(relative)), resume=True)
+    train(TrainConfig(out=str(out), steps=2, data=f"folder:{photos}"), PortraitSpec(cache=str(relative)),
+          resume=True)
     assert load_checkpoint(out / "last.pt")["step"] == 2
