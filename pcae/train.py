@@ -145,7 +145,7 @@ class Task:
 class TaskSpec(Protocol):
     """Makes a task: fresh from the training data, or restored from a checkpoint of its kind.
 
-    A spec is a dataclass of model options. Two more methods are optional:
+    A spec is a dataclass of model options. Optional methods:
     `stored(configs) -> {field: value}`, the fields' values in a checkpoint's configs, which
     `train(resume=True)` checks given fields against (fields it lacks cannot be given again), and
     `prepare(config, progress) -> (config, spec, info)`, run once before a new run opens its data
