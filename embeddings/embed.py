@@ -35,7 +35,7 @@ import numpy as np
 
 from embeddings import index as ix
 from embeddings.store import LatentStore, LatentWriter, file_fingerprint, file_sha256, open_latents
-from pcae.utils import PcaeError, atomic_files, atomic_path, recover_files
+from pcae.utils import SOFTWARE, PcaeError, atomic_files, atomic_path, recover_files
 
 LATENTS, INDEX, INFOS = "latents.h5", "index.faiss", "index_infos.json"
 TRAIN_SEED = 0
@@ -356,8 +356,8 @@ def _existing(out: Path, append: bool, force: bool) -> dict | None:
         if len(present) < 3:
             missing = sorted({LATENTS, INDEX, INFOS} - set(present))
             raise PcaeError(f"{out}: nothing to append to ({', '.join(missing)} missing)")
-        infos = ix.read_infos(out / INFOS)
-        with open_latents(out / LATENTS) as store:
+        store, _, infos = open_folder(out)  # the same checks as a search: what is appended to must hold
+        with store:
             meta, count = store.meta, len(store)
             next_id = meta.get("next_id")
             if next_id is None:
@@ -409,11 +409,28 @@ def open_folder(folder) -> tuple[LatentStore, "object", dict]:
                             "another embedding?); rebuild with `pcae embed --force`")
     try:
         store.check_ids()
+        if not infos.get("fingerprints"):  # a folder from before them: compare a few stored vectors
+            _check_flat_rows(folder, store, index, infos["metric"])
     except PcaeError:
         store.close()
         raise
     ix.apply_search_params(index, infos.get("search_params", {}))
     return store, index, infos
+
+
+def _check_flat_rows(folder: Path, store: LatentStore, index, metric: str) -> None:
+    """For a flat index (it stores the vectors): rows 0, N/2 and N-1 must be the latents' (cosine:
+    normalised), else the index is another embedding's. Other index types cannot say."""
+    import faiss
+
+    if not isinstance(index, faiss.IndexFlat) or index.ntotal == 0:
+        return
+    rows = sorted({0, index.ntotal // 2, index.ntotal - 1})
+    stored = np.stack([index.reconstruct(int(r)) for r in rows])
+    latents = ix.prepare(store.rows(rows).astype(np.float32), metric)  # as they were added
+    if not np.allclose(stored, latents, rtol=1e-4, atol=1e-5):
+        raise PcaeError(f"{folder}: {INDEX} does not hold the vectors of {LATENTS} (another embedding's?); "
+                        "rebuild with `pcae embed --force`")
 
 
 def _fingerprints(tmp: dict) -> dict:
@@ -592,7 +609,8 @@ def draw_neighbours(folder, result: dict, out, query_file=None) -> Path:
     fig.tight_layout()
     out = Path(out)
     with atomic_path(out, out.suffix) as tmp:
-        fig.savefig(tmp, dpi=100, format=(out.suffix[1:] or "png"))
+        fmt = out.suffix[1:].lower() or "png"
+        fig.savefig(tmp, dpi=100, format=fmt, metadata={"Software": SOFTWARE} if fmt == "png" else None)
     plt.close(fig)
     return out
 

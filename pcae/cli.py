@@ -16,7 +16,7 @@ import typer
 from pcae import __version__
 from pcae.options import (check_device, check_precision, check_split, check_temperature,
                           cli_callback)
-from pcae.utils import DiskFull, Interrupted, PcaeError, first_line, is_disk_full
+from pcae.utils import DiskFull, Interrupted, PcaeError, first_line, is_disk_full, refuse_existing
 
 # the shared option values, checked in one place (pcae/options.py)
 _DEVICE, _SPLIT = cli_callback(check_device), cli_callback(check_split)
@@ -202,8 +202,7 @@ def search_cmd(
 
     from embeddings.embed import draw_neighbours, search_folder
 
-    if out is not None and out.exists() and not force:
-        raise PcaeError(f"{out} already exists; pass --force to replace it")
+    refuse_existing(out, force)
     result = search_folder(folder, query, k, checkpoint)
     if out is not None:
         draw_neighbours(folder, result, out, None if query.startswith("id:") else query)
@@ -517,8 +516,7 @@ def sample_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
 ):
     """Draw a grid of samples from a trained PixelCNN."""
-    if out.exists() and not force:
-        raise PcaeError(f"{out}: already exists; pass --force to replace it")
+    refuse_existing(out, force)
     import time
 
     from pcae.images import save_grid
@@ -635,11 +633,6 @@ def _spread_text(spread: dict) -> str:
     return ", ".join(parts)
 
 
-def _refuse_existing(path: Optional[Path], force: bool):
-    if path is not None and path.exists() and not force:
-        raise PcaeError(f"{path}: already exists; pass --force to replace it")
-
-
 @app.command("portrait")
 def portrait_cmd(
     photo: Path = typer.Argument(..., help="A photo with a face."),
@@ -677,8 +670,8 @@ def portrait_cmd(
     checkpoint, out, chosen = default_portrait_paths(photo, checkpoint, out)
     if chosen:
         typer.echo(f"drawing with {chosen}", err=True)
-    _refuse_existing(out, force)
-    _refuse_existing(samples_out, force)
+    refuse_existing(out, force)
+    refuse_existing(samples_out, force)
     import math
     import time
 
@@ -740,7 +733,7 @@ def interpolate_cmd(
         raise PcaeError(f"--steps must be >= 2, got {steps}")
     if rows < 1:
         raise PcaeError(f"--rows must be >= 1, got {rows}")
-    _refuse_existing(out, force)
+    refuse_existing(out, force)
     from pcae.portrait import facenet_note, interpolate, save_png_grid
 
     r = interpolate(checkpoint, a, b, steps, rows=rows, seed=seed, temperature=temperature,
@@ -861,8 +854,7 @@ def reconstruct_cmd(
     force: bool = typer.Option(False, "--force", help="Replace an existing --out."),
 ):
     """Each of the first N images, followed by PixelCNN samples given its h (deconv: its reconstruction)."""
-    if out.exists() and not force:
-        raise PcaeError(f"{out}: already exists; pass --force to replace it")
+    refuse_existing(out, force)
     import time
 
     from pcae.autoencoder import reconstruct_checkpoint

@@ -56,7 +56,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from pcae.options import SPLITS, check_split
-from pcae.utils import PcaeError, atomic_path, ensure_space, first_line
+from pcae.utils import PcaeError, atomic_path, ensure_space, first_line, refuse_existing
 
 TEST_EVERY = 10                       # ~1 in 10 items of a folder / split-less HDF5 go to test
 IN_MEMORY_LIMIT = 2 * 1024 ** 3       # bytes of converted uint8 images kept in memory
@@ -658,10 +658,9 @@ def import_dataset(source: str, out_path: str | os.PathLike, *, channels: int | 
     out_path = Path(out_path)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if out_path.exists() and not force:
-        raise PcaeError(f"{out_path}: already exists; pass --force to replace it")
     if out_path.is_dir():
         raise PcaeError(f"{out_path}: is a folder, expected an .h5 file path")
+    refuse_existing(out_path, force)  # --force replaces a pcae images file, never a user's file
     splits = {s: _open(source, s, data_root, channels, image_size, bundled) for s in SPLITS}
     shape = _out_shape(splits["train"].shape, channels, image_size)
     test_shape = _out_shape(splits["test"].shape, channels, image_size)

@@ -172,13 +172,28 @@ def _list_h5_photos(path: Path, max_photos: int | None):
     return photos, str(path), listing
 
 
-def default_cache_path(source: str, encoder: str = "facenet") -> Path:
+def default_cache_path(source: str, encoder: str = "facenet", variant: str | None = None) -> Path:
     """Where a source's face cache goes without --cache: $PCAE_CACHE_DIR, else ~/.cache/pcae; one
-    per source and face encoder (FaceNet's keeps the name it always had)."""
+    per source, face encoder and `variant` (`cache_variant`: what else changes its contents), so
+    that a run with other options writes its own cache instead of rewriting one another run
+    trains on. Without a variant: the name caches had before (FaceNet's: no encoder suffix)."""
     path = Path(source.partition(":")[2] or source).expanduser().resolve()
     key = hashlib.sha1(str(path).encode()).hexdigest()[:12]
-    suffix = "" if encoder == "facenet" else f"-{encoder}"
+    suffix = ("" if encoder == "facenet" else f"-{encoder}") + (f"-{variant}" if variant else "")
     return cache_root() / "faces" / f"{path.name or 'photos'}-{key}{suffix}.h5"
+
+
+def cache_variant(encoder, image_size: int, max_photos: int | None) -> str:
+    """A short key of what besides the photos decides a face cache's rows and contents: the
+    encoder's weights and config, the faces' side and --max-photos."""
+    parts = [weights_fingerprint(encoder), encoder.config, image_size, max_photos]
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def sibling_caches(cache: Path) -> list[Path]:
+    """The other default caches of the same source (any variant): where detections can be reused."""
+    stem = cache.stem.rsplit("-", 1)[0]
+    return sorted(p for p in cache.parent.glob(f"{stem}*.h5") if p != cache)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,7 +282,8 @@ def _detection_config(encoder) -> str:
 
 
 def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: int = DEFAULT_FACE_SIZE, *,
-                  max_photos: int | None = None, progress: Progress | None = None) -> dict:
+                  max_photos: int | None = None, progress: Progress | None = None,
+                  reuse: list | tuple = ()) -> dict:
     """Detect, crop and embed the largest face of every photo once; write (or reuse) the face cache.
 
     Args:
@@ -277,6 +293,8 @@ def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: in
         image_size: S, the side of the PixelCNN's training images.
         max_photos: use only the first N photos (sorted by path).
         progress: called with (photos done, photos) while detecting.
+        reuse: other caches whose detections may be reused when `cache` has none of these photos
+            (the same photos and detector): their crops are re-derived, not detected again.
     Returns:
         info dict: cache, source, origin, photos, faces, train, test, skipped [{file, reason}],
         reused ("all", "detections" or "none"), image_size, facenet config, weights_fingerprint,
@@ -296,9 +314,22 @@ def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: in
     if old is not None and old.get("origin") not in (None, origin):
         raise PcaeError(f"{cache}: holds the faces of {old['origin']}, not of {origin}; give this "
                         "source its own --cache (the default is one cache per source)")
-    same_photos = old is not None and old.get("listing") == listing and old.get("detection") == detection
+    same = lambda attrs: (attrs is not None and attrs.get("listing") == listing  # noqa: E731
+                          and attrs.get("detection") == detection)
+    source_cache = cache
+    if not same(old):
+        for other in reuse:
+            try:
+                attrs = _cache_attrs(Path(other))
+            except PcaeError:  # not a cache: nothing to reuse there
+                continue
+            if same(attrs) and attrs.get("origin") == origin:
+                source_cache, old = Path(other), attrs
+                break
+    same_photos = same(old)
     same_weights = same_photos and old.get("weights_fingerprint") == fingerprint
-    if same_weights and old.get("image_size") == image_size and old.get("facenet") == json.dumps(encoder.config):
+    if (source_cache == cache and same_weights and old.get("image_size") == image_size
+            and old.get("facenet") == json.dumps(encoder.config)):
         return _cache_info(cache, "all")
 
     with atomic_path(cache, suffix=".h5") as tmp:
@@ -306,7 +337,7 @@ def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: in
             writer = _CacheWriter(f, encoder, image_size)
             if same_photos:  # new image size or weights: derive them from the stored crops
                 skipped = json.loads(old["skipped"])
-                with h5py.File(cache, "r") as src:
+                with h5py.File(source_cache, "r") as src:
                     for lo in range(0, src["crops"].shape[0], CHUNK):
                         hi = lo + CHUNK
                         crops = torch.from_numpy(src["crops"][lo:hi])
@@ -399,4 +430,8 @@ def load_embeddings(cache: str | os.PathLike, fingerprint: str | None = None,
         raise PcaeError(f"{cache}: rebuilt from other photos since this run used it; "
                         "use one --cache per run you want to resume")
     with h5py.File(cache, "r") as f:
-        return torch.from_numpy(f["embeddings"][:])
+        table = torch.from_numpy(f["embeddings"][:])
+    if not table.is_floating_point() or not bool(torch.isfinite(table).all()):
+        raise PcaeError(f"{cache}: its embeddings are not finite floats; remove the cache (or pass "
+                        "another --cache) so that it is rebuilt")
+    return table

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pcae.utils import atomic_path
+from pcae.utils import SOFTWARE, atomic_path
 
 
 def save_grid(images: torch.Tensor, nrow: int, path: str | os.PathLike, text: dict | None = None) -> Path:
@@ -25,6 +25,7 @@ def save_grid(images: torch.Tensor, nrow: int, path: str | os.PathLike, text: di
     grid = make_grid(images.detach().float().cpu() / 255.0, nrow=nrow, padding=2, pad_value=0.5)
     array = (grid * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     info = PngInfo()
+    info.add_text("Software", SOFTWARE)
     for key, value in (text or {}).items():
         info.add_text(key, value if isinstance(value, str) else json.dumps(value))
     path = Path(path)
@@ -59,6 +60,6 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", metadata={"Software": SOFTWARE})
     plt.close(fig)
     return path

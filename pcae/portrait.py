@@ -55,8 +55,8 @@ from torch import nn
 from encoders.lookup import EmbeddingTable
 from pcae.checkpoint import load_checkpoint
 from pcae.data import convert_images
-from pcae.faces import (DEFAULT_FACE_SIZE, FACE_ENCODERS, Progress, build_face_encoder, default_cache_path,
-                        encoder_weights, load_embeddings, prepare_faces)
+from pcae.faces import (DEFAULT_FACE_SIZE, FACE_ENCODERS, Progress, build_face_encoder, cache_variant,
+                        default_cache_path, encoder_weights, load_embeddings, prepare_faces, sibling_caches)
 from pcae.images import save_grid
 from pcae.kinds import task_from_checkpoint
 from pcae.train import UNUSED, Task, TrainConfig, resolve_device, stored_values
@@ -168,7 +168,8 @@ class PortraitSpec:
         offline; the facenet options do not apply to it).
     facenet_weights: "vggface2" (None: that), "casia-webface", a file, or "random".
     facenet_crop_size: MTCNN crop / FaceNet input side (None: 160, FaceNet's).
-    cache: the face cache (None: `default_cache_path(photos, encoder)`).
+    cache: the face cache (None: `default_cache_path(photos, encoder, variant)`, one per source
+        and set of options, reusing the detections of the source's other caches).
     max_photos: use only the first N photos (sorted by path).
     """
 
@@ -230,12 +231,17 @@ class PortraitSpec:
                             f"{self.encoder} (faces are RGB)")
         size = config.image_size or DEFAULT_FACE_SIZE
         self.config((3, size, size), FACE_ENCODERS[self.encoder])  # bad options fail before detection
-        cache = (Path(self.cache).expanduser() if self.cache is not None
-                 else default_cache_path(source, self.encoder))
         encoder = build_face_encoder(self.encoder, self.facenet_weights or "vggface2",
                                      self.facenet_crop_size or 160)
+        reuse = ()
+        if self.cache is not None:
+            cache = Path(self.cache).expanduser()
+        else:  # one default cache per source and options: no run rewrites the cache another trains on
+            cache = default_cache_path(source, self.encoder, cache_variant(encoder, size, self.max_photos))
+            reuse = sibling_caches(cache)
         encoder.to(resolve_device(config.device))
-        faces = prepare_faces(source, cache, encoder, size, max_photos=self.max_photos, progress=progress)
+        faces = prepare_faces(source, cache, encoder, size, max_photos=self.max_photos, progress=progress,
+                              reuse=reuse)
         encoder.cpu()
         config = dataclasses.replace(config, data=f"h5:{faces['cache']}", image_size=size,
                                      image_channels=3)
@@ -516,6 +522,16 @@ def facenet_note(random_weights: bool, weights: str) -> str:
     return RANDOM_WARNING if random_weights else f"FaceNet weights: {weights}"
 
 
+def _pcae_png():
+    from PIL.PngImagePlugin import PngInfo
+
+    from pcae.utils import SOFTWARE
+
+    info = PngInfo()
+    info.add_text("Software", SOFTWARE)
+    return info
+
+
 def save_samples(result: PortraitResult, path: str | os.PathLike, checkpoint: str = "") -> Path:
     """The samples as PNGs in a folder (sample_000.png, ...) or as one HDF5 file (path ending .h5).
 
@@ -542,7 +558,7 @@ def save_samples(result: PortraitResult, path: str | os.PathLike, checkpoint: st
     path.mkdir(parents=True, exist_ok=True)
     for k, image in enumerate(result.samples):
         with atomic_path(path / f"sample_{k:03d}.png", suffix=".png") as tmp:
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp, format="png")
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp, format="png", pnginfo=_pcae_png())
     with atomic_path(path / "scores.json") as tmp:
         tmp.write_text(json.dumps({**meta, "similarities": result.similarities}, indent=2) + "\n")
     return path

@@ -62,7 +62,7 @@ from pcae.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rn
 from pcae.config import LR_SCHEDULES, TrainConfig  # noqa: F401  (TrainConfig is torch-free: the CLI reads its defaults)
 from pcae.options import check_device
 from pcae.images import plot_curve, save_grid
-from pcae.utils import PcaeError, atomic_path
+from pcae.utils import PcaeError, atomic_path, first_line
 
 RUN_FILES = ("last.pt", "metrics.jsonl", "summary.json", "train.log")  # marks a pcae run folder
 # everything a run writes into its folder: what --force replaces (nothing else is touched)
@@ -239,6 +239,29 @@ def check_resumed_spec(spec, configs: dict, given: set[str], out: Path) -> None:
             raise PcaeError(f"{_option(name)} {getattr(spec, name)} conflicts with the run being resumed "
                             f"({stored[name]}); a resumed run keeps its model (start a new run with "
                             "another --out)")
+
+
+def _check_resumable(checkpoint: dict, path: Path) -> None:
+    """What `--resume` reads besides weights and configs, checked before anything is written:
+    PcaeError naming the field (a checkpoint pcae wrote always passes)."""
+    def bad(field, rule):
+        raise PcaeError(f"{path}: field {field!r} must be {rule}; it cannot be resumed")
+
+    optimizer, rng, metrics = checkpoint.get("optimizer"), checkpoint.get("rng"), checkpoint.get("metrics", {})
+    if not (isinstance(optimizer, dict) and {"state", "param_groups"} <= set(optimizer)):
+        bad("optimizer", "an optimizer state (state, param_groups)")
+    if not (isinstance(rng, dict) and {"torch", "numpy", "python"} <= set(rng)):
+        bad("rng", "the random states (torch, numpy, python)")
+    if not isinstance(metrics, dict):
+        bad("metrics", "a dict")
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0  # noqa: E731
+    for key in ("elapsed", "train_seconds", "images_seen"):
+        if key in metrics and not number(metrics[key]):
+            bad(f"metrics.{key}", f"a finite number >= 0, got {metrics[key]!r}")
+    best = metrics.get("best")
+    if best is not None and not (isinstance(best, dict) and isinstance(best.get("value"), (int, float))
+                                 and math.isfinite(best["value"]) and number(best.get("step"))):
+        bad("metrics.best", f"None or {{value: a finite number, step}}, got {best!r}")
 
 
 def stored_values(configs: dict, paths: dict[str, tuple[str, ...]]) -> dict[str, Any]:
@@ -764,6 +787,7 @@ class _Run:
         except (KeyError, TypeError, ValueError) as e:
             raise PcaeError(f"{self.out / 'last.pt'}: its training config cannot be read "
                             f"({e})") from None
+        _check_resumable(checkpoint, self.out / "last.pt")
         shape = ((checkpoint.get("data") or {}).get("train") or {}).get("shape")
         given = self.given
         photos = getattr(self.spec, "stored_source", lambda configs: None)(checkpoint.get("configs", {}))
@@ -849,7 +873,14 @@ class _Run:
         if self.total < checkpoint["step"]:  # --epochs: the length in steps is known only now
             raise PcaeError(f"--epochs {self.config.epochs} ({self.total} steps) is fewer than the "
                             f"{checkpoint['step']} steps {self.out} has done; give more to continue it")
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise PcaeError(f"{self.out / 'last.pt'}: its optimizer state does not fit the model "
+                            f"({first_line(e)}); it cannot be resumed") from None
+        if checkpoint["position"] > self.feeder.per_epoch:
+            raise PcaeError(f"{self.out / 'last.pt'}: field 'position' ({checkpoint['position']}) is beyond "
+                            f"the {self.feeder.per_epoch} batches of an epoch; it cannot be resumed")
         for group in self.optimizer.param_groups:  # the saving machine's choice may not apply here
             group["fused"], group["foreach"] = (fused or None), None
             for p in group["params"]:  # fused kernels want the step count beside the parameter
@@ -875,7 +906,11 @@ class _Run:
             weights = checkpoint.get("training_weights")
             if weights is not None:
                 self.average.restore(weights)
-        set_rng_states(checkpoint["rng"])
+        try:
+            set_rng_states(checkpoint["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+            raise PcaeError(f"{self.out / 'last.pt'}: its random states are unreadable ({first_line(e)}); "
+                            "it cannot be resumed") from None
         if self.dist.main:  # forget what happened after the checkpoint: it will happen again
             rows = [r for r in read_metrics(self.out / "metrics.jsonl") if r["step"] <= state.step]
             with atomic_path(self.out / "metrics.jsonl") as tmp:

@@ -205,6 +205,50 @@ def _fsync_dir(folder: Path) -> None:
         os.close(dir_fd)
 
 
+SOFTWARE = "pcae"  # the PNG "Software" text chunk of every image pcae writes: what --force may replace
+
+
+def written_by_pcae(path: str | os.PathLike) -> bool:
+    """Whether `path` is a file pcae wrote (a PNG with pcae's Software chunk or its older "pcae" key,
+    an HDF5 file with a pcae format / pcae attr, pcae's scores.json), or a folder of only such
+    files: what an output option's --force may replace. Anything else is the user's."""
+    path = Path(path)
+    if path.is_dir():
+        return all(written_by_pcae(entry) for entry in path.iterdir())
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                text = getattr(image, "text", {}) or {}
+            return text.get("Software") == SOFTWARE or "pcae" in text
+        if suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                return str(f.attrs.get("format", "")).startswith("pcae") or "pcae" in f.attrs
+        if path.name == "scores.json":
+            import json
+
+            return "pcae" in json.loads(path.read_text())
+    except Exception:  # unreadable: not something pcae can vouch for
+        return False
+    return False
+
+
+def refuse_existing(path: str | os.PathLike | None, force: bool) -> None:
+    """An output option's rule: an existing path needs --force, and --force replaces only what pcae
+    wrote (written_by_pcae), never a user's file."""
+    if path is None or not Path(path).exists():
+        return
+    if not force:
+        raise PcaeError(f"{path}: already exists; pass --force to replace it")
+    if not written_by_pcae(path):
+        raise PcaeError(f"{path}: exists and is not a file pcae wrote; --force replaces only pcae's "
+                        "outputs (remove it yourself, or choose another path)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Several files that must change together (a latents folder: latents, index, infos)
 

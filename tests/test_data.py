@@ -282,6 +282,12 @@ def test_import_refuses_to_overwrite_without_force(tmp_path):
     with pytest.raises(PcaeError, match="already exists"):
         import_dataset(src, out)
     assert out.read_bytes() == b"keep me"
+    # --force replaces pcae's own outputs only (issue 17): not the user's file, but an import
+    with pytest.raises(PcaeError, match="is not a file pcae wrote"):
+        import_dataset(src, out, force=True)
+    assert out.read_bytes() == b"keep me"
+    out.unlink()
+    import_dataset(src, out)
     import_dataset(src, out, force=True)
     assert h5py.is_hdf5(out)
 

@@ -669,5 +669,20 @@ def test_nan_latents_are_said_not_searched(onehot_folder):
     del infos["fingerprints"]
     (onehot_folder / INFOS).write_text(json.dumps(infos))
     with h5py.File(onehot_folder / LATENTS, "r+") as f:
-        f["latents"][0] = np.nan
-    fails(run("search", onehot_folder, "id:0"), "the latent of id:0 is NaN or inf")
+        f["latents"][1] = np.nan  # not a row the flat-index check compares
+    fails(run("search", onehot_folder, "id:1"), "the latent of id:1 is NaN or inf")
+
+
+def test_a_folder_without_fingerprints_still_checks_its_flat_index(onehot_folder, tmp_path):
+    """Folders from before the fingerprints: a flat index must hold the latents' own vectors."""
+    infos = json.loads((onehot_folder / INFOS).read_text())
+    del infos["fingerprints"]
+    (onehot_folder / INFOS).write_text(json.dumps(infos))
+    assert run("search", onehot_folder, "id:0").exit_code == 0
+    index = ix.load_index(onehot_folder / INDEX)
+    other, _ = ix.build_index(np.random.default_rng(0).normal(size=(index.ntotal, index.d)).astype(np.float32),
+                              "Flat", "l2")
+    faiss.write_index(other, str(onehot_folder / INDEX))
+    fails(run("search", onehot_folder, "id:0"), f"{INDEX} does not hold the vectors of {LATENTS}")
+    fails(run("embed", "--encoder", "onehot", "--data", "fashion-mnist", "--out", onehot_folder, "--append"),
+          f"{INDEX} does not hold the vectors of {LATENTS}")

@@ -72,12 +72,16 @@ def test_a_latents_folder_that_does_not_fit_leaves_the_old_one_whole(tmp_path, f
 
 
 def test_cli_data_import_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys, full_disk):
+    import h5py
+
     out = tmp_path / "x.h5"
-    out.write_bytes(b"old file")
+    with h5py.File(out, "w") as f:  # an earlier import: what --force may replace
+        f.attrs["format"] = "pcae-images/1"
+    old = out.read_bytes()
     code, _, err = run_pcae(monkeypatch, capsys, "data", "import", "fashion-mnist", out, "--force")
     assert code == 1, err
     assert err.strip() == f"error: the disk is full (writing {out}): free some space and run again; files written before are intact"
-    assert out.read_bytes() == b"old file" and hidden(tmp_path) == []
+    assert out.read_bytes() == old and hidden(tmp_path) == []
 
 
 def test_ctrl_c_while_the_cli_is_imported_is_exit_130(monkeypatch, capsys):
@@ -149,3 +153,31 @@ def test_an_output_path_that_is_a_folder_is_named_as_given(tmp_path):
         with atomic_path(tmp_path / "mine"):
             pass
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no temp file was made
+
+
+def test_force_replaces_only_files_pcae_wrote(tmp_path):
+    import torch
+
+    from pcae.images import plot_curve, save_grid
+    from pcae.utils import PcaeError, refuse_existing, written_by_pcae
+
+    grid = save_grid(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), 2, tmp_path / "grid.png")
+    curve = plot_curve([{"step": 1, "split": "train", "bpd": 3.0}], "bpd", tmp_path / "curve.png")
+    mine = tmp_path / "mine.png"
+    from PIL import Image
+    Image.new("L", (4, 4)).save(mine)  # a PNG, but the user's
+    (tmp_path / "notes.txt").write_text("mine")
+    assert written_by_pcae(grid) and written_by_pcae(curve)
+    assert not written_by_pcae(mine) and not written_by_pcae(tmp_path / "notes.txt")
+    refuse_existing(grid, force=True)  # allowed
+    for path in (mine, tmp_path / "notes.txt"):
+        with pytest.raises(PcaeError, match="is not a file pcae wrote; --force replaces only pcae's outputs"):
+            refuse_existing(path, force=True)
+    with pytest.raises(PcaeError, match="already exists; pass --force"):
+        refuse_existing(grid, force=False)
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    save_grid(torch.zeros(1, 1, 4, 4, dtype=torch.uint8), 1, folder / "sample_000.png")
+    assert written_by_pcae(folder)
+    (folder / "mine.txt").write_text("mine")
+    assert not written_by_pcae(folder)

@@ -466,3 +466,25 @@ def test_python_train_with_the_portrait_spec_is_the_same_job(run, tmp_path):
     train(TrainConfig(out=str(out), steps=2, data=f"folder:{photos}"), PortraitSpec(cache=str(relative)),
           resume=True)
     assert load_checkpoint(out / "last.pt")["step"] == 2
+
+
+def test_default_caches_are_one_per_set_of_options_and_share_detections(run, tmp_path, monkeypatch):
+    """Another --image-size writes a cache of its own (a run on the first keeps its data), made
+    from the first's crops without detecting again."""
+    import hashlib
+
+    from pcae.portrait import PortraitSpec
+    from pcae.train import TrainConfig
+
+    monkeypatch.setenv("PCAE_CACHE_DIR", str(tmp_path / "cache"))
+    photos = run[0]
+    spec = PortraitSpec(facenet_weights="random", facenet_crop_size=CROP, channels=6, n_layers=1)
+    config = TrainConfig(data=f"folder:{photos}", out=str(tmp_path / "r"), image_size=S)
+    _, _, first = spec.prepare(config)
+    digest = hashlib.sha256(Path(first["cache"]).read_bytes()).hexdigest()
+    _, _, again = spec.prepare(config)
+    assert again["cache"] == first["cache"] and again["reused"] == "all"
+    _, _, other = spec.prepare(TrainConfig(data=f"folder:{photos}", out=str(tmp_path / "r"), image_size=S + 4))
+    assert other["cache"] != first["cache"] and other["reused"] == "detections"
+    assert other["faces"] == first["faces"] and other["image_size"] == S + 4
+    assert hashlib.sha256(Path(first["cache"]).read_bytes()).hexdigest() == digest  # untouched

@@ -125,3 +125,25 @@ def test_a_size_equal_to_the_sources_is_no_conflict(tmp_path):
     assert result.status == "finished"
     with pytest.raises(PcaeError, match="--image-size 14 conflicts"):
         train(TrainConfig(out=str(out), steps=3, image_size=14), PixelCNNSpec(), resume=True)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda c: c.pop("optimizer"), "field 'optimizer' must be an optimizer state"),
+    (lambda c: c.pop("rng"), "field 'rng' must be the random states"),
+    (lambda c: c.update(metrics="x"), "field 'metrics' must be a dict"),
+    (lambda c: c["metrics"].update(best={"value": float("nan"), "step": 1}), "field 'metrics.best' must be"),
+    (lambda c: c.update(position=10 ** 6), "field 'position' (1000000) is beyond the"),
+], ids=["no-optimizer", "no-rng", "metrics-text", "best-nan", "position-beyond"])
+def test_a_damaged_last_pt_is_refused_in_one_line(change, words, pixelcnn_run, tmp_path):
+    import shutil
+
+    import torch
+
+    out = tmp_path / "run"
+    shutil.copytree(pixelcnn_run, out)
+    checkpoint = torch.load(out / "last.pt", weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, out / "last.pt")
+    with pytest.raises(PcaeError) as info:
+        train(TrainConfig(out=str(out), steps=3), PixelCNNSpec(), resume=True)
+    assert words in str(info.value) and "\n" not in str(info.value)
