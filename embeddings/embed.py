@@ -409,8 +409,7 @@ def open_folder(folder) -> tuple[LatentStore, "object", dict]:
                             "another embedding?); rebuild with `pcae embed --force`")
     try:
         store.check_ids()
-        if not infos.get("fingerprints"):  # a folder from before them: compare a few stored vectors
-            _check_flat_rows(folder, store, index, infos["metric"])
+        _check_flat_rows(folder, store, index, infos["metric"])  # a few stored vectors, also for old folders
     except PcaeError:
         store.close()
         raise

@@ -195,6 +195,12 @@ class PortraitSpec:
 
         if self.facenet_weights not in (None, "random", *PRETRAINED_FILES):  # a file, as FaceNet stores it
             object.__setattr__(self, "facenet_weights", str(Path(self.facenet_weights).expanduser().resolve()))
+        if self.max_photos is not None and not (isinstance(self.max_photos, int) and self.max_photos >= 1):
+            raise PcaeError(f"--max-photos must be >= 1, got {self.max_photos!r}")
+        if self.facenet_crop_size is not None and not (isinstance(self.facenet_crop_size, int)
+                                                       and self.facenet_crop_size >= 75):
+            raise PcaeError(f"--facenet-crop-size must be >= 75 (InceptionResnetV1's smallest input), got "
+                            f"{self.facenet_crop_size!r}")
         if self.encoder not in FACE_ENCODERS:
             raise PcaeError(f"portraits are conditioned on a face encoder: {', '.join(FACE_ENCODERS)}; "
                             f"got {self.encoder!r}")
