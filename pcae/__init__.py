@@ -2,7 +2,8 @@
 
 The layout, one concern per module (the README's "Python API" table says the same):
     pixelcnn, sampling       the model and its samplers
-    config, train            every training option (torch-free); the generic loop, in stages
+    config, train, resume    every training option (torch-free); the generic loop, in stages;
+                             what a resumed run keeps
     kinds                    the one table of model kinds: checkpoint -> task / model
     pixelcnn_task, autoencoder, portrait
                              one task per model kind, beside its model (portrait's data: faces)

@@ -487,7 +487,7 @@ class AutoencoderSpec:
     def stored(self, configs: dict) -> dict:
         """The options as a stored run has them; those of the decoder it does not have, and the
         checkpoint its encoder started from, are UNUSED (ignored when given again)."""
-        from pcae.train import UNUSED, stored_values
+        from pcae.resume import UNUSED, stored_values
 
         enc, dec = ("model", "encoder"), ("model", "decoder", "config")
         paths = {"encoder": enc + ("name",), "bottleneck": enc + ("bottleneck",),

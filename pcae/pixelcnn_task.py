@@ -179,7 +179,7 @@ class PixelCNNSpec:
         return PixelCNNTask(config, self.condition, list(dataset.classes or []))
 
     def stored(self, configs: dict) -> dict:
-        from pcae.train import stored_values
+        from pcae.resume import stored_values
 
         return stored_values(configs, {"channels": ("model", "channels"), "n_layers": ("model", "n_layers"),
                                        "kernel_size": ("model", "kernel_size"),

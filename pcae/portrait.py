@@ -59,7 +59,8 @@ from pcae.faces import (DEFAULT_FACE_SIZE, FACE_ENCODERS, Progress, build_face_e
                         default_cache_path, encoder_weights, load_embeddings, prepare_faces, sibling_caches)
 from pcae.images import save_grid
 from pcae.kinds import task_from_checkpoint
-from pcae.train import UNUSED, Task, TrainConfig, resolve_device, stored_values
+from pcae.resume import UNUSED, stored_values
+from pcae.train import Task, TrainConfig, resolve_device
 from pcae.utils import PcaeError, atomic_path
 
 RANDOM_WARNING = ("FaceNet weights are random (NOT pretrained): embeddings carry no identity, "

@@ -9,7 +9,8 @@ import pytest
 from pcae.autoencoder import AutoencoderSpec, autoencoder_spec
 from pcae.checkpoint import load_checkpoint, run_kind, save_checkpoint
 from pcae.pixelcnn_task import PixelCNNSpec
-from pcae.train import TrainConfig, options_set, train
+from pcae.resume import options_set
+from pcae.train import TrainConfig, train
 from pcae.utils import PcaeError
 
 TINY_CONFIG = dict(batch_size=8, image_size=8, eval_images=16, n_samples=2, log_every=1, judge_images=0)
@@ -96,7 +97,7 @@ def test_autoencoder_spec_routes_face_encoders_to_the_portrait_spec(tmp_path):
 
 
 def test_the_same_data_file_by_another_path_is_the_same_setting(tmp_path, monkeypatch):
-    from pcae.train import _same_setting
+    from pcae.resume import _same_setting
 
     monkeypatch.chdir(tmp_path)
     assert _same_setting("data", "h5:faces.h5", f"h5:{tmp_path / 'faces.h5'}", None)
