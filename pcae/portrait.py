@@ -61,7 +61,7 @@ from pcae.images import save_grid
 from pcae.kinds import task_from_checkpoint
 from pcae.resume import UNUSED, stored_values
 from pcae.train import Task, TrainConfig, resolve_device
-from pcae.utils import PcaeError, atomic_path
+from pcae.utils import SOFTWARE, PcaeError, atomic_path
 
 RANDOM_WARNING = ("FaceNet weights are random (NOT pretrained): embeddings carry no identity, "
                   "so the portraits and scores say nothing about the person")
@@ -530,9 +530,8 @@ def facenet_note(random_weights: bool, weights: str) -> str:
 
 
 def _pcae_png():
+    """PNG text chunks that mark a file as pcae's (what --force may replace)."""
     from PIL.PngImagePlugin import PngInfo
-
-    from pcae.utils import SOFTWARE
 
     info = PngInfo()
     info.add_text("Software", SOFTWARE)
