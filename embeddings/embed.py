@@ -413,7 +413,11 @@ def open_folder(folder) -> tuple[LatentStore, "object", dict]:
     except PcaeError:
         store.close()
         raise
-    ix.apply_search_params(index, infos.get("search_params", {}))
+    try:
+        ix.apply_search_params(index, infos.get("search_params", {}))
+    except ValueError as e:
+        store.close()
+        raise PcaeError(f"{folder / INFOS}: field 'search_params': {e}") from None
     return store, index, infos
 
 
@@ -577,6 +581,9 @@ def neighbour_images(folder, result: dict, query_image=None):
               [n["id"] for n in result["neighbours"]]
         for i in ids:
             seg = store.segment_of(i)
+            if "load" not in seg or "offset" not in seg:
+                raise PcaeError(f"{store.path}: attr 'segments' does not record how {seg['source']} was "
+                                "loaded (fields 'load', 'offset'): its images cannot be shown")
             key = json.dumps([seg["source"], seg["split"], seg["load"]], sort_keys=True)
             if key not in cache:
                 load = seg["load"]

@@ -264,6 +264,12 @@ def read_infos(path: str | os.PathLike) -> dict:
     prints = infos.get("fingerprints", {})
     if not isinstance(prints, dict) or not all(isinstance(v, str) for v in prints.values()):
         raise PcaeError(f"{path}: field 'fingerprints' must map file names to strings, got {prints!r}")
+    params = infos.get("search_params", {})
+    if not isinstance(params, dict) or not all(
+            k in SEARCH_PARAMS and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            for k, v in params.items()):
+        raise PcaeError(f"{path}: field 'search_params' must map {' or '.join(SEARCH_PARAMS)} to positive "
+                        f"integers, got {params!r:.80}")
     if infos["metric"] not in METRICS:
         raise PcaeError(f"{path}: field 'metric' must be one of {', '.join(METRICS)}, got "
                         f"{infos['metric']!r}")
@@ -324,11 +330,16 @@ def apply_search_params(index: faiss.Index, params: dict) -> None:
         _set_param(index, name, value)
 
 
+SEARCH_PARAMS = ("nprobe", "efSearch")  # what tune_search sets: IVF's lists probed, HNSW's beam width
+
+
 def _set_param(index, name, value):
-    if name == "nprobe":
-        extract_ivf(index).nprobe = int(value)
-    elif name == "efSearch":
-        _hnsw(index).hnsw.efSearch = int(value)
+    if name == "nprobe" and (ivf := extract_ivf(index)) is not None:
+        ivf.nprobe = int(value)
+    elif name == "efSearch" and (h := _hnsw(index)) is not None:
+        h.hnsw.efSearch = int(value)
+    elif name in SEARCH_PARAMS:
+        raise ValueError(f"search parameter {name!r} does not apply to a {_family(index)} index")
     else:
         raise ValueError(f"unknown search parameter {name!r}")
 

@@ -178,11 +178,17 @@ class LatentStore:
                 raise PcaeError(f"{self.path}: latents {self.latents.shape} and ids {self.ids.shape} disagree")
             if not np.issubdtype(self.latents.dtype, np.floating):
                 raise PcaeError(f"{self.path}: dataset 'latents' must hold floats, got {self.latents.dtype}")
-            for name in ("ids", "labels"):
+            for name in ("ids", "labels", "files"):
                 column = self._f[name] if name in self._f else None
-                if column is not None and not np.issubdtype(column.dtype, np.integer):
+                if column is not None and column.shape != self.ids.shape:
+                    raise PcaeError(f"{self.path}: dataset {name!r} has shape {column.shape}, the latents "
+                                    f"need {self.ids.shape}")
+                if column is not None and name != "files" and not np.issubdtype(column.dtype, np.integer):
                     raise PcaeError(f"{self.path}: dataset {name!r} must hold integers, got {column.dtype}")
+            if "files" in self._f and h5py.check_string_dtype(self._f["files"].dtype) is None:
+                raise PcaeError(f"{self.path}: dataset 'files' must hold strings, got {self._f['files'].dtype}")
             self.meta = {k: (json.loads(v) if k in _JSON_ATTRS else _plain(v)) for k, v in self._f.attrs.items()}
+            _check_meta(self.path, self.meta, self.dim)
         except (KeyError, OSError, ValueError) as e:
             self._f.close()
             raise PcaeError(f"{self.path}: not a pcae latents file ({first_line(e)})") from None
@@ -262,6 +268,58 @@ class LatentStore:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# The attrs readers rely on, with their types (absent ones are allowed: older files lack some).
+_ATTR_TYPES = {"format_version": int, "encoder": str, "encoder_config": dict, "dim": int, "checkpoint": str,
+               "checkpoint_sha256": str, "preprocessing": dict, "next_id": int, "segments": list}
+_SEGMENT_TYPES = {"source": str, "split": str, "first_id": int, "count": int, "first_row": int,
+                  "offset": int, "span": int, "load": dict, "classes": (list, type(None)),
+                  "origin": (str, type(None)), "shard": list}
+_SEGMENT_REQUIRED = ("source", "split", "first_id", "count", "first_row")  # offset, load: images shown
+_LOAD_TYPES = {"channels": (int, type(None)), "image_size": (int, type(None)), "data_root": (str, type(None))}
+
+
+def _type_names(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join("null" if k is type(None) else {"dict": "object", "list": "list", "str": "string",
+                                                       "int": "integer"}[k.__name__] for k in kinds)
+
+
+def _is(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return isinstance(value, kinds) and not (isinstance(value, bool) and int in kinds)
+
+
+def _check_meta(path: Path, meta: dict, dim: int) -> None:
+    """PcaeError naming the attr (and segment field) unless the decoded attrs have the types
+    search, append and merge rely on."""
+    for key, kind in _ATTR_TYPES.items():
+        if key in meta and not _is(meta[key], kind):
+            raise PcaeError(f"{path}: attr {key!r} must be {_type_names(kind)}, got {meta[key]!r:.60}")
+    if "dim" in meta and meta["dim"] != dim:
+        raise PcaeError(f"{path}: attr 'dim' is {meta['dim']}, the latents have {dim} columns")
+    if meta.get("next_id", 0) < 0:
+        raise PcaeError(f"{path}: attr 'next_id' must not be negative, got {meta['next_id']}")
+    for n, seg in enumerate(meta.get("segments", [])):
+        where = f"{path}: attr 'segments' entry {n}"
+        if not isinstance(seg, dict):
+            raise PcaeError(f"{where} must be an object, got {seg!r:.60}")
+        for key in _SEGMENT_REQUIRED:
+            if key not in seg:
+                raise PcaeError(f"{where} lacks field {key!r}")
+        for key, kind in _SEGMENT_TYPES.items():
+            if key in seg and not _is(seg[key], kind):
+                raise PcaeError(f"{where}: field {key!r} must be {_type_names(kind)}, got {seg[key]!r:.60}")
+        for key in ("count", "first_row", "span"):
+            if seg.get(key, 0) < 0:
+                raise PcaeError(f"{where}: field {key!r} must not be negative, got {seg[key]}")
+        for key, kind in _LOAD_TYPES.items() if "load" in seg else ():
+            if not _is(seg["load"].get(key), kind):
+                raise PcaeError(f"{where}: field 'load.{key}' must be {_type_names(kind)}, got "
+                                f"{seg['load'].get(key)!r:.60}")
+        if seg.get("classes") is not None and not all(isinstance(c, str) for c in seg["classes"]):
+            raise PcaeError(f"{where}: field 'classes' must list strings")
 
 
 def open_latents(path: str | os.PathLike) -> LatentStore:

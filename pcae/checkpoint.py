@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pcae.utils import PcaeError, atomic_path
+from pcae.utils import PcaeError, atomic_path, refuse_special
 
 FORMAT_VERSION = 1
 
@@ -119,6 +119,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, *, lazy: b
         raise PcaeError(f"{path}: no such checkpoint file")
     if path.is_dir():
         raise PcaeError(f"{path}: is a folder, expected a checkpoint file (e.g. {path / 'last.pt'})")
+    refuse_special(path, "a checkpoint file")
     checkpoint = load_torch_file(path, lazy=lazy)
     if not isinstance(checkpoint, dict) or checkpoint.get("pcae") != "checkpoint":
         raise PcaeError(f"{path}: not a pcae checkpoint (no pcae checkpoint header)")
@@ -131,6 +132,10 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, *, lazy: b
     for key in ("kind", "configs", "state_dicts"):
         if key not in checkpoint:
             raise PcaeError(f"{path}: checkpoint is missing its {key!r} entry")
+    for key, want in (("kind", str), ("configs", dict), ("state_dicts", dict)):
+        if not isinstance(checkpoint[key], want):
+            raise PcaeError(f"{path}: field {key!r} must be a {'string' if want is str else 'dict'}, got "
+                            f"{type(checkpoint[key]).__name__}")
     if kind is not None and checkpoint["kind"] != kind:
         article = "an" if str(checkpoint["kind"])[:1] in "aeiou" else "a"
         raise PcaeError(f"{path}: is {article} {checkpoint['kind']!r} checkpoint, expected {kind!r}")

@@ -56,7 +56,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from pcae.options import SPLITS, check_split
-from pcae.utils import PcaeError, atomic_path, ensure_space, first_line, refuse_existing
+from pcae.utils import PcaeError, atomic_path, ensure_space, first_line, refuse_existing, refuse_special
 
 TEST_EVERY = 10                       # ~1 in 10 items of a folder / split-less HDF5 go to test
 IN_MEMORY_LIMIT = 2 * 1024 ** 3       # bytes of converted uint8 images kept in memory
@@ -426,6 +426,7 @@ def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Spli
     import h5py
 
     path = Path(arg).expanduser()
+    refuse_special(path, "an HDF5 file")
     if not path.is_file():
         raise PcaeError(f"{path}: file not found")
     if not h5py.is_hdf5(path):

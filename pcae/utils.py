@@ -88,6 +88,13 @@ def is_disk_full(error: BaseException, folder=None) -> bool:
     return False
 
 
+def refuse_special(path: Path, what: str) -> None:
+    """PcaeError when `path` is a pipe, socket or device: reading one would block on a writer
+    that never comes or never end (/dev/zero); a missing path or a folder is the caller's to say."""
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise PcaeError(f"{path}: is not a regular file (a pipe, socket or device), expected {what}")
+
+
 def open_image(path, mode: str | None = None, what: str = "image"):
     """An image file, decoded, as a PIL image (converted to `mode` if given). Every way a file can
     fail is one PcaeError naming it: missing, a folder, not an image or truncated, and more pixels
@@ -104,6 +111,7 @@ def open_image(path, mode: str | None = None, what: str = "image"):
         raise PcaeError(f"{path}: is a folder, expected {'an' if what[0] in 'aeiou' else 'a'} {what}")
     if not path.exists():
         raise PcaeError(f"{path} does not exist")
+    refuse_special(path, f"{'an' if what[0] in 'aeiou' else 'a'} {what}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

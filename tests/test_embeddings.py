@@ -4,6 +4,7 @@ vectors made here; CLI tests embed a few dozen images of a folder made in the te
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import faiss
@@ -645,6 +646,51 @@ def test_duplicate_ids_float_latents_and_overlapping_merges_are_refused(onehot_f
     fails(run("index", "merge", a, b, "--out", tmp_path / "m"), "both hold id 0")
     assert not (tmp_path / "m").exists()
     shutil.rmtree(b)
+
+
+def _replace(f, name, data):
+    if name in f:
+        del f[name]
+    f.create_dataset(name, data=data)
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda f, infos: _replace(f, "labels", np.zeros(2, np.int64)), "dataset 'labels' has shape (2,), the latents need"),
+    (lambda f, infos: _replace(f, "labels", np.zeros((20, 2), np.int64)), "dataset 'labels' has shape (20, 2)"),
+    (lambda f, infos: _replace(f, "files", np.array([b"a.png"] * 3)), "dataset 'files' has shape (3,)"),
+    (lambda f, infos: _replace(f, "files", np.zeros(len(f["ids"]))), "dataset 'files' must hold strings"),
+    (lambda f, infos: f.attrs.__setitem__("segments", "[1, 2]"), "attr 'segments' entry 0 must be an object"),
+    (lambda f, infos: f.attrs.__setitem__("segments", '[{"source": "x"}]'), "entry 0 lacks field 'split'"),
+    (lambda f, infos: f.attrs.__setitem__("encoder_config", "[]"), "attr 'encoder_config' must be object"),
+    (lambda f, infos: f.attrs.__setitem__("dim", 99), "attr 'dim' is 99, the latents have"),
+    (lambda f, infos: infos.__setitem__("search_params", {"nprobe": "many"}), "field 'search_params' must map"),
+    (lambda f, infos: infos.__setitem__("search_params", [1]), "field 'search_params' must map"),
+    (lambda f, infos: infos.__setitem__("search_params", {"nprobe": 4}), "'nprobe' does not apply to a Flat"),
+])
+def test_malformed_latents_columns_attrs_and_search_params_are_one_line(onehot_folder, damage, words):
+    """Every reader (search, describe, append, merge) opens a folder through one check of the
+    columns' shapes and the attrs' and infos' types: a damaged folder is one line naming the field."""
+    import h5py
+
+    from embeddings.store import file_fingerprint
+
+    infos = json.loads((onehot_folder / INFOS).read_text())
+    with h5py.File(onehot_folder / LATENTS, "r+") as f:
+        damage(f, infos)
+    infos["fingerprints"][LATENTS] = file_fingerprint(onehot_folder / LATENTS)  # damage made "in place"
+    (onehot_folder / INFOS).write_text(json.dumps(infos))
+    for args in (("search", onehot_folder, "id:3"), ("index", "describe", onehot_folder)):
+        fails(run(*args), words)
+
+
+def test_pipes_and_devices_are_refused_not_read(tmp_path):
+    """A FIFO given as a checkpoint or a photo would block forever, /dev/zero would never end."""
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    fails(run("evaluate", fifo), "is not a regular file (a pipe, socket or device)")
+    fails(run("evaluate", "/dev/zero"), "is not a regular file")
+    fails(run("sample", fifo, "--out", tmp_path / "s.png"), "is not a regular file")
+    fails(run("data", "info", f"h5:{fifo}"), "is not a regular file")
 
 
 def test_a_diverged_checkpoint_is_refused_before_it_is_used(tmp_path, image_folder, conv_checkpoint):
