@@ -129,10 +129,9 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, *, lazy: b
     if version > FORMAT_VERSION:
         raise PcaeError(f"{path}: checkpoint format {version} is newer than this pcae reads "
                         f"({FORMAT_VERSION}); upgrade pcae")
-    for key in ("kind", "configs", "state_dicts"):
+    for key, want in (("kind", str), ("configs", dict), ("state_dicts", dict)):
         if key not in checkpoint:
             raise PcaeError(f"{path}: checkpoint is missing its {key!r} entry")
-    for key, want in (("kind", str), ("configs", dict), ("state_dicts", dict)):
         if not isinstance(checkpoint[key], want):
             raise PcaeError(f"{path}: field {key!r} must be a {'string' if want is str else 'dict'}, got "
                             f"{type(checkpoint[key]).__name__}")

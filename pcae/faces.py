@@ -260,7 +260,7 @@ def _cache_attrs(path: Path) -> dict | None:
 
     if not path.exists():
         return None
-    if path.is_dir() or not path.is_file() or not h5py.is_hdf5(path):
+    if not path.is_file() or not h5py.is_hdf5(path):  # a folder, a pipe or a device too
         raise PcaeError(f"{path}: exists and is not a pcae face cache; pass another --cache or remove it")
     try:
         with h5py.File(path, "r") as f:

@@ -107,11 +107,12 @@ def open_image(path, mode: str | None = None, what: str = "image"):
     from PIL import Image
 
     path = Path(path)
+    expected = f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
     if path.is_dir():
-        raise PcaeError(f"{path}: is a folder, expected {'an' if what[0] in 'aeiou' else 'a'} {what}")
+        raise PcaeError(f"{path}: is a folder, expected {expected}")
     if not path.exists():
         raise PcaeError(f"{path} does not exist")
-    refuse_special(path, f"{'an' if what[0] in 'aeiou' else 'a'} {what}")
+    refuse_special(path, expected)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
