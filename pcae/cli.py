@@ -343,6 +343,12 @@ def _run_training(config, spec, resume: bool, force: bool, given: set[str]):
 
     try:
         result = train(config, spec, resume=resume, force=force, callback=callback, given=given)
+    except KeyboardInterrupt:  # after the steps (final evaluation, samples): last.pt is written
+        last = Path(config.out) / "last.pt"
+        if last.is_file():
+            raise Interrupted(f"interrupted: the last checkpoint is {last}; finish the run with "
+                              f"--resume --out {config.out}") from None
+        raise
     finally:
         if state.get("shown"):
             bar.stop()

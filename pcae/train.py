@@ -45,10 +45,11 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Protocol
@@ -438,27 +439,85 @@ def write_json(data: dict, path: str | os.PathLike) -> Path:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The rows of a metrics.jsonl file; a torn last line (a killed run) is dropped."""
+    """The rows of a metrics.jsonl file: pcae's rows only (a JSON object with an integer "step");
+    a torn last line (a killed run) and lines of anything else are dropped."""
     rows = []
     path = Path(path)
     if path.exists():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
+                rows.append(row)
     return rows
 
 
+REPLACED_PREFIX = ".pcae-replaced."  # a run that --force is replacing, kept until the new run's last.pt
+_LOG_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (new|resumed) run in ")
+
+
+def run_paths(out: Path) -> list[Path]:
+    """The paths in a run folder that a pcae run writes (those that exist, links included)."""
+    paths = [out / name for name in RUN_OUTPUTS]
+    if (out / SAMPLES_DIR).is_dir():
+        paths += sorted((out / SAMPLES_DIR).glob("step_*.png"))
+    return [p for p in paths if p.exists() or p.is_symlink()]
+
+
+def run_file_is_ours(path: Path) -> bool:
+    """Whether a file of a run folder (`run_paths`) is the one pcae wrote there, by its content:
+    train.log starts with pcae's "new run in" line, metrics.jsonl holds only pcae rows, summary.json
+    is a run summary, the .pt files carry the pcae checkpoint header, the PNGs pcae's Software chunk.
+    A link, or anything else under those names, is the user's: --force never replaces it."""
+    from pcae.utils import written_by_pcae
+
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        if path.name == "train.log":
+            with open(path, "rb") as f:
+                return bool(_LOG_START.match(f.readline(4096).decode("utf-8", "replace")))
+        if path.name == "metrics.jsonl":
+            lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+            return len(read_metrics(path)) >= len(lines) - 1  # a torn last line is pcae's too
+        if path.name == "summary.json":
+            summary = json.loads(path.read_text())
+            return isinstance(summary, dict) and {"kind", "config", "steps"} <= summary.keys()
+        if path.suffix == ".pt":
+            from pcae.checkpoint import load_torch_file
+
+            checkpoint = load_torch_file(path, lazy=True)
+            return isinstance(checkpoint, dict) and checkpoint.get("pcae") == "checkpoint"
+        return path.suffix == ".png" and written_by_pcae(path)
+    except (OSError, ValueError, PcaeError):
+        return False
+
+
+def _refuse_foreign(out: Path, why: str) -> None:
+    foreign = [p for p in run_paths(out) if not run_file_is_ours(p)]
+    if foreign:
+        kind = "a link" if foreign[0].is_symlink() else "not a file pcae wrote"
+        raise PcaeError(f"{foreign[0]}: is {kind}; {why} (move it away, or choose another --out)")
+
+
 def prepare_out(out: Path, resume: bool, force: bool) -> None:
-    """Refuse to overwrite a run folder unless told: --resume continues it, --force replaces it."""
+    """Refuse to overwrite a run folder unless told: --resume continues it, --force replaces it
+    (pcae's own files of it only: `run_file_is_ours`). Nothing is written here, except that a run
+    that a killed --force run was replacing is put back first (`restore_replaced`)."""
     if resume and force:
         raise ValueError("resume and force exclude each other")
     if out.exists() and not out.is_dir():
         raise PcaeError(f"{out}: exists and is not a folder")
+    restore_replaced(out)
     if resume:
         if not (out / "last.pt").exists():
             raise PcaeError(f"{out}: nothing to resume (no last.pt in it)")
+        log = out / "train.log"
+        if log.is_symlink() or (log.exists() and not log.is_file()):
+            raise PcaeError(f"{log}: is a link or not a file; --resume appends to pcae's own log only "
+                            "(replace it with a copy, or move it away)")
         return
     if out.exists() and any(out.iterdir()):
         if failed_start(out):
@@ -468,36 +527,92 @@ def prepare_out(out: Path, resume: bool, force: bool) -> None:
                             "replace it")
         if not any((out / name).exists() for name in RUN_FILES):
             raise PcaeError(f"{out}: does not look like a pcae run folder; refusing to replace it")
+        _refuse_foreign(out, "--force replaces only pcae's own outputs")
 
 
 def failed_start(out: Path) -> bool:
     """A folder that a run which failed before its first checkpoint left behind: nothing in it but
-    pcae's logs (train.log, metrics.jsonl, samples) and pcae's temp files, and no checkpoint or
-    summary. A new run replaces it without --force (nothing there can be resumed or lost)."""
+    pcae's own logs (train.log, metrics.jsonl, samples, by content: `run_file_is_ours`) and pcae's
+    temp files, and no checkpoint or summary. A new run replaces it without --force (nothing there
+    can be resumed or lost)."""
     if not out.is_dir() or any((out / name).exists() for name in ("last.pt", "best.pt", "summary.json")):
         return False
     entries = list(out.iterdir())
-    ours = lambda e: (e.name in RUN_OUTPUTS and e.is_file()) or (e.name.startswith(".") and e.name.endswith(".tmp")) \
-        or (e.name == SAMPLES_DIR and e.is_dir() and all(p.name.startswith("step_") for p in e.iterdir()))
+    ours = lambda e: (e.name in RUN_OUTPUTS and run_file_is_ours(e)) \
+        or (e.name.startswith(".") and e.name.endswith(".tmp") and e.is_file() and not e.is_symlink()) \
+        or (e.name == SAMPLES_DIR and e.is_dir() and not e.is_symlink()
+            and all(p.name.startswith("step_") and run_file_is_ours(p) for p in e.iterdir()))
     return bool(entries) and all(ours(e) for e in entries) and (out / "train.log").is_file()
 
 
 def clear_run(out: Path) -> None:
-    """Remove what a pcae run wrote into `out` (RUN_OUTPUTS, samples/step_*.png, pcae's temp files)
-    and nothing else: files a user keeps in a run folder survive --force."""
+    """Remove what a pcae run wrote into `out` (`run_paths` that are pcae's by content, pcae's temp
+    files) and nothing else: files a user keeps in a run folder survive --force."""
     from pcae.utils import clean_stale_temps
 
-    for name in RUN_OUTPUTS:
-        path = out / name
-        if path.is_file() or path.is_symlink():
+    for path in run_paths(out):
+        if run_file_is_ours(path):
             path.unlink()
-    samples = out / SAMPLES_DIR
-    if samples.is_dir():
-        for png in samples.glob("step_*.png"):
-            png.unlink()
-        if not any(samples.iterdir()):
-            samples.rmdir()
+    _remove_if_empty(out / SAMPLES_DIR)
     clean_stale_temps(out)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def set_aside(out: Path) -> Path:
+    """Move the pcae run in `out` (its own files) into a hidden folder in it, REPLACED_PREFIX + pid:
+    --force keeps the run it replaces until the new run has written its first last.pt, so that a new
+    run that fails, is stopped or is killed before then loses nothing (`restore_replaced`)."""
+    import tempfile
+
+    from pcae.utils import writer_tag
+
+    aside = Path(tempfile.mkdtemp(dir=out, prefix=f"{REPLACED_PREFIX}{writer_tag()}."))
+    for path in run_paths(out):
+        if run_file_is_ours(path):
+            target = aside / path.relative_to(out)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(path, target)
+    _remove_if_empty(out / SAMPLES_DIR)
+    return aside
+
+
+def put_back(out: Path, aside: Path) -> None:
+    """Undo `set_aside`: the new run's own files go, the kept run's come back."""
+    clear_run(out)
+    for path in sorted(aside.rglob("*")):
+        if path.is_file():
+            target = out / path.relative_to(aside)
+            target.parent.mkdir(exist_ok=True)
+            os.replace(path, target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def restore_replaced(out: Path) -> bool:
+    """After a --force run was killed (SIGKILL: it could not clean up): put back the run it was
+    replacing when it had not written a last.pt yet, else drop the kept one. Returns True when a
+    run was put back."""
+    from pcae.utils import _pid_alive, _temp_pid
+
+    restored = False
+    try:
+        kept = [p for p in out.iterdir() if p.name.startswith(REPLACED_PREFIX) and p.is_dir()
+                and not p.is_symlink()]
+    except OSError:
+        return False
+    for aside in kept:
+        pid = _temp_pid(aside.name)
+        if pid is None or _pid_alive(pid):
+            continue
+        if (out / "last.pt").exists() or restored:
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            put_back(out, aside)
+            restored = True
+    return restored
 
 
 class _Interrupt:
@@ -641,6 +756,8 @@ class _Run:
         self.log.setLevel(logging.INFO)
         self.state = RunState()
         self.last_grid = None  # (step, path) of the newest sample grid
+        self.holds = ExitStack()  # the run folder's lock
+        self.replaced = None  # where the run that --force replaces waits (`set_aside`)
 
     # -- setup, stage by stage ------------------------------------------------------------------
 
@@ -652,8 +769,8 @@ class _Run:
             self._prepare()
         self._open_data()
         self._make_task(checkpoint)
+        self._make_optimizer()  # its data checks too come before anything in the folder changes
         self._open_folder(resumed=checkpoint is not None)  # the first write
-        self._make_optimizer()
         if checkpoint:
             self._restore(checkpoint)
         self._make_objective()
@@ -716,11 +833,17 @@ class _Run:
     def _open_folder(self, resumed: bool):
         """The run folder and train.log. Nothing is written before this, so a run that cannot
         start leaves no folder behind."""
+        from pcae.utils import folder_lock
+
         dist, config, task = self.dist, self.config, self.task
         if dist.main:
-            if self.out.exists() and (self.force or failed_start(self.out)):
+            # held until the run ends: a second run into this folder stops at once
+            self.holds.enter_context(folder_lock(self.out, "run folder"))
+            prepare_out(self.out, self.resume, self.force)  # again under the lock: another run may have written
+            if not resumed and failed_start(self.out):
                 clear_run(self.out)
-            self.out.mkdir(parents=True, exist_ok=True)
+            elif self.force and run_paths(self.out):
+                self.replaced = set_aside(self.out)  # back in place if this run ends before its last.pt
             handler = logging.FileHandler(self.out / "train.log")
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
             self.log.addHandler(handler)
@@ -884,6 +1007,9 @@ class _Run:
         path = save_checkpoint(checkpoint, self.out / name)
         if name == "last.pt":
             self.state.last_checkpoint_step = self.state.step
+            if self.replaced is not None:  # the new run can be resumed now: the old one goes
+                shutil.rmtree(self.replaced, ignore_errors=True)
+                self.replaced = None
         self.log.info("step %d: saved %s", self.state.step, path)
         self.callback("checkpoint", {"step": self.state.step, "path": str(path)})
 
@@ -943,10 +1069,20 @@ class _Run:
         try:
             self._setup()
             return self._loop()
+        except BaseException:
+            if self.replaced is not None:  # ended before its first last.pt: the old run comes back
+                self._close_log()
+                put_back(self.out, self.replaced)
+                self.replaced = None
+            raise
         finally:
-            for handler in list(self.log.handlers):
-                handler.close()
-                self.log.removeHandler(handler)
+            self._close_log()
+            self.holds.close()
+
+    def _close_log(self):
+        for handler in list(self.log.handlers):
+            handler.close()
+            self.log.removeHandler(handler)
 
     def _loop(self) -> TrainResult:
         config, dist, task, state = self.config, self.dist, self.task, self.state

@@ -137,12 +137,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _host_tag() -> str:
+    """8 hex digits naming this machine: a pid means something only on the host that wrote it."""
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def writer_tag() -> str:
+    """What pcae's temp names carry to say who writes them: `pid{pid}-{host}`."""
+    return f"pid{os.getpid()}-{_host_tag()}"
+
+
 def _temp_pid(name: str) -> int | None:
-    """The writer's pid in a pcae temp name `.{target}.{pid}.{random}...`, or None."""
+    """The writer's pid in a pcae temp name `.{target}.pid{pid}-{host}.{random}...` written on
+    this machine (or in the older `pid{pid}` form), or None: another machine's temp files in a
+    shared folder are never taken for a dead writer's."""
     parts = name.split(".")
     for part in parts[2:]:
-        if part.startswith("pid") and part[3:].isdigit():
-            return int(part[3:])
+        pid, _, host = part.partition("-")
+        if pid.startswith("pid") and pid[3:].isdigit() and host in ("", _host_tag()):
+            return int(pid[3:])
     return None
 
 
@@ -185,7 +201,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         raise PcaeError(f"{path}: is a folder, a file was expected")
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path.parent)  # any killed pcae writer's, not only this file's
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.pid{os.getpid()}.",
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{writer_tag()}.",
                                suffix=suffix + ".tmp")
     os.close(fd)
     try:
@@ -258,6 +274,41 @@ def refuse_existing(path: str | os.PathLike | None, force: bool) -> None:
                         "outputs (remove it yourself, or choose another path)")
 
 
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "folder"):
+    """Hold `folder` (made if missing) for one pcae writer for the length of the block: a second
+    pcae command writing the same folder meanwhile stops at once with a one-line PcaeError
+    instead of mixing its files with this one's. The lock is the kernel's (flock on the folder),
+    so it goes with the process, however that ends: a killed writer leaves no stale lock.
+
+    The folders this call made are removed again when the block fails and leaves them empty."""
+    import fcntl
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PcaeError(f"{folder}: exists and is not a folder")
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # innermost first
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PcaeError(f"{folder}: another pcae command is writing this {what} now; wait for it "
+                            "to end (or stop it), then rerun") from None
+        try:
+            yield folder
+        except BaseException:
+            for made in created:
+                try:
+                    made.rmdir()  # only when empty
+                except OSError:
+                    break
+            raise
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------------------------------------
 # Several files that must change together (a latents folder: latents, index, infos)
 
@@ -283,7 +334,7 @@ def atomic_files(folder: str | os.PathLike, names: list[str]):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     recover_files(folder)
-    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f"{STAGING_PREFIX}pid{os.getpid()}."))
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f"{STAGING_PREFIX}{writer_tag()}."))
     try:
         yield {name: staging / name for name in names}
         for name in names:

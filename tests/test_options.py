@@ -210,7 +210,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_is_retried_without_force(
 
     out = tmp_path / "run"
     out.mkdir()
-    (out / "train.log").write_text("2026-12-02 new run ...\n")
+    (out / "train.log").write_text(f"2026-12-02 10:00:00 new run in {out} (rank 0 of 1, device cpu)\n")
     (out / "metrics.jsonl").write_text("")
     import subprocess
     dead = subprocess.Popen(["true"])
@@ -221,7 +221,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_is_retried_without_force(
     code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", out, *TINY)
     assert code == 0, err
     assert (out / "last.pt").is_file() and not stale.exists()
-    assert "2026-12-02 new run ..." not in (out / "train.log").read_text()
+    assert "2026-12-02 10:00:00 new run" not in (out / "train.log").read_text()
     # anything else in the folder (a user's file, a checkpoint) still needs --force / --resume
     assert not failed_start(out)
     user = tmp_path / "kept"

@@ -256,6 +256,7 @@ def test_ctrl_c_after_the_last_step_is_not_ignored(where, tmp_path, monkeypatch,
     code, _, err = run_pcae(monkeypatch, capsys, *args)
     assert code == 130, err
     assert "interrupted" in err and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert f"{out / 'last.pt'}" in err and "--resume" in err  # where the run is, how to finish it
     assert load_checkpoint(out / "last.pt")["step"] == 3 and not (out / "summary.json").exists()
     code, _, err = run_pcae(monkeypatch, capsys, *args, "--resume")
     assert code == 0, err
@@ -482,3 +483,74 @@ def test_evaluate_on_other_data_names_its_classes(tmp_path, monkeypatch, capsys)
     code, stdout, err = run_pcae(monkeypatch, capsys, "evaluate", out / "last.pt", "--data", f"h5:{other}")
     assert code == 0, err
     assert set(json.loads(stdout)["bpd_per_class"]) == {"circle", "square"}
+
+
+def test_force_replaces_only_pcae_files_and_keeps_the_old_run_until_the_new_one_checkpoints(
+        tmp_path, monkeypatch, capsys):
+    """Audit: --force deleted the old run before a later check failed, or when the new run was
+    killed; took over a user's train.log; wrote through a linked log; a second run mixed into it."""
+    import pcae.train as T
+    from pcae.utils import folder_lock
+
+    out = tmp_path / "run"
+    args = ["train", "--out", out, *TINY, "--steps", "2"]
+    assert run_pcae(monkeypatch, capsys, *args)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def intact():
+        return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+    # a check that fails after the data is read (more than the data in one batch) changes nothing
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--force", "--batch-size", "100000")
+    assert code == 1 and "lower --batch-size" in err and intact()
+    # a failure after the folder is opened (here: choosing the precision) puts the old run back
+    monkeypatch.setattr(T._Run, "_make_objective", lambda self: (_ for _ in ()).throw(T.PcaeError("boom")))
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--force")
+    assert code == 1 and "boom" in err and intact() and not list(out.glob(".pcae-replaced.*"))
+    monkeypatch.undo()
+    # killed (SIGKILL) before its first last.pt: the run it was replacing comes back on the next one
+    aside = T.set_aside(out)
+    (out / "train.log").write_text("2026-01-01 00:00:00 new run in x\n")  # the killed run's
+    os.rename(aside, out / ".pcae-replaced.pid999999999.x")
+    code, _, err = run_pcae(monkeypatch, capsys, *args)
+    assert code == 1 and "already exists" in err and intact()
+
+    # a second command writing the folder stops at once, naming it
+    with folder_lock(out, "run folder"):
+        code, _, err = run_pcae(monkeypatch, capsys, *args, "--force")
+    assert code == 1 and "another pcae command is writing" in err and intact()
+
+    # under pcae's names, a file pcae did not write (or a link) is the user's: refused, kept
+    log = out / "train.log"
+    log.write_text("my own notes\n")
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--force")
+    assert code == 1 and "train.log: is not a file pcae wrote" in err
+    assert log.read_text() == "my own notes\n"
+    target = tmp_path / "elsewhere.log"
+    target.write_text("keep\n")
+    log.unlink()
+    log.symlink_to(target)
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--steps", "3", "--resume")
+    assert code == 1 and "is a link" in err and target.read_text() == "keep\n"
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--force")
+    assert code == 1 and "is a link" in err and target.read_text() == "keep\n"
+
+    # a folder holding only a user's train.log / metrics.jsonl is not a failed pcae start
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "train.log").write_text("my experiment log\n")
+    (mine / "metrics.jsonl").write_text('{"loss": 1}\n')
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", mine, *TINY, "--steps", "1")
+    assert code == 1 and "already exists" in err
+    assert (mine / "train.log").read_text() == "my experiment log\n"
+
+
+def test_resume_skips_metrics_rows_that_are_not_pcae_s(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--out", out, *TINY, "--steps", "2"]
+    assert run_pcae(monkeypatch, capsys, *args)[0] == 0
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"note": "no step"}\n[1, 2]\n{"step": "3"}\n')
+    code, _, err = run_pcae(monkeypatch, capsys, *args[:-1], "3", "--resume")
+    assert code == 0, err
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"] == [1, 2, 3]
