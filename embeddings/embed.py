@@ -35,7 +35,7 @@ import numpy as np
 
 from embeddings import index as ix
 from embeddings.store import LatentStore, LatentWriter, file_fingerprint, file_sha256, open_latents
-from pcae.utils import SOFTWARE, PcaeError, atomic_files, atomic_path, recover_files
+from pcae.utils import SOFTWARE, PcaeError, atomic_files, atomic_path, folder_lock, recover_files
 
 LATENTS, INDEX, INFOS = "latents.h5", "index.faiss", "index_infos.json"
 TRAIN_SEED = 0
@@ -241,92 +241,93 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
     out = Path(out)
     if shard:
         out = out / f"part-{shard[0]}-of-{shard[1]}"
-    old = _existing(out, append, force)
-    if old and metric is not None and metric != old["infos"]["metric"]:
-        raise PcaeError(f"{out}: the index uses metric {old['infos']['metric']}, not {metric}")
-    if old and index_string is not None and index_string != old["infos"]["index_string"]:
-        raise PcaeError(f"{out}: the index is {old['infos']['index_string']!r}, not {index_string!r}")
-    metric = metric or (old["infos"]["metric"] if old else "l2")
-    if metric not in ix.METRICS:
-        raise PcaeError(f"--metric must be one of {', '.join(ix.METRICS)}, got {metric!r}")
+    with folder_lock(out, "latents folder"):  # one writer at a time, from the first read to the commit
+        old = _existing(out, append, force)
+        if old and metric is not None and metric != old["infos"]["metric"]:
+            raise PcaeError(f"{out}: the index uses metric {old['infos']['metric']}, not {metric}")
+        if old and index_string is not None and index_string != old["infos"]["index_string"]:
+            raise PcaeError(f"{out}: the index is {old['infos']['index_string']!r}, not {index_string!r}")
+        metric = metric or (old["infos"]["metric"] if old else "l2")
+        if metric not in ix.METRICS:
+            raise PcaeError(f"--metric must be one of {', '.join(ix.METRICS)}, got {metric!r}")
 
-    chosen = embed_inputs(encoder, checkpoint, source, data_root)
-    checkpoint, source, data_root = chosen.checkpoint, chosen.source, chosen.data_root
-    # onehot needs the number of classes before the data is opened with the encoder's options
-    probe = load_dataset(source, split, data_root=data_root) if encoder == "onehot" and checkpoint is None else None
-    enc, meta = open_encoder(encoder, checkpoint, probe.num_classes if probe else 0, facenet_weights)
-    if old:
-        _check_same_encoder(out, old["meta"], meta, enc.dim)
-    if index_string is not None:
-        try:
-            ix.create_index(enc.dim, index_string, metric)
-        except ValueError as e:
-            raise PcaeError(f"--index: {e}") from None
-    options = _data_options(enc)
-    ds = probe if probe is not None and options["channels"] is None else \
-        load_dataset(source, split, data_root=data_root, **options)
-    n_all = len(ds) if limit is None else min(limit, len(ds))
-    lo, hi = (shard[0] * n_all // shard[1], (shard[0] + 1) * n_all // shard[1]) if shard else (0, n_all)
-    rows = np.arange(lo, hi)
-    first_id = old["next_id"] if old else 0
-    segment = {"source": source, "split": split, "origin": ds.info.get("origin"), "offset": first_id,
-               "first_id": first_id + lo, "count": 0, "first_row": old["count"] if old else 0,
-               "load": {**options, "data_root": None if data_root is None else str(data_root)},
-               "classes": ds.classes}
-    if shard:
-        segment["shard"] = list(shard)
-
-    out.mkdir(parents=True, exist_ok=True)
-    t0, skipped = time.perf_counter(), 0
-    with atomic_files(out, [LATENTS, INDEX, INFOS]) as tmp:  # all three replaced together
-        tmp_latents, tmp_index, tmp_infos = tmp[LATENTS], tmp[INDEX], tmp[INFOS]
-        segments = (old["meta"].get("segments", []) if old else []) + [segment]
-        with LatentWriter(tmp_latents, enc.dim, {**meta, "segments": segments},
-                          base=out / LATENTS if old else None) as writer:
-            done = 0
-            for r, images, labels in _batches(ds, rows, batch_size):
-                z, keep = _encode(enc, images, labels)
-                files = [ds.files[i] for i in r[keep]] if ds.files is not None else None
-                writer.append(z, r[keep] + first_id, labels.numpy()[keep], files)
-                skipped += int((~keep).sum())
-                done += len(r)
-                if progress:
-                    progress(done, len(rows))
-            segment["count"] = len(writer) - segment["first_row"]
-            segment["span"] = len(rows)  # ids first_id .. first_id + span - 1 (skipped ones included)
-            writer.set_attr("segments", segments)
-            writer.set_attr("next_id", int(first_id + n_all if not shard else first_id + hi))
-        embed_time = time.perf_counter() - t0
-
-        with LatentStore(tmp_latents) as store:
-            if len(store) == 0:
-                raise PcaeError(f"no latents: {source} ({split}) gave no item the {meta['encoder']} encoder could embed")
-            if old:
-                index = ix.load_index(out / INDEX)
-                ix.check_compatible(index, store.dim, metric, old["infos"])
-                t1 = time.perf_counter()
-                ix.add_vectors(index, store.latents, metric, start=old["count"])
-                infos = {**old["infos"], "count": int(index.ntotal),
-                         "build_time_s": round(old["infos"].get("build_time_s", 0) + time.perf_counter() - t1, 3),
-                         **ix.measure_recall(index, store.latents, metric)}
-            else:
-                train = None
-                if shard:  # every shard trains on one common sample of the whole split
-                    index_string = index_string or ix.default_index_string(n_all, flat_max)
-                    train = _common_train_sample(enc, ds, n_all, index_string, metric, batch_size)
-                index, infos = ix.build_index(store.latents, index_string, metric, flat_max=flat_max,
-                                              train_vectors=train, seed=TRAIN_SEED)
-        infos.update(bytes=_write_index(index, tmp_index),
-                     encoder=meta["encoder"], checkpoint=meta["checkpoint"],
-                     checkpoint_sha256=meta["checkpoint_sha256"], embed_time_s=round(embed_time, 3),
-                     images_per_s=round(len(rows) / max(embed_time, 1e-9), 1),
-                     skipped=skipped + (old["infos"].get("skipped", 0) if old else 0),
-                     faiss_version=infos["faiss_version"])
+        chosen = embed_inputs(encoder, checkpoint, source, data_root)
+        checkpoint, source, data_root = chosen.checkpoint, chosen.source, chosen.data_root
+        # onehot needs the number of classes before the data is opened with the encoder's options
+        probe = load_dataset(source, split, data_root=data_root) if encoder == "onehot" and checkpoint is None else None
+        enc, meta = open_encoder(encoder, checkpoint, probe.num_classes if probe else 0, facenet_weights)
+        if old:
+            _check_same_encoder(out, old["meta"], meta, enc.dim)
+        if index_string is not None:
+            try:
+                ix.create_index(enc.dim, index_string, metric)
+            except ValueError as e:
+                raise PcaeError(f"--index: {e}") from None
+        options = _data_options(enc)
+        ds = probe if probe is not None and options["channels"] is None else \
+            load_dataset(source, split, data_root=data_root, **options)
+        n_all = len(ds) if limit is None else min(limit, len(ds))
+        lo, hi = (shard[0] * n_all // shard[1], (shard[0] + 1) * n_all // shard[1]) if shard else (0, n_all)
+        rows = np.arange(lo, hi)
+        first_id = old["next_id"] if old else 0
+        segment = {"source": source, "split": split, "origin": ds.info.get("origin"), "offset": first_id,
+                   "first_id": first_id + lo, "count": 0, "first_row": old["count"] if old else 0,
+                   "load": {**options, "data_root": None if data_root is None else str(data_root)},
+                   "classes": ds.classes}
         if shard:
-            infos["shard"] = list(shard)
-        infos["fingerprints"] = _fingerprints(tmp)
-        tmp_infos.write_text(json.dumps(infos, indent=2) + "\n")
-    return {**infos, "out": str(out), "random_weights": bool(meta["preprocessing"].get("random_weights"))}
+            segment["shard"] = list(shard)
+
+        out.mkdir(parents=True, exist_ok=True)
+        t0, skipped = time.perf_counter(), 0
+        with atomic_files(out, [LATENTS, INDEX, INFOS]) as tmp:  # all three replaced together
+            tmp_latents, tmp_index, tmp_infos = tmp[LATENTS], tmp[INDEX], tmp[INFOS]
+            segments = (old["meta"].get("segments", []) if old else []) + [segment]
+            with LatentWriter(tmp_latents, enc.dim, {**meta, "segments": segments},
+                              base=out / LATENTS if old else None) as writer:
+                done = 0
+                for r, images, labels in _batches(ds, rows, batch_size):
+                    z, keep = _encode(enc, images, labels)
+                    files = [ds.files[i] for i in r[keep]] if ds.files is not None else None
+                    writer.append(z, r[keep] + first_id, labels.numpy()[keep], files)
+                    skipped += int((~keep).sum())
+                    done += len(r)
+                    if progress:
+                        progress(done, len(rows))
+                segment["count"] = len(writer) - segment["first_row"]
+                segment["span"] = len(rows)  # ids first_id .. first_id + span - 1 (skipped ones included)
+                writer.set_attr("segments", segments)
+                writer.set_attr("next_id", int(first_id + n_all if not shard else first_id + hi))
+            embed_time = time.perf_counter() - t0
+
+            with LatentStore(tmp_latents) as store:
+                if len(store) == 0:
+                    raise PcaeError(f"no latents: {source} ({split}) gave no item the {meta['encoder']} encoder could embed")
+                if old:
+                    index = ix.load_index(out / INDEX)
+                    ix.check_compatible(index, store.dim, metric, old["infos"])
+                    t1 = time.perf_counter()
+                    ix.add_vectors(index, store.latents, metric, start=old["count"])
+                    infos = {**old["infos"], "count": int(index.ntotal),
+                             "build_time_s": round(old["infos"].get("build_time_s", 0) + time.perf_counter() - t1, 3),
+                             **ix.measure_recall(index, store.latents, metric)}
+                else:
+                    train = None
+                    if shard:  # every shard trains on one common sample of the whole split
+                        index_string = index_string or ix.default_index_string(n_all, flat_max)
+                        train = _common_train_sample(enc, ds, n_all, index_string, metric, batch_size)
+                    index, infos = ix.build_index(store.latents, index_string, metric, flat_max=flat_max,
+                                                  train_vectors=train, seed=TRAIN_SEED)
+            infos.update(bytes=_write_index(index, tmp_index),
+                         encoder=meta["encoder"], checkpoint=meta["checkpoint"],
+                         checkpoint_sha256=meta["checkpoint_sha256"], embed_time_s=round(embed_time, 3),
+                         images_per_s=round(len(rows) / max(embed_time, 1e-9), 1),
+                         skipped=skipped + (old["infos"].get("skipped", 0) if old else 0),
+                         faiss_version=infos["faiss_version"])
+            if shard:
+                infos["shard"] = list(shard)
+            infos["fingerprints"] = _fingerprints(tmp)
+            tmp_infos.write_text(json.dumps(infos, indent=2) + "\n")
+        return {**infos, "out": str(out), "random_weights": bool(meta["preprocessing"].get("random_weights"))}
 
 
 def _write_index(index, path: Path) -> int:
@@ -368,7 +369,34 @@ def _existing(out: Path, append: bool, force: bool) -> dict | None:
     if present and not force:
         raise PcaeError(f"{out} already holds {', '.join(present)}; pass --force to replace them "
                         f"or --append to add to them")
+    for name in present:  # --force replaces pcae's own latents folder, never a user's file
+        if not latents_file_is_ours(out / name):
+            kind = "a link" if (out / name).is_symlink() else "not a file pcae wrote"
+            raise PcaeError(f"{out / name}: is {kind}; --force replaces only pcae's own outputs "
+                            "(move it away, or choose another --out)")
     return None
+
+
+def latents_file_is_ours(path: Path) -> bool:
+    """Whether a file of a latents folder is one pcae wrote, by its content even when damaged or out
+    of step with the others (what `embed --force` is for): latents.h5 an HDF5 file with pcae's
+    attrs, index.faiss a FAISS index file, index_infos.json an object with pcae's fields."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        if path.name == LATENTS:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                return {"format_version", "dim", "encoder"} <= set(f.attrs)
+        if path.name == INDEX:
+            with open(path, "rb") as f:
+                fourcc = f.read(4)  # every FAISS index file opens with its type's four letters
+            return len(fourcc) == 4 and fourcc[:1] == b"I" and fourcc.isalnum()
+        infos = json.loads(path.read_text())
+        return isinstance(infos, dict) and set(ix.INFO_FIELDS) <= infos.keys()
+    except Exception:  # h5py and json raise many types for a file that is not theirs
+        return False
 
 
 def _check_same_encoder(out: Path, old: dict, new: dict, dim: int) -> None:
@@ -638,70 +666,71 @@ def merge_parts(parts: list, out, *, force: bool = False) -> dict:
     twice = sorted({str(p) for p in parts if resolved.count(Path(p).resolve()) > 1})
     if twice:  # every id of it would be stored twice
         raise PcaeError(f"{twice[0]}: given more than once as a part")
-    _existing(out, append=False, force=force)
-    opened = [open_folder(p) for p in parts]
-    with ExitStack() as stack:
-        for store, _, _ in opened:
-            stack.enter_context(store)
-        infos0, meta0 = opened[0][2], opened[0][0].meta
-        shards = [o[2].get("shard") for o in opened]
-        if all(shards):
-            n = shards[0][1]
-            have = sorted(s[0] for s in shards)
-            if any(s[1] != n for s in shards) or have != sorted(set(have)):
-                raise PcaeError(f"parts are not distinct shards of one split: {[f'{i}/{m}' for i, m in shards]}")
-            if have != list(range(n)):
-                missing = sorted(set(range(n)) - set(have))
-                raise PcaeError(f"shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing from the parts")
-            opened.sort(key=lambda o: o[2]["shard"][0])
-            parts = [p for _, p in sorted(zip([s[0] for s in shards], parts))]
-        for (store, index, infos), p in zip(opened, parts):
-            for key in ("encoder", "checkpoint_sha256", "metric", "index_string", "d"):
-                if infos.get(key) != infos0.get(key):
-                    raise PcaeError(f"{p}: its {key} ({infos.get(key)}) differs from {parts[0]}'s ({infos0.get(key)})")
-
-        ids = [o[0].ids[:] for o in opened]  # each part's are distinct (open_folder): across parts?
-        for i, j in ((i, j) for i in range(len(ids)) for j in range(i + 1, len(ids))):
-            both = np.intersect1d(ids[i], ids[j])
-            if len(both):
-                raise PcaeError(f"{parts[i]} and {parts[j]} both hold id {int(both[0])} ({len(both)} ids in "
-                                "common): merge holds parts of one embedding with distinct ids (shards)")
-        del ids
-        t0 = time.perf_counter()
-        indexes = [o[1] for o in opened]
-        merged = ix.merge_indexes(indexes)
-        how = "faiss merge_from"
-        if merged is None:
-            import faiss
-            merged, how = faiss.clone_index(indexes[0]), "re-added into part 0's trained index"
-            for store, _, _ in opened[1:]:
-                ix.add_vectors(merged, store.latents, infos0["metric"])
-        ix.apply_search_params(merged, infos0.get("search_params", {}))
-
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_files(out, [LATENTS, INDEX, INFOS]) as tmp:  # all three replaced together
-            tmp_latents, tmp_index, tmp_infos = tmp[LATENTS], tmp[INDEX], tmp[INFOS]
-            segments, row = [], 0
+    with folder_lock(out, "latents folder"):  # one writer at a time
+        _existing(out, append=False, force=force)
+        opened = [open_folder(p) for p in parts]
+        with ExitStack() as stack:
             for store, _, _ in opened:
-                for seg in store.meta.get("segments", []):
-                    segments.append({**seg, "first_row": row + seg["first_row"]})
-                row += len(store)
-            meta = {k: meta0.get(k) for k in ("encoder", "encoder_config", "checkpoint", "checkpoint_sha256",
-                                              "preprocessing")}
-            with LatentWriter(tmp_latents, opened[0][0].dim, {**meta, "segments": segments}) as writer:
+                stack.enter_context(store)
+            infos0, meta0 = opened[0][2], opened[0][0].meta
+            shards = [o[2].get("shard") for o in opened]
+            if all(shards):
+                n = shards[0][1]
+                have = sorted(s[0] for s in shards)
+                if any(s[1] != n for s in shards) or have != sorted(set(have)):
+                    raise PcaeError(f"parts are not distinct shards of one split: {[f'{i}/{m}' for i, m in shards]}")
+                if have != list(range(n)):
+                    missing = sorted(set(range(n)) - set(have))
+                    raise PcaeError(f"shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing from the parts")
+                opened.sort(key=lambda o: o[2]["shard"][0])
+                parts = [p for _, p in sorted(zip([s[0] for s in shards], parts))]
+            for (store, index, infos), p in zip(opened, parts):
+                for key in ("encoder", "checkpoint_sha256", "metric", "index_string", "d"):
+                    if infos.get(key) != infos0.get(key):
+                        raise PcaeError(f"{p}: its {key} ({infos.get(key)}) differs from {parts[0]}'s ({infos0.get(key)})")
+
+            ids = [o[0].ids[:] for o in opened]  # each part's are distinct (open_folder): across parts?
+            for i, j in ((i, j) for i in range(len(ids)) for j in range(i + 1, len(ids))):
+                both = np.intersect1d(ids[i], ids[j])
+                if len(both):
+                    raise PcaeError(f"{parts[i]} and {parts[j]} both hold id {int(both[0])} ({len(both)} ids in "
+                                    "common): merge holds parts of one embedding with distinct ids (shards)")
+            del ids
+            t0 = time.perf_counter()
+            indexes = [o[1] for o in opened]
+            merged = ix.merge_indexes(indexes)
+            how = "faiss merge_from"
+            if merged is None:
+                import faiss
+                merged, how = faiss.clone_index(indexes[0]), "re-added into part 0's trained index"
+                for store, _, _ in opened[1:]:
+                    ix.add_vectors(merged, store.latents, infos0["metric"])
+            ix.apply_search_params(merged, infos0.get("search_params", {}))
+
+            out.mkdir(parents=True, exist_ok=True)
+            with atomic_files(out, [LATENTS, INDEX, INFOS]) as tmp:  # all three replaced together
+                tmp_latents, tmp_index, tmp_infos = tmp[LATENTS], tmp[INDEX], tmp[INFOS]
+                segments, row = [], 0
                 for store, _, _ in opened:
-                    for s in range(0, len(store), ix.BLOCK):
-                        block = np.arange(s, min(len(store), s + ix.BLOCK))
-                        writer.append(store.latents[s:s + ix.BLOCK], store.ids[s:s + ix.BLOCK],
-                                      store.column("labels", block), list(store.column("files", block)))
-                writer.set_attr("next_id", max(int(o[0].meta.get("next_id", 0)) for o in opened))
-            with LatentStore(tmp_latents) as store:
-                recall = ix.measure_recall(merged, store.latents, infos0["metric"])
-            infos = {k: v for k, v in infos0.items() if k not in ("shard", "embed_time_s", "images_per_s")}
-            infos.update(count=int(merged.ntotal), merge=how, parts=[str(p) for p in parts],
-                         skipped=sum(o[2].get("skipped", 0) for o in opened),
-                         build_time_s=round(time.perf_counter() - t0, 3), **recall,
-                         bytes=_write_index(merged, tmp_index))
-            infos["fingerprints"] = _fingerprints(tmp)
-            tmp_infos.write_text(json.dumps(infos, indent=2) + "\n")
-    return {**infos, "out": str(out)}
+                    for seg in store.meta.get("segments", []):
+                        segments.append({**seg, "first_row": row + seg["first_row"]})
+                    row += len(store)
+                meta = {k: meta0.get(k) for k in ("encoder", "encoder_config", "checkpoint", "checkpoint_sha256",
+                                                  "preprocessing")}
+                with LatentWriter(tmp_latents, opened[0][0].dim, {**meta, "segments": segments}) as writer:
+                    for store, _, _ in opened:
+                        for s in range(0, len(store), ix.BLOCK):
+                            block = np.arange(s, min(len(store), s + ix.BLOCK))
+                            writer.append(store.latents[s:s + ix.BLOCK], store.ids[s:s + ix.BLOCK],
+                                          store.column("labels", block), list(store.column("files", block)))
+                    writer.set_attr("next_id", max(int(o[0].meta.get("next_id", 0)) for o in opened))
+                with LatentStore(tmp_latents) as store:
+                    recall = ix.measure_recall(merged, store.latents, infos0["metric"])
+                infos = {k: v for k, v in infos0.items() if k not in ("shard", "embed_time_s", "images_per_s")}
+                infos.update(count=int(merged.ntotal), merge=how, parts=[str(p) for p in parts],
+                             skipped=sum(o[2].get("skipped", 0) for o in opened),
+                             build_time_s=round(time.perf_counter() - t0, 3), **recall,
+                             bytes=_write_index(merged, tmp_index))
+                infos["fingerprints"] = _fingerprints(tmp)
+                tmp_infos.write_text(json.dumps(infos, indent=2) + "\n")
+        return {**infos, "out": str(out)}

@@ -39,6 +39,7 @@ this budget, not what a converged model reaches. Sample PSNR uses few images (sa
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ from typing import Callable
 import torch
 
 from eval import metrics as M
-from pcae.utils import Interrupted, PcaeError
+from pcae.utils import Interrupted, PcaeError, written_by_pcae
 
 REPORT_FILES = ("report.json", "report.md", "summary.png")
 
@@ -137,6 +138,20 @@ def _train_run(config: CompareConfig, spec, name: str, progress: Progress) -> Pa
     return out / "last.pt"
 
 
+def _load_reference(path, test_x: torch.Tensor):
+    """The unconditional PixelCNN at `path` (on the CPU, in eval mode), checked against the data."""
+    from pcae.checkpoint import load_model
+
+    ref, _ = load_model(path, kind="pixelcnn")
+    if ref.config.cond_dim:
+        raise PcaeError(f"{path}: is a conditional PixelCNN; the reference must be unconditional")
+    try:
+        ref.check_inputs(test_x[:1], None)
+    except ValueError as e:
+        raise PcaeError(f"{path}: does not fit the data ({e})") from None
+    return ref.eval()
+
+
 def _load_autoencoder(path, decoder: str, device: torch.device):
     from pcae.checkpoint import load_model
 
@@ -171,12 +186,47 @@ def plan_models(config: CompareConfig, pixelcnn=(), deconv=()) -> list[tuple[int
     return list(zip(config.bottlenecks, map(str, pixelcnn), map(str, deconv)))
 
 
+def report_paths(out: Path) -> list[Path]:
+    """The report files of OUT that exist (links included): what --force replaces."""
+    paths = [out / name for name in REPORT_FILES] + sorted(out.glob("figure_m*.png"))
+    return [p for p in paths if p.exists() or p.is_symlink()]
+
+
+def report_file_is_ours(path: Path) -> bool:
+    """Whether a report file is the one compare-decoders wrote, by its content (not its name)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        if path.suffix == ".png":
+            return written_by_pcae(path)
+        if path.name == "report.md":
+            with open(path, "rb") as f:
+                return f.readline(200).decode("utf-8", "replace").strip() == "# compare-decoders"
+        report = json.loads(path.read_text())
+        return isinstance(report, dict) and {"config", "rows"} <= report.keys()
+    except (OSError, ValueError):
+        return False
+
+
 def check_out(out: Path, force: bool) -> None:
-    """Refuse an existing, non-empty OUT unless `force`."""
+    """Refuse an existing, non-empty OUT unless `force`; with it, refuse report files (and model
+    runs, pcae.train.prepare_out) that pcae did not write: --force replaces only pcae's outputs."""
+    from pcae.train import prepare_out
+
     if out.exists() and not out.is_dir():
         raise PcaeError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not force:
         raise PcaeError(f"{out}: already exists; pass --force to replace its report")
+    if force and out.is_dir():
+        foreign = [p for p in report_paths(out) if not report_file_is_ours(p)]
+        if foreign:
+            kind = "a link" if foreign[0].is_symlink() else "not a file pcae wrote"
+            raise PcaeError(f"{foreign[0]}: is {kind}; --force replaces only pcae's own outputs "
+                            "(move it away, or choose another --out)")
+        runs = out / "runs"
+        for run in sorted(runs.iterdir()) if runs.is_dir() else []:
+            if run.is_dir() and any(run.iterdir()):
+                prepare_out(run, resume=False, force=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,26 +395,24 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
     Returns:
         the report dict (also written to OUT/report.json): {"config", "data", "rows", "figures", ...}.
     """
+    from pcae.utils import folder_lock
+
+    out = Path(config.out)
+    check_out(out, force)
+    with folder_lock(out, "report folder"):  # a second compare-decoders into OUT stops at once
+        return _compare_decoders(config, out, pixelcnn, deconv, unconditional, force,
+                                 progress or (lambda message: None))
+
+
+def _compare_decoders(config, out, pixelcnn, deconv, unconditional, force, progress) -> dict:
     from pcae.autoencoder import AutoencoderSpec
-    from pcae.checkpoint import load_model
     from pcae.data import load_dataset
     from pcae.pixelcnn_task import PixelCNNSpec
     from pcae.train import resolve_device
     from eval import report as R
 
-    progress = progress or (lambda message: None)
-    out = Path(config.out)
-    check_out(out, force)
     plan = plan_models(config, pixelcnn, deconv)
     device = resolve_device(config.device)
-    for m, p_path, d_path in plan:  # a wrong checkpoint fails now, not after an hour of training
-        if p_path is not None:
-            for path, kind in ((p_path, "pixelcnn"), (d_path, "deconv")):
-                model, _ = _load_autoencoder(path, kind, torch.device("cpu"))
-                if m is not None and model.encoder.dim != m:
-                    raise PcaeError(f"{path}: its encoder has dim {model.encoder.dim}, expected bottleneck {m}")
-    if unconditional is not None:
-        load_model(unconditional, kind="pixelcnn")
     started = time.perf_counter()
 
     kwargs = dict(data_root=config.data_root)
@@ -378,24 +426,27 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
     data = (train_x, train_y, test_x, test_y, fig_x)
     progress(f"data {config.data} ({test_ds.info['origin']}): {len(train_x)} train images for the "
              f"probes, {len(test_x)} test images")
-    # Each model's run folder is replaced (pcae's own files only, pcae.train.clear_run) when that
-    # model is trained again, after every check above has passed; the old report goes now, as it
-    # describes runs that are about to be replaced (an interrupted --force run leaves no stale one).
+    if unconditional is not None:
+        _load_reference(unconditional, test_x)
+    for m, p_path, d_path in plan:  # a wrong checkpoint fails now, not after an hour of training
+        if p_path is not None:
+            for path, kind in ((p_path, "pixelcnn"), (d_path, "deconv")):
+                model, _ = _load_autoencoder(path, kind, torch.device("cpu"))
+                if m is not None and model.encoder.dim != m:
+                    raise PcaeError(f"{path}: its encoder has dim {model.encoder.dim}, expected bottleneck {m}")
+                _check_images(model, test_x, path)
+    # Each model's run folder is replaced (pcae's own files only, pcae.train.prepare_out) when
+    # that model is trained again, after every check above has passed; the old report goes now, as
+    # it describes runs that are about to be replaced (an interrupted --force run leaves no stale one).
     if force:
-        for path in [out / name for name in REPORT_FILES] + sorted(out.glob("figure_m*.png")):
-            path.unlink(missing_ok=True)
+        for path in report_paths(out):
+            if report_file_is_ours(path):
+                path.unlink()
 
     size = dict(channels=config.channels, n_layers=config.n_layers)
     if unconditional is None:
         unconditional = _train_run(config, PixelCNNSpec(**size), "pixelcnn-unconditional", progress)
-    ref, _ = load_model(unconditional, kind="pixelcnn")
-    ref.to(device).eval()
-    if ref.config.cond_dim:
-        raise PcaeError(f"{unconditional}: is a conditional PixelCNN; the reference must be unconditional")
-    try:
-        ref.check_inputs(test_x[:1].to(device), None)
-    except ValueError as e:
-        raise PcaeError(f"{unconditional}: does not fit the data ({e})") from None
+    ref = _load_reference(unconditional, test_x).to(device)
     progress("evaluating pixelcnn-unconditional")
     reference = {"bottleneck": None, "model": "pixelcnn (unconditional)", "checkpoint": str(unconditional),
                  **evaluate_unconditional(ref, test_x, config, device)}

@@ -61,7 +61,7 @@ from pcae.images import save_grid
 from pcae.kinds import task_from_checkpoint
 from pcae.resume import UNUSED, stored_values
 from pcae.train import Task, TrainConfig, resolve_device
-from pcae.utils import SOFTWARE, PcaeError, atomic_path
+from pcae.utils import SOFTWARE, PcaeError, atomic_path, written_by_pcae
 
 RANDOM_WARNING = ("FaceNet weights are random (NOT pretrained): embeddings carry no identity, "
                   "so the portraits and scores say nothing about the person")
@@ -562,9 +562,14 @@ def save_samples(result: PortraitResult, path: str | os.PathLike, checkpoint: st
                     f.attrs[key] = json.dumps(value) if not isinstance(value, (str, bool, int, float)) else value
         return path
     path.mkdir(parents=True, exist_ok=True)
+    written = set()
     for k, image in enumerate(result.samples):
         with atomic_path(path / f"sample_{k:03d}.png", suffix=".png") as tmp:
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp, format="png", pnginfo=_pcae_png())
+        written.add(f"sample_{k:03d}.png")
+    for older in path.glob("sample_*.png"):  # a replaced set's extra samples (pcae's own) go too
+        if older.name not in written and written_by_pcae(older):
+            older.unlink()
     with atomic_path(path / "scores.json") as tmp:
         tmp.write_text(json.dumps({**meta, "similarities": result.similarities}, indent=2) + "\n")
     return path

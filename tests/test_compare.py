@@ -146,3 +146,34 @@ def test_bad_checkpoints_are_one_line_errors(quick_run, tmp_path, case, message)
     assert message in str(result.exception)
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_force_checks_everything_before_it_replaces_anything(quick_run, tmp_path, monkeypatch):
+    """Audit: --force deleted the old report before a later check (--unconditional not fitting the
+    data) failed, and replaced files under pcae's names that pcae had not written."""
+    import shutil
+
+    from pcae.pixelcnn_task import PixelCNNSpec
+    from pcae.train import TrainConfig, train
+
+    monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")
+    out = tmp_path / "report"
+    shutil.copytree(quick_run[0], out)
+    files = lambda: {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}  # noqa: E731
+    before = files()
+    small = tmp_path / "small"  # an unconditional PixelCNN of RGB images: does not fit grey data
+    train(TrainConfig(out=str(small), steps=1, batch_size=8, image_size=8, image_channels=3, eval_images=8, n_samples=0,
+                      judge_images=0), PixelCNNSpec(channels=9, n_layers=1))
+    result = invoke("--bottleneck", M, "--out", out, *QUICK, "--unconditional", small / "last.pt", "--force")
+    assert result.exit_code == 1 and "does not fit the data" in str(result.exception)
+    assert files() == before
+
+    (out / "report.md").write_text("my own write-up\n")
+    result = invoke("--bottleneck", M, "--out", out, *QUICK, "--force")
+    assert result.exit_code == 1 and "report.md: is not a file pcae wrote" in str(result.exception)
+    assert (out / "report.md").read_text() == "my own write-up\n"
+    (out / "report.md").write_bytes(before[out / "report.md"])
+    (out / "runs" / f"deconv-ae-m{M}" / "train.log").write_text("mine\n")
+    result = invoke("--bottleneck", M, "--out", out, *QUICK, "--force")
+    assert result.exit_code == 1 and "train.log: is not a file pcae wrote" in str(result.exception)
+    assert (out / "report.json").read_bytes() == before[out / "report.json"]

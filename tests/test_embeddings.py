@@ -495,17 +495,21 @@ def test_killed_embed_leaves_one_whole_folder(tmp_path, image_folder, when):
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
     import os
 
-    from pcae.utils import atomic_path
+    from pcae.utils import _host_tag, atomic_path, writer_tag
 
     target = tmp_path / "file.json"
     dead = tmp_path / ".file.json.pid999999999.abc.tmp"  # no such process
     alive = tmp_path / f".file.json.pid{os.getpid()}.abc.tmp"  # a live writer's: kept
     foreign = tmp_path / ".notes.tmp"  # not pcae's: kept
-    for path in (dead, alive, foreign):
+    dead_here = tmp_path / f".file.json.pid999999999-{_host_tag()}.abc.tmp"
+    other_host = tmp_path / ".file.json.pid999999999-0000zzzz.abc.tmp"  # a pid of another machine: kept
+    for path in (dead, alive, foreign, dead_here, other_host):
         path.write_text("x")
     with atomic_path(target) as tmp:
+        assert writer_tag() in tmp.name
         tmp.write_text("{}")
     assert not dead.exists() and alive.exists() and foreign.exists() and target.read_text() == "{}"
+    assert not dead_here.exists() and other_host.exists()
 
 
 def test_malformed_infos_and_mismatched_folders_are_one_line(tmp_path, image_folder):
@@ -732,3 +736,34 @@ def test_a_folder_without_fingerprints_still_checks_its_flat_index(onehot_folder
     fails(run("search", onehot_folder, "id:0"), f"{INDEX} does not hold the vectors of {LATENTS}")
     fails(run("embed", "--encoder", "onehot", "--data", "fashion-mnist", "--out", onehot_folder, "--append"),
           f"{INDEX} does not hold the vectors of {LATENTS}")
+
+
+def test_force_replaces_only_pcae_latents_and_one_writer_holds_a_folder(onehot_folder, tmp_path, image_folder):
+    """Audit: `embed --force` and `index merge --force` replaced a latents.h5 / index_infos.json
+    pcae had not written; two `embed --append` runs on one folder both ended 0, one append lost."""
+    from pcae.utils import folder_lock
+
+    data = f"folder:{image_folder}"
+    saved = {name: (onehot_folder / name).read_bytes() for name in (LATENTS, INDEX, INFOS)}
+    with folder_lock(onehot_folder, "latents folder"):  # another command is writing it
+        fails(run("embed", "--encoder", "onehot", "--data", data, "--out", onehot_folder, "--append"),
+              "another pcae command is writing this latents folder")
+    assert {name: (onehot_folder / name).read_bytes() for name in saved} == saved
+
+    for name, foreign in ((INFOS, b'{"my": "settings"}\n'), (LATENTS, b"my own table\n"), (INDEX, b"not faiss")):
+        mine = tmp_path / name
+        mine.write_bytes(foreign)
+        folder = tmp_path / f"user-{name}"
+        folder.mkdir()
+        for other in (LATENTS, INDEX, INFOS):
+            (folder / other).write_bytes(foreign if other == name else saved[other])
+        fails(run("embed", "--encoder", "onehot", "--data", data, "--out", folder, "--force"),
+              f"{name}: is not a file pcae wrote")
+        fails(run("index", "merge", onehot_folder, "--out", folder, "--force"), f"{name}: is not a file pcae wrote")
+        assert (folder / name).read_bytes() == foreign
+    # pcae's own folder, even out of step (infos of another embedding), is replaced by --force
+    (onehot_folder / INFOS).write_text(json.dumps({**json.loads(saved[INFOS]), "count": 1}))
+    assert run("embed", "--encoder", "onehot", "--data", data, "--out", onehot_folder, "--force").exit_code == 0
+    assert run("search", onehot_folder, "id:0").exit_code == 0
+    # a file where the folder should be: one line, nothing made
+    fails(run("embed", "--encoder", "onehot", "--data", data, "--out", tmp_path / INFOS), "is not a folder")

@@ -299,6 +299,20 @@ def test_portrait_end_to_end(run, tmp_path):
     assert again.exit_code == 1 and "already exists" in str(again.exception)
 
 
+def test_samples_folder_replaced_with_fewer_portraits_holds_only_the_new_set(run, tmp_path):
+    """Audit: --samples-out DIR --force with a smaller --n left the older set's extra PNGs beside
+    the new scores.json."""
+    _, out, _, _ = run
+    folder = tmp_path / "set"
+    for n in (3, 2):  # --force on the first run too: nothing there yet, so it changes nothing
+        result = CliRunner().invoke(app, ["portrait", str(DATA / "astronaut.jpg"), "--n", str(n),
+                                          "--checkpoint", str(out / "last.pt"), "--out", str(tmp_path / "g.png"),
+                                          "--samples-out", str(folder), "--force"])
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert sorted(p.name for p in folder.iterdir()) == [f"sample_{k:03d}.png" for k in range(n)] + ["scores.json"]
+        assert len(json.loads((folder / "scores.json").read_text())["similarities"]) == n
+
+
 def test_draw_portraits_scores(model):
     from eval.faces import _spread_or_none
     from pcae.portrait import draw_portraits
