@@ -216,6 +216,9 @@ def check_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise PcaeError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not force:
+        if not report_paths(out) and (out / "runs").is_dir():
+            raise PcaeError(f"{out}: holds the runs of an unfinished comparison (no report yet); pass "
+                            "--force to redo it")
         raise PcaeError(f"{out}: already exists; pass --force to replace its report")
     if force and out.is_dir():
         foreign = [p for p in report_paths(out) if not report_file_is_ours(p)]

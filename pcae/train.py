@@ -577,14 +577,22 @@ def set_aside(out: Path) -> Path:
             target.parent.mkdir(exist_ok=True)
             os.replace(path, target)
     _remove_if_empty(out / SAMPLES_DIR)
+    (aside / _ASIDE_DONE).touch()  # until then, what is not yet moved is still the old run, in `out`
     return aside
 
 
+_ASIDE_DONE = ".complete"
+
+
 def put_back(out: Path, aside: Path) -> None:
-    """Undo `set_aside`: the new run's own files go, the kept run's come back."""
-    clear_run(out)
+    """Undo `set_aside`: the new run's own files go, the kept run's come back. Without the
+    completion mark (a set-aside killed half-way, before the new run started; or a put-back killed
+    after it cleared the new run's files) the kept files are only moved back."""
+    if (aside / _ASIDE_DONE).exists():
+        clear_run(out)
+        (aside / _ASIDE_DONE).unlink()  # from here on a kill leaves a half put-back: moved back next time
     for path in sorted(aside.rglob("*")):
-        if path.is_file():
+        if path.is_file() and path.name != _ASIDE_DONE:
             target = out / path.relative_to(aside)
             target.parent.mkdir(exist_ok=True)
             os.replace(path, target)
@@ -607,8 +615,8 @@ def restore_replaced(out: Path) -> bool:
         pid = _temp_pid(aside.name)
         if pid is None or _pid_alive(pid):
             continue
-        if (out / "last.pt").exists() or restored:
-            shutil.rmtree(aside, ignore_errors=True)
+        if ((aside / _ASIDE_DONE).exists() and (out / "last.pt").exists()) or restored:
+            shutil.rmtree(aside, ignore_errors=True)  # the new run had written its last.pt
         else:
             put_back(out, aside)
             restored = True

@@ -296,6 +296,8 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder"):
         except BlockingIOError:
             raise PcaeError(f"{folder}: another pcae command is writing this {what} now; wait for it "
                             "to end (or stop it), then rerun") from None
+        except OSError:  # a file system without locks on folders (some network mounts): unguarded
+            pass
         try:
             yield folder
         except BaseException:

@@ -177,3 +177,7 @@ def test_force_checks_everything_before_it_replaces_anything(quick_run, tmp_path
     result = invoke("--bottleneck", M, "--out", out, *QUICK, "--force")
     assert result.exit_code == 1 and "train.log: is not a file pcae wrote" in str(result.exception)
     assert (out / "report.json").read_bytes() == before[out / "report.json"]
+    for path in [out / name for name in ("report.json", "report.md", "summary.png")] + list(out.glob("figure_m*.png")):
+        path.unlink()  # as a run that stopped (disk full, killed) before its report leaves it
+    result = invoke("--bottleneck", M, "--out", out, *QUICK)
+    assert result.exit_code == 1 and "unfinished comparison" in str(result.exception)

@@ -514,6 +514,12 @@ def test_force_replaces_only_pcae_files_and_keeps_the_old_run_until_the_new_one_
     os.rename(aside, out / ".pcae-replaced.pid999999999.x")
     code, _, err = run_pcae(monkeypatch, capsys, *args)
     assert code == 1 and "already exists" in err and intact()
+    # killed while setting the old run aside (some files moved, no completion mark): moved back
+    half = out / ".pcae-replaced.pid999999999.y"
+    half.mkdir()
+    os.replace(out / "metrics.jsonl", half / "metrics.jsonl")
+    code, _, err = run_pcae(monkeypatch, capsys, *args)
+    assert code == 1 and "already exists" in err and intact() and not half.exists()
 
     # a second command writing the folder stops at once, naming it
     with folder_lock(out, "run folder"):
