@@ -64,7 +64,7 @@ from pcae.config import LR_SCHEDULES, TrainConfig  # noqa: F401  (TrainConfig is
 from pcae.options import check_device
 from pcae.resume import _check_resumable, _same_setting, check_resumed_spec, options_set, resumed_config
 from pcae.images import plot_curve, save_grid
-from pcae.utils import PcaeError, atomic_path, first_line
+from pcae.utils import Interrupted, PcaeError, atomic_path, first_line
 
 RUN_FILES = ("last.pt", "metrics.jsonl", "summary.json", "train.log")  # marks a pcae run folder
 # everything a run writes into its folder: what --force replaces (nothing else is touched)
@@ -454,7 +454,6 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
-REPLACED_PREFIX = ".pcae-replaced."  # a run that --force is replacing, kept until the new run's last.pt
 _LOG_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (new|resumed) run in ")
 
 
@@ -562,65 +561,32 @@ def _remove_if_empty(folder: Path) -> None:
         folder.rmdir()
 
 
-def set_aside(out: Path) -> Path:
-    """Move the pcae run in `out` (its own files) into a hidden folder in it, REPLACED_PREFIX + pid:
+def set_aside_run(out: Path) -> Path:
+    """Move the pcae run in `out` (its own files) into a hidden folder in it (`pcae.utils.set_aside`):
     --force keeps the run it replaces until the new run has written its first last.pt, so that a new
-    run that fails, is stopped or is killed before then loses nothing (`restore_replaced`)."""
-    import tempfile
+    run that fails, is stopped or is killed before then loses nothing (`put_back_run`)."""
+    from pcae.utils import set_aside
 
-    from pcae.utils import writer_tag
-
-    aside = Path(tempfile.mkdtemp(dir=out, prefix=f"{REPLACED_PREFIX}{writer_tag()}."))
-    for path in run_paths(out):
-        if run_file_is_ours(path):
-            target = aside / path.relative_to(out)
-            target.parent.mkdir(exist_ok=True)
-            os.replace(path, target)
+    aside = set_aside(out, [p for p in run_paths(out) if run_file_is_ours(p)])
     _remove_if_empty(out / SAMPLES_DIR)
-    (aside / _ASIDE_DONE).touch()  # until then, what is not yet moved is still the old run, in `out`
     return aside
 
 
-_ASIDE_DONE = ".complete"
+def put_back_run(out: Path, aside: Path) -> None:
+    """Undo `set_aside_run`: the new run's own files go, the kept run's come back."""
+    from pcae.utils import put_back
 
-
-def put_back(out: Path, aside: Path) -> None:
-    """Undo `set_aside`: the new run's own files go, the kept run's come back. Without the
-    completion mark (a set-aside killed half-way, before the new run started; or a put-back killed
-    after it cleared the new run's files) the kept files are only moved back."""
-    if (aside / _ASIDE_DONE).exists():
-        clear_run(out)
-        (aside / _ASIDE_DONE).unlink()  # from here on a kill leaves a half put-back: moved back next time
-    for path in sorted(aside.rglob("*")):
-        if path.is_file() and path.name != _ASIDE_DONE:
-            target = out / path.relative_to(aside)
-            target.parent.mkdir(exist_ok=True)
-            os.replace(path, target)
-    shutil.rmtree(aside, ignore_errors=True)
+    put_back(out, aside, clear=lambda aside: clear_run(out))
 
 
 def restore_replaced(out: Path) -> bool:
     """After a --force run was killed (SIGKILL: it could not clean up): put back the run it was
     replacing when it had not written a last.pt yet, else drop the kept one. Returns True when a
     run was put back."""
-    from pcae.utils import _pid_alive, _temp_pid
+    from pcae.utils import restore_stale
 
-    restored = False
-    try:
-        kept = [p for p in out.iterdir() if p.name.startswith(REPLACED_PREFIX) and p.is_dir()
-                and not p.is_symlink()]
-    except OSError:
-        return False
-    for aside in kept:
-        pid = _temp_pid(aside.name)
-        if pid is None or _pid_alive(pid):
-            continue
-        if ((aside / _ASIDE_DONE).exists() and (out / "last.pt").exists()) or restored:
-            shutil.rmtree(aside, ignore_errors=True)  # the new run had written its last.pt
-        else:
-            put_back(out, aside)
-            restored = True
-    return restored
+    return restore_stale(out, committed=lambda: (out / "last.pt").exists(),
+                         clear=lambda aside: clear_run(out))
 
 
 class _Interrupt:
@@ -765,7 +731,7 @@ class _Run:
         self.state = RunState()
         self.last_grid = None  # (step, path) of the newest sample grid
         self.holds = ExitStack()  # the run folder's lock
-        self.replaced = None  # where the run that --force replaces waits (`set_aside`)
+        self.replaced = None  # where the run that --force replaces waits (`set_aside_run`)
 
     # -- setup, stage by stage ------------------------------------------------------------------
 
@@ -851,7 +817,7 @@ class _Run:
             if not resumed and failed_start(self.out):
                 clear_run(self.out)
             elif self.force and run_paths(self.out):
-                self.replaced = set_aside(self.out)  # back in place if this run ends before its last.pt
+                self.replaced = set_aside_run(self.out)  # back in place if this run ends before its last.pt
             handler = logging.FileHandler(self.out / "train.log")
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
             self.log.addHandler(handler)
@@ -1077,11 +1043,14 @@ class _Run:
         try:
             self._setup()
             return self._loop()
-        except BaseException:
+        except BaseException as e:
             if self.replaced is not None:  # ended before its first last.pt: the old run comes back
                 self._close_log()
-                put_back(self.out, self.replaced)
+                put_back_run(self.out, self.replaced)
                 self.replaced = None
+                if isinstance(e, KeyboardInterrupt):
+                    raise Interrupted(f"interrupted before the new run's first checkpoint: {self.out} "
+                                      "holds the run --force was replacing, as it was") from None
             raise
         finally:
             self._close_log()
@@ -1137,6 +1106,8 @@ class _Run:
                 if sample_now:
                     self._sample(f"samples/step_{state.step:07d}.png")
                 stop = stop or (interrupt.requested and dist.world == 1)  # Ctrl-C during those
+                if stop and not checkpoint_now and self.replaced is not None and dist.world == 1:
+                    raise KeyboardInterrupt  # nothing of the new run saved yet: run() puts the old one back
                 if checkpoint_now or stop:
                     self._checkpoint()
                     last_checkpoint_time = time.monotonic()

@@ -312,6 +312,81 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder"):
 
 
 # ---------------------------------------------------------------------------------------------
+# What --force replaces, kept until the replacement is complete
+
+REPLACED_PREFIX = ".pcae-replaced."
+_ASIDE_DONE = ".complete"
+
+
+def set_aside(folder: str | os.PathLike, paths) -> Path:
+    """Move `paths` (files or folders inside `folder`) into a hidden folder in it, REPLACED_PREFIX
+    + writer_tag(), and mark it complete: what --force replaces is kept there until the new
+    outputs are whole (then the caller removes it), so a command that fails, is stopped or is
+    killed before then loses nothing (`put_back`, `restore_stale`). A set-aside interrupted
+    half-way moves back at once."""
+    folder = Path(folder)
+    aside = Path(tempfile.mkdtemp(dir=folder, prefix=f"{REPLACED_PREFIX}{writer_tag()}."))
+    try:
+        for path in paths:
+            target = aside / Path(path).relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        (aside / _ASIDE_DONE).touch()  # until then, what is not yet moved is still in `folder`
+    except BaseException:
+        put_back(folder, aside, clear=lambda aside: None)
+        raise
+    return aside
+
+
+def put_back(folder: str | os.PathLike, aside: Path, clear) -> None:
+    """Undo `set_aside`: `clear(aside)` removes the new command's partial outputs, then the kept files
+    come back. Without the completion mark (a set-aside killed half-way, before anything new was
+    written; or a put-back killed after it had cleared) the kept files are only moved back."""
+    import shutil
+
+    if (aside / _ASIDE_DONE).exists():
+        clear(aside)
+        (aside / _ASIDE_DONE).unlink()  # from here on a kill leaves a half put-back: moved back next time
+
+    def move_back(source: Path, target_dir: Path) -> None:
+        for entry in sorted(source.iterdir()):
+            target = target_dir / entry.name
+            if entry.is_dir() and not entry.is_symlink() and target.is_dir() and not target.is_symlink():
+                move_back(entry, target)
+            else:
+                os.replace(entry, target)
+
+    move_back(aside, Path(folder))
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def restore_stale(folder: str | os.PathLike, committed, clear) -> bool:
+    """After a command that set outputs aside was killed (it could not clean up): put them back
+    (`put_back` with `clear`) unless `committed()` says its new outputs were whole, then drop them.
+    Only set-asides of writers no longer running on this machine are touched. Returns True when
+    something was put back."""
+    import shutil
+
+    folder = Path(folder)
+    try:
+        kept = [p for p in folder.iterdir() if p.name.startswith(REPLACED_PREFIX) and p.is_dir()
+                and not p.is_symlink()]
+    except OSError:
+        return False
+    restored = False
+    for aside in kept:
+        pid = _temp_pid(aside.name)
+        if pid is None or _pid_alive(pid):
+            continue
+        if ((aside / _ASIDE_DONE).exists() and committed()) or restored:
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            put_back(folder, aside, clear)
+            restored = True
+    return restored
+
+
+# ---------------------------------------------------------------------------------------------
 # Several files that must change together (a latents folder: latents, index, infos)
 
 STAGING_PREFIX = ".pcae-staging."

@@ -286,6 +286,13 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, monkeypatch, capsys):
     assert code == 0, err
     assert load_checkpoint(out / "last.pt")["step"] == 6
 
+    # Ctrl-C in a --force run before its first checkpoint: nothing new is kept, the old run comes back
+    finished = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    calls.clear()
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--force")
+    assert code == 130 and "holds the run --force was replacing" in err and "Traceback" not in err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == finished
+
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     original, calls = PixelCNNTask.loss, []
@@ -509,7 +516,7 @@ def test_force_replaces_only_pcae_files_and_keeps_the_old_run_until_the_new_one_
     assert code == 1 and "boom" in err and intact() and not list(out.glob(".pcae-replaced.*"))
     monkeypatch.undo()
     # killed (SIGKILL) before its first last.pt: the run it was replacing comes back on the next one
-    aside = T.set_aside(out)
+    aside = T.set_aside_run(out)
     (out / "train.log").write_text("2026-01-01 00:00:00 new run in x\n")  # the killed run's
     os.rename(aside, out / ".pcae-replaced.pid999999999.x")
     code, _, err = run_pcae(monkeypatch, capsys, *args)
