@@ -369,34 +369,48 @@ def _existing(out: Path, append: bool, force: bool) -> dict | None:
     if present and not force:
         raise PcaeError(f"{out} already holds {', '.join(present)}; pass --force to replace them "
                         f"or --append to add to them")
-    for name in present:  # --force replaces pcae's own latents folder, never a user's file
-        if not latents_file_is_ours(out / name):
+    # --force replaces pcae's own latents folder (out of step or damaged: what it is for), never
+    # a user's file: a damaged file counts as pcae's only beside one that is pcae's for sure
+    owners = {name: latents_file_owner(out / name) for name in present}
+    for name, owner in owners.items():
+        if owner == "user" or (owner == "damaged" and "pcae" not in owners.values()):
             kind = "a link" if (out / name).is_symlink() else "not a file pcae wrote"
             raise PcaeError(f"{out / name}: is {kind}; --force replaces only pcae's own outputs "
                             "(move it away, or choose another --out)")
     return None
 
 
-def latents_file_is_ours(path: Path) -> bool:
-    """Whether a file of a latents folder is one pcae wrote, by its content even when damaged or out
-    of step with the others (what `embed --force` is for): latents.h5 an HDF5 file with pcae's
-    attrs, index.faiss a FAISS index file, index_infos.json an object with pcae's fields."""
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def latents_file_owner(path: Path) -> str:
+    """Who wrote a file of a latents folder, by its content: "pcae" (latents.h5 an HDF5 file with
+    pcae's attrs, index.faiss a FAISS index file, index_infos.json an object with pcae's fields),
+    "damaged" (of that format by its first bytes, but unreadable: a truncated HDF5 file, JSON
+    cut off) or "user" (anything else, a link included)."""
     if path.is_symlink() or not path.is_file():
-        return False
+        return "user"
     try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if path.name == INDEX:  # every FAISS index file opens with its type's four letters
+            return "pcae" if len(head) >= 4 and head[:1] == b"I" and head[:4].isalnum() else "user"
         if path.name == LATENTS:
             import h5py
 
-            with h5py.File(path, "r") as f:
-                return {"format_version", "dim", "encoder"} <= set(f.attrs)
-        if path.name == INDEX:
-            with open(path, "rb") as f:
-                fourcc = f.read(4)  # every FAISS index file opens with its type's four letters
-            return len(fourcc) == 4 and fourcc[:1] == b"I" and fourcc.isalnum()
-        infos = json.loads(path.read_text())
-        return isinstance(infos, dict) and set(ix.INFO_FIELDS) <= infos.keys()
-    except Exception:  # h5py and json raise many types for a file that is not theirs
-        return False
+            try:
+                with h5py.File(path, "r") as f:
+                    return "pcae" if {"format_version", "dim", "encoder"} <= set(f.attrs) else "user"
+            except Exception:  # h5py raises many types for a damaged file
+                return "damaged" if head == _HDF5_SIGNATURE else "user"
+        text = path.read_text(errors="replace")
+        try:
+            infos = json.loads(text)
+        except ValueError:
+            return "damaged" if text.lstrip().startswith("{") else "user"
+        return "pcae" if isinstance(infos, dict) and set(ix.INFO_FIELDS) <= infos.keys() else "user"
+    except OSError:
+        return "user"
 
 
 def _check_same_encoder(out: Path, old: dict, new: dict, dim: int) -> None:

@@ -211,7 +211,7 @@ def report_file_is_ours(path: Path) -> bool:
 def check_out(out: Path, force: bool) -> None:
     """Refuse an existing, non-empty OUT unless `force`; with it, refuse report files (and model
     runs, pcae.train.prepare_out) that pcae did not write: --force replaces only pcae's outputs."""
-    from pcae.train import prepare_out
+    from pcae.train import RUN_OUTPUTS, SAMPLES_DIR, prepare_out
 
     if out.exists() and not out.is_dir():
         raise PcaeError(f"{out}: exists and is not a folder")
@@ -228,8 +228,17 @@ def check_out(out: Path, force: bool) -> None:
                             "(move it away, or choose another --out)")
         runs = out / "runs"
         for run in sorted(runs.iterdir()) if runs.is_dir() else []:
-            if run.is_dir() and any(run.iterdir()):
-                prepare_out(run, resume=False, force=True)
+            if not run.is_dir() or run.is_symlink():
+                raise PcaeError(f"{run}: is not a run folder pcae wrote; --force replaces {runs} whole "
+                                "(move it away, or choose another --out)")
+            if any(run.iterdir()):
+                prepare_out(run, resume=False, force=True)  # pcae's names hold pcae's files
+            for path in run.rglob("*"):  # and nothing else is there, that the replacement would drop
+                named = path.name in RUN_OUTPUTS or path.name.startswith(".") or (
+                    path.parent.name == SAMPLES_DIR and path.name.startswith("step_"))
+                if not (named or (path.name == SAMPLES_DIR and path.is_dir()) or path.parent.name.startswith(".")):
+                    raise PcaeError(f"{path}: is not a file pcae wrote; --force replaces {runs} whole "
+                                    "(move it away, or choose another --out)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -398,16 +407,44 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
     Returns:
         the report dict (also written to OUT/report.json): {"config", "data", "rows", "figures", ...}.
     """
-    from pcae.utils import folder_lock
+    import shutil
+
+    from pcae.utils import folder_lock, put_back, restore_stale
 
     out = Path(config.out)
-    check_out(out, force)
+    if out.exists() and not out.is_dir():
+        raise PcaeError(f"{out}: exists and is not a folder")
+    kept: dict[str, Path] = {}  # "aside": the comparison --force replaces, until the new report is written
     with folder_lock(out, "report folder"):  # a second compare-decoders into OUT stops at once
-        return _compare_decoders(config, out, pixelcnn, deconv, unconditional, force,
-                                 progress or (lambda message: None))
+        # a --force run killed before its report: the comparison it was replacing comes back
+        restore_stale(out, committed=lambda: (out / "report.json").exists(),
+                      clear=lambda aside: _clear(out, aside))
+        check_out(out, force)
+        try:
+            report = _compare_decoders(config, out, pixelcnn, deconv, unconditional, force,
+                                       progress or (lambda message: None), kept)
+        except BaseException:
+            if "aside" in kept:
+                put_back(out, kept["aside"], clear=lambda aside: _clear(out, aside))
+            raise
+        if "aside" in kept:
+            shutil.rmtree(kept["aside"], ignore_errors=True)
+        return report
 
 
-def _compare_decoders(config, out, pixelcnn, deconv, unconditional, force, progress) -> dict:
+def _clear(out: Path, aside: Path) -> None:
+    """Remove a comparison's own outputs from OUT: its report files, and its runs/ where `aside`
+    holds the previous comparison's."""
+    import shutil
+
+    for path in report_paths(out):
+        if report_file_is_ours(path):
+            path.unlink()
+    if (aside / "runs").is_dir() and (out / "runs").is_dir() and not (out / "runs").is_symlink():
+        shutil.rmtree(out / "runs")
+
+
+def _compare_decoders(config, out, pixelcnn, deconv, unconditional, force, progress, kept) -> dict:
     from pcae.autoencoder import AutoencoderSpec
     from pcae.data import load_dataset
     from pcae.pixelcnn_task import PixelCNNSpec
@@ -438,13 +475,21 @@ def _compare_decoders(config, out, pixelcnn, deconv, unconditional, force, progr
                 if m is not None and model.encoder.dim != m:
                     raise PcaeError(f"{path}: its encoder has dim {model.encoder.dim}, expected bottleneck {m}")
                 _check_images(model, test_x, path)
-    # Each model's run folder is replaced (pcae's own files only, pcae.train.prepare_out) when
-    # that model is trained again, after every check above has passed; the old report goes now, as
-    # it describes runs that are about to be replaced (an interrupted --force run leaves no stale one).
+    # After every check above has passed, the previous comparison (its report files and runs/) is
+    # set aside whole: put back if this one fails, is stopped or is killed before its report is
+    # written, removed after. Where a given checkpoint lies in OUT/runs, the runs stay in place
+    # (each is replaced when its model is trained again, pcae.train's own --force) and only the
+    # report waits aside.
     if force:
-        for path in report_paths(out):
-            if report_file_is_ours(path):
-                path.unlink()
+        from pcae.utils import set_aside
+
+        runs = out / "runs"
+        given = [Path(p).resolve() for p in (*pixelcnn, *deconv, *([unconditional] if unconditional else []))]
+        inside = runs.is_dir() and any(runs.resolve() in p.parents for p in given)
+        moving = [p for p in report_paths(out) if report_file_is_ours(p)]
+        moving += [runs] if runs.is_dir() and not runs.is_symlink() and not inside else []
+        if moving:
+            kept["aside"] = set_aside(out, moving)
 
     size = dict(channels=config.channels, n_layers=config.n_layers)
     if unconditional is None:

@@ -181,3 +181,48 @@ def test_force_checks_everything_before_it_replaces_anything(quick_run, tmp_path
         path.unlink()  # as a run that stopped (disk full, killed) before its report leaves it
     result = invoke("--bottleneck", M, "--out", out, *QUICK)
     assert result.exit_code == 1 and "unfinished comparison" in str(result.exception)
+
+
+def test_force_keeps_the_previous_comparison_until_its_report_is_written(quick_run, tmp_path, monkeypatch):
+    """Audit: Ctrl-C or kill -9 during `compare-decoders --force` lost the previous report."""
+    import os
+    import shutil
+
+    import eval.compare as C
+    from pcae.utils import set_aside
+
+    monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")
+    out = tmp_path / "report"
+    shutil.copytree(quick_run[0], out)
+    files = lambda: {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}  # noqa: E731
+    before = files()
+    original, calls = C._train_run, []
+
+    def stopped_after_one(*args, **kwargs):  # Ctrl-C while the second model trains
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(C, "_train_run", stopped_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        C.compare_decoders(C.CompareConfig(**{**C.QUICK, "out": str(out), "bottlenecks": (M,), "steps": 10,
+                                              "eval_images": 48, "probe_images": 128}), force=True)
+    assert len(calls) == 2 and files() == before and not list(out.glob(".pcae-replaced.*"))
+    monkeypatch.undo()
+    monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")
+
+    # killed (SIGKILL) after setting the old comparison aside, with a new run half trained
+    moving = [out / name for name in ("report.json", "report.md", "summary.png", f"figure_m{M}.png", "runs")]
+    aside = set_aside(out, moving)
+    (out / "runs" / "pixelcnn-unconditional").mkdir(parents=True)
+    (out / "runs" / "pixelcnn-unconditional" / "train.log").write_text("2026-12-03 10:00:00 new run in x\n")
+    os.rename(aside, out / ".pcae-replaced.pid999999999.z")
+    result = invoke("--bottleneck", M, "--out", out, *QUICK)
+    assert result.exit_code == 1 and "already exists" in str(result.exception)
+    assert files() == before and not list(out.glob(".pcae-replaced.*"))
+
+    # a user's file in a run folder would go with the runs: refused before anything moves
+    (out / "runs" / f"deconv-ae-m{M}" / "notes.txt").write_text("mine")
+    result = invoke("--bottleneck", M, "--out", out, *QUICK, "--force")
+    assert result.exit_code == 1 and "notes.txt: is not a file pcae wrote" in str(result.exception)

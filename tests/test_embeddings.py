@@ -761,9 +761,18 @@ def test_force_replaces_only_pcae_latents_and_one_writer_holds_a_folder(onehot_f
               f"{name}: is not a file pcae wrote")
         fails(run("index", "merge", onehot_folder, "--out", folder, "--force"), f"{name}: is not a file pcae wrote")
         assert (folder / name).read_bytes() == foreign
-    # pcae's own folder, even out of step (infos of another embedding), is replaced by --force
+    # pcae's own folder, even out of step (infos of another embedding) or damaged (a truncated
+    # latents.h5, infos cut off), is replaced by --force
     (onehot_folder / INFOS).write_text(json.dumps({**json.loads(saved[INFOS]), "count": 1}))
     assert run("embed", "--encoder", "onehot", "--data", data, "--out", onehot_folder, "--force").exit_code == 0
+    (onehot_folder / LATENTS).write_bytes(saved[LATENTS][:len(saved[LATENTS]) // 2])
+    (onehot_folder / INFOS).write_bytes(saved[INFOS][:40])
+    assert run("embed", "--encoder", "onehot", "--data", data, "--out", onehot_folder, "--force").exit_code == 0
     assert run("search", onehot_folder, "id:0").exit_code == 0
+    # damaged files alone (nothing beside them that is pcae's for sure) are not taken for pcae's
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / LATENTS).write_bytes(saved[LATENTS][:len(saved[LATENTS]) // 2])
+    fails(run("embed", "--encoder", "onehot", "--data", data, "--out", lone, "--force"), "is not a file pcae wrote")
     # a file where the folder should be: one line, nothing made
     fails(run("embed", "--encoder", "onehot", "--data", data, "--out", tmp_path / INFOS), "is not a folder")
