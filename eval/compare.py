@@ -423,9 +423,12 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
         try:
             report = _compare_decoders(config, out, pixelcnn, deconv, unconditional, force,
                                        progress or (lambda message: None), kept)
-        except BaseException:
+        except BaseException as e:
             if "aside" in kept:
                 put_back(out, kept["aside"], clear=lambda aside: _clear(out, aside))
+                if isinstance(e, (KeyboardInterrupt, Interrupted)):  # its runs' checkpoints went too
+                    raise Interrupted(f"interrupted: {out} holds the comparison --force was replacing, "
+                                      "as it was") from None
             raise
         if "aside" in kept:
             shutil.rmtree(kept["aside"], ignore_errors=True)

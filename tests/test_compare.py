@@ -205,7 +205,7 @@ def test_force_keeps_the_previous_comparison_until_its_report_is_written(quick_r
         return original(*args, **kwargs)
 
     monkeypatch.setattr(C, "_train_run", stopped_after_one)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(C.Interrupted, match="holds the comparison --force was replacing"):
         C.compare_decoders(C.CompareConfig(**{**C.QUICK, "out": str(out), "bottlenecks": (M,), "steps": 10,
                                               "eval_images": 48, "probe_images": 128}), force=True)
     assert len(calls) == 2 and files() == before and not list(out.glob(".pcae-replaced.*"))
