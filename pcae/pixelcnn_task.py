@@ -208,7 +208,7 @@ def sample_checkpoint(path: str | os.PathLike, n: int = 16, label: int | None = 
     An unconditional model gives n images; a label-conditional one n images of class `label`, or
     without a label, one row of ceil(n / classes) images per class.
     """
-    from pcae.sampling import check_sampler, sample
+    from pcae.sampling import check_sample_memory, check_sampler, sample
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -220,6 +220,8 @@ def sample_checkpoint(path: str | os.PathLike, n: int = 16, label: int | None = 
     task.model.to(target).eval()
     cfg = task.config
     shape = (cfg.image_channels, *cfg.image_size)
+    total = n if task.condition == "none" or label is not None else math.ceil(n / cfg.cond_dim) * cfg.cond_dim
+    check_sample_memory(task.model, total, shape)  # before the labels of n images are made
     generator = torch.Generator(target).manual_seed(seed)
     kwargs = {} if sampler is None else {"method": sampler}
     if task.condition == "none":

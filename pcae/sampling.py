@@ -477,6 +477,15 @@ def check_sampler(name: str | None) -> None:
 
 
 @torch.no_grad()
+def check_sample_memory(model: GatedPixelCNN, n: int, image_shape, what: str = "--n") -> None:
+    """PcaeError naming `what` when n images could not fit in memory: the samples (int64) and one
+    feature map per image, a lower bound on what any sampler holds, checked before allocating."""
+    from pcae.utils import check_fits
+
+    C, H, W = image_shape
+    check_fits(float(n) * H * W * (8 * C + 4 * model.config.channels), f"{what} {n}")
+
+
 def sample(model: GatedPixelCNN, n: int, image_shape, h: torch.Tensor | None = None,
            temperature: float = 1.0, generator: torch.Generator | None = None,
            method: str = "cached", progress: Progress | None = None) -> torch.Tensor:
@@ -495,6 +504,7 @@ def sample(model: GatedPixelCNN, n: int, image_shape, h: torch.Tensor | None = N
         (n, C, H, W) long levels in [0, levels).
     """
     image_shape = check_sample_args(model, n, image_shape, h, temperature)
+    check_sample_memory(model, n, image_shape)
     if method not in SAMPLERS:
         raise ValueError(f"method must be one of {sorted(SAMPLERS)}, got {method!r}")
     was_training = model.training

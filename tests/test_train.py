@@ -567,3 +567,13 @@ def test_resume_skips_metrics_rows_that_are_not_pcae_s(tmp_path, monkeypatch, ca
     code, _, err = run_pcae(monkeypatch, capsys, *args[:-1], "3", "--resume")
     assert code == 0, err
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["split"] == "train"] == [1, 2, 3]
+
+
+def test_sample_n_beyond_memory_is_refused_at_once(tmp_path, monkeypatch, capsys):
+    """Audit D: `sample --n 100000000000` ran for a quarter of an hour, then a traceback."""
+    out = tmp_path / "run"
+    assert run_pcae(monkeypatch, capsys, "train", "--out", out, *TINY, "--steps", "1")[0] == 0
+    code, _, err = run_pcae(monkeypatch, capsys, "sample", out / "last.pt", "--out", tmp_path / "g.png",
+                            "--n", "100000000000")
+    assert code == 1 and "--n 100000000000 would need about" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "g.png").exists()
