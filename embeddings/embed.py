@@ -35,7 +35,7 @@ import numpy as np
 
 from embeddings import index as ix
 from embeddings.store import LatentStore, LatentWriter, file_fingerprint, file_sha256, open_latents
-from pcae.utils import SOFTWARE, PcaeError, atomic_files, atomic_path, folder_lock, recover_files
+from pcae.utils import SOFTWARE, PcaeError, atomic_files, atomic_path, folder_lock, recover_files, refuse_not_ours
 
 LATENTS, INDEX, INFOS = "latents.h5", "index.faiss", "index_infos.json"
 TRAIN_SEED = 0
@@ -372,11 +372,9 @@ def _existing(out: Path, append: bool, force: bool) -> dict | None:
     # --force replaces pcae's own latents folder (out of step or damaged: what it is for), never
     # a user's file: a damaged file counts as pcae's only beside one that is pcae's for sure
     owners = {name: latents_file_owner(out / name) for name in present}
-    for name, owner in owners.items():
-        if owner == "user" or (owner == "damaged" and "pcae" not in owners.values()):
-            kind = "a link" if (out / name).is_symlink() else "not a file pcae wrote"
-            raise PcaeError(f"{out / name}: is {kind}; --force replaces only pcae's own outputs "
-                            "(move it away, or choose another --out)")
+    sure = "pcae" in owners.values()
+    refuse_not_ours([out / name for name in present],
+                    lambda path: owners[path.name] == "pcae" or (owners[path.name] == "damaged" and sure))
     return None
 
 

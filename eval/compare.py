@@ -49,7 +49,7 @@ from typing import Callable
 import torch
 
 from eval import metrics as M
-from pcae.utils import Interrupted, PcaeError, written_by_pcae
+from pcae.utils import Interrupted, PcaeError, refuse_not_ours, written_by_pcae
 
 REPORT_FILES = ("report.json", "report.md", "summary.png")
 
@@ -221,11 +221,7 @@ def check_out(out: Path, force: bool) -> None:
                             "--force to redo it")
         raise PcaeError(f"{out}: already exists; pass --force to replace its report")
     if force and out.is_dir():
-        foreign = [p for p in report_paths(out) if not report_file_is_ours(p)]
-        if foreign:
-            kind = "a link" if foreign[0].is_symlink() else "not a file pcae wrote"
-            raise PcaeError(f"{foreign[0]}: is {kind}; --force replaces only pcae's own outputs "
-                            "(move it away, or choose another --out)")
+        refuse_not_ours(report_paths(out), report_file_is_ours)
         runs = out / "runs"
         for run in sorted(runs.iterdir()) if runs.is_dir() else []:
             if not run.is_dir() or run.is_symlink():

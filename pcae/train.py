@@ -64,7 +64,7 @@ from pcae.config import LR_SCHEDULES, TrainConfig  # noqa: F401  (TrainConfig is
 from pcae.options import check_device
 from pcae.resume import _check_resumable, _same_setting, check_resumed_spec, options_set, resumed_config
 from pcae.images import plot_curve, save_grid
-from pcae.utils import Interrupted, PcaeError, atomic_path, first_line
+from pcae.utils import Interrupted, PcaeError, atomic_path, first_line, refuse_not_ours
 
 RUN_FILES = ("last.pt", "metrics.jsonl", "summary.json", "train.log")  # marks a pcae run folder
 # everything a run writes into its folder: what --force replaces (nothing else is touched)
@@ -494,13 +494,6 @@ def run_file_is_ours(path: Path) -> bool:
         return False
 
 
-def _refuse_foreign(out: Path, why: str) -> None:
-    foreign = [p for p in run_paths(out) if not run_file_is_ours(p)]
-    if foreign:
-        kind = "a link" if foreign[0].is_symlink() else "not a file pcae wrote"
-        raise PcaeError(f"{foreign[0]}: is {kind}; {why} (move it away, or choose another --out)")
-
-
 def prepare_out(out: Path, resume: bool, force: bool) -> None:
     """Refuse to overwrite a run folder unless told: --resume continues it, --force replaces it
     (pcae's own files of it only: `run_file_is_ours`). Nothing is written here, except that a run
@@ -526,7 +519,7 @@ def prepare_out(out: Path, resume: bool, force: bool) -> None:
                             "replace it")
         if not any((out / name).exists() for name in RUN_FILES):
             raise PcaeError(f"{out}: does not look like a pcae run folder; refusing to replace it")
-        _refuse_foreign(out, "--force replaces only pcae's own outputs")
+        refuse_not_ours(run_paths(out), run_file_is_ours)
 
 
 def failed_start(out: Path) -> bool:

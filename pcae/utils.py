@@ -386,6 +386,15 @@ def restore_stale(folder: str | os.PathLike, committed, clear) -> bool:
     return restored
 
 
+def refuse_not_ours(paths, is_ours, why: str = "--force replaces only pcae's own outputs") -> None:
+    """PcaeError naming the first of `paths` that `is_ours` denies (a link, or a file pcae did not
+    write under one of its names): what an output's --force must leave alone."""
+    for path in paths:
+        if not is_ours(path):
+            kind = "a link" if Path(path).is_symlink() else "not a file pcae wrote"
+            raise PcaeError(f"{path}: is {kind}; {why} (move it away, or choose another --out)")
+
+
 # ---------------------------------------------------------------------------------------------
 # Several files that must change together (a latents folder: latents, index, infos)
 
