@@ -556,7 +556,7 @@ def embed_query_image(meta: dict, path, checkpoint=None) -> np.ndarray:
             raise PcaeError("these latents were made with random FaceNet weights that were not saved: "
                             "an image query cannot be embedded the same way; use id:N")
         enc = _recorded_encoder(meta, checkpoint)
-        crop, _ = enc.detect_file(path)
+        crop = enc.detect_file(path)[0]
         with torch.no_grad():
             return enc(crop[None]).float().numpy()
     image = read_image(path)

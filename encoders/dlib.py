@@ -115,6 +115,7 @@ class DlibFaceEncoder(nn.Module):
         self.image_size = CHIP_SIZE
         self.dim = EMBEDDING_DIM
         self.unit_norm = False  # dlib's descriptors are not normalised
+        self.same_person = SAME_PERSON  # Euclidean distance under which two faces are one person
         self.trainable = False
         self.eval()
 
@@ -175,8 +176,8 @@ class DlibFaceEncoder(nn.Module):
         """Find and align a face in a PIL image.
 
         Returns:
-            (chip uint8 (3, 150, 150), detector score); or (None, best score below the threshold)
-            when no face is found.
+            (chip uint8 (3, 150, 150), detector score, faces found); or (None, best score below
+            the threshold, 0) when no face is found.
         """
         rgb = np.asarray(image.convert("RGB"), np.uint8)
         # one HOG pass down to -1 gives both the detections (score >= 0, what `faces` returns: a
@@ -184,16 +185,16 @@ class DlibFaceEncoder(nn.Module):
         rects, scores, _ = _detector().run(rgb, self.upsample, -1.0)
         found = sorted(((r, s) for r, s in zip(rects, scores) if s >= 0.0), key=lambda rs: -rs[0].area())
         if not found:
-            return None, float(max(scores)) if len(scores) else float("-inf")
+            return None, float(max(scores)) if len(scores) else float("-inf"), 0
         index = 0 if face_index is None else face_index
         if not 0 <= index < len(found):
             raise ValueError(f"face_index must be in [0, {len(found)}) for an image with "
                              f"{len(found)} face(s), got {face_index}")
         rect, score = found[index]
-        return self.align(rgb, rect), float(score)
+        return self.align(rgb, rect), float(score), len(found)
 
     def detect_file(self, path, face_index: int | None = None):
-        """detect() on an image file, with one-line PcaeErrors. Returns (chip, score)."""
+        """detect() on an image file, with one-line PcaeErrors. Returns (chip, score, faces found)."""
         from encoders.facenet import detect_photo
 
         return detect_photo(self, path, face_index)

@@ -134,15 +134,15 @@ def open_photo(path):
 def detect_photo(encoder, path, face_index: int | None = None):
     """encoder.detect() on a photo file, with one-line PcaeErrors (shared by the face encoders):
     a missing or unreadable file, a face_index out of range, no face found (and how close the
-    detector came, `encoder.miss_note`). Returns (crop, score)."""
+    detector came, `encoder.miss_note`). Returns (crop, score, faces found)."""
     image = open_photo(path)
     try:
-        crop, score = encoder.detect(image, face_index)
+        crop, score, faces = encoder.detect(image, face_index)
     except ValueError as e:
         raise PcaeError(f"{path}: {e}") from None
     if crop is None:
         raise PcaeError(f"no face found in {path} ({encoder.miss_note(score)})")
-    return crop, score
+    return crop, score, faces
 
 
 @functools.lru_cache(maxsize=4)
@@ -182,6 +182,9 @@ class FaceNetEncoder(nn.Module):
         self.image_size, self.margin, self.min_face_size = image_size, margin, min_face_size
         self.dim = EMBEDDING_DIM
         self.unit_norm = True  # its embeddings lie on the unit sphere (what interpolation keeps)
+        # Schroff et al. 2015, fig. 1: at an L2 distance of 1.1 between unit embeddings "every
+        # pair" of their test set is told apart (their model; the one published figure)
+        self.same_person = 1.1
         self.trainable = False
         self.requires_grad_(False)
         self.eval()
@@ -230,21 +233,22 @@ class FaceNetEncoder(nn.Module):
             image: a PIL image (any mode; converted to RGB).
             face_index: which face, numbered largest first; None = the largest.
         Returns:
-            (crop, prob): crop uint8 (3, S, S) and its detection probability; or (None, p) when no
-            face is found, p being the best probability over all candidates (see the module doc).
+            (crop, prob, faces): crop uint8 (3, S, S), its detection probability and how many faces
+            MTCNN found; or (None, p, 0) when none, p being the best probability over all
+            candidates (see the module doc).
         """
         from facenet_pytorch import extract_face
 
         rgb = image.convert("RGB")
         boxes, probs = mtcnn_detector(self.min_face_size).detect(rgb)
         if boxes is None:
-            return None, self.best_probability(rgb)
+            return None, self.best_probability(rgb), 0
         index = 0 if face_index is None else face_index
         if not 0 <= index < len(boxes):
             raise ValueError(f"face_index must be in [0, {len(boxes)}) for an image with "
                              f"{len(boxes)} face(s), got {face_index}")
         face = extract_face(rgb, boxes[index], self.image_size, self.margin)  # (3, S, S) in [0, 255]
-        return face.round().clamp(0, 255).to(torch.uint8), float(probs[index])
+        return face.round().clamp(0, 255).to(torch.uint8), float(probs[index]), len(boxes)
 
     def best_probability(self, rgb) -> float:
         """Highest ONet face score over all candidates, with RNet's and ONet's thresholds off."""
@@ -261,7 +265,7 @@ class FaceNetEncoder(nn.Module):
         """detect() on an image file, with one-line PcaeErrors for the user's mistakes.
 
         Returns:
-            (crop uint8 (3, S, S), prob).
+            (crop uint8 (3, S, S), prob, faces found).
         """
         return detect_photo(self, path, face_index)
 

@@ -1,44 +1,36 @@
-"""Portraits judged by a network that had no part in making them, and their pose and lighting.
+"""The figures of portraits: who they show, how far from the photo, how varied, in what pose and light.
 
-A portrait model conditioned on FaceNet embeddings scores itself when FaceNet judges its samples
-(and with random FaceNet weights every face maps to nearly the same vector, so that score says
-nothing). The independent judge is the other face encoder: dlib's ResNet (encoders/dlib.py), when
-the optional pcae[faces] extra is installed.
+Each figure can fail, and each has its ceiling or yardstick beside it:
 
-    identity_judge()      the dlib encoder, or None when it is not installed
-    judge_identity(...)   dlib's distance from each portrait to the source photo's face, the
-                          fraction it calls the same person (below 0.6), and the ceiling: the
-                          source face itself shrunk to the portraits' size and judged the same way
-    pose_and_light(...)   per face: yaw, pitch and roll proxies from dlib's 68 landmarks, mean
-                          luminance and the left/right luminance ratio; `spread` summarises a set
+    named            the fraction of portraits the identity judge (eval/identity.py, a pixel-space
+                     classifier that never saw an embedding) names as the source's person, when
+                     that person is one the model knows; the judge's accuracy on real test faces
+                     is the ceiling (chance is 1 / people).
+    dlib distance    dlib's descriptor distance from each portrait to the source face, and the
+                     fraction under dlib's same-person threshold 0.6. When the model is conditioned
+                     on dlib this is the conditioning network judging, so it is reported beside the
+                     identity judge, never instead of it. Ceiling: the source face itself at the
+                     portraits' size.
+    diversity        pairwise root-mean-square difference between the portraits, in levels (0..255):
+                     the mean, the smallest, and how many pairs are near-copies (under
+                     NEAR_COPY_RMS); two real photos of one person differ by ~40.
+    pose and light   per face, from dlib's 68 landmarks: yaw = horizontal offset of the nose tip
+                     from the eyes' midpoint over the eye distance (0 = frontal), pitch = eyes-to-
+                     nose over eyes-to-mouth, roll = the eye line's angle in degrees; luminance =
+                     mean of the landmarks' bounding box on [0, 1], left/right = its left half's
+                     mean over its right half's. `spread` gives mean and std over a set of faces;
+                     the portraits' std is read against the std over the person's real photos
+                     (stored in the checkpoint, or --reference photos): `pose_ratio` (mean of the
+                     yaw and pitch ratios) and `light_ratio` (left/right).
 
-    portrait_scores(...)  every score `pcae portrait` reports for a set of portraits, below
+Portraits are small (32x32 by default): each is upscaled to dlib's 150x150 and aligned by its
+5-point predictor run on the whole crop (no detector: a face this small is below HOG's reach, and
+the crop is a face by construction). Faces pcae trains on are dlib-aligned chips, so their roll
+is ~0 by construction; it is reported but not used in the ratios.
 
-Scores of portraits of one photo (`portrait_scores`; `e` is the conditioning encoder):
-    identity similarity   mean cosine between e(sample) and the conditioning embedding e(source
-                          crop); samples are upsampled from S x S to the encoder's crop size by the
-                          encoder. `source_similarity` is the same score for the source crop itself
-                          downscaled to S x S: the ceiling that resolution allows.
-    diversity             mean pairwise L2 distance between the samples' embeddings (FaceNet's are
-                          unit vectors, so in [0, 2]); `pixel_diversity`: mean pairwise root-mean-square difference
-                          between the samples, in levels (0..255). None for a single sample.
-    identity_judge        the independent judge's verdict: dlib for a FaceNet-conditioned model,
-                          FaceNet (pretrained weights on this machine) for a dlib-conditioned one
-    pose_light            the portraits' pose and lighting spread (dlib), and over `references`
-                          (real photos of the person) when given
-With random FaceNet weights the similarities say nothing about identity; every output says so.
-
-Portraits are small (32x32 by default) face crops cut by MTCNN: each is upscaled to dlib's
-150x150 and aligned by its 5-point predictor run on the whole crop (no detector: a face this
-small is below HOG's reach, and the crop is a face by construction).
-
-Pose proxies (documented because 32-pixel faces are too small for a fitted 3-D head model),
-from the 68 landmarks of the aligned chip: yaw = horizontal offset of the nose tip from the
-eyes' midpoint, over the inter-ocular distance (0 = frontal, sign = direction); pitch = vertical
-distance from the eyes' midpoint to the nose tip over that from the eyes to the mouth (larger =
-head tilted down); roll = angle of the line through the eye centres, in degrees, measured on the
-unaligned upscaled crop. Lighting: mean luminance of the face region (landmark hull's bounding
-box) on [0, 1], and the left half's mean over the right half's.
+    identity_judge()       the dlib encoder, or None when it is not installed
+    portrait_scores(...)   every figure `pcae portrait` reports for the portraits of one photo
+    judge_test_faces(...)  the same over a run's test faces, summarised (the end of a run)
 """
 from __future__ import annotations
 
@@ -49,54 +41,7 @@ import torch
 import torch.nn.functional as F
 
 LUMA = (0.299, 0.587, 0.114)
-
-
-def _spread_or_none(x: torch.Tensor, rms: bool = False) -> float | None:
-    """Mean pairwise distance between the n rows of x (n, d), per coordinate (RMS) if asked; None for n < 2."""
-    from eval.metrics import mean_pairwise_distance
-
-    if len(x) < 2:
-        return None
-    d = float(mean_pairwise_distance(x.double()[None]))
-    return d / math.sqrt(x.shape[1]) if rms else d
-
-
-@torch.no_grad()
-def portrait_scores(model, crop: torch.Tensor, source: torch.Tensor, samples: torch.Tensor,
-                    h: torch.Tensor, references=()) -> dict:
-    """The scores of n portraits drawn given h = model.embed(crop) (see the module docstring).
-
-    Args:
-        model: the pcae.portrait.PortraitModel that drew them (its encoder embeds, its size shrinks).
-        crop: (3, F, F) the source face crop; source: (1, 3, S, S) it at the portraits' size;
-        samples: (n, 3, S, S) uint8; h: (1, D); references: photo paths of the same person.
-    Returns:
-        the PortraitResult fields identity_similarity, similarities, source_similarity, diversity,
-        pixel_diversity, identity_judge, pose_light, reference_pose_light.
-    """
-    e = model.embed(samples)  # (n, D)
-    unit = lambda v: F.normalize(v, dim=-1)  # noqa: E731  FaceNet's are unit vectors already, dlib's nearly
-    similarities = (unit(e) @ unit(h[0])).cpu()
-    verdict = pose = reference = None
-    if model.encoder_name == "facenet":
-        judge = identity_judge()
-        if judge is not None:
-            verdict = judge_identity(judge, crop, source, samples)
-        has_dlib = judge is not None
-    else:
-        judge, has_dlib = facenet_judge(), True
-        if judge is not None:
-            verdict = judge_identity_facenet(judge, crop, source, samples)
-    if has_dlib:  # dlib measures pose and lighting whichever network conditions the model
-        pose = spread(pose_and_light(samples))
-        if references:  # detect_file gives the one-line errors of a missing or broken photo
-            faces = torch.cat([model.shrink(model.facenet.detect_file(r)[0]) for r in references])
-            reference = spread(pose_and_light(faces))
-    return {"identity_similarity": float(similarities.mean()), "similarities": similarities.tolist(),
-            "source_similarity": float(unit(model.embed(source)[0]) @ unit(h[0])),
-            "diversity": _spread_or_none(e.cpu()),
-            "pixel_diversity": _spread_or_none(samples.flatten(1).float(), rms=True),
-            "identity_judge": verdict, "pose_light": pose, "reference_pose_light": reference}
+NEAR_COPY_RMS = 5.0  # levels: two portraits closer than this look the same
 
 
 def identity_judge():
@@ -111,6 +56,12 @@ def identity_judge():
         return None
 
 
+def _dlib_of(model):
+    """The dlib encoder that measures a portrait model's faces: its own when it is conditioned on
+    dlib, else a new one (None when dlib is not installed)."""
+    return model.facenet if model.encoder_name == "dlib" else identity_judge()
+
+
 def _upscale(crops: torch.Tensor, size: int = 150) -> np.ndarray:
     """(B, 3|1, S, S) uint8 -> (B, size, size, 3) uint8 arrays."""
     x = crops.cpu().expand(-1, 3, -1, -1).float()
@@ -119,7 +70,7 @@ def _upscale(crops: torch.Tensor, size: int = 150) -> np.ndarray:
 
 
 def aligned_chips(judge, crops: torch.Tensor) -> tuple[torch.Tensor, list]:
-    """Face crops (B, 3, S, S) -> (dlib-aligned chips (B, 3, 150, 150), 5-point shapes)."""
+    """Face crops (B, C, S, S) -> (dlib-aligned chips (B, 3, 150, 150), 5-point shapes)."""
     from encoders.dlib import CHIP_SIZE, _dlib, _predictor
 
     dlib = _dlib()
@@ -133,75 +84,13 @@ def aligned_chips(judge, crops: torch.Tensor) -> tuple[torch.Tensor, list]:
     return torch.stack(chips), shapes
 
 
-@torch.no_grad()
-def judge_identity(judge, face: torch.Tensor, source: torch.Tensor, samples: torch.Tensor) -> dict:
-    """How far dlib puts each portrait from the person whose face they were drawn from.
-
-    Args:
-        judge: the dlib encoder (identity_judge()).
-        face: (3, F, F) the face crop of the source photo at full resolution (MTCNN's, as the
-            portrait model saw it), aligned here by dlib's 5-point predictor.
-        source: (1, 3, S, S) the same face at the portraits' size (the ceiling).
-        samples: (n, 3, S, S) portraits.
-    Returns:
-        {"judge", "threshold", "distance", "distances", "same_person", "ceiling_distance",
-         "ceiling_same_person"}: Euclidean distances of dlib descriptors (same person below the
-        threshold), their mean, and the fraction below it.
-    """
-    from encoders.dlib import SAME_PERSON
-
-    reference = judge(aligned_chips(judge, face[None])[0])[0]
-    ceiling_chip, _ = aligned_chips(judge, source)
-    portrait_chips, _ = aligned_chips(judge, samples)
-    return _verdict("dlib", SAME_PERSON, reference, judge(ceiling_chip)[0], judge(portrait_chips))
-
-
-def _verdict(name: str, threshold: float, reference, ceiling, portraits) -> dict:
-    """The judge's figures from its embeddings of the source face, of the source at the portraits'
-    size (the ceiling) and of the portraits (n, D)."""
-    ceiling = float((ceiling - reference).norm())
-    distances = (portraits - reference).norm(dim=1)
-    return {"judge": name, "threshold": threshold, "distance": float(distances.mean()),
-            "distances": [round(float(d), 4) for d in distances],
-            "same_person": float((distances < threshold).float().mean()),
-            "ceiling_distance": ceiling, "ceiling_same_person": ceiling < threshold}
-
-
-# Schroff et al. 2015, fig. 1: the L2 distance between FaceNet's unit embeddings, "a threshold
-# of 1.1 would classify every pair correctly" (their model; the one published figure to read against)
-FACENET_SAME_PERSON = 1.1
-
-
-def facenet_judge():
-    """FaceNet with its pretrained VGGFace2 weights when the weights file is already on this machine,
-    else None: the independent judge of dlib-conditioned portraits. It never downloads (a judge
-    should not fetch 100 MB unasked; `pcae train-portraits` does, as facenet-pytorch would)."""
-    from pcae.utils import PcaeError
-
-    try:
-        from encoders.facenet import FaceNetEncoder, pretrained_path
-
-        if not pretrained_path("vggface2").is_file():
-            return None
-        return FaceNetEncoder("vggface2")
-    except (PcaeError, ImportError, OSError):
-        return None
-
-
-def judge_identity_facenet(judge, face: torch.Tensor, source: torch.Tensor, samples: torch.Tensor) -> dict:
-    """judge_identity's figures by FaceNet (for a model conditioned on dlib): L2 distances between
-    FaceNet's unit embeddings of each portrait and of the source face (dlib's aligned chip, which
-    FaceNet takes at its input size), the same person below FACENET_SAME_PERSON."""
-    return _verdict("facenet", FACENET_SAME_PERSON, judge(face[None])[0], judge(source)[0], judge(samples))
-
-
 def _roll(points: np.ndarray) -> float:
     left, right = points[36:42].mean(0), points[42:48].mean(0)
     return math.degrees(math.atan2(right[1] - left[1], right[0] - left[0]))
 
 
 def pose_and_light(crops: torch.Tensor) -> list[dict]:
-    """Per face crop (B, 3, S, S): {"yaw", "pitch", "roll", "luminance", "left_right"} (see the
+    """Per face crop (B, C, S, S): {"yaw", "pitch", "roll", "luminance", "left_right"} (see the
     module docstring); the pose from dlib's 68 landmarks."""
     from encoders.dlib import CHIP_SIZE, _dlib, _predictor
 
@@ -226,6 +115,11 @@ def pose_and_light(crops: torch.Tensor) -> list[dict]:
     return out
 
 
+def face_measures(crops: torch.Tensor) -> list[dict] | None:
+    """pose_and_light of each face, or None when dlib is not installed."""
+    return pose_and_light(crops) if identity_judge() is not None else None
+
+
 def spread(measures: list[dict]) -> dict:
     """Mean and standard deviation of each pose / lighting figure over a set of faces."""
     out = {}
@@ -235,3 +129,149 @@ def spread(measures: list[dict]) -> dict:
                     "std": float(values.std()) if len(values) else None}
     out["faces"] = len(measures)
     return out
+
+
+def spread_ratios(portraits: dict, real: dict) -> dict:
+    """The portraits' std over the real photos' std: pose (mean of yaw and pitch) and light (left/right)."""
+    def ratio(key):
+        a, b = portraits[key]["std"], real[key]["std"]
+        return None if a is None or not b else a / b
+
+    yaw, pitch = ratio("yaw"), ratio("pitch")
+    pose = None if yaw is None or pitch is None else (yaw + pitch) / 2
+    return {"pose_ratio": pose, "light_ratio": ratio("left_right")}
+
+
+def diversity(samples: torch.Tensor) -> dict:
+    """Pairwise RMS differences between portraits (n, C, S, S), in levels; None figures for n < 2."""
+    if len(samples) < 2:
+        return {"rms_mean": None, "rms_min": None, "near_copies": 0, "pairs": 0}
+    d = torch.pdist(samples.flatten(1).double()) / math.sqrt(samples[0].numel())
+    return {"rms_mean": float(d.mean()), "rms_min": float(d.min()),
+            "near_copies": int((d < NEAR_COPY_RMS).sum()), "pairs": len(d)}
+
+
+def dlib_figures(judge, reference: torch.Tensor, source: torch.Tensor, samples: torch.Tensor) -> dict:
+    """dlib distances from each portrait, and from the source at the portraits' size (the
+    ceiling), to the source face's descriptor `reference` (D,)."""
+    from encoders.dlib import SAME_PERSON
+
+    chips, _ = aligned_chips(judge, torch.cat([source, samples]))
+    d = (judge(chips) - reference.cpu()).norm(dim=1)
+    return {"threshold": SAME_PERSON, "distance": float(d[1:].mean()),
+            "distances": [round(float(v), 4) for v in d[1:]],
+            "same_person": float((d[1:] < SAME_PERSON).float().mean()), "ceiling_distance": float(d[0])}
+
+
+def judge_identity(judge, face: torch.Tensor, source: torch.Tensor, samples: torch.Tensor) -> dict:
+    """dlib_figures against the descriptor of `face` (3, F, F), a face crop at full resolution
+    (aligned here by dlib's 5-point predictor)."""
+    return dlib_figures(judge, judge(aligned_chips(judge, face[None])[0])[0], source, samples)
+
+
+def _named(identity, person: str | None, samples: torch.Tensor) -> dict | None:
+    if identity is None:
+        return None
+    names = identity.name(samples)
+    known = person is not None and person in identity.people
+    return {"names": names, "named": (sum(n == person for n in names) / len(names)) if known else None,
+            "judge_accuracy": identity.accuracy, "people": len(identity.people)}
+
+
+@torch.no_grad()
+def portrait_scores(model, crop: torch.Tensor, source: torch.Tensor, samples: torch.Tensor,
+                    h: torch.Tensor, reference: torch.Tensor | None = None) -> dict:
+    """Every figure of n portraits drawn given h = model.embed(crop) (see the module docstring).
+
+    Args:
+        model: the pcae.portrait.PortraitModel that drew them.
+        crop: (3, F, F) the source face as the encoder cut it; source: (1, C, S, S) it at the
+            portraits' size; samples: (n, C, S, S) uint8; h: (D,) the source's embedding.
+        reference: (R, C, S, S) real faces of the person, the yardstick of the pose and lighting
+            spread; None: the known person's photos, as stored in the checkpoint.
+    Returns:
+        {"person", "person_distance", "identity", "dlib", "diversity", "pose_light",
+         "reference_pose_light", "ratios"}; figures that cannot be had are None.
+    """
+    person, person_distance = model.person_of(h)
+    out = {"person": person, "person_distance": person_distance,
+           "identity": _named(model.identity, person, samples), "diversity": diversity(samples),
+           "dlib": None, "pose_light": None, "reference_pose_light": None, "ratios": None}
+    judge = _dlib_of(model)
+    if judge is None:
+        return out
+    out["dlib"] = (dlib_figures(judge, h, source, samples) if model.encoder_name == "dlib"
+                   else judge_identity(judge, crop, source, samples))
+    out["pose_light"] = spread(pose_and_light(samples))
+    if reference is not None:
+        out["reference_pose_light"] = spread(pose_and_light(reference))
+    elif person is not None and model.people.get("pose_light"):
+        out["reference_pose_light"] = model.people["pose_light"][person]
+    if out["reference_pose_light"] is not None:
+        out["ratios"] = spread_ratios(out["pose_light"], out["reference_pose_light"])
+    return out
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+@torch.no_grad()
+def judge_test_faces(task, test_ds, n: int, per: int, generator, temperature: float = 1.0) -> dict:
+    """The portrait figures over the first n test faces of a run's face cache, `per` portraits
+    each, summarised: means over faces, and the fraction of faces that meet each target.
+
+    Args:
+        task: a pcae.portrait.PortraitTask (model, face encoder, identity judge, people).
+        test_ds: the cache's test split (labels are cache rows).
+    """
+    import h5py
+
+    from pcae.sampling import sample
+
+    if task.identity is None:
+        return {"skipped": "the photos have no people (one folder per person), so no identity judge"}
+    count = min(n, len(test_ds))
+    images = torch.stack([test_ds[i][0] for i in range(count)])  # (B, C, S, S)
+    rows = torch.tensor([test_ds[i][1] for i in range(count)])
+    device = next(task.model.parameters()).device
+    h, raw = task.h(rows.to(device)), task.encoder(rows).cpu()  # the decoder's h; the embeddings
+    samples = sample(task.model, count * per, tuple(images.shape[1:]), h.repeat_interleave(per, 0),
+                     temperature, generator).to(torch.uint8).cpu().view(count, per, *images.shape[1:])
+    with h5py.File(task.faces["cache"], "r") as f:
+        persons = f["persons"].asstr()[:]
+        crops = torch.from_numpy(f["crops"][sorted(rows.tolist())])
+    crops = crops[np.argsort(np.argsort(rows.numpy()))]  # back in the order of rows
+    judge = task.facenet if task.facenet.config["name"] == "dlib" else identity_judge()
+    pose_light = task.people.get("pose_light") if task.people else None
+    faces = []
+    for k in range(count):
+        person = persons[int(rows[k])]
+        named = _named(task.identity, person, samples[k])
+        face = {"person": person, "named": named["named"], "diversity": diversity(samples[k])}
+        if judge is not None:
+            face["dlib"] = (dlib_figures(judge, raw[k], images[k:k + 1], samples[k]) if judge is task.facenet
+                            else judge_identity(judge, crops[k], images[k:k + 1], samples[k]))
+            if pose_light:
+                face["ratios"] = spread_ratios(spread(pose_and_light(samples[k])), pose_light[person])
+        faces.append(face)
+    dlib = [f["dlib"] for f in faces if f.get("dlib")]
+    ratios = [f["ratios"] for f in faces if f.get("ratios")]
+    varied = [max(r["pose_ratio"] or 0, r["light_ratio"] or 0) for r in ratios]
+    return {
+        "test_faces": count, "portraits_per_face": per, "people": len(task.identity.people),
+        "judge_accuracy": task.identity.accuracy,
+        "named": _mean(f["named"] for f in faces),
+        "dlib_distance": _mean(d["distance"] for d in dlib),
+        "dlib_same_person": _mean(d["same_person"] for d in dlib),
+        "dlib_ceiling_distance": _mean(d["ceiling_distance"] for d in dlib),
+        "rms_mean": _mean(f["diversity"]["rms_mean"] for f in faces),
+        "rms_min": min((f["diversity"]["rms_min"] for f in faces if f["diversity"]["rms_min"] is not None),
+                       default=None),
+        "near_copies": sum(f["diversity"]["near_copies"] for f in faces),
+        "pose_ratio": _mean(r["pose_ratio"] for r in ratios),
+        "light_ratio": _mean(r["light_ratio"] for r in ratios),
+        "varied_faces": float(np.mean([v >= 0.5 for v in varied])) if varied else None,
+        "faces": faces,
+    }

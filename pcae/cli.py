@@ -378,6 +378,17 @@ def semantics_line(m: dict) -> str:
     """One line for eval.judge's figures (sample_semantics, class_accuracy, or skipped)."""
     if "skipped" in m:
         return f"sample judge skipped: {m['skipped']}"
+    if "test_faces" in m:  # portraits: eval.faces.judge_test_faces
+        pct = lambda v: "-" if v is None else f"{v:.0%}"  # noqa: E731
+        num = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        return (f"portraits of {m['test_faces']} test faces ({m['portraits_per_face']} each): identity "
+                f"judge names the person in {pct(m['named'])} (judge {pct(m['judge_accuracy'])} on real "
+                f"test faces, chance {1 / m['people']:.0%}); dlib distance to the photo {num(m['dlib_distance'])}, "
+                f"{pct(m['dlib_same_person'])} under 0.6 (the photo at the portraits' size: "
+                f"{num(m['dlib_ceiling_distance'])}); pixel RMS between portraits {num(m['rms_mean'])} "
+                f"(smallest {num(m['rms_min'])}, {m['near_copies']} near-copies); pose spread "
+                f"{num(m['pose_ratio'])}x and lighting spread {num(m['light_ratio'])}x the person's "
+                f"photos' ({pct(m['varied_faces'])} of faces at 0.5x or more)")
     ceiling = f"judge {m['judge_accuracy']:.1%} on real test images"
     if "class_accuracy" in m:
         return (f"sample judge: {m['class_accuracy']:.1%} of {m['samples']} class-conditional "
@@ -566,15 +577,17 @@ def evaluate_cmd(
                   device=_DEVICE_HELP + " FaceNet embeds there too.")
 def train_portraits_cmd(
     ctx: typer.Context,
-    data: Optional[str] = typer.Option(None, "--data", help="Photos: folder:PATH (searched recursively) "
-                                       "or h5:PATH. Not needed with --resume."),
+    data: Optional[str] = typer.Option(None, "--data", help="Photos: faces (480 real photos of 55 people "
+                                       "shipped with pcae) [default], or folder:PATH (searched "
+                                       "recursively; one sub-folder per person keeps the person) or h5:PATH."),
     out: Path = typer.Option(Path("runs/portraits"), "--out", help="Run folder (refused if it exists, "
                              "unless --resume or --force)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=1, help="Side of the face images the "
                                              "PixelCNN models (default: 32)."),
-    encoder: str = typer.Option("facenet", "--encoder", help="The face encoder to condition on: facenet "
-                                "(the paper's) or dlib (pretrained, installs offline with pcae[faces]; "
-                                "no --facenet-* options)."),
+    encoder: str = typer.Option("auto", "--encoder", help="The face encoder to condition on: auto (facenet "
+                                "when its pretrained weights are on this machine, else dlib), facenet "
+                                "(the paper's) or dlib (pretrained, installs offline; no --facenet-* "
+                                "options)."),
     facenet_weights: Optional[str] = typer.Option(None, "--facenet-weights", help="vggface2 [default] (from "
                                         "$TORCH_HOME/checkpoints), casia-webface, a state-dict FILE, or "
                                         "random (untrained: for dry runs only)."),
@@ -584,31 +597,38 @@ def train_portraits_cmd(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Face cache HDF5 (default: one per source "
                                          "under $PCAE_CACHE_DIR or ~/.cache/pcae/faces)."),
     max_photos: Optional[int] = typer.Option(None, "--max-photos", min=1, help="Use only the first N photos."),
-    channels: int = typer.Option(48, "--channels", min=3, help="Feature maps per stack (p), divisible by 3."),
-    n_layers: int = typer.Option(5, "--n-layers", min=0, help="Gated layers after the first."),
+    channels: int = typer.Option(32, "--channels", min=1, help="Feature maps per stack (p); divisible by 3 "
+                                 "for colour faces."),
+    n_layers: int = typer.Option(2, "--n-layers", min=0, help="Gated layers after the first."),
+    spatial_channels: int = typer.Option(32, "--spatial-channels", min=0, help="Channels of the "
+                                         "location-dependent map m(h); 0: global h only."),
+    identity_swap: float = typer.Option(0.0, "--identity-swap", min=0, max=1, help="Probability of "
+                                        "conditioning a training face on another photo of the same person."),
+    h_noise: float = typer.Option(0.5, "--h-noise", min=0, help="Gaussian noise added to h while training, "
+                                  "in standard deviations of each embedding dimension."),
     kernel_size: int = typer.Option(3, "--kernel-size", min=3, help="Gated layers' kernel (odd)."),
     first_kernel_size: int = typer.Option(7, "--first-kernel-size", min=3, help="First layer's kernel (odd)."),
     head_channels: int = typer.Option(0, "--head-channels", min=0, help="Output head width (0: --channels)."),
     **train,
 ):
-    """Train a PixelCNN of faces given their FaceNet embedding (portraits from one photo).
+    """Train a PixelCNN of faces given their face embedding (portraits from one photo).
 
-    Detects the largest face of every photo with MTCNN once (cached in --cache), embeds it with
-    the frozen FaceNet, then trains like `pcae train`: OUT/last.pt (kind "portrait", with FaceNet's
-    weights), best.pt, samples.png (rows: a test face, then 4 portraits given its embedding),
-    metrics.jsonl, summary.json, curve.png, train.log (skipped photos included).
+    Detects the largest face of every photo once (cached in --cache), embeds it with the frozen
+    face encoder, trains the identity judge on the people, then trains like `pcae train`:
+    OUT/last.pt (kind "portrait"), best.pt, samples.png (rows: a test face, then 4 portraits given
+    its embedding), metrics.jsonl, summary.json, curve.png, train.log (skipped photos included),
+    and ends with the portraits' figures over the test faces.
     """
     from pcae.portrait import PortraitSpec
 
     resume, force = train["resume"], train["force"]
-    config, given = _train_config(ctx, train, data=data or "", out=str(out), image_size=image_size)
-    if data is None and not resume:
-        raise PcaeError("--data is required (folder:PATH or h5:PATH of photos), unless --resume")
+    config, given = _train_config(ctx, train, data=data or "faces", out=str(out), image_size=image_size)
     spec = PortraitSpec(**_given(  # the options not given: PortraitSpec's defaults
         ctx, encoder=encoder, facenet_weights=facenet_weights, facenet_crop_size=facenet_crop_size,
         cache=None if cache is None else str(cache), max_photos=max_photos, channels=channels,
         n_layers=n_layers, kernel_size=kernel_size, first_kernel_size=first_kernel_size,
-        head_channels=head_channels))
+        head_channels=head_channels, spatial_channels=spatial_channels, identity_swap=identity_swap,
+        h_noise=h_noise))
     _run_training(config, spec, resume, force, given)
 
 
@@ -618,15 +638,21 @@ def _print_faces(faces: dict, out) -> None:
     from pcae.portrait import facenet_note
 
     how = {"all": "reused", "detections": "reused detections, re-derived", "none": "detected"}
-    typer.echo(f"faces: {faces['faces']} of {faces['photos']} photos ({faces['train']} train, "
+    name = faces["facenet"]["name"]
+    if faces.get("encoder_choice"):
+        typer.echo(f"face encoder: {name} ({faces['encoder_choice']})")
+    people = f" of {faces['people']} people" if faces.get("people") else ""
+    typer.echo(f"faces: {faces['faces']}{people} in {faces['photos']} photos ({faces['train']} train, "
                f"{faces['test']} test), {len(faces['skipped'])} skipped; {faces['image_size']}x"
-               f"{faces['image_size']}; cache {faces['cache']} ({how[faces['reused']]})")
+               f"{faces['image_size']}{', grey' if faces.get('grey') else ''}; cache {faces['cache']} "
+               f"({how[faces['reused']]})")
     for s in faces["skipped"][:10]:
         typer.echo(f"  skipped {s['file']}: {s['reason']}")
     if len(faces["skipped"]) > 10:
         typer.echo(f"  ... {len(faces['skipped']) - 10} more (all listed in {out}/train.log)")
-    typer.echo(("warning: " if faces["random_weights"] else "")
-               + facenet_note(faces["random_weights"], faces["facenet"].get("weights") or faces["facenet"]["name"]))
+    if not faces.get("encoder_choice"):
+        typer.echo(("warning: " if faces["random_weights"] else "")
+                   + facenet_note(faces["random_weights"], faces["facenet"].get("weights") or name))
 
 
 def _spread_text(spread: dict) -> str:
@@ -689,35 +715,58 @@ def portrait_cmd(
     note = facenet_note(r.random_weights, r.facenet_weights)
     save_png_grid(r.grid, max(1, math.ceil(math.sqrt(len(r.grid)))), out,
                   {"pcae": "portrait grid: source crop, then samples", "checkpoint": str(checkpoint),
-                   **r.scores(), "note": note})
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"
-    S = r.samples.shape[-1]
-    net = "dlib" if r.facenet_weights == "dlib" else "FaceNet"
-    typer.echo(f"face in {photo} ({'HOG score' if net == 'dlib' else 'probability'} {r.probability:.3f}): "
-               f"{n} portraits of {S}x{S} in {time.perf_counter() - start:.1f} s ({r.sampler} "
-               f"sampler, seed {seed})")
-    typer.echo(f"identity similarity {r.identity_similarity:.3f}  (self-judged: mean cosine "
-               f"{net}(sample) vs {net}(source), the network the model is conditioned on; the "
-               f"source crop at {S}x{S} scores {r.source_similarity:.3f})")
-    j = r.identity_judge
-    if j is None and net == "dlib":
-        typer.echo("independent identity judge: none (the model is conditioned on dlib; FaceNet, the "
-                   "other judge, needs its pretrained weights in $TORCH_HOME/checkpoints)")
-    elif j is None:
-        typer.echo("independent identity judge: not installed (pip install 'pcae[faces]' for dlib)")
-    else:
-        typer.echo(f"identity by an independent judge ({j['judge']}): mean distance {j['distance']:.3f} to the "
-                   f"face in the photo, {j['same_person']:.0%} judged the same person (< "
-                   f"{j['threshold']}); the source face at {S}x{S}: {j['ceiling_distance']:.3f} (the ceiling)")
-    for label, spread in (("portraits", r.pose_light), ("reference photos", r.reference_pose_light)):
-        if spread:
-            typer.echo(f"pose and lighting, {label} ({spread['faces']}): " + _spread_text(spread))
-    typer.echo(f"diversity {fmt(r.diversity)}  (mean pairwise L2 between the samples' FaceNet "
-               f"embeddings, 0..2); pixels {fmt(r.pixel_diversity)} (mean pairwise RMS, levels)")
+                   **r.summary(), "note": note})
     if samples_out is not None:
         save_samples(r, samples_out, str(checkpoint))
+    S = r.samples.shape[-1]
+    which = (f"; {r.faces_found} faces found, used face {r.face_index} (largest first; --face-index "
+             "picks another)") if r.faces_found > 1 else ""
+    typer.echo(f"face in {photo} (detector score {r.probability:.2f}{which}): {n} portraits of {S}x{S} "
+               f"in {time.perf_counter() - start:.1f} s ({r.sampler} sampler, seed {seed})")
+    for line in portrait_lines(r.scores, S):
+        typer.echo(line)
     typer.echo(f"wrote {out}" + (f" and {samples_out}" if samples_out is not None else ""))
     typer.echo(("warning: " if r.random_weights else "") + note)
+
+
+def portrait_lines(m: dict, S: int) -> list[str]:
+    """What `pcae portrait` prints of eval.faces.portrait_scores."""
+    lines = []
+    if m["person"] is not None:
+        lines.append(f"person: {m['person']} (a person the model knows: embedding distance "
+                     f"{m['person_distance']:.2f} to their photos' mean)")
+    elif m["person_distance"] is not None:
+        lines.append(f"person: not one the model knows (nearest is {m['person_distance']:.2f} away)")
+    j = m["identity"]
+    if j is None:
+        lines.append("identity judge: none in this checkpoint (its photos had no person folders, or it "
+                     "was trained before pcae had one)")
+    else:
+        names = ", ".join(f"{name} x{j['names'].count(name)}" for name in sorted(set(j["names"]),
+                                                                                  key=j["names"].count,
+                                                                                  reverse=True)[:3])
+        named = "" if j["named"] is None else f"{j['named']:.0%} named as {m['person']}; "
+        lines.append(f"identity judge ({j['people']} people, {j['judge_accuracy']:.0%} on real test "
+                     f"faces): {named}it sees {names}")
+    d = m["dlib"]
+    if d is None:
+        lines.append("dlib distance: not measured (pip install 'pcae[faces]' for dlib)")
+    else:
+        lines.append(f"dlib distance to the photo's face: mean {d['distance']:.2f}, {d['same_person']:.0%} "
+                     f"under {d['threshold']} (the same person); the photo at {S}x{S}: {d['ceiling_distance']:.2f}")
+    v = m["diversity"]
+    if v["pairs"]:
+        lines.append(f"diversity: pixel RMS between portraits mean {v['rms_mean']:.1f}, smallest "
+                     f"{v['rms_min']:.1f} levels; {v['near_copies']} of {v['pairs']} pairs are near-copies")
+    for label, spread in (("portraits", m["pose_light"]), ("the person's photos", m["reference_pose_light"])):
+        if spread:
+            lines.append(f"pose and lighting, {label} ({spread['faces']}): " + _spread_text(spread))
+    if m["ratios"]:
+        r = m["ratios"]
+        fmt = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
+        lines.append(f"spread against the person's photos: pose {fmt(r['pose_ratio'])}, lighting "
+                     f"{fmt(r['light_ratio'])}")
+    return lines
 
 
 @app.command("interpolate")
@@ -748,10 +797,10 @@ def interpolate_cmd(
     save_png_grid(r.images, r.nrow, out, {"pcae": f"interpolation {a} -> {b}", "checkpoint": str(checkpoint),
                                           "steps": steps, "rows": rows, "seed": seed, "note": note})
     typer.echo(f"wrote {out}: {rows} row(s) of {a.name}, {steps} portraits, {b.name}; "
-               f"cosine between the two embeddings {r.cosine:.3f}")
-    if r.judged:
-        typer.echo("independent judge (dlib) distance of row 1's portraits to a / b: "
-                   + "  ".join(f"{s['to_a']:.2f}/{s['to_b']:.2f}" for s in r.judged))
+               f"embedding distance between the two faces {r.distance:.3f}")
+    if r.named:
+        typer.echo(f"identity judge along row 1 ({r.persons[0] or 'a'} -> {r.persons[1] or 'b'}): "
+                   + ", ".join(r.named))
     typer.echo(("warning: " if r.random_weights else "") + note)
 
 

@@ -20,6 +20,10 @@ Sources (`SOURCES`, the one registry; `pcae data info SOURCE` describes any of t
                  none. Default conversion: 3 channels, and the images' own size when they all
                  share one, else 32. Unreadable images are skipped and listed in info["skipped"].
   h5:PATH        pcae's HDF5 format (below), e.g. written by `import_dataset`.
+  faces          the real face photos bundled in pcae/data/faces/ (ORL and Yale, 480 photos of
+                 55 people, one folder each; credits in its SOURCES.md); the label is the
+                 person (the photo's folder) and the split is by photo within each person
+                 (`person_split`), so every person has photos in both splits.
 
 Splits are fixed. The datasets with official splits keep them. A folder puts a file in the
 test split when sha1(its path relative to the folder, '/'-separated) read as an integer is
@@ -63,6 +67,7 @@ IN_MEMORY_LIMIT = 2 * 1024 ** 3       # bytes of converted uint8 images kept in 
 CHUNK = 512                           # images per decode / write step
 BUNDLED_DIR = Path(__file__).parent / "data"
 BUNDLED_FILE = BUNDLED_DIR / "fashion-mnist-subset.npz"
+BUNDLED_FACES = BUNDLED_DIR / "faces"  # 480 real photos of 55 people, one folder each (SOURCES.md)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 H5_FORMAT = "pcae-images/1"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -318,6 +323,29 @@ def is_test_path(rel: str) -> bool:
     return int(hashlib.sha1(rel.encode()).hexdigest(), 16) % TEST_EVERY == 0
 
 
+def person_of(rel: str) -> str | None:
+    """The person of a photo in a folder of people: its folder relative to the root ("orl/s01");
+    None for a photo at the root."""
+    return rel.rpartition("/")[0] or None
+
+
+def person_split(rels: list[str], persons: list[str | None]) -> list[bool]:
+    """Which photos go to test, by photo within each person, so every person with two photos or
+    more has photos in both splits: of n photos, the max(1, round(n / 10)) whose sha1(path) is
+    smallest. A person's only photo stays in train; photos of no person follow is_test_path."""
+    groups: dict[str, list[int]] = {}
+    for i, person in enumerate(persons):
+        if person is not None:
+            groups.setdefault(person, []).append(i)
+    test = [person is None and is_test_path(rel) for rel, person in zip(rels, persons)]
+    for rows in groups.values():
+        if len(rows) >= 2:
+            rows = sorted(rows, key=lambda i: hashlib.sha1(rels[i].encode()).hexdigest())
+            for i in rows[:max(1, round(len(rows) / TEST_EVERY))]:
+                test[i] = True
+    return test
+
+
 def _is_image_file(p: Path, root: Path) -> bool:
     hidden = any(part.startswith(".") for part in p.relative_to(root).parts)
     return not hidden and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
@@ -328,17 +356,32 @@ def image_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if _is_image_file(p, root))
 
 
-def _open_folder(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
+def _open_faces(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
+    return _open_folder(str(BUNDLED_FACES), split, data_root, channels, image_size, by_person=True)
+
+
+def _open_folder(arg, split, data_root, channels, image_size, bundled=None, by_person=False) -> _Split:
     from PIL import Image
 
     root = Path(arg).expanduser()
     if not root.is_dir():
         raise PcaeError(f"{root}: not a folder")
-    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    labelled = [(d.name, sorted(p for p in d.rglob("*") if _is_image_file(p, root))) for d in subdirs]
+    if by_person:  # a label per photo's folder (person_of), split within each person
+        rels = [p.relative_to(root).as_posix() for p in image_files(root)]
+        persons = [person_of(rel) for rel in rels]
+        people = sorted({person for person in persons if person is not None})
+        labelled = [(name, [root / rel for rel, person in zip(rels, persons) if person == name])
+                    for name in people]
+        tests = {rel for rel, test in zip(rels, person_split(rels, persons)) if test}
+        is_test = tests.__contains__
+    else:
+        subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        labelled = [(d.name, sorted(p for p in d.rglob("*") if _is_image_file(p, root))) for d in subdirs]
+        is_test = is_test_path
     labelled = [(name, files) for name, files in labelled if files]
+
     def in_split(rel: str) -> bool:
-        return is_test_path(rel) == (split == "test")
+        return is_test(rel) == (split == "test")
 
     skipped: list[dict] = []                               # this split's files only
     top = [p for p in sorted(root.iterdir()) if _is_image_file(p, root)]
@@ -525,6 +568,8 @@ SOURCES: dict[str, Source] = {
                             "else the bundled subset)"),
     "mnist": Source(_open_mnist, "MNIST from a torchvision --data-root"),
     "cifar10": Source(_open_cifar10, "CIFAR-10 from a torchvision --data-root"),
+    "faces": Source(_open_faces, "real face photos shipped with pcae: 480 of 55 people (ORL, Yale; "
+                    "the person as label; the portraits' default)"),
     "folder": Source(_open_folder, "folder:PATH, image files (class sub-folders give labels)", True),
     "h5": Source(_open_h5, "h5:PATH, pcae's HDF5 images file (see `pcae data import`)", True),
 }

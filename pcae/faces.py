@@ -40,10 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pcae.data import TEST_EVERY, convert_images, image_files, is_test_path
+from pcae.data import BUNDLED_FACES, TEST_EVERY, convert_images, image_files, person_of, person_split
 from pcae.utils import PcaeError, atomic_path, cache_root, ensure_space, first_line
 
-CACHE_FORMAT = "pcae-faces/1"
+CACHE_FORMAT = "pcae-faces/2"  # /2 added persons, people and grey; /1 caches still load
+READABLE_FORMATS = ("pcae-faces/1", CACHE_FORMAT)
 CHUNK = 64  # faces embedded and written per step
 Progress = Callable[[int, int], None]  # (photos done, photos in all)
 
@@ -101,7 +102,8 @@ def weights_fingerprint(module: nn.Module) -> str:
 @dataclass
 class _Photo:
     name: str
-    test: bool
+    person: str | None  # the photo's folder in a folder of people (pcae.data.person_of)
+    test: bool | None  # an HDF5 file's own split; None: decided over the faces found (split_faces)
     load: Callable[[], Any]  # -> PIL image
 
 
@@ -111,8 +113,16 @@ def _open_photo(path: Path):
     return open_image(path, "RGB")
 
 
+def photos_folder(source: str) -> Path | None:
+    """The folder of a "faces" (the bundled photos) or "folder:PATH" source, else None."""
+    kind, _, arg = source.partition(":")
+    if source == "faces":
+        return BUNDLED_FACES
+    return Path(arg).expanduser().resolve() if kind == "folder" and arg else None
+
+
 def list_photos(source: str, max_photos: int | None = None) -> tuple[list[_Photo], str, str]:
-    """The photos of `source` ("folder:PATH" or "h5:PATH"), sorted, with their split.
+    """The photos of `source` ("faces", "folder:PATH" or "h5:PATH"), sorted, with their person.
 
     Returns:
         (photos, origin, listing): listing is a sha1 of names, sizes and mtimes, so a cache can
@@ -121,8 +131,8 @@ def list_photos(source: str, max_photos: int | None = None) -> tuple[list[_Photo
     if max_photos is not None and max_photos < 1:
         raise ValueError(f"max_photos must be >= 1, got {max_photos}")
     kind, _, arg = source.partition(":")
-    if kind == "folder" and arg:
-        root = Path(arg).expanduser().resolve()
+    root = photos_folder(source)
+    if root is not None:
         if not root.is_dir():
             raise PcaeError(f"{root}: not a folder")
         files = image_files(root)
@@ -135,12 +145,13 @@ def list_photos(source: str, max_photos: int | None = None) -> tuple[list[_Photo
             rel = p.relative_to(root).as_posix()
             st = p.stat()
             digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            photos.append(_Photo(rel, is_test_path(rel), lambda p=p: _open_photo(p)))
+            photos.append(_Photo(rel, person_of(rel), None, lambda p=p: _open_photo(p)))
         return photos, str(root), digest.hexdigest()
     if kind == "h5" and arg:
         return _list_h5_photos(Path(arg).expanduser().resolve(), max_photos)
     hint = f" (did you mean folder:{source}?)" if Path(source).is_dir() else ""
-    raise PcaeError(f"portrait data must be folder:PATH or h5:PATH, got {source!r}{hint}")
+    raise PcaeError(f"portrait data must be faces (the bundled photos), folder:PATH or h5:PATH, got "
+                    f"{source!r}{hint}")
 
 
 def _list_h5_photos(path: Path, max_photos: int | None):
@@ -168,7 +179,7 @@ def _list_h5_photos(path: Path, max_photos: int | None):
         a = handle["f"]["images"][row]  # (C, H, W)
         return Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)).convert("RGB")
 
-    photos = [_Photo(f"{path.name}[{i}]", bool(test[i]), lambda i=i: load(i)) for i in range(n)]
+    photos = [_Photo(f"{path.name}[{i}]", None, bool(test[i]), lambda i=i: load(i)) for i in range(n)]
     return photos, str(path), listing
 
 
@@ -177,7 +188,7 @@ def default_cache_path(source: str, encoder: str = "facenet", variant: str | Non
     per source, face encoder and `variant` (`cache_variant`: what else changes its contents), so
     that a run with other options writes its own cache instead of rewriting one another run
     trains on. Without a variant: the name caches had before (FaceNet's: no encoder suffix)."""
-    path = Path(source.partition(":")[2] or source).expanduser().resolve()
+    path = photos_folder(source) or Path(source.partition(":")[2] or source).expanduser().resolve()
     key = hashlib.sha1(str(path).encode()).hexdigest()[:12]
     suffix = ("" if encoder == "facenet" else f"-{encoder}") + (f"-{variant}" if variant else "")
     return cache_root() / "faces" / f"{path.name or 'photos'}-{key}{suffix}.h5"
@@ -201,7 +212,8 @@ def sibling_caches(cache: Path) -> list[Path]:
 
 
 class _CacheWriter:
-    """Appends faces (crop, prob, name, split) to a new cache file, embedding them in chunks."""
+    """Appends faces (crop, prob, photo) to a new cache file, embedding them in chunks; `finish`
+    writes the split, decided over the faces found (split_faces)."""
 
     def __init__(self, f, encoder, image_size: int):
         import h5py
@@ -218,12 +230,15 @@ class _CacheWriter:
         self.split = grow("split", (), np.uint8, 4096)
         self.probs = grow("probs", (), np.float32, 4096)
         self.files = grow("files", (), h5py.string_dtype(), 4096)
+        self.persons = grow("persons", (), h5py.string_dtype(), 4096)  # "" = no person
         self.n = 0
+        self.photos: list[_Photo] = []
+        self.grey = True  # every face so far has R = G = B
         self.pending: list[tuple] = []
 
-    def add(self, crop: torch.Tensor, prob: float, name: str, test: bool,
+    def add(self, crop: torch.Tensor, prob: float, photo: _Photo,
             embedding: torch.Tensor | None = None) -> None:
-        self.pending.append((crop, prob, name, test, embedding))
+        self.pending.append((crop, prob, photo, embedding))
         if len(self.pending) >= CHUNK:
             self.flush()
 
@@ -231,8 +246,9 @@ class _CacheWriter:
         if not self.pending:
             return
         crops = torch.stack([p[0] for p in self.pending])  # (b, 3, F, F) uint8
-        if all(p[4] is not None for p in self.pending):
-            emb = torch.stack([p[4] for p in self.pending])
+        self.grey = self.grey and bool((crops[:, 0] == crops[:, 1]).all() and (crops[:, 1] == crops[:, 2]).all())
+        if all(p[3] is not None for p in self.pending):
+            emb = torch.stack([p[3] for p in self.pending])
         else:
             device = next(self.encoder.parameters(), torch.empty(0)).device
             emb = self.encoder(crops.to(device)).cpu()  # (b, D)
@@ -242,16 +258,37 @@ class _CacheWriter:
             self.crops: crops.numpy(),
             self.embeddings: emb.numpy().astype(np.float32),
             self.labels: np.arange(n, n + k, dtype=np.int64),
-            self.split: np.array([p[3] for p in self.pending], np.uint8),
+            self.split: np.zeros(k, np.uint8),  # finish() decides
             self.probs: np.array([p[1] for p in self.pending], np.float32),
-            self.files: np.array([p[2] for p in self.pending], dtype=object),
+            self.files: np.array([p[2].name for p in self.pending], dtype=object),
+            self.persons: np.array([p[2].person or "" for p in self.pending], dtype=object),
         }
         ensure_space(self.f.filename, sum(v.nbytes for v in columns.values()))
         for ds, values in columns.items():
             ds.resize(n + k, axis=0)
             ds[n:n + k] = values
         self.n += k
+        self.photos += [p[2] for p in self.pending]
         self.pending = []
+
+    def finish(self) -> None:
+        """The split of the faces written (split_faces), and the people among them."""
+        self.flush()
+        if self.n:
+            self.split[:] = np.asarray(split_faces(self.photos), np.uint8)
+        self.f.attrs["people"] = json.dumps(sorted({p.person for p in self.photos if p.person is not None}))
+        self.f.attrs["grey"] = self.grey  # every face grey: a 1-channel model suffices
+
+
+def split_faces(photos: list[_Photo]) -> list[bool]:
+    """Which faces go to test: by photo within each person (pcae.data.person_split: every person
+    with two faces or more has faces in both splits), an HDF5 file's own split, else ~1 in 10
+    (pcae.data.is_test_path); when that leaves no test face, the last of two or more."""
+    by_person = person_split([p.name for p in photos], [p.person for p in photos])
+    test = [p.test if p.test is not None else t for p, t in zip(photos, by_person)]
+    if not any(test) and len(test) >= 2:  # tiny folders: keep one face for evaluation
+        test[-1] = True
+    return test
 
 
 def _cache_attrs(path: Path) -> dict | None:
@@ -267,7 +304,7 @@ def _cache_attrs(path: Path) -> dict | None:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
     except OSError as e:
         raise PcaeError(f"{path}: cannot read the face cache ({first_line(e, with_type=True)})") from None
-    if attrs.get("faces_format") != CACHE_FORMAT:
+    if attrs.get("faces_format") not in READABLE_FORMATS:
         raise PcaeError(f"{path}: exists and is not a pcae face cache; pass another --cache or remove it")
     return attrs
 
@@ -329,7 +366,7 @@ def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: in
     same_photos = same(old)
     same_weights = same_photos and old.get("weights_fingerprint") == fingerprint
     if (source_cache == cache and same_weights and old.get("image_size") == image_size
-            and old.get("facenet") == json.dumps(encoder.config)):
+            and old.get("facenet") == json.dumps(encoder.config) and old.get("faces_format") == CACHE_FORMAT):
         return _cache_info(cache, "all")
 
     with atomic_path(cache, suffix=".h5") as tmp:
@@ -337,26 +374,22 @@ def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: in
             writer = _CacheWriter(f, encoder, image_size)
             if same_photos:  # new image size or weights: derive them from the stored crops
                 skipped = json.loads(old["skipped"])
+                by_name = {photo.name: photo for photo in photos}  # the same photos: same listing
                 with h5py.File(source_cache, "r") as src:
                     for lo in range(0, src["crops"].shape[0], CHUNK):
                         hi = lo + CHUNK
                         crops = torch.from_numpy(src["crops"][lo:hi])
                         emb = torch.from_numpy(src["embeddings"][lo:hi]) if same_weights else None
-                        for k, (name, test, prob) in enumerate(zip(
-                                src["files"].asstr()[lo:hi], src["split"][lo:hi], src["probs"][lo:hi])):
-                            writer.add(crops[k], float(prob), name, bool(test),
-                                       None if emb is None else emb[k])
+                        for k, (name, prob) in enumerate(zip(src["files"].asstr()[lo:hi], src["probs"][lo:hi])):
+                            writer.add(crops[k], float(prob), by_name[name], None if emb is None else emb[k])
                         writer.flush()
             else:
                 skipped = _detect_all(photos, encoder, writer, progress)
-            writer.flush()
+            writer.finish()
             if writer.n == 0:
                 raise PcaeError(f"{origin}: no face found in any of its {len(photos)} photos "
                                 f"({len(skipped)} skipped; first: {skipped[0]['file']}: "
                                 f"{skipped[0]['reason']})")
-            split = f["split"][:]
-            if not split.any() and writer.n >= 2:  # tiny folders: keep one face for evaluation
-                f["split"][writer.n - 1] = 1
             a = f.attrs
             a["format"] = "pcae-images/1"
             a["faces_format"] = CACHE_FORMAT
@@ -380,12 +413,12 @@ def _detect_all(photos: list[_Photo], encoder, writer: _CacheWriter, progress) -
             skipped.append({"file": photo.name, "reason": f"unreadable ({first_line(e, with_type=True)})"})
         else:
             try:
-                crop, prob = encoder.detect(image)
+                crop, prob, _ = encoder.detect(image)
             except Exception as e:  # e.g. a photo too small for MTCNN's pyramid
                 crop, prob = None, None
                 skipped.append({"file": photo.name, "reason": f"detection failed ({first_line(e, with_type=True)})"})
             if crop is not None:
-                writer.add(crop, prob, photo.name, photo.test)
+                writer.add(crop, prob, photo)
             elif prob is not None:
                 skipped.append({"file": photo.name, "reason": f"no face ({encoder.miss_note(prob)})"})
         if progress is not None:
@@ -407,7 +440,19 @@ def _cache_info(cache: Path, reused: str) -> dict:
             "image_size": int(a["image_size"]), "facenet": json.loads(a["facenet"]),
             "weights_fingerprint": str(a["weights_fingerprint"]),
             "random_weights": bool(a["random_weights"]), "listing": str(a["listing"]),
+            "people": len(json.loads(a.get("people", "[]"))), "grey": bool(a.get("grey", False)),
         }
+
+
+def load_persons(cache: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """The person of each cache row ("" for none; caches made before people have none) and the
+    rows' split (0 train, 1 test)."""
+    import h5py
+
+    with h5py.File(cache, "r") as f:
+        split = f["split"][:]
+        persons = list(f["persons"].asstr()[:]) if "persons" in f else [""] * len(split)
+    return persons, split
 
 
 def load_embeddings(cache: str | os.PathLike, fingerprint: str | None = None,

@@ -1205,7 +1205,8 @@ class _Run:
     def _judge(self) -> dict | None:
         """The sample judge's figures for the final model (eval.judge), or None."""
         config = self.config
-        if not config.judge_images or not self.task.judgeable:
+        own = getattr(self.task, "judge_run", None)  # a task that judges its samples itself
+        if not config.judge_images or not (self.task.judgeable or own):
             return None
         from eval.judge import judge_run
 
@@ -1216,8 +1217,11 @@ class _Run:
         self.task.model.eval()
         try:
             with self._averaged():
-                semantics = judge_run(self.task, source, self.test_ds, config.judge_images,
-                                      generator, config.temperature)
+                if own is not None:
+                    semantics = own(self.test_ds, config.judge_images, generator, config.temperature)
+                else:
+                    semantics = judge_run(self.task, source, self.test_ds, config.judge_images,
+                                          generator, config.temperature)
         finally:
             self.task.model.train()
         if semantics is not None:

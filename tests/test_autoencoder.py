@@ -277,8 +277,8 @@ def test_train_ae_help_lists_the_encoders(monkeypatch, capsys):
     (["--encoder-norm", "layer"], "encoder_norm must be batchnorm or none, got 'layer'"),
     (["--bottleneck", "5", "--freeze-encoder", "--encoder-checkpoint", "{ckpt}"],
      "{ckpt}: its conv encoder has dim 3, but --bottleneck is 5"),
-    (["--encoder", "facenet"], "--encoder facenet needs photos as folder:PATH or h5:PATH (MTCNN finds "
-     "the faces), got --data 'fashion-mnist'"),
+    (["--encoder", "facenet"], "portraits need photos: faces (the bundled ones), folder:PATH or h5:PATH, "
+     "got --data 'fashion-mnist'"),
     (["--encoder", "facenet", "--decoder", "deconv", "--data", "folder:{ckpt}"],
      "--decoder deconv does not go with --encoder facenet"),
 ], ids=["bottleneck-0", "unknown-encoder", "unknown-norm", "frozen-dim-mismatch", "facenet-not-photos",
@@ -314,7 +314,7 @@ def test_train_ae_facenet_skips_faceless_photos_and_draws_portraits(tmp_path, mo
         "--out", out, *face, "--image-size", 8, "--channels", 6, "--n-layers", 1, "--steps", 2,
         "--batch-size", 1, "--n-samples", 2, "--eval-every", 0, "--checkpoint-every", 0)
     assert code == 0, err
-    assert "faces: 2 of 3 photos (1 train, 1 test), 1 skipped; 8x8" in text
+    assert "faces: 2 in 3 photos (1 train, 1 test), 1 skipped; 8x8" in text
     assert "skipped coffee.jpg: no face (best probability" in text
     assert "warning: FaceNet weights are random (NOT pretrained)" in text
     assert "coffee.jpg" in (out / "train.log").read_text()
@@ -327,7 +327,7 @@ def test_train_ae_facenet_skips_faceless_photos_and_draws_portraits(tmp_path, mo
     code, text, err = run_pcae(monkeypatch, capsys, "portrait", data / "astronaut.jpg", "--n", 2,
                                "--checkpoint", out / "best.pt", "--out", grid)
     assert code == 0, err
-    assert "identity similarity" in text and png_size(grid) == (2 * 10 + 2, 2 * 10 + 2)
+    assert "diversity: pixel RMS between portraits" in text and png_size(grid) == (2 * 10 + 2, 2 * 10 + 2)
 
     # --resume finds the portrait run from its last.pt, without --encoder
     code, text, err = run_pcae(monkeypatch, capsys, "train-ae", "--resume", "--out", out, "--steps", 3)

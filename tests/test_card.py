@@ -95,7 +95,7 @@ def test_portrait_without_a_checkpoint_uses_the_newest_portrait_run(tmp_path, mo
     photo = tmp_path / "me.jpg"
     shutil.copy(DATA / "astronaut.jpg", photo)
     code, _, err = run_pcae(monkeypatch, capsys, "portrait", photo, "--n", 2)
-    one_line_error(code, err, "no portrait model under runs/", "pcae train-portraits --data folder:PHOTOS")
+    one_line_error(code, err, "no portrait model under runs/", "pcae train-portraits")
 
     from test_portrait import make_photos
 

@@ -94,6 +94,7 @@ def test_train_portraits_model_options_default_to_the_spec():
 
     options, spec = defaults("train-portraits"), PortraitSpec()
     for field in ("channels", "n_layers", "kernel_size", "first_kernel_size", "head_channels", "encoder",
-                  "facenet_weights", "facenet_crop_size", "cache", "max_photos"):
+                  "facenet_weights", "facenet_crop_size", "cache", "max_photos", "spatial_channels",
+                  "identity_swap", "h_noise"):
         assert options[field] == getattr(spec, field), field
     assert options["image_size"] is None  # None: the faces' default side, pcae.faces.DEFAULT_FACE_SIZE

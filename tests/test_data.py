@@ -100,6 +100,10 @@ def source_case(request, tmp_path):
         return "cifar10", make_cifar_root(tmp_path), (3, 32, 32), data.CIFAR10_CLASSES
     if name == "folder":
         return f"folder:{make_labelled_folder(tmp_path / 'imgs')}", None, (3, 20, 20), ["cat", "dog"]
+    if name == "faces":
+        people = sorted(p.parent.relative_to(data.BUNDLED_FACES).as_posix()
+                        for p in data.BUNDLED_FACES.rglob("1.png")) + [f"yale/subject{k:02d}" for k in range(1, 16)]
+        return "faces", None, (3, 32, 32), sorted(people)
     if name == "h5":
         src = f"folder:{make_labelled_folder(tmp_path / 'imgs')}"
         import_dataset(src, tmp_path / "d.h5")
@@ -147,7 +151,33 @@ def test_every_source_splits_are_fixed(source_case):
 
 
 def test_every_registered_source_has_a_case():
-    assert set(SOURCES) == {"fashion-mnist", "mnist", "cifar10", "folder", "h5"}
+    assert set(SOURCES) == {"fashion-mnist", "mnist", "cifar10", "faces", "folder", "h5"}
+
+
+# ----------------------------------------------------------------------------- faces: people
+
+def test_bundled_faces_are_55_people_each_in_both_splits():
+    train, test = load_dataset("faces", "train"), load_dataset("faces", "test")
+    assert (len(train), len(test)) == (425, 55) and train.classes == test.classes
+    assert len(train.classes) == 55 and train.classes[0] == "orl/s01" and train.classes[-1] == "yale/subject15"
+    assert torch.bincount(test.labels, minlength=55).tolist() == [1] * 55  # one test photo a person
+    assert set(train.files).isdisjoint(test.files)
+    assert (data.BUNDLED_FACES / "SOURCES.md").is_file()  # the credits travel with the photos
+
+
+def test_person_split_keeps_every_person_in_both_splits():
+    rels = [f"p{k}/{i}.png" for k in range(30) for i in range(k % 25 + 1)] + ["loose.png"]
+    persons = [data.person_of(r) for r in rels]
+    assert persons[-1] is None and persons[0] == "p0"
+    test = data.person_split(rels, persons)
+    for k in range(30):
+        mine = [t for r, t in zip(rels, test) if r.startswith(f"p{k}/")]
+        n = len(mine)
+        assert sum(mine) == (0 if n == 1 else max(1, round(n / 10))), (k, n)  # a lone photo trains
+    assert test[-1] == data.is_test_path("loose.png")
+    # by photo: adding a person does not move another person's photos
+    more = data.person_split(rels + ["q/1.png", "q/2.png"], persons + ["q", "q"])
+    assert more[:len(rels)] == test
 
 
 # ----------------------------------------------------------------------------- fashion-mnist

@@ -43,7 +43,7 @@ def dlib_encoder():
 @pytest.fixture(scope="module")
 def detections(facenet):
     """(crop, prob) for each bundled photo, computed once."""
-    return {name: facenet.detect(Image.open(DATA / f"{name}.jpg"))
+    return {name: facenet.detect(Image.open(DATA / f"{name}.jpg"))[:2]
             for name in ("astronaut", "camera", "coffee")}
 
 
@@ -287,7 +287,7 @@ def test_dlib_same_person_close_other_people_far(dlib_encoder):
     photo = Image.open(DATA / "astronaut.jpg").convert("RGB")
     copies = [ImageOps.mirror(photo), ImageEnhance.Brightness(photo).enhance(0.5),
               photo.resize((photo.width * 2, photo.height * 2)), photo.rotate(10)]
-    chip, score = dlib_encoder.detect(photo)
+    chip, score, _ = dlib_encoder.detect(photo)
     assert chip.shape == (3, 150, 150) and chip.dtype == torch.uint8 and score > 0
     chips = [chip] + [dlib_encoder.detect(c)[0] for c in copies]
     h = dlib_encoder(torch.stack(chips))
@@ -295,11 +295,11 @@ def test_dlib_same_person_close_other_people_far(dlib_encoder):
     distances = (h[1:] - h[0]).norm(dim=1)
     assert (distances < SAME_PERSON).all(), distances
     # a face that is not the astronaut's: the camera man of scikit-image's photo
-    other, _ = dlib_encoder.detect(Image.open(DATA / "camera.jpg"))
+    other = dlib_encoder.detect(Image.open(DATA / "camera.jpg"))[0]
     if other is not None:
         assert (dlib_encoder(other[None])[0] - h[0]).norm() > SAME_PERSON
     # no face: None and how close the detector came; a file without one is a one-line error
-    none, best = dlib_encoder.detect(Image.open(DATA / "coffee.jpg"))
+    none, best, _ = dlib_encoder.detect(Image.open(DATA / "coffee.jpg"))
     assert none is None and best < 0
     with pytest.raises(PcaeError, match=r"no face found in .*coffee.jpg \(best HOG score"):
         dlib_encoder.detect_file(DATA / "coffee.jpg")
