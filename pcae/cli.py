@@ -597,7 +597,7 @@ def train_portraits_cmd(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Face cache HDF5 (default: one per source "
                                          "under $PCAE_CACHE_DIR or ~/.cache/pcae/faces)."),
     max_photos: Optional[int] = typer.Option(None, "--max-photos", min=1, help="Use only the first N photos."),
-    channels: int = typer.Option(32, "--channels", min=1, help="Feature maps per stack (p); divisible by 3 "
+    channels: int = typer.Option(24, "--channels", min=1, help="Feature maps per stack (p); divisible by 3 "
                                  "for colour faces."),
     n_layers: int = typer.Option(2, "--n-layers", min=0, help="Gated layers after the first."),
     spatial_channels: int = typer.Option(32, "--spatial-channels", min=0, help="Channels of the "

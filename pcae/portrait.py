@@ -283,7 +283,7 @@ class PortraitSpec:
     """
 
     kind: ClassVar[str] = "portrait"
-    channels: int = 32  # divisible by the image channels (3 for colour faces)
+    channels: int = 24  # divisible by the image channels (3 for colour faces)
     n_layers: int = 2
     kernel_size: int = 3
     first_kernel_size: int = 7
