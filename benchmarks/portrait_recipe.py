@@ -22,7 +22,6 @@ Writes OUT/<variant>/ (run folders), OUT/results.json and OUT/results.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import random
 import time
@@ -32,7 +31,7 @@ import torch
 
 from pcae.portrait import PortraitSpec
 from pcae.train import TrainConfig, train
-from pcae.utils import cpu_description
+from pcae.machine import cpu_description
 
 # name -> (what changed, PortraitSpec options, TrainConfig options)
 VARIANTS = {
@@ -108,7 +107,7 @@ def holdout(args, out: Path) -> dict:
     from pcae.faces import load_persons
     from pcae.kinds import task_from_checkpoint
     from pcae.checkpoint import load_checkpoint
-    from pcae.portrait import _identity_and_people
+    from pcae.tasks.portrait import _identity_and_people
 
     people = sorted({p.parent.relative_to(BUNDLED_FACES).as_posix() for p in BUNDLED_FACES.rglob("*.png")})
     held = sorted(random.Random(args.seed).sample(people, args.holdout))

@@ -1,6 +1,6 @@
 """Latents folders: embed a dataset with an encoder, search it, merge shard parts, describe it.
 
-A latents folder holds three files, always written together (pcae.utils.atomic_files: into a
+A latents folder holds three files, always written together (pcae.outputs.atomic_files: into a
 staging folder, committed by one journal rename, then renamed into place; a run killed or
 interrupted before the commit leaves the previous three intact, one killed after it is finished by
 the next command that opens the folder, so a reader never sees a new file beside old ones):
@@ -27,15 +27,28 @@ import json
 import os
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from embeddings import index as ix
-from embeddings.store import LatentStore, LatentWriter, file_fingerprint, file_sha256, open_latents
-from pcae.utils import SOFTWARE, PcaeError, atomic_files, atomic_path, folder_lock, recover_files, refuse_not_ours
+from embeddings.store import (
+    LatentStore,
+    LatentWriter,
+    file_fingerprint,
+    file_sha256,
+    open_latents,
+)
+from encoders import ENCODER_NAMES, build_encoder, load_encoder
+from pcae.checkpoint import load_checkpoint
+from pcae.data import convert_images, load_dataset
+from pcae.errors import PcaeError
+from pcae.files import SOFTWARE, atomic_path, open_image
+from pcae.outputs import atomic_files, folder_lock, recover_files, refuse_not_ours
+from pcae.runs import require_newest_run, run_of_checkpoint
 
 LATENTS, INDEX, INFOS = "latents.h5", "index.faiss", "index_infos.json"
 TRAIN_SEED = 0
@@ -59,8 +72,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def encoder_from_checkpoint(path: str | os.PathLike):
     """The encoder stored in a pcae checkpoint (an encoder's own, or the encoder of an auto-encoder)."""
-    from encoders import ENCODER_NAMES, load_encoder
-    from pcae.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path)
     configs, states = ck.get("configs") or {}, ck.get("state_dicts") or {}
@@ -95,7 +106,6 @@ def embed_inputs(encoder: str | None, checkpoint, source: str | None, data_root=
     """The defaults of `pcae embed`: with neither an encoder nor a checkpoint, the newest finished
     auto-encoder run's checkpoint (pcae.runs); the encoder a checkpoint holds (None here, named when
     it is opened); the data a checkpoint's run trained on, else fashion-mnist."""
-    from pcae.runs import require_newest_run, run_of_checkpoint
 
     notes = []
     if encoder is None and checkpoint is None:
@@ -121,7 +131,6 @@ def open_encoder(name: str | None, checkpoint: str | os.PathLike | None = None, 
     facenet_weights: for facenet without a checkpoint, "vggface2" (default), "casia-webface", a
     weights file, or "random" (recorded in the metadata).
     """
-    from encoders import ENCODER_NAMES, build_encoder
 
     if name is None and checkpoint is None:
         raise PcaeError("give --encoder, or --checkpoint with the encoder to use")
@@ -173,7 +182,7 @@ def _encode(encoder, images, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _encode_batch(encoder, images, labels) -> tuple[np.ndarray, np.ndarray]:
-    import torch
+    pass
 
     with torch.no_grad():
         if encoder.input == "labels":
@@ -191,7 +200,6 @@ def _encode_batch(encoder, images, labels) -> tuple[np.ndarray, np.ndarray]:
 
 def _batches(ds, rows: np.ndarray, batch_size: int):
     """(rows, images uint8 (B, C, H, W), labels (B,)) for consecutive slices of `rows`."""
-    import torch
 
     for s in range(0, len(rows), batch_size):
         r = rows[s:s + batch_size]
@@ -230,7 +238,6 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
         the index infos written to index_infos.json (plus `skipped`, items without a latent), and
         `random_weights`: whether the encoder is an untrained (random) FaceNet.
     """
-    from pcae.data import load_dataset
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -541,9 +548,7 @@ def search_folder(folder, query: str, k: int = 10, checkpoint=None) -> dict:
 def embed_query_image(meta: dict, path, checkpoint=None) -> np.ndarray:
     """The latent (1, D) of an image file, made by the encoder recorded in the latents' metadata
     (from `checkpoint` when given: the recorded checkpoint, moved)."""
-    import torch
 
-    from pcae.data import convert_images
 
     path = Path(path)
     name = meta.get("encoder")
@@ -573,9 +578,7 @@ def embed_query_image(meta: dict, path, checkpoint=None) -> np.ndarray:
 
 def read_image(path) -> "torch.Tensor":
     """An image file as uint8 (C, H, W), C = 1 or 3; PcaeError when it is not an image."""
-    import torch
 
-    from pcae.utils import open_image
 
     try:
         im = open_image(path)
@@ -590,7 +593,6 @@ def read_image(path) -> "torch.Tensor":
 def _recorded_encoder(meta: dict, checkpoint=None):
     """Rebuild the encoder the latents were made with (from `checkpoint`, where the recorded one
     is now, when given), refusing a checkpoint other than the one they were made with."""
-    from encoders import load_encoder
 
     recorded = meta.get("checkpoint") or None
     if checkpoint is not None and not recorded:
@@ -612,7 +614,6 @@ def _recorded_encoder(meta: dict, checkpoint=None):
 
 def neighbour_images(folder, result: dict, query_image=None):
     """uint8 images (C, H, W) of the query (when it is an id) and of each neighbour, from their sources."""
-    from pcae.data import load_dataset
 
     store = open_latents(Path(folder) / LATENTS)
     cache, images = {}, []

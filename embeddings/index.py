@@ -30,13 +30,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from pcae.utils import PcaeError, atomic_path
+from pcae.errors import PcaeError
+from pcae.files import atomic_path
 
 FLAT_MAX = 20_000
 METRICS = {"l2": faiss.METRIC_L2, "cosine": faiss.METRIC_INNER_PRODUCT}
@@ -74,7 +76,6 @@ def create_index(d: int, index_string: str, metric: str = "l2") -> faiss.Index:
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {sorted(METRICS)}, got {metric!r}")
     # sizes FAISS accepts in the string but then aborts the process on, or loops forever on
-    import re
 
     for kind, value, least in [(m.group(1), int(m.group(2)), 2) for m in re.finditer(r"(HNSW|NSG)(\d+)", index_string)] \
             + [("IVF", int(m.group(1)), 1) for m in re.finditer(r"IVF(\d+)", index_string)]:

@@ -13,7 +13,7 @@ Layout of `latents.h5`:
 
 `LatentWriter` appends blocks of rows to resizable datasets, so memory holds one block whatever N
 is. It writes to the path it is given: callers that want the atomic rename wrap it in
-`pcae.utils.atomic_path` (the `embed` pipeline renames the latents, the index and its infos together).
+`pcae.files.atomic_path` (the `embed` pipeline renames the latents, the index and its infos together).
 `LatentStore` reads a file lazily (rows are read on demand) and turns every way a file can be
 missing or broken into one PcaeError line.
 """
@@ -28,7 +28,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pcae.utils import PcaeError, ensure_space, first_line
+from pcae.errors import PcaeError, first_line
+from pcae.files import ensure_space
 
 FORMAT_VERSION = 1
 _CHUNK_ROWS = 4096

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcae.machine import check_fits
+
 NORMALIZATIONS = ("batchnorm", "none")  # what `normalize` may be
 
 
@@ -74,7 +76,6 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(width, out, 4, stride=2, padding=1), nn.ReLU()]  # halves H, W
             width, h, w = out, h // 2, w // 2
         flat = width * h * w  # the features' size, without running them on a dummy image
-        from pcae.utils import check_fits
 
         # weights, gradients and two Adam moments of the Linear, in fp32, before allocating it
         check_fits(16.0 * flat * bottleneck, f"the conv encoder (--bottleneck {bottleneck}, "

@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcae.utils import PcaeError
+from encoders.facenet import detect_photo
+from pcae.errors import PcaeError
 
 EMBEDDING_DIM = 128
 CHIP_SIZE = 150  # the aligned chip dlib's ResNet was trained on
@@ -195,7 +196,6 @@ class DlibFaceEncoder(nn.Module):
 
     def detect_file(self, path, face_index: int | None = None):
         """detect() on an image file, with one-line PcaeErrors. Returns (chip, score, faces found)."""
-        from encoders.facenet import detect_photo
 
         return detect_photo(self, path, face_index)
 

@@ -48,7 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcae.utils import PcaeError, first_line
+from pcae.errors import PcaeError, first_line
+from pcae.files import load_torch_file, open_image
 
 # facenet-pytorch's pretrained names -> the file its load_weights() looks for in $TORCH_HOME/checkpoints
 PRETRAINED_FILES = {
@@ -107,7 +108,6 @@ def build_inception(weights: str) -> nn.Module:
     if not path.is_file():
         raise PcaeError(f"FaceNet weights file {path} does not exist "
                         f"(expected a state dict of facenet-pytorch's InceptionResnetV1)")
-    from pcae.checkpoint import load_torch_file
 
     state = load_torch_file(path, "FaceNet weights file (a state dict of InceptionResnetV1)")
     if not isinstance(state, dict):
@@ -125,8 +125,7 @@ def build_inception(weights: str) -> nn.Module:
 
 def open_photo(path):
     """A photo file as an RGB PIL image; one-line PcaeErrors for a missing, unreadable or
-    oversized file (pcae.utils.open_image; shared by the face encoders)."""
-    from pcae.utils import open_image
+    oversized file (pcae.files.open_image; shared by the face encoders)."""
 
     return open_image(path, "RGB")
 

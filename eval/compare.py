@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,25 @@ from typing import Callable
 import torch
 
 from eval import metrics as M
-from pcae.utils import Interrupted, PcaeError, refuse_not_ours, written_by_pcae
+from eval import report as R
+from eval.judge import JudgeConfig, judge_autoencoder, load_judge
+from pcae.data import load_dataset
+from pcae.deconv import gaussian_bits_per_dim
+from pcae.errors import Interrupted, PcaeError
+from pcae.files import written_by_pcae
+from pcae.kinds import load_model
+from pcae.outputs import folder_lock, put_back, refuse_not_ours, restore_stale
+from pcae.pixelcnn import nll_bits
+from pcae.tasks.autoencoder import AutoencoderSpec
+from pcae.tasks.pixelcnn import PixelCNNSpec
+from pcae.train import (
+    RUN_OUTPUTS,
+    SAMPLES_DIR,
+    TrainConfig,
+    prepare_out,
+    resolve_device,
+    train,
+)
 
 REPORT_FILES = ("report.json", "report.md", "summary.png")
 
@@ -118,7 +137,6 @@ Progress = Callable[[str], None]
 
 def _train_run(config: CompareConfig, spec, name: str, progress: Progress) -> Path:
     """Train one model with pcae.train.train into OUT/runs/NAME; return its last.pt."""
-    from pcae.train import TrainConfig, train
 
     out = Path(config.out) / "runs" / name
     train_config = TrainConfig(
@@ -140,7 +158,6 @@ def _train_run(config: CompareConfig, spec, name: str, progress: Progress) -> Pa
 
 def _load_reference(path, test_x: torch.Tensor):
     """The unconditional PixelCNN at `path` (on the CPU, in eval mode), checked against the data."""
-    from pcae.checkpoint import load_model
 
     ref, _ = load_model(path, kind="pixelcnn")
     if ref.config.cond_dim:
@@ -153,7 +170,7 @@ def _load_reference(path, test_x: torch.Tensor):
 
 
 def _load_autoencoder(path, decoder: str, device: torch.device):
-    from pcae.checkpoint import load_model
+    pass
 
     model, checkpoint = load_model(path, kind="autoencoder")
     if model.kind != decoder:
@@ -211,7 +228,6 @@ def report_file_is_ours(path: Path) -> bool:
 def check_out(out: Path, force: bool) -> None:
     """Refuse an existing, non-empty OUT unless `force`; with it, refuse report files (and model
     runs, pcae.train.prepare_out) that pcae did not write: --force replaces only pcae's outputs."""
-    from pcae.train import RUN_OUTPUTS, SAMPLES_DIR, prepare_out
 
     if out.exists() and not out.is_dir():
         raise PcaeError(f"{out}: exists and is not a folder")
@@ -297,7 +313,7 @@ def _gains(nll, images, h, config, device) -> dict:
 
 @torch.no_grad()
 def evaluate_unconditional(model, test_x, config, device) -> dict:
-    from pcae.pixelcnn import nll_bits
+    pass
 
     bits = M.bits_over_batches(lambda x: nll_bits(model(x), x),
                                _batches(test_x, config.eval_batch, device))
@@ -306,7 +322,6 @@ def evaluate_unconditional(model, test_x, config, device) -> dict:
 
 def _judge(config: CompareConfig):
     """The data's sample judge (eval.judge), or None without labels or with judge_images 0."""
-    from eval.judge import JudgeConfig, load_judge
 
     if not config.judge_images:
         return None
@@ -324,7 +339,6 @@ _SEMANTICS = ("class_agreement", "judge_accuracy", "ink", "source_ink", "ink_rat
 
 def _semantics(model, judge, data, config, device, generator) -> dict:
     """eval.judge figures on the first judge_images test images (None each without a judge)."""
-    from eval.judge import judge_autoencoder
 
     _, _, test_x, test_y, _ = data
     if judge is None or (test_y < 0).any():
@@ -338,7 +352,6 @@ def _semantics(model, judge, data, config, device, generator) -> dict:
 @torch.no_grad()
 def evaluate_pixelcnn_ae(model, data, config, device, generator) -> tuple[dict, torch.Tensor]:
     """Metrics of a PixelCNN auto-encoder, and its samples (F, n, C, H, W) for the figure."""
-    from pcae.pixelcnn import nll_bits
 
     train_x, train_y, test_x, test_y, fig_x = data
     h_train = _codes(model.encoder, train_x, config.eval_batch, device)
@@ -356,8 +369,6 @@ def evaluate_pixelcnn_ae(model, data, config, device, generator) -> tuple[dict, 
 def evaluate_deconv_ae(model, head, data, config, device) -> tuple[dict, torch.Tensor]:
     """Metrics of a deconv auto-encoder (likelihoods from `head`: a categorical deconv decoder on
     the same h, or None when the model is itself categorical), and its reconstructions of fig_x."""
-    from pcae.deconv import gaussian_bits_per_dim
-    from pcae.pixelcnn import nll_bits
 
     train_x, train_y, test_x, test_y, fig_x = data
     h_train = _codes(model.encoder, train_x, config.eval_batch, device)
@@ -403,9 +414,7 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
     Returns:
         the report dict (also written to OUT/report.json): {"config", "data", "rows", "figures", ...}.
     """
-    import shutil
 
-    from pcae.utils import folder_lock, put_back, restore_stale
 
     out = Path(config.out)
     if out.exists() and not out.is_dir():
@@ -434,7 +443,6 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
 def _clear(out: Path, aside: Path) -> None:
     """Remove a comparison's own outputs from OUT: its report files, and its runs/ where `aside`
     holds the previous comparison's."""
-    import shutil
 
     for path in report_paths(out):
         if report_file_is_ours(path):
@@ -444,11 +452,7 @@ def _clear(out: Path, aside: Path) -> None:
 
 
 def _compare_decoders(config, out, pixelcnn, deconv, unconditional, force, progress, kept) -> dict:
-    from pcae.autoencoder import AutoencoderSpec
-    from pcae.data import load_dataset
-    from pcae.pixelcnn_task import PixelCNNSpec
-    from pcae.train import resolve_device
-    from eval import report as R
+    pass
 
     plan = plan_models(config, pixelcnn, deconv)
     device = resolve_device(config.device)
@@ -480,7 +484,7 @@ def _compare_decoders(config, out, pixelcnn, deconv, unconditional, force, progr
     # (each is replaced when its model is trained again, pcae.train's own --force) and only the
     # report waits aside.
     if force:
-        from pcae.utils import set_aside
+        from pcae.outputs import set_aside
 
         runs = out / "runs"
         given = [Path(p).resolve() for p in (*pixelcnn, *deconv, *([unconditional] if unconditional else []))]

@@ -40,17 +40,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from encoders import build_encoder
+from encoders.dlib import CHIP_SIZE, SAME_PERSON, _dlib, _predictor
+from pcae.errors import PcaeError
+from pcae.sampling import sample
+
 LUMA = (0.299, 0.587, 0.114)
 NEAR_COPY_RMS = 5.0  # levels: two portraits closer than this look the same
 
 
 def identity_judge():
     """The dlib face encoder when pcae[faces] is installed, else None."""
-    from pcae.utils import PcaeError
-
     try:
-        from encoders import build_encoder
-
         return build_encoder("dlib")
     except (PcaeError, ImportError):
         return None
@@ -71,7 +72,6 @@ def _upscale(crops: torch.Tensor, size: int = 150) -> np.ndarray:
 
 def aligned_chips(judge, crops: torch.Tensor) -> tuple[torch.Tensor, list]:
     """Face crops (B, C, S, S) -> (dlib-aligned chips (B, 3, 150, 150), 5-point shapes)."""
-    from encoders.dlib import CHIP_SIZE, _dlib, _predictor
 
     dlib = _dlib()
     chips, shapes = [], []
@@ -92,7 +92,6 @@ def _roll(points: np.ndarray) -> float:
 def pose_and_light(crops: torch.Tensor) -> list[dict]:
     """Per face crop (B, C, S, S): {"yaw", "pitch", "roll", "luminance", "left_right"} (see the
     module docstring); the pose from dlib's 68 landmarks."""
-    from encoders.dlib import CHIP_SIZE, _dlib, _predictor
 
     dlib = _dlib()
     out = []
@@ -154,7 +153,6 @@ def diversity(samples: torch.Tensor) -> dict:
 def dlib_figures(judge, reference: torch.Tensor, source: torch.Tensor, samples: torch.Tensor) -> dict:
     """dlib distances from each portrait, and from the source at the portraits' size (the
     ceiling), to the source face's descriptor `reference` (D,)."""
-    from encoders.dlib import SAME_PERSON
 
     chips, _ = aligned_chips(judge, torch.cat([source, samples]))
     d = (judge(chips) - reference.cpu()).norm(dim=1)
@@ -184,7 +182,7 @@ def portrait_scores(model, crop: torch.Tensor, source: torch.Tensor, samples: to
     """Every figure of n portraits drawn given h = model.embed(crop) (see the module docstring).
 
     Args:
-        model: the pcae.portrait.PortraitModel that drew them.
+        model: the pcae.tasks.portrait.PortraitModel that drew them.
         crop: (3, F, F) the source face as the encoder cut it; source: (1, C, S, S) it at the
             portraits' size; samples: (n, C, S, S) uint8; h: (D,) the source's embedding.
         reference: (R, C, S, S) real faces of the person, the yardstick of the pose and lighting
@@ -223,12 +221,11 @@ def judge_test_faces(task, test_ds, n: int, per: int, generator, temperature: fl
     each, summarised: means over faces, and the fraction of faces that meet each target.
 
     Args:
-        task: a pcae.portrait.PortraitTask (model, face encoder, identity judge, people).
+        task: a pcae.tasks.portrait.PortraitTask (model, face encoder, identity judge, people).
         test_ds: the cache's test split (labels are cache rows).
     """
     import h5py
 
-    from pcae.sampling import sample
 
     if task.identity is None:
         return {"skipped": "the photos have no people (one folder per person), so no identity judge"}

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pcae.utils import atomic_path, cache_root
+from pcae.data import convert_images
+from pcae.files import atomic_path, cache_root
 
 IDENTITY_FORMAT = 1  # bump when the network or its training changes: old cache entries are ignored
 
@@ -155,7 +156,6 @@ def faces_of_cache(cache: str | Path, channels: int) -> dict:
     images (B, channels, S, S) uint8."""
     import h5py
 
-    from pcae.data import convert_images
 
     with h5py.File(cache, "r") as f:
         persons = f["persons"].asstr()[:] if "persons" in f else []

@@ -33,7 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from eval.metrics import mean_pairwise_distance
-from pcae.utils import PcaeError, atomic_path, cache_root
+from pcae.data import load_dataset
+from pcae.errors import PcaeError
+from pcae.files import atomic_path, cache_root
 
 JUDGE_FORMAT = 1  # bump when the network or its training changes: old cache entries are ignored
 
@@ -158,7 +160,7 @@ def judge_key(train_ds, test_ds, config: JudgeConfig) -> str:
 
 
 def cache_dir() -> Path:
-    """Where judges are cached: pcae.utils.cache_root()/judges."""
+    """Where judges are cached: pcae.files.cache_root()/judges."""
     return cache_root() / "judges"
 
 
@@ -174,7 +176,6 @@ def load_judge(source: str = "fashion-mnist", *, channels: int | None = None,
     Raises:
         PcaeError when the source has no labels.
     """
-    from pcae.data import load_dataset
 
     kwargs = dict(channels=channels, image_size=image_size, data_root=data_root)
     train_ds = load_dataset(source, split="train", **kwargs)
@@ -316,14 +317,12 @@ def judge_run(task, source: dict, test_ds, n: int, generator: torch.Generator | 
     Returns:
         the task's figures, or {"skipped": why} when the data has no labels.
     """
-    from pcae.train import first_examples
-
     try:
         judge = load_judge(**source)
     except PcaeError as e:
         return {"skipped": str(e)}
     device = next(task.model.parameters()).device
-    images, labels = first_examples(test_ds, n, device)
+    images, labels = (t.to(device) for t in test_ds.first(n))
     if (labels < 0).any():
         return {"skipped": "the test images have no labels"}
     return task.judged(judge, images, labels, generator, temperature)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from pcae.utils import atomic_path
+from pcae.files import atomic_path
+from pcae.images import save_figure, save_grid
 
 # (key, header, format) of the Markdown table, in order
 COLUMNS = (
@@ -119,7 +120,6 @@ def write_figure(originals: torch.Tensor, reconstructions: torch.Tensor, samples
         originals, reconstructions: (B, C, H, W) levels. samples: (B, n, C, H, W) levels.
         zoom: each pixel drawn as zoom x zoom pixels (nearest), so 28x28 images stay legible.
     """
-    from pcae.images import save_grid
 
     B = len(originals)
     if reconstructions.shape != originals.shape or samples.shape[0] != B or samples.shape[2:] != originals.shape[1:]:
@@ -155,6 +155,5 @@ def write_plot(rows: list[dict], path: str | os.PathLike) -> Path:
         ax.set_xticks(x, labels, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    from pcae.images import save_figure
 
     return save_figure(fig, path)

@@ -16,7 +16,7 @@ A checkpoint is a plain dict (DESIGN.md, "Contracts"):
     data            the data source's info dict (source, origin, classes, skipped files, ...)
     metrics         {"best_test": ..., ...} what the run knew when it saved
 
-Writing goes through `pcae.utils.atomic_path` (temp file in the same folder, fsync, os.replace), so
+Writing goes through `pcae.files.atomic_path` (temp file in the same folder, fsync, os.replace), so
 a run killed at any moment leaves the previous checkpoint or the new one, never half of one.
 Reading uses `torch.load(weights_only=True)`: everything stored is tensors, numbers, strings, None,
 lists, tuples and dicts (`to_plain` converts the rest), so an untrusted file cannot run code.
@@ -28,17 +28,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import random
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pcae.utils import PcaeError, atomic_path, refuse_special
+from pcae import __version__
+from pcae.errors import PcaeError
+from pcae.files import atomic_path, load_torch_file, refuse_special
 
 FORMAT_VERSION = 1
 
@@ -91,7 +90,6 @@ def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> Path:
     for key in ("kind", "configs", "state_dicts"):
         if key not in checkpoint:
             raise ValueError(f"checkpoint must have a {key!r} entry, got keys {sorted(checkpoint)}")
-    from pcae import __version__
     payload = {"pcae": "checkpoint", "format_version": FORMAT_VERSION, "pcae_version": __version__}
     payload.update(to_plain({k: v for k, v in checkpoint.items() if k not in payload}))
     path = Path(path)
@@ -169,61 +167,4 @@ def run_kind(out: str | os.PathLike) -> str | None:
     path = Path(out) / "last.pt"
     return load_checkpoint(path, lazy=True).get("kind") if path.is_file() else None
 
-
-def load_torch_file(path: Path, what: str = "pcae checkpoint", lazy: bool = False):
-    """torch.load(path, weights_only=True) on the CPU, or PcaeError saying what the file is.
-
-    lazy: memory-map the tensors (read when used); files torch cannot map are read whole.
-
-    torch's own message for a file that weights-only loading refuses advises loading it with
-    weights_only=False; that advice is never passed on (such a file can run code when loaded).
-    """
-    if lazy and zipfile.is_zipfile(path):  # torch maps only its zip format
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except (RuntimeError, ValueError, OSError):
-            pass  # the full read below says what is wrong with the file
-    try:
-        with warnings.catch_warnings():  # torch's pickle-protocol warnings are not for users
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        with open(path, "rb") as f:
-            head = f.read(2)
-        if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch's zip nor a pickle
-            raise PcaeError(f"{path}: not a {what}: not a torch file (another format, or "
-                            "corrupt or truncated)") from None
-        raise PcaeError(f"{path}: not a {what}: {_what_it_holds(e)}, which pcae never "
-                        "loads (unpickling arbitrary objects could run code)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
-        raise PcaeError(f"{path}: not a {what}: not a torch file (another format, or "
-                        f"corrupt or truncated: {type(e).__name__})") from None
-
-
-def _what_it_holds(error: Exception) -> str:
-    """What a file refused by weights-only loading holds, from torch's message (no advice)."""
-    text = str(error)
-    import re
-
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if found:
-        return f"it holds a pickled {found.group(1)} object"
-    if "Unsupported operand" in text or "weights_only" in text:
-        return "it is a pickle of Python objects, not tensors and plain data"
-    return "it is not a torch file of tensors and plain data"
-
-
-def load_model(path: str | os.PathLike, kind: str | None = None):
-    """Rebuild the model stored in a checkpoint, on CPU in float32, in eval mode.
-
-    Returns:
-        (model, checkpoint dict).
-    """
-    from pcae.kinds import model_from_checkpoint
-
-    checkpoint = load_checkpoint(path, kind)
-    model = model_from_checkpoint(checkpoint, path)
-    return model.float().eval(), checkpoint
 

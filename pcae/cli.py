@@ -14,9 +14,15 @@ from typing import Optional
 import typer
 
 from pcae import __version__
-from pcae.options import (check_device, check_precision, check_split, check_temperature,
-                          cli_callback)
-from pcae.utils import DiskFull, Interrupted, PcaeError, first_line, is_disk_full, refuse_existing
+from pcae.errors import DiskFull, Interrupted, PcaeError, first_line, is_disk_full
+from pcae.files import refuse_existing
+from pcae.options import (
+    check_device,
+    check_precision,
+    check_split,
+    check_temperature,
+    cli_callback,
+)
 
 # the shared option values, checked in one place (pcae/options.py)
 _DEVICE, _SPLIT = cli_callback(check_device), cli_callback(check_split)
@@ -155,7 +161,13 @@ def embed_cmd(
     """Stream a data source through an encoder into latents.h5 and a FAISS index."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from embeddings.embed import embed, embed_inputs, parse_shard
 
@@ -292,8 +304,14 @@ def _run_training(config, spec, resume: bool, force: bool, given: set[str]):
     config and spec. A portrait spec's face step shows on the bar, then a faces summary.
     """
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from pcae.train import train
 
@@ -506,7 +524,7 @@ def train_cmd(
     Data-parallel: torchrun --standalone --nproc_per_node=N -m pcae train ...
     """
     _check_channels(image_channels)
-    from pcae.pixelcnn_task import PixelCNNSpec
+    from pcae.tasks.pixelcnn import PixelCNNSpec
 
     resume, force = train["resume"], train["force"]
     config, given = _train_config(
@@ -537,7 +555,7 @@ def sample_cmd(
     import time
 
     from pcae.images import save_grid
-    from pcae.pixelcnn_task import sample_checkpoint
+    from pcae.inference import sample_checkpoint
 
     start = time.perf_counter()
     images, nrow = sample_checkpoint(checkpoint, n=n, label=label, temperature=temperature, seed=seed,
@@ -868,10 +886,10 @@ def train_ae_cmd(
     --resume of such a run needs no --encoder. Not with --decoder deconv, --freeze-encoder,
     --encoder-checkpoint, --spatial-cond or --bottleneck; the auto-encoder's other widths
     (--encoder-channels, --deconv-channels, ...) do not apply to it. What runs is decided by
-    pcae.autoencoder.autoencoder_spec, the same call from Python.
+    pcae.kinds.autoencoder_spec, the same call from Python.
     """
     _check_channels(image_channels)
-    from pcae.autoencoder import autoencoder_spec
+    from pcae.kinds import autoencoder_spec
 
     resume, force = train["resume"], train["force"]
     config, given = _train_config(ctx, train, data=data, out=str(out), image_channels=image_channels,
@@ -912,8 +930,8 @@ def reconstruct_cmd(
     refuse_existing(out, force)
     import time
 
-    from pcae.autoencoder import reconstruct_checkpoint
     from pcae.images import save_grid
+    from pcae.inference import reconstruct_checkpoint
 
     start = time.perf_counter()
     grid, nrow, info = reconstruct_checkpoint(checkpoint, data=data, split=split, n=n, samples=samples,

@@ -51,6 +51,7 @@ import hashlib
 import json
 import os
 import pickle
+import socket
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -59,8 +60,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from pcae.errors import PcaeError, first_line
+from pcae.files import atomic_path, ensure_space, refuse_existing, refuse_special
+from pcae.machine import check_fits
 from pcae.options import SPLITS, check_split
-from pcae.utils import PcaeError, atomic_path, ensure_space, first_line, refuse_existing, refuse_special
 
 TEST_EVERY = 10                       # ~1 in 10 items of a folder / split-less HDF5 go to test
 IN_MEMORY_LIMIT = 2 * 1024 ** 3       # bytes of converted uint8 images kept in memory
@@ -116,6 +119,17 @@ class ImageDataset:
         if not -self._count <= i < self._count:
             raise IndexError(f"index {i} out of range for {self._count} images")
         return self._reader(i % self._count)
+
+    def first(self, n: int):
+        """The first n (at least 1, at most all) images and labels: (n, C, H, W) uint8, (n,) long."""
+        import torch  # here: pcae.data stays torch-free to import (`pcae --help` reads its names)
+
+        n = min(max(n, 1), len(self))
+        if self.images is not None:
+            return self.images[:n], self.labels[:n].long()
+        items = [self[i] for i in range(n)]
+        return (torch.stack([torch.as_tensor(x) for x, _ in items]),
+                torch.tensor([int(y) for _, y in items], dtype=torch.long))
 
     def __repr__(self) -> str:
         return (f"ImageDataset({self.info['source']!r}, split={self.info['split']!r}, "
@@ -239,7 +253,6 @@ def _torchvision_root(name: str, data_root: str | None, subdir: str, check: Call
             f"({how}) or, with network access, a --data-root to download into")
     if root is None:
         raise PcaeError(hint)
-    import socket
     import torchvision.datasets as tvd
     cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
     old = socket.getdefaulttimeout()
@@ -645,7 +658,6 @@ def load_dataset(source: str = DEFAULT_SOURCE, split: str = "train", *, channels
             return ImageDataset(shape=shape, classes=sp.classes, info=info, reader=reader,
                                 count=sp.count, files=sp.names)
 
-    from pcae.utils import check_fits
 
     check_fits(float(sp.count) * float(np.prod(shape)),
                f"{source} ({split}): {sp.count} images of {'x'.join(map(str, shape))} in memory"

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from encoders.conv import down_steps
+
 OUTPUTS = ("mse", "categorical")
 
 
@@ -60,7 +62,6 @@ class DeconvConfig:
 
 def up_steps(image_size: tuple[int, int], target: int = 8) -> int:
     """How many stride-2 upsamplings reach (H, W) from a map whose longer side is <= target."""
-    from encoders.conv import down_steps
     return down_steps(image_size, target)
 
 

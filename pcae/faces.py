@@ -38,10 +38,21 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from pcae.data import BUNDLED_FACES, TEST_EVERY, convert_images, image_files, person_of, person_split
-from pcae.utils import PcaeError, atomic_path, cache_root, ensure_space, first_line
+from encoders import build_encoder
+from encoders.facenet import FaceNetEncoder
+from pcae.data import (
+    BUNDLED_FACES,
+    TEST_EVERY,
+    convert_images,
+    image_files,
+    person_of,
+    person_split,
+)
+from pcae.errors import PcaeError, first_line
+from pcae.files import atomic_path, cache_root, ensure_space, open_image
 
 CACHE_FORMAT = "pcae-faces/2"  # /2 added persons, people and grey; /1 caches still load
 READABLE_FORMATS = ("pcae-faces/1", CACHE_FORMAT)
@@ -63,8 +74,6 @@ def build_face_encoder(name: str = "facenet", weights: str = "vggface2", crop_si
     if name == "facenet":
         return build_facenet(weights, crop_size)
     if name == "dlib":
-        from encoders import build_encoder
-
         return build_encoder("dlib")
     raise PcaeError(f"portraits are conditioned on a face encoder: {', '.join(FACE_ENCODERS)}; got {name!r}")
 
@@ -79,7 +88,6 @@ def build_facenet(weights: str = "vggface2", crop_size: int = 160):
 
     crop_size: the MTCNN crop and FaceNet input side (FaceNet's own is 160; smaller is faster).
     """
-    from encoders.facenet import FaceNetEncoder
 
     return FaceNetEncoder(weights, image_size=crop_size)
 
@@ -108,7 +116,7 @@ class _Photo:
 
 
 def _open_photo(path: Path):
-    from pcae.utils import open_image
+    pass
 
     return open_image(path, "RGB")
 
@@ -156,7 +164,6 @@ def list_photos(source: str, max_photos: int | None = None) -> tuple[list[_Photo
 
 def _list_h5_photos(path: Path, max_photos: int | None):
     import h5py
-    from PIL import Image
 
     if not path.is_file() or not h5py.is_hdf5(path):
         raise PcaeError(f"{path}: not an HDF5 file")

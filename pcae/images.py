@@ -1,6 +1,6 @@
 """Image files pcae writes: sample grids (with optional PNG text chunks) and training curves.
 
-Every writer goes through pcae.utils.atomic_path, so a reader never sees half a PNG and a killed
+Every writer goes through pcae.files.atomic_path, so a reader never sees half a PNG and a killed
 writer leaves the previous file in place. Grids take uint8 images (N, C, H, W) in levels 0..255,
 tiled `nrow` per row with a 2-pixel grey border.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pcae.utils import SOFTWARE, atomic_path
+from pcae.files import SOFTWARE, atomic_path
 
 
 def save_grid(images: torch.Tensor, nrow: int, path: str | os.PathLike, text: dict | None = None) -> Path:

@@ -55,6 +55,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pcae.machine import check_fits
+
 
 @dataclass(frozen=True)
 class PixelCNNConfig:
@@ -278,7 +280,6 @@ class GatedPixelCNN(nn.Module):
 
     def __init__(self, config: PixelCNNConfig):
         super().__init__()
-        from pcae.utils import check_fits
 
         # weights, gradients and two Adam moments in fp32: refuse a size that cannot fit first
         check_fits(16.0 * config.parameter_count(), f"a PixelCNN of {config.channels} channels x "

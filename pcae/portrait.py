@@ -1,504 +1,46 @@
-"""Portraits of one person from one photo: a Gated PixelCNN conditioned on face embeddings [1, 3.3].
+"""Drawing portraits with a trained portrait model: `pcae portrait PHOTO`, `pcae interpolate A B`.
 
-The paper trains a conditional PixelCNN p(face | e) where e is the embedding of the face by a
-frozen network trained with a triplet loss (FaceNet [2]). Given the embedding of a face, the
-decoder draws new portraits of that person: other poses, expressions and lighting. Linear
-interpolation between two embeddings morphs one face into the other. pcae conditions on FaceNet
-when its pretrained weights are on the machine, else on dlib's ResNet descriptors (installs
-offline; encoders/dlib.py); `--encoder` chooses.
+    load_portrait(checkpoint)          a "portrait" checkpoint as a PortraitModel (pcae/tasks/portrait.py,
+                                       where the method, the recipe and the training are)
+    draw_portraits(model, photo, n)    the face of one photo, n portraits drawn given its embedding in
+                                       one batch, and their figures (eval.faces.portrait_scores)
+    interpolate(model, a, b, steps)    portraits along the line between two faces' embeddings, the
+                                       same noise along each row
+    save_samples(result, path)         the portraits as PNGs + scores.json, or one HDF5 file
 
-Three steps, each a public function:
-
-1. `PortraitSpec.prepare` turns photos into a face cache (pcae/faces.py: aligned crops, training
-   images, the frozen encoder's embeddings, the person of each photo) and trains the identity
-   judge on it (eval/identity.py).
-2. Training goes through the generic loop, `pcae.train.train(config, PortraitSpec(...))` with
-   `PortraitTask`: the cache doubles as an `h5:` data source whose labels are row numbers; the
-   task maps each row to its embedding (encoders.lookup). Checkpoints are of kind "portrait" and
-   carry the face encoder's config (FaceNet's weights too), the identity judge and, per person,
-   the mean embedding and the pose and lighting spread of their photos: `pcae portrait` needs
-   nothing else.
-3. `draw_portraits(checkpoint, photo, n)` detects and embeds the face of one photo, draws n
-   portraits in one batch and scores them (eval.faces.portrait_scores); `interpolate(checkpoint,
-   a, b, steps)` walks between two embeddings with the same noise along each row.
-
-The recipe (`benchmarks/portrait_recipe.py` measures it): faces are dlib-aligned chips at 32x32,
-one channel when every photo is grey; h enters every layer globally and through the
-location-dependent map m(h) (as in the auto-encoder recipe); and, a departure from the paper made
-for a small corpus, each training face is conditioned with probability `identity_swap` on the
-embedding of another training photo of the same person. Without the swap the decoder learns to
-redraw the one photo each embedding came from (at ~8 photos a person it can), and its portraits of
-one photo are near-copies; with it, h can only say who, and the decoder draws the person's poses
-and lighting.
-
-References:
-    [1] van den Oord et al., "Conditional Image Generation with PixelCNN Decoders", 2016,
-        arXiv:1606.05328.
-    [2] Schroff et al., "FaceNet: A Unified Embedding for Face Recognition and Clustering", 2015,
-        arXiv:1503.03832 (facenet-pytorch's InceptionResnetV1 and MTCNN, see encoders/facenet.py).
-
-Known limits: with 55 people the decoder knows faces of those people; a person it never saw is
-drawn as a blend of similar known faces (benchmarks/portrait_recipe.py --holdout measures it).
-Interpolated FaceNet embeddings are renormalised to unit length. Checkpoints of FaceNet-conditioned
-models carry its ~94 MB of weights. Under torchrun every rank prepares the faces itself; run
-train-portraits once on one process first, and the ranks then only check the cache.
-
-Shapes: n samples, C channels (1 or 3), S image side, F encoder crop side, D embedding dim, P people.
+`PortraitSpec` is importable from here too (`from pcae.portrait import PortraitSpec`).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Callable
 
-import numpy as np
+import h5py
 import torch
 import torch.nn.functional as F
-from torch import nn
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
-from encoders.lookup import EmbeddingTable
+from eval.faces import portrait_scores
 from pcae.checkpoint import load_checkpoint
-from pcae.data import convert_images
-from pcae.faces import (DEFAULT_FACE_SIZE, FACE_ENCODERS, Progress, build_face_encoder, cache_variant,
-                        default_cache_path, encoder_weights, load_embeddings, load_persons, prepare_faces,
-                        sibling_caches)
+from pcae.faces import encoder_weights
+from pcae.files import SOFTWARE, atomic_path, open_image, written_by_pcae
 from pcae.images import save_grid
 from pcae.kinds import task_from_checkpoint
-from pcae.resume import UNUSED, stored_values
-from pcae.train import Task, TrainConfig, resolve_device
-from pcae.utils import SOFTWARE, PcaeError, atomic_path, written_by_pcae
+from pcae.runs import require_newest_run
+from pcae.sampling import check_sampler, sample
+from pcae.tasks.portrait import PortraitModel, PortraitSpec  # noqa: F401  (PortraitSpec: importable here)
+from pcae.train import resolve_device
 
 RANDOM_WARNING = ("FaceNet weights are random (NOT pretrained): embeddings carry no identity, "
                   "so the portraits and scores say nothing about the person")
-JUDGED_PER_FACE = 4  # portraits drawn per test face for the figures at the end of a run
-
-
-def choose_encoder(name: str) -> tuple[str, str]:
-    """("facenet" | "dlib", why) for --encoder auto: FaceNet when its pretrained weights are
-    on this machine (facenet-pytorch would download them otherwise), else dlib, which installs offline."""
-    if name != "auto":
-        return name, ""
-    from encoders.facenet import pretrained_path
-
-    if pretrained_path("vggface2").is_file():
-        return "facenet", "FaceNet's pretrained VGGFace2 weights are on this machine"
-    return "dlib", f"FaceNet's pretrained weights are not on this machine ({pretrained_path('vggface2')})"
-
-
-# ---------------------------------------------------------------------------------------------
-# Training: the task and its spec for pcae.train
-
-
-class Standardize(nn.Module):
-    """h = (embedding - mean) / std per dimension, with the training faces' mean and std: a face
-    encoder's dimensions are small (dlib's ~0.05), and the decoder's conditioning trains faster on
-    unit-scale inputs (the conv encoder's BatchNorm does the same for the auto-encoder)."""
-
-    def __init__(self, dim: int, embeddings: torch.Tensor | None = None):
-        super().__init__()
-        mean = torch.zeros(dim) if embeddings is None else embeddings.mean(0)
-        std = torch.ones(dim) if embeddings is None or len(embeddings) < 2 else embeddings.std(0)
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std.clamp_min(1e-6))  # a constant dimension stays 0, not inf
-
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        return (embeddings - self.mean) / self.std
-
-
-class PortraitTask(Task):
-    """p(face | face embedding): a conditional Gated PixelCNN over the face cache's images.
-
-    The loop's labels are cache row numbers; `h(rows)` is their embeddings (encoders.lookup).
-    """
-
-    kind = "portrait"
-    metric = "bpd"
-
-    def __init__(self, config, facenet, faces: dict, embeddings: torch.Tensor | None = None,
-                 identity=None, people: dict | None = None, identity_swap: float = 0.0,
-                 h_noise: float = 0.0, norm: Standardize | None = None):
-        from pcae.pixelcnn import GatedPixelCNN
-
-        if config.cond_dim != facenet.dim:
-            raise ValueError(f"config.cond_dim must equal the face encoder's dim {facenet.dim}, "
-                             f"got {config.cond_dim}")
-        if not 0 <= identity_swap <= 1:
-            raise ValueError(f"identity_swap must be in [0, 1], got {identity_swap}")
-        if not h_noise >= 0:
-            raise ValueError(f"h_noise must be >= 0, got {h_noise}")
-        self.h_noise = float(h_noise)
-        self.norm = norm if norm is not None else Standardize(facenet.dim)  # identity until loaded
-        self.config, self.facenet, self.faces = config, facenet, dict(faces)
-        self.identity, self.people, self.identity_swap = identity, people, float(identity_swap)
-        self.model = GatedPixelCNN(config)
-        # h of a face = its embedding in the cache, by row: the loop's labels are row numbers
-        self.encoder = EmbeddingTable(facenet.dim, table=embeddings, load=lambda: load_embeddings(
-            self.faces["cache"], self.faces.get("weights_fingerprint"), self.faces.get("listing")))
-        self._partners: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def h(self, rows: torch.Tensor) -> torch.Tensor:
-        """The decoder's h of cache rows: their embeddings, standardised. (B,) -> (B, D)"""
-        return self.norm.to(rows.device)(self.encoder(rows))
-
-    def _swapped(self, rows: torch.Tensor) -> torch.Tensor:
-        """Each row, or with probability identity_swap a random training face of the same person."""
-        if self._partners is None:  # (N, K) same-person training rows of each row, and their count
-            persons, split = load_persons(self.faces["cache"])
-            groups: dict[str, list[int]] = {}
-            for k, (p, s) in enumerate(zip(persons, split)):
-                if p and s == 0:
-                    groups.setdefault(p, []).append(k)
-            lists = [groups.get(p, [k]) if p else [k] for k, p in enumerate(persons)]
-            table = torch.zeros(len(lists), max(map(len, lists)), dtype=torch.long)
-            for k, rows_k in enumerate(lists):
-                table[k, :len(rows_k)] = torch.tensor(rows_k)
-            self._partners = table, torch.tensor([len(r) for r in lists])
-        table, count = (t.to(rows.device) for t in self._partners)
-        pick = (torch.rand(rows.shape, device=rows.device) * count[rows]).long()
-        swap = torch.rand(rows.shape, device=rows.device) < self.identity_swap
-        return torch.where(swap, table[rows, pick], rows)
-
-    def configs(self):
-        out = {"model": dataclasses.asdict(self.config), "facenet": self.facenet.config,
-               "facenet_preprocessing": self.facenet.preprocessing, "faces": self.faces,
-               "portrait": {"identity_swap": self.identity_swap, "h_noise": self.h_noise}}
-        if self.identity is not None:
-            out["identity"] = {k: v for k, v in self.identity.state().items() if k != "state_dict"}
-        if self.people is not None:
-            out["people"] = {"names": self.people["names"], "pose_light": self.people["pose_light"]}
-        return out
-
-    def loss(self, images, labels):
-        from pcae.pixelcnn import bits_per_dim
-
-        rows = self._swapped(labels) if self.identity_swap else labels
-        h = self.h(rows)
-        if self.h_noise:  # h is standardised: h_noise standard deviations of each dimension
-            h = h + self.h_noise * torch.randn_like(h)
-        logits = self.model.forward_float(self.model.scale(images), h)
-        return {"bpd": bits_per_dim(logits, images)}
-
-    @torch.no_grad()
-    def evaluate(self, batches):
-        """Mean test bits/dim over faces given their own embedding, and how many faces."""
-        from pcae.pixelcnn import bits_per_dim
-
-        total, n = 0.0, 0
-        for images, labels in batches:
-            logits = self.model.forward_float(self.model.scale(images), self.h(labels))
-            total += float(bits_per_dim(logits, images)) * len(images)
-            n += len(images)
-        return {"bpd": total / n, "images": n} if n else {}
-
-    def sample_grid(self, examples, n, generator, temperature):
-        """Rows of: a test face, then 4 portraits given its embedding."""
-        from pcae.sampling import sample
-
-        images, labels = examples
-        per_row = min(4, n)
-        rows = min(len(images), math.ceil(n / per_row))
-        h = self.h(labels[:rows]).repeat_interleave(per_row, dim=0)
-        x = sample(self.model, rows * per_row, tuple(images.shape[1:]), h, temperature, generator)
-        x = x.to(torch.uint8).view(rows, per_row, *images.shape[1:])
-        return torch.cat([images[:rows, None], x], dim=1).flatten(0, 1), per_row + 1
-
-    def judge_run(self, test_ds, n: int, generator, temperature: float) -> dict:
-        """The portrait figures over the first n test faces, JUDGED_PER_FACE portraits each
-        (eval.faces.judge_test_faces)."""
-        from eval.faces import judge_test_faces
-
-        return judge_test_faces(self, test_ds, n, JUDGED_PER_FACE, generator, temperature)
-
-    def check_data(self, dataset):
-        C = self.config.image_channels
-        if tuple(dataset.shape) != (C, *self.config.image_size):
-            raise PcaeError(f"data {dataset.info.get('source')!r} has images of shape "
-                            f"{tuple(dataset.shape)}, the portrait model expects "
-                            f"({C}, {self.config.image_size[0]}, {self.config.image_size[1]})")
-        labels = getattr(dataset, "labels", None)
-        n = len(self.encoder.table("cpu"))
-        if labels is not None and len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < n):
-            raise PcaeError(f"data {dataset.info.get('source')!r} is not the face cache this model "
-                            f"was built for (row numbers beyond its {n} embeddings)")
-
-    def state_dicts(self):
-        out = {"model": self.model.state_dict(), "facenet": self.facenet.state_dict(),
-               "h_norm": self.norm.state_dict()}
-        if self.identity is not None:
-            out["identity"] = self.identity.net.state_dict()
-        if self.people is not None:
-            out["people"] = {"embeddings": self.people["embeddings"]}
-        return out
-
-    def load_state_dicts(self, state_dicts):
-        self.model.load_state_dict(state_dicts["model"])
-        self.facenet.load_state_dict(state_dicts["facenet"])
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: dict) -> "PortraitTask":
-        from encoders import load_encoder
-        from eval.identity import IdentityJudge
-        from pcae.pixelcnn import PixelCNNConfig
-
-        configs, states = checkpoint["configs"], checkpoint["state_dicts"]
-        facenet = load_encoder(configs["facenet"], states["facenet"])
-        identity = people = None
-        if "identity" in configs and "identity" in states:  # runs before the judge have none
-            identity = IdentityJudge.from_state({**configs["identity"], "state_dict": states["identity"]})
-        if "people" in configs and "people" in states:
-            people = {**configs["people"], "embeddings": states["people"]["embeddings"]}
-        recipe = configs.get("portrait", {})
-        task = cls(PixelCNNConfig(**configs["model"]), facenet, configs["faces"], identity=identity,
-                   people=people, identity_swap=recipe.get("identity_swap", 0.0),
-                   h_noise=recipe.get("h_noise", 0.0))
-        task.model.load_state_dict(states["model"])
-        if "h_norm" in states:  # runs before it conditioned on the raw embeddings
-            task.norm.load_state_dict(states["h_norm"])
-        return task
-
-
-@dataclass(frozen=True)
-class PortraitSpec:
-    """A portrait run: the face encoder, face cache and model options.
-
-    `pcae.train.train(TrainConfig(data="faces", ...), PortraitSpec(...))` is the whole job
-    (`pcae train-portraits` makes that call): a new run's `prepare` step detects and embeds the
-    faces (the face cache, pcae.faces), trains the identity judge, and points the config's data
-    at the cache; the config's image_size is the faces' side (None: 32) and its image_channels
-    (None: 1 when every face is grey, else 3).
-
-    encoder: "auto" (FaceNet when its pretrained weights are on this machine, else dlib),
-        "facenet" (the paper's) or "dlib" (pretrained, offline; no facenet options).
-    facenet_weights: "vggface2" (None: that), "casia-webface", a file, or "random".
-    facenet_crop_size: MTCNN crop / FaceNet input side (None: 160, FaceNet's).
-    cache: the face cache (None: `default_cache_path(photos, encoder, variant)`).
-    max_photos: use only the first N photos (sorted by path).
-    spatial_channels: channels of the location-dependent map m(h); 0 = global h only.
-    identity_swap: probability that a training face is conditioned on the embedding of another
-        training photo of the same person (see the module docstring).
-    """
-
-    kind: ClassVar[str] = "portrait"
-    channels: int = 24  # divisible by the image channels (3 for colour faces)
-    n_layers: int = 2
-    kernel_size: int = 3
-    first_kernel_size: int = 7
-    head_channels: int = 0
-    spatial_channels: int = 32
-    identity_swap: float = 0.0
-    h_noise: float = 0.5
-    encoder: str = "auto"
-    facenet_weights: str | None = None
-    facenet_crop_size: int | None = None
-    cache: str | None = None
-    max_photos: int | None = None
-    # set by prepare: the cache's info, the encoder that embedded it, the judge (not options)
-    faces: dict = field(default_factory=dict, metadata={"option": False})
-    facenet: Any = field(default=None, repr=False, compare=False, metadata={"option": False})
-    identity: Any = field(default=None, repr=False, compare=False, metadata={"option": False})
-    people: Any = field(default=None, repr=False, compare=False, metadata={"option": False})
-
-    def __post_init__(self):
-        if self.cache is not None:  # as the face cache's info stores it, so that a resume can compare
-            object.__setattr__(self, "cache", str(Path(self.cache).expanduser().resolve()))
-        from encoders.facenet import PRETRAINED_FILES
-
-        if self.facenet_weights not in (None, "random", *PRETRAINED_FILES):  # a file, as FaceNet stores it
-            object.__setattr__(self, "facenet_weights", str(Path(self.facenet_weights).expanduser().resolve()))
-        if self.max_photos is not None and not (isinstance(self.max_photos, int) and self.max_photos >= 1):
-            raise PcaeError(f"--max-photos must be >= 1, got {self.max_photos!r}")
-        if self.facenet_crop_size is not None and not (isinstance(self.facenet_crop_size, int)
-                                                       and self.facenet_crop_size >= 75):
-            raise PcaeError(f"--facenet-crop-size must be >= 75 (InceptionResnetV1's smallest input), got "
-                            f"{self.facenet_crop_size!r}")
-        if not self.h_noise >= 0:
-            raise PcaeError(f"--h-noise must be >= 0, got {self.h_noise!r}")
-        if not 0 <= self.identity_swap <= 1:
-            raise PcaeError(f"--identity-swap must be in [0, 1], got {self.identity_swap!r}")
-        if self.spatial_channels < 0:
-            raise PcaeError(f"--spatial-channels must be >= 0, got {self.spatial_channels!r}")
-        facenet_options = self.facenet_weights is not None or self.facenet_crop_size is not None
-        if self.encoder == "auto" and facenet_options:  # FaceNet's options mean FaceNet
-            object.__setattr__(self, "encoder", "facenet")
-        if self.encoder not in ("auto", *FACE_ENCODERS):
-            raise PcaeError(f"portraits are conditioned on a face encoder: auto, {', '.join(FACE_ENCODERS)}; "
-                            f"got {self.encoder!r}")
-        if self.encoder == "dlib" and facenet_options:
-            raise PcaeError("--facenet-weights and --facenet-crop-size go with --encoder facenet, not dlib")
-
-    def config(self, image_shape: tuple[int, int, int], cond_dim: int):
-        """The decoder's PixelCNNConfig; PcaeError for bad model options."""
-        from pcae.pixelcnn import PixelCNNConfig
-
-        C, H, W = image_shape
-        try:
-            return PixelCNNConfig(image_channels=C, channels=self.channels, n_layers=self.n_layers,
-                                  kernel_size=self.kernel_size, first_kernel_size=self.first_kernel_size,
-                                  head_channels=self.head_channels, cond_dim=cond_dim, image_size=(H, W),
-                                  spatial_cond=self.spatial_channels > 0,
-                                  spatial_channels=max(1, self.spatial_channels))
-        except ValueError as e:
-            raise PcaeError(f"model options: {e}") from None
-
-    def prepare(self, config: TrainConfig, progress: Progress | None = None):
-        """Faces of `config.data`'s photos in the face cache (made or reused) and the identity
-        judge of their people; returns the config pointed at the cache ("h5:CACHE" at the faces'
-        side and channels), this spec with the faces, encoder, judge and people, and the faces'
-        info. Bad options fail before any detection runs."""
-        source = config.data or "faces"
-        kind, _, path = source.partition(":")
-        if source != "faces" and (kind not in ("folder", "h5") or not path):
-            hint = f"; did you mean folder:{source}?" if Path(source).is_dir() else ""
-            raise PcaeError(f"portraits need photos: faces (the bundled ones), folder:PATH or h5:PATH, "
-                            f"got --data {source!r}{hint}")
-        if config.image_channels not in (None, 1, 3):
-            raise PcaeError(f"--image-channels must be 1 or 3 for faces, got {config.image_channels}")
-        name, why = choose_encoder(self.encoder)
-        size = config.image_size or DEFAULT_FACE_SIZE
-        self.config((config.image_channels or 1, size, size), FACE_ENCODERS[name])  # fail before detection
-        encoder = build_face_encoder(name, self.facenet_weights or "vggface2", self.facenet_crop_size or 160)
-        reuse = ()
-        if self.cache is not None:
-            cache = Path(self.cache).expanduser()
-        else:  # one default cache per source and options: no run rewrites the cache another trains on
-            cache = default_cache_path(source, name, cache_variant(encoder, size, self.max_photos))
-            reuse = sibling_caches(cache)
-        encoder.to(resolve_device(config.device))
-        faces = prepare_faces(source, cache, encoder, size, max_photos=self.max_photos, progress=progress,
-                              reuse=reuse)
-        encoder.cpu()
-        channels = config.image_channels or (1 if faces["grey"] else 3)
-        self.config((channels, size, size), encoder.dim)
-        identity, people = _identity_and_people(faces, channels, encoder)
-        faces = {**faces, "encoder_choice": why} if why else faces
-        config = dataclasses.replace(config, data=f"h5:{faces['cache']}", image_size=size,
-                                     image_channels=channels)
-        spec = dataclasses.replace(self, encoder=name, faces=faces, facenet=encoder, identity=identity,
-                                   people=people)
-        return config, spec, faces
-
-    def stored(self, configs: dict) -> dict:
-        """The options as a stored run has them; max_photos is UNUSED (the run keeps its faces)."""
-        paths = {name: ("model", name) for name in ("channels", "n_layers", "kernel_size",
-                                                     "first_kernel_size", "head_channels")}
-        paths |= {"encoder": ("facenet", "name"), "cache": ("faces", "cache"),
-                  "identity_swap": ("portrait", "identity_swap"), "h_noise": ("portrait", "h_noise")}
-        values = stored_values(configs, paths)
-        model = configs.get("model", {}) if isinstance(configs.get("model"), dict) else {}
-        values["spatial_channels"] = model.get("spatial_channels", 0) if model.get("spatial_cond") else 0
-        values.setdefault("identity_swap", 0.0)
-        values.setdefault("h_noise", 0.0)
-        if values.get("encoder") == "facenet":
-            values |= stored_values(configs, {"facenet_weights": ("facenet", "weights"),
-                                              "facenet_crop_size": ("facenet", "image_size")})
-        return {"max_photos": UNUSED, **values}
-
-    def stored_source(self, configs: dict) -> str | None:
-        """The photos a stored run's face cache was made from: given again as --data, they are
-        the run's data (its config's data is the cache)."""
-        return stored_values(configs, {"source": ("faces", "source")}).get("source")
-
-    def build(self, dataset) -> PortraitTask:
-        if self.facenet is None:
-            raise ValueError("PortraitSpec.build needs the face encoder that made the cache (prepare)")
-        table = load_embeddings(self.faces["cache"], self.faces.get("weights_fingerprint"))
-        _, split = load_persons(self.faces["cache"])
-        norm = Standardize(self.facenet.dim, table[torch.from_numpy(split == 0)])
-        return PortraitTask(self.config(dataset.shape, self.facenet.dim), self.facenet, self.faces,
-                            embeddings=table, identity=self.identity, people=self.people,
-                            identity_swap=self.identity_swap, h_noise=self.h_noise, norm=norm)
-
-    def restore(self, checkpoint: dict) -> PortraitTask:
-        return PortraitTask.from_checkpoint(checkpoint)
-
-
-def _identity_and_people(faces: dict, channels: int, encoder):
-    """The identity judge of the cache's people (eval.identity) and, per person, the mean
-    training embedding and the pose and lighting spread of all their faces (dlib's landmarks;
-    None without dlib). (None, None) when the photos have no people."""
-    import h5py
-
-    from eval.faces import face_measures, spread
-    from eval.identity import identity_judge_of_cache
-
-    identity = identity_judge_of_cache(faces["cache"], channels, listing=faces["listing"])
-    if identity is None:
-        return None, None
-    with h5py.File(faces["cache"], "r") as f:
-        persons, split = f["persons"].asstr()[:], f["split"][:]
-        embeddings = torch.from_numpy(f["embeddings"][:])
-        images = convert_images(torch.from_numpy(f["images"][:]), channels)
-    measures = face_measures(images)  # None without dlib
-    names = identity.people
-    means = torch.stack([embeddings[[k for k, p in enumerate(persons) if p == name and split[k] == 0]].mean(0)
-                         for name in names])
-    pose_light = None if measures is None else {
-        name: spread([m for m, p in zip(measures, persons) if p == name]) for name in names}
-    return identity, {"names": names, "embeddings": means, "pose_light": pose_light}
 
 
 # ---------------------------------------------------------------------------------------------
 # Using a trained portrait model
-
-
-class PortraitModel(nn.Module):
-    """A trained portrait checkpoint: the decoder, its face encoder, what they were trained on,
-    the identity judge and the people it knows (both None for runs made before them)."""
-
-    def __init__(self, decoder, facenet, faces: dict, identity=None, people: dict | None = None,
-                 norm: Standardize | None = None):
-        super().__init__()
-        self.decoder, self.facenet, self.faces = decoder, facenet, faces
-        self.identity, self.people = identity, people
-        self.norm = norm if norm is not None else Standardize(facenet.dim)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        cfg = self.decoder.config
-        return (cfg.image_channels, *cfg.image_size)
-
-    @property
-    def random_weights(self) -> bool:
-        return getattr(self.facenet, "weights", None) == "random"
-
-    @property
-    def encoder_name(self) -> str:
-        return self.facenet.config["name"]
-
-    def condition(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Embeddings (B, D) -> the decoder's h (standardised as in training)."""
-        return self.norm(embeddings)
-
-    def embed(self, crops: torch.Tensor) -> torch.Tensor:
-        """uint8 crops (B, C, H, W) of any size -> (B, D) embeddings on the decoder's device."""
-        device = next(self.decoder.parameters()).device
-        return self.facenet(crops.to(device).expand(-1, 3, -1, -1)).to(device)
-
-    def shrink(self, crop: torch.Tensor) -> torch.Tensor:
-        """An encoder crop (3, F, F) -> the decoder's image (1, C, S, S) uint8."""
-        C, S, _ = self.image_shape
-        return convert_images(crop[None].cpu(), C, S)
-
-    def person_of(self, h: torch.Tensor) -> tuple[str | None, float | None]:
-        """The known person nearest to embedding h (D,) and the distance to their mean training
-        embedding; (None, distance) when even the nearest is farther than the encoder's
-        same-person distance; (None, None) when the model knows no people."""
-        if self.people is None:
-            return None, None
-        distances = (self.people["embeddings"].to(h.device) - h).norm(dim=1)
-        k = int(distances.argmin())
-        d = float(distances[k])
-        return (self.people["names"][k] if d < self.facenet.same_person else None), d
-
-
-def build_portrait(checkpoint: dict) -> PortraitModel:
-    """The bare model of a "portrait" checkpoint (pcae.kinds)."""
-    task = PortraitTask.from_checkpoint(checkpoint)
-    return PortraitModel(task.model, task.facenet, task.faces, task.identity, task.people, task.norm)
 
 
 def load_portrait(path: str | os.PathLike | PortraitModel, device: str = "cpu") -> PortraitModel:
@@ -515,7 +57,7 @@ def load_portrait(path: str | os.PathLike | PortraitModel, device: str = "cpu") 
 
 
 def _sampler(sampler: str | None) -> str:
-    from pcae.sampling import check_sampler
+    pass
 
     if sampler is None:
         return "cached"
@@ -525,7 +67,6 @@ def _sampler(sampler: str | None) -> str:
 
 def _check_photo(path) -> Path:
     """Fail fast (before loading a model) on a missing, non-image or unreadable photo."""
-    from pcae.utils import open_image
 
     open_image(path)
     return Path(path)
@@ -566,7 +107,6 @@ def default_portrait_paths(photo, checkpoint=None, out=None) -> tuple[Path, Path
     """(checkpoint, out, note) for `pcae portrait`: the newest finished portrait run's checkpoint
     under runs/ when none is given (one-line error saying how to train one when there is none),
     PORTRAITS_OUT/<photo's name>.png when no output is; the note says what was chosen ("" if nothing)."""
-    from pcae.runs import require_newest_run
 
     note = ""
     if checkpoint is None:
@@ -598,8 +138,6 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
     Returns:
         PortraitResult; its scores are eval.faces.portrait_scores'.
     """
-    from eval.faces import portrait_scores
-    from pcae.sampling import sample
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -653,7 +191,6 @@ def interpolate(checkpoint: str | os.PathLike | PortraitModel, a: str | os.PathL
     Returns:
         Interpolation; images are rows of (crop a, the steps samples, crop b).
     """
-    from pcae.sampling import sample
 
     if steps < 2:
         raise ValueError(f"steps must be >= 2, got {steps}")
@@ -700,7 +237,6 @@ def facenet_note(random_weights: bool, weights: str) -> str:
 
 def _pcae_png():
     """PNG text chunks that mark a file as pcae's (what --force may replace)."""
-    from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     info.add_text("Software", SOFTWARE)
@@ -711,8 +247,6 @@ def save_samples(result: PortraitResult, path: str | os.PathLike, checkpoint: st
     """The samples as PNGs in a folder (sample_000.png, ...) + scores.json, or as one HDF5 file
     (path ending .h5): `images` uint8 (n, C, S, S) (pcae-images/1, so `h5:PATH` reads it),
     `source` uint8 (1, C, S, S); attrs with the scores."""
-    import h5py
-    from PIL import Image
 
     path = Path(path)
     meta = {"pcae": "portrait samples", "checkpoint": str(checkpoint), **result.summary(),

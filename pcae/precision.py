@@ -22,14 +22,18 @@ import json
 import time
 from typing import Callable
 
-from pcae.utils import cpu_bf16_flags  # the bf16 instruction sets /proc/cpuinfo reports
+import torch
+
+from pcae.files import atomic_path, cache_root
+from pcae.machine import cpu_bf16_flags, cpu_description
+from pcae.options import check_precision
 
 MIN_SPEEDUP = 1.2  # bf16 must be this much faster than fp32 to be chosen
 CACHE_FILE = "precision.json"
 
 
 def _cache_path():
-    from pcae.utils import cache_root
+    pass
 
     return cache_root() / CACHE_FILE
 
@@ -43,7 +47,7 @@ def _read_cache() -> dict:
 
 
 def _write_cache(key: str, entry: dict) -> None:
-    from pcae.utils import atomic_path
+    pass
 
     data = _read_cache()
     data[key] = entry
@@ -56,9 +60,7 @@ def _write_cache(key: str, entry: dict) -> None:
 
 def machine_key(model_key: str) -> str:
     """A cache key: this CPU, torch's version and threads, and the caller's model description."""
-    import torch
 
-    from pcae.utils import cpu_description
 
     text = json.dumps([cpu_description(), torch.__version__, torch.get_num_threads(), model_key])
     return hashlib.sha1(text.encode()).hexdigest()[:16]
@@ -87,7 +89,6 @@ def choose(precision: str, device, measure: Callable[[str], float] | None = None
     Returns:
         {"asked", "used" ("fp32" | "bf16"), "why"} and, when measured, "seconds" per precision.
     """
-    from pcae.options import check_precision
 
     check_precision(precision)
     if precision != "auto":

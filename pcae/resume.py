@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pcae.config import TrainConfig
-from pcae.utils import PcaeError
+from pcae.errors import PcaeError
 
 
 def options_set(obj) -> set[str]:

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pcae.utils import PcaeError
+from pcae.errors import PcaeError
 
 RUNS_ROOT = Path("runs")  # relative to where the user runs pcae, like the training commands' --out
 _DEPTH = 3  # runs/NAME/, runs/GROUP/NAME/ (benchmarks, compare-decoders), one more level

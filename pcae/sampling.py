@@ -61,6 +61,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from pcae.errors import PcaeError
+from pcae.machine import check_fits
 from pcae.pixelcnn import GatedLayer, GatedPixelCNN
 
 Progress = Callable[[int, int], None]  # (rows done, rows in all)
@@ -470,7 +472,6 @@ SAMPLERS = {"cached": sample_cached, "naive": sample_naive}
 
 def check_sampler(name: str | None) -> None:
     """PcaeError unless `name` is None (the default sampler) or a name in SAMPLERS."""
-    from pcae.utils import PcaeError
 
     if name is not None and name not in SAMPLERS:
         raise PcaeError(f"unknown sampler {name!r} (available: {', '.join(sorted(SAMPLERS))})")
@@ -480,7 +481,6 @@ def check_sampler(name: str | None) -> None:
 def check_sample_memory(model: GatedPixelCNN, n: int, image_shape, what: str = "--n") -> None:
     """PcaeError naming `what` when n images could not fit in memory: the samples (int64) and one
     feature map per image, a lower bound on what any sampler holds, checked before allocating."""
-    from pcae.utils import check_fits
 
     C, H, W = image_shape
     check_fits(float(n) * H * W * (8 * C + 4 * model.config.channels), f"{what} {n}")

@@ -39,6 +39,7 @@ epoch, but is not bit-identical.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -59,12 +60,29 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
+from eval.judge import judge_run
 from pcae.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from pcae.config import LR_SCHEDULES, TrainConfig  # noqa: F401  (TrainConfig is torch-free: the CLI reads its defaults)
-from pcae.options import check_device
-from pcae.resume import _check_resumable, _same_setting, check_resumed_spec, options_set, resumed_config
+from pcae.data import load_dataset
+from pcae.errors import Interrupted, PcaeError, first_line
+from pcae.files import atomic_path, clean_stale_temps, written_by_pcae
 from pcae.images import plot_curve, save_grid
-from pcae.utils import Interrupted, PcaeError, atomic_path, first_line, refuse_not_ours
+from pcae.options import check_device
+from pcae.outputs import (
+    folder_lock,
+    put_back,
+    refuse_not_ours,
+    restore_stale,
+    set_aside,
+)
+from pcae.precision import choose, time_it
+from pcae.resume import (
+    _check_resumable,
+    _same_setting,
+    check_resumed_spec,
+    options_set,
+    resumed_config,
+)
 
 RUN_FILES = ("last.pt", "metrics.jsonl", "summary.json", "train.log")  # marks a pcae run folder
 # everything a run writes into its folder: what --force replaces (nothing else is touched)
@@ -277,8 +295,7 @@ def eval_batches(dataset, limit: int, batch_size: int, device: torch.device, num
 
 def first_examples(dataset, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n images and labels of `dataset` on `device` (for grids)."""
-    items = [dataset[i] for i in range(min(max(n, 1), len(dataset)))]
-    return tuple(t.to(device) for t in _collate(items))
+    return tuple(t.to(device) for t in dataset.first(n))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,7 +487,6 @@ def run_file_is_ours(path: Path) -> bool:
     train.log starts with pcae's "new run in" line, metrics.jsonl holds only pcae rows, summary.json
     is a run summary, the .pt files carry the pcae checkpoint header, the PNGs pcae's Software chunk.
     A link, or anything else under those names, is the user's: --force never replaces it."""
-    from pcae.utils import written_by_pcae
 
     if path.is_symlink() or not path.is_file():
         return False
@@ -485,7 +501,7 @@ def run_file_is_ours(path: Path) -> bool:
             summary = json.loads(path.read_text())
             return isinstance(summary, dict) and {"kind", "config", "steps"} <= summary.keys()
         if path.suffix == ".pt":
-            from pcae.checkpoint import load_torch_file
+            from pcae.files import load_torch_file
 
             checkpoint = load_torch_file(path, lazy=True)
             return isinstance(checkpoint, dict) and checkpoint.get("pcae") == "checkpoint"
@@ -540,7 +556,6 @@ def failed_start(out: Path) -> bool:
 def clear_run(out: Path) -> None:
     """Remove what a pcae run wrote into `out` (`run_paths` that are pcae's by content, pcae's temp
     files) and nothing else: files a user keeps in a run folder survive --force."""
-    from pcae.utils import clean_stale_temps
 
     for path in run_paths(out):
         if run_file_is_ours(path):
@@ -555,10 +570,9 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def set_aside_run(out: Path) -> Path:
-    """Move the pcae run in `out` (its own files) into a hidden folder in it (`pcae.utils.set_aside`):
+    """Move the pcae run in `out` (its own files) into a hidden folder in it (`pcae.outputs.set_aside`):
     --force keeps the run it replaces until the new run has written its first last.pt, so that a new
     run that fails, is stopped or is killed before then loses nothing (`put_back_run`)."""
-    from pcae.utils import set_aside
 
     aside = set_aside(out, [p for p in run_paths(out) if run_file_is_ours(p)])
     _remove_if_empty(out / SAMPLES_DIR)
@@ -567,7 +581,6 @@ def set_aside_run(out: Path) -> Path:
 
 def put_back_run(out: Path, aside: Path) -> None:
     """Undo `set_aside_run`: the new run's own files go, the kept run's come back."""
-    from pcae.utils import put_back
 
     put_back(out, aside, clear=lambda aside: clear_run(out))
 
@@ -576,7 +589,6 @@ def restore_replaced(out: Path) -> bool:
     """After a --force run was killed (SIGKILL: it could not clean up): put back the run it was
     replacing when it had not written a last.pt yet, else drop the kept one. Returns True when a
     run was put back."""
-    from pcae.utils import restore_stale
 
     return restore_stale(out, committed=lambda: (out / "last.pt").exists(),
                          clear=lambda aside: clear_run(out))
@@ -779,7 +791,7 @@ class _Run:
             self.callback("prepared", info)
 
     def _open_data(self):
-        from pcae.data import load_dataset
+        pass
 
         config = self.config
         kwargs = dict(channels=config.image_channels, image_size=config.image_size,
@@ -800,7 +812,6 @@ class _Run:
     def _open_folder(self, resumed: bool):
         """The run folder and train.log. Nothing is written before this, so a run that cannot
         start leaves no folder behind."""
-        from pcae.utils import folder_lock
 
         dist, config, task = self.dist, self.config, self.task
         if dist.main:
@@ -901,7 +912,6 @@ class _Run:
         if config.compile:
             objective = torch.compile(objective)
         self.objective = objective
-        from pcae.precision import choose
 
         # DDP ranks decide without measuring, so that they cannot disagree
         measure = self._time_step if dist.world == 1 else None
@@ -917,9 +927,7 @@ class _Run:
 
     def _time_step(self, precision: str) -> float:
         """Seconds per training step in `precision`, on a copy of the task (the run is untouched)."""
-        import copy
 
-        from pcae.precision import time_it
 
         task = copy.deepcopy(self.task)
         images, labels = first_examples(self.train_ds, self.config.batch_size, self.dist.device)
@@ -1208,7 +1216,6 @@ class _Run:
         own = getattr(self.task, "judge_run", None)  # a task that judges its samples itself
         if not config.judge_images or not (self.task.judgeable or own):
             return None
-        from eval.judge import judge_run
 
         source = dict(source=config.data, channels=config.image_channels,
                       image_size=config.image_size, data_root=config.data_root)

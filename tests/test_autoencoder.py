@@ -196,7 +196,7 @@ def ae_run(tmp_path_factory):
     """A 2-step conv + PixelCNN run (bottleneck 3) on the bundled data at 8x8, through the library."""
     import os
 
-    from pcae.autoencoder import AutoencoderSpec
+    from pcae.tasks.autoencoder import AutoencoderSpec
     from pcae.train import TrainConfig, train
     out = tmp_path_factory.mktemp("ae") / "run"
     before = os.environ.get("PCAE_DATA_BUNDLED")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from pcae.checkpoint import (FORMAT_VERSION, load_checkpoint, load_model, rng_states,
-                             save_checkpoint, set_rng_states, to_plain)
+from pcae.checkpoint import FORMAT_VERSION, load_checkpoint, rng_states, save_checkpoint, set_rng_states, to_plain
+from pcae.kinds import load_model
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from pcae.utils import PcaeError
+from pcae.errors import PcaeError
 from helpers import run_pcae
 
 CONFIG = PixelCNNConfig(channels=8, n_layers=1, cond_dim=3, image_size=(6, 5))

@@ -5,9 +5,9 @@ import dataclasses
 
 import pytest
 
-from pcae.autoencoder import AutoencoderSpec
+from pcae.tasks.autoencoder import AutoencoderSpec
 from pcae.cli import app
-from pcae.pixelcnn_task import PixelCNNSpec
+from pcae.tasks.pixelcnn import PixelCNNSpec
 from pcae.train import TrainConfig
 
 

@@ -153,7 +153,7 @@ def test_force_checks_everything_before_it_replaces_anything(quick_run, tmp_path
     data) failed, and replaced files under pcae's names that pcae had not written."""
     import shutil
 
-    from pcae.pixelcnn_task import PixelCNNSpec
+    from pcae.tasks.pixelcnn import PixelCNNSpec
     from pcae.train import TrainConfig, train
 
     monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")
@@ -189,7 +189,7 @@ def test_force_keeps_the_previous_comparison_until_its_report_is_written(quick_r
     import shutil
 
     import eval.compare as C
-    from pcae.utils import set_aside
+    from pcae.outputs import set_aside
 
     monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")
     out = tmp_path / "report"

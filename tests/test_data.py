@@ -15,7 +15,7 @@ from PIL import Image
 from pcae import data
 from pcae.data import (SOURCES, ImageDataset, convert_images, describe_source, import_dataset,
                        load_dataset)
-from pcae.utils import PcaeError
+from pcae.errors import PcaeError
 from helpers import run_pcae
 
 

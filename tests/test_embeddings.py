@@ -13,7 +13,7 @@ import pytest
 
 from embeddings import index as ix
 from embeddings.store import LatentStore, LatentWriter, file_sha256
-from pcae.utils import PcaeError
+from pcae.errors import PcaeError
 
 
 def clustered(n, d=32, clusters=30, seed=0, spread=0.3):
@@ -443,7 +443,7 @@ def test_interrupted_embed_leaves_the_previous_folder_intact(tmp_path, image_fol
 
 KILL_AFTER_COMMIT = """
 import os, sys
-import pcae.utils as u
+import pcae.outputs as u
 real = u.recover_files
 def dying(folder):
     if (u.Path(folder) / u.JOURNAL).exists():
@@ -495,7 +495,7 @@ def test_killed_embed_leaves_one_whole_folder(tmp_path, image_folder, when):
 def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
     import os
 
-    from pcae.utils import _host_tag, atomic_path, writer_tag
+    from pcae.files import _host_tag, atomic_path, writer_tag
 
     target = tmp_path / "file.json"
     dead = tmp_path / ".file.json.pid999999999.abc.tmp"  # no such process
@@ -602,7 +602,7 @@ def onehot_folder(tmp_path, image_folder):
 
 
 def test_a_crafted_commit_journal_moves_and_deletes_nothing(onehot_folder, tmp_path):
-    from pcae.utils import JOURNAL
+    from pcae.outputs import JOURNAL
 
     victim = tmp_path / "victim"
     victim.mkdir()
@@ -741,7 +741,7 @@ def test_a_folder_without_fingerprints_still_checks_its_flat_index(onehot_folder
 def test_force_replaces_only_pcae_latents_and_one_writer_holds_a_folder(onehot_folder, tmp_path, image_folder):
     """Audit: `embed --force` and `index merge --force` replaced a latents.h5 / index_infos.json
     pcae had not written; two `embed --append` runs on one folder both ended 0, one append lost."""
-    from pcae.utils import folder_lock
+    from pcae.outputs import folder_lock
 
     data = f"folder:{image_folder}"
     saved = {name: (onehot_folder / name).read_bytes() for name in (LATENTS, INDEX, INFOS)}

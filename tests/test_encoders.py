@@ -14,9 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-import encoders
 from encoders import ENCODER_NAMES, ENCODERS, build_encoder, load_encoder
-from pcae.utils import PcaeError
+from pcae.errors import PcaeError
 
 DATA = Path(__file__).parent / "data"
 VGGFACE2 = "20180402-114759-vggface2.pt"

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from helpers import run_pcae
-from pcae.utils import DiskFull, Interrupted, atomic_files, atomic_path
+from pcae.errors import DiskFull, Interrupted
+from pcae.files import atomic_path
+from pcae.outputs import atomic_files
 
 Usage = collections.namedtuple("Usage", "total used free")
 
@@ -146,7 +148,8 @@ def test_once_the_command_is_over_ctrl_c_cannot_change_its_exit(monkeypatch):
 
 
 def test_an_output_path_that_is_a_folder_is_named_as_given(tmp_path):
-    from pcae.utils import PcaeError, atomic_path
+    from pcae.errors import PcaeError
+    from pcae.files import atomic_path
 
     (tmp_path / "mine").mkdir()
     with pytest.raises(PcaeError, match=f"^{tmp_path / 'mine'}: is a folder, a file was expected$"):
@@ -159,7 +162,8 @@ def test_force_replaces_only_files_pcae_wrote(tmp_path):
     import torch
 
     from pcae.images import plot_curve, save_grid
-    from pcae.utils import PcaeError, refuse_existing, written_by_pcae
+    from pcae.errors import PcaeError
+    from pcae.files import refuse_existing, written_by_pcae
 
     grid = save_grid(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), 2, tmp_path / "grid.png")
     curve = plot_curve([{"step": 1, "split": "train", "bpd": 3.0}], "bpd", tmp_path / "curve.png")

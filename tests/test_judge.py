@@ -7,7 +7,7 @@ import torch
 from eval.judge import (Judge, JudgeConfig, JudgeNet, class_accuracy, load_judge, sample_semantics,
                         train_judge)
 from pcae.data import ImageDataset
-from pcae.utils import PcaeError
+from pcae.errors import PcaeError
 
 FAST = JudgeConfig(channels=8, features=16, epochs=4, batch_size=32)
 

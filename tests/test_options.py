@@ -8,13 +8,13 @@ import torch
 
 from pcae.options import check_device, check_precision, check_split, check_temperature
 from pcae.train import TrainConfig, resolve_device
-from pcae.utils import PcaeError
+from pcae.errors import PcaeError
 from helpers import run_pcae
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from pcae.pixelcnn_task import PixelCNNSpec
+    from pcae.tasks.pixelcnn import PixelCNNSpec
     from pcae.train import train
 
     mp = pytest.MonkeyPatch()
@@ -156,7 +156,7 @@ def bomb_png(path, width: int, height: int):
 @pytest.mark.parametrize("side", [10_000, 50_000])  # PIL warns only / PIL refuses
 def test_decompression_bombs_are_refused_before_decoding(side, tmp_path, monkeypatch, capsys):
     from pcae.data import load_dataset
-    from pcae.utils import open_image
+    from pcae.files import open_image
 
     bomb = bomb_png(tmp_path / "bomb.png", side, side)
     with pytest.raises(PcaeError, match=r"bomb.png: (refused|.*megapixels)"):

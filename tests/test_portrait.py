@@ -162,7 +162,7 @@ def test_face_cache_is_reused_without_detecting_again(run, facenet, monkeypatch,
 
 def test_face_cache_is_redone_when_the_photos_change(run, facenet, tmp_path):
     from pcae.faces import load_embeddings, prepare_faces
-    from pcae.utils import PcaeError
+    from pcae.errors import PcaeError
 
     photos, _, cache, _ = run
     with h5py.File(cache, "r") as f:
@@ -452,7 +452,7 @@ def test_python_train_with_the_portrait_spec_is_the_same_job(run, tmp_path):
     cache, reused) and points the data at the cache; a resume with other model options is refused."""
     from pcae.portrait import PortraitSpec
     from pcae.train import TrainConfig, train
-    from pcae.utils import PcaeError
+    from pcae.errors import PcaeError
 
     photos, _, cache, _ = run
     events = []

@@ -43,7 +43,7 @@ def test_cpu_with_bf16_measures_once_and_caches(fp32, bf16, used, monkeypatch, t
 
 
 def test_a_run_records_its_precision(tmp_path, monkeypatch):
-    from pcae.pixelcnn_task import PixelCNNSpec
+    from pcae.tasks.pixelcnn import PixelCNNSpec
     from pcae.train import TrainConfig, train
 
     monkeypatch.setenv("PCAE_DATA_BUNDLED", "1")

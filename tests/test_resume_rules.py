@@ -1,17 +1,18 @@
 """What a run trains and what a resumed run keeps are decided in the library, the same from Python
-as from the CLI: `pcae.autoencoder.autoencoder_spec` routes face encoders to the portrait spec, and
+as from the CLI: `pcae.kinds.autoencoder_spec` routes face encoders to the portrait spec, and
 `pcae.train.train(resume=True)` refuses given model and data options that disagree with the run
 and keeps its stored run options."""
 from __future__ import annotations
 
 import pytest
 
-from pcae.autoencoder import AutoencoderSpec, autoencoder_spec
+from pcae.kinds import autoencoder_spec
+from pcae.tasks.autoencoder import AutoencoderSpec
 from pcae.checkpoint import load_checkpoint, run_kind, save_checkpoint
-from pcae.pixelcnn_task import PixelCNNSpec
+from pcae.tasks.pixelcnn import PixelCNNSpec
 from pcae.resume import options_set
 from pcae.train import TrainConfig, train
-from pcae.utils import PcaeError
+from pcae.errors import PcaeError
 
 TINY_CONFIG = dict(batch_size=8, image_size=8, eval_images=16, n_samples=2, log_every=1, judge_images=0)
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from pcae.checkpoint import load_checkpoint
-from pcae.pixelcnn_task import PixelCNNSpec, PixelCNNTask
+from pcae.tasks.pixelcnn import PixelCNNSpec, PixelCNNTask
 from pcae.train import Feeder, TrainConfig, data_order, read_metrics, train
 from helpers import run_pcae
 
@@ -497,7 +497,7 @@ def test_force_replaces_only_pcae_files_and_keeps_the_old_run_until_the_new_one_
     """Audit: --force deleted the old run before a later check failed, or when the new run was
     killed; took over a user's train.log; wrote through a linked log; a second run mixed into it."""
     import pcae.train as T
-    from pcae.utils import folder_lock
+    from pcae.outputs import folder_lock
 
     out = tmp_path / "run"
     args = ["train", "--out", out, *TINY, "--steps", "2"]

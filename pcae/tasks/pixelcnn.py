@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 
-from pcae.checkpoint import load_checkpoint
-from pcae.kinds import task_from_checkpoint
-from pcae.options import check_device, check_temperature
-from pcae.train import Task, resolve_device
-from pcae.utils import PcaeError
-
+from encoders import build_encoder
+from eval.judge import class_accuracy
+from pcae.errors import PcaeError
+from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim, nll_bits
+from pcae.resume import stored_values
+from pcae.sampling import sample
+from pcae.train import Task
 
 CONDITIONS = ("none", "label")
 
@@ -33,8 +33,7 @@ class PixelCNNTask(Task):
     metric = "bpd"
 
     def __init__(self, config, condition: str = "none", classes: list[str] | None = None):
-        from encoders import build_encoder
-        from pcae.pixelcnn import GatedPixelCNN
+        pass
 
         if condition not in CONDITIONS:
             raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
@@ -56,14 +55,14 @@ class PixelCNNTask(Task):
         return self.encoder(labels.clamp(min=0))
 
     def loss(self, images, labels):
-        from pcae.pixelcnn import bits_per_dim
+        pass
 
         logits = self.model.forward_float(self.model.scale(images), self.h(labels))
         return {"bpd": bits_per_dim(logits, images)}  # fp32 cross-entropy, also under bf16 autocast
 
     @torch.no_grad()
     def evaluate(self, batches):
-        from pcae.pixelcnn import nll_bits
+        pass
 
         bits, all_labels = [], []
         for images, labels in batches:
@@ -96,8 +95,6 @@ class PixelCNNTask(Task):
 
     def judged(self, judge, images, labels, generator, temperature):
         """Label-conditional: one sample per test label, judged against the label it was drawn for."""
-        from eval.judge import class_accuracy
-        from pcae.sampling import sample
 
         x = sample(self.model, len(labels), tuple(images.shape[1:]), self.h(labels), temperature,
                    generator)
@@ -105,7 +102,7 @@ class PixelCNNTask(Task):
                 "temperature": temperature}
 
     def sample_grid(self, examples, n, generator, temperature):
-        from pcae.sampling import sample
+        pass
 
         cfg = self.config
         shape = (cfg.image_channels, *examples[0].shape[2:])
@@ -120,7 +117,7 @@ class PixelCNNTask(Task):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> "PixelCNNTask":
-        from pcae.pixelcnn import PixelCNNConfig
+        pass
 
         configs = checkpoint["configs"]
         task_config = configs.get("task", {})
@@ -159,7 +156,7 @@ class PixelCNNSpec:
     condition: str = "none"
 
     def build(self, dataset) -> PixelCNNTask:
-        from pcae.pixelcnn import PixelCNNConfig
+        pass
 
         if self.condition not in CONDITIONS:
             raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
@@ -179,7 +176,7 @@ class PixelCNNSpec:
         return PixelCNNTask(config, self.condition, list(dataset.classes or []))
 
     def stored(self, configs: dict) -> dict:
-        from pcae.resume import stored_values
+        pass
 
         return stored_values(configs, {"channels": ("model", "channels"), "n_layers": ("model", "n_layers"),
                                        "kernel_size": ("model", "kernel_size"),
@@ -193,53 +190,9 @@ class PixelCNNSpec:
 
 def build_pixelcnn(checkpoint: dict) -> torch.nn.Module:
     """The bare model of a "pixelcnn" checkpoint: GatedPixelCNN(PixelCNNConfig(**configs["model"]))."""
-    from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
 
     model = GatedPixelCNN(PixelCNNConfig(**checkpoint["configs"]["model"]))
     model.load_state_dict(checkpoint["state_dicts"]["model"])
     return model
 
 
-def sample_checkpoint(path: str | os.PathLike, n: int = 16, label: int | None = None,
-                      temperature: float = 1.0, seed: int = 0, sampler: str | None = None,
-                      device: str = "cpu") -> tuple[torch.Tensor, int]:
-    """Draw from a PixelCNN checkpoint. Returns ((N, C, H, W) uint8 images, images per row).
-
-    An unconditional model gives n images; a label-conditional one n images of class `label`, or
-    without a label, one row of ceil(n / classes) images per class.
-    """
-    from pcae.sampling import check_sample_memory, check_sampler, sample
-
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    check_temperature(temperature), check_device(device)
-    checkpoint = load_checkpoint(path, kind="pixelcnn")
-    task = task_from_checkpoint(checkpoint, path)
-    check_sampler(sampler)
-    target = resolve_device(device)
-    task.model.to(target).eval()
-    cfg = task.config
-    shape = (cfg.image_channels, *cfg.image_size)
-    total = n if task.condition == "none" or label is not None else math.ceil(n / cfg.cond_dim) * cfg.cond_dim
-    check_sample_memory(task.model, total, shape)  # before the labels of n images are made
-    generator = torch.Generator(target).manual_seed(seed)
-    kwargs = {} if sampler is None else {"method": sampler}
-    if task.condition == "none":
-        if label is not None:
-            raise PcaeError(f"{path}: the model is unconditional; --label needs a model trained "
-                            "with --condition label")
-        images = sample(task.model, n, shape, None, temperature, generator, **kwargs)
-        return images.to(torch.uint8), max(1, math.ceil(math.sqrt(n)))
-    if label is None:
-        per_class = max(1, math.ceil(n / cfg.cond_dim))
-        labels = torch.arange(cfg.cond_dim).repeat_interleave(per_class)
-        nrow = per_class
-    else:
-        if not 0 <= label < cfg.cond_dim:
-            names = ", ".join(f"{k}={name}" for k, name in enumerate(task.classes))
-            raise PcaeError(f"--label must be in [0, {cfg.cond_dim}), got {label} ({names})")
-        labels = torch.full((n,), label)
-        nrow = max(1, math.ceil(math.sqrt(n)))
-    labels = labels.to(target)
-    images = sample(task.model, len(labels), shape, task.h(labels), temperature, generator, **kwargs)
-    return images.to(torch.uint8), nrow

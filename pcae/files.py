@@ -1,0 +1,268 @@
+"""Every file pcae reads or writes goes through here: atomic writes (a temp file in the same folder,
+fsynced, then os.replace: a reader or a killed writer sees the old file or the new one, never half),
+the temp files of killed writers cleaned up, free-space checks before HDF5 writes, image and torch
+files decoded with one-line errors, and what --force may replace for a single-file output.
+
+Temp names carry the writer's pid and host (`.{name}.pid{pid}-{host}.{random}.tmp`), so the next
+pcae write in a folder removes what a writer killed on this machine left, and never a live one's.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import shutil
+import socket
+import tempfile
+import warnings
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from pcae.errors import DiskFull, PcaeError, first_line, is_disk_full
+
+VERSION = "0.1.0"  # pcae's version, written into every checkpoint
+
+
+def cache_root() -> Path:
+    """pcae's cache folder: $PCAE_CACHE_DIR, else $XDG_CACHE_HOME/pcae, else ~/.cache/pcae."""
+    base = os.environ.get("PCAE_CACHE_DIR")
+    if base:
+        return Path(base)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcae"
+
+HDF5_RESERVE = 4 << 20  # bytes kept free beside an HDF5 write (see ensure_space)
+
+def ensure_space(path, nbytes: int) -> None:
+    """DiskFull unless the disk of `path` has room for `nbytes` more, twice over, plus HDF5_RESERVE.
+
+    Called before each HDF5 write: HDF5 does not report a full disk reliably (its metadata
+    writes fail inside object deallocation, ignored, and the process can then crash), so pcae
+    refuses a write that would come close to filling the disk instead of attempting it."""
+
+    folder = Path(path).parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < 2 * int(nbytes) + HDF5_RESERVE:
+        raise DiskFull(path)
+
+def refuse_special(path: Path, what: str) -> None:
+    """PcaeError when `path` is a pipe, socket or device: reading one would block on a writer
+    that never comes or never end (/dev/zero); a missing path or a folder is the caller's to say."""
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise PcaeError(f"{path}: is not a regular file (a pipe, socket or device), expected {what}")
+
+def open_image(path, mode: str | None = None, what: str = "image"):
+    """An image file, decoded, as a PIL image (converted to `mode` if given). Every way a file can
+    fail is one PcaeError naming it: missing, a folder, not an image or truncated, and more pixels
+    than PIL's Image.MAX_IMAGE_PIXELS (a decompression bomb: a small file that decodes to
+    gigabytes; PIL only warns below twice its limit, pcae makes the warning an error, raised from
+    the header before anything is decoded). Used by every reader of photos and query images; data
+    folders skip such files instead (pcae.data)."""
+
+    from PIL import Image
+
+    path = Path(path)
+    expected = f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
+    if path.is_dir():
+        raise PcaeError(f"{path}: is a folder, expected {expected}")
+    if not path.exists():
+        raise PcaeError(f"{path} does not exist")
+    refuse_special(path, expected)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                return im.convert(mode) if mode else im.copy()
+    except PcaeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise PcaeError(f"{path}: refused, {first_line(e)}") from None
+    except Exception as e:  # PIL raises many types for broken files
+        raise PcaeError(f"{path} is not a readable {what}: {first_line(e, with_type=True)}") from None
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+def _host_tag() -> str:
+    """8 hex digits naming this machine: a pid means something only on the host that wrote it."""
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+def writer_tag() -> str:
+    """What pcae's temp names carry to say who writes them: `pid{pid}-{host}`."""
+    return f"pid{os.getpid()}-{_host_tag()}"
+
+def _temp_pid(name: str) -> int | None:
+    """The writer's pid in a pcae temp name `.{target}.pid{pid}-{host}.{random}...` written on
+    this machine (or in the older `pid{pid}` form), or None: another machine's temp files in a
+    shared folder are never taken for a dead writer's."""
+    parts = name.split(".")
+    for part in parts[2:]:
+        pid, _, host = part.partition("-")
+        if pid.startswith("pid") and pid[3:].isdigit() and host in ("", _host_tag()):
+            return int(pid[3:])
+    return None
+
+def clean_stale_temps(folder: Path, target: str | None = None) -> int:
+    """Remove pcae's own temp files and staging folders in `folder` (of `target` only, if given)
+    whose writing process no longer exists: what a run killed with SIGKILL leaves behind."""
+    removed = 0
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        name = entry.name
+        ours = (name.endswith(".tmp") and name.startswith(f".{target}." if target else ".")) or (
+            target is None and name.startswith(STAGING_PREFIX))
+        pid = _temp_pid(name) if ours else None
+        if pid is None or _pid_alive(pid):
+            continue
+        try:
+            if entry.is_dir():
+                import shutil
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ""):
+    """Yield a temp path in the same folder as `path`; on success fsync it and os.replace it over
+    `path`, so a reader (or a run killed at any moment) sees the old file or the new one, never half.
+
+    The temp name carries the writer's pid, so the temp files of killed runs are removed the next
+    time pcae writes `path`."""
+    path = Path(path)
+    if path.is_dir():  # refused before anything is written, naming the path the caller gave
+        raise PcaeError(f"{path}: is a folder, a file was expected")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path.parent)  # any killed pcae writer's, not only this file's
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{writer_tag()}.",
+                               suffix=suffix + ".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except (OSError, RuntimeError, DiskFull) as e:  # checked before the temp file goes: its space counts
+        if isinstance(e, DiskFull) or is_disk_full(e, path.parent):
+            raise DiskFull(path) from None
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+def _fsync_dir(folder: Path) -> None:
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+SOFTWARE = "pcae"  # the PNG "Software" text chunk of every image pcae writes: what --force may replace
+
+def written_by_pcae(path: str | os.PathLike) -> bool:
+    """Whether `path` is a file pcae wrote (a PNG with pcae's Software chunk or its older "pcae" key,
+    an HDF5 file with a pcae format / pcae attr, pcae's scores.json), or a folder of only such
+    files: what an output option's --force may replace. Anything else is the user's."""
+    path = Path(path)
+    if path.is_dir():
+        return all(written_by_pcae(entry) for entry in path.iterdir())
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                text = getattr(image, "text", {}) or {}
+            return text.get("Software") == SOFTWARE or "pcae" in text
+        if suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                return str(f.attrs.get("format", "")).startswith("pcae") or "pcae" in f.attrs
+        if path.name == "scores.json":
+            import json
+
+            return "pcae" in json.loads(path.read_text())
+    except Exception:  # unreadable: not something pcae can vouch for
+        return False
+    return False
+
+def refuse_existing(path: str | os.PathLike | None, force: bool) -> None:
+    """An output option's rule: an existing path needs --force, and --force replaces only what pcae
+    wrote (written_by_pcae), never a user's file."""
+    if path is None or not Path(path).exists():
+        return
+    if not force:
+        raise PcaeError(f"{path}: already exists; pass --force to replace it")
+    if not written_by_pcae(path):
+        raise PcaeError(f"{path}: exists and is not a file pcae wrote; --force replaces only pcae's "
+                        "outputs (remove it yourself, or choose another path)")
+
+STAGING_PREFIX = ".pcae-staging."
+
+
+def load_torch_file(path: Path, what: str = "pcae checkpoint", lazy: bool = False):
+    """torch.load(path, weights_only=True) on the CPU, or PcaeError saying what the file is.
+
+    lazy: memory-map the tensors (read when used); files torch cannot map are read whole.
+
+    torch's own message for a file that weights-only loading refuses advises loading it with
+    weights_only=False; that advice is never passed on (such a file can run code when loaded).
+    """
+    import torch  # here, not above: pcae's torch-free modules (and `pcae --help`) import this one
+
+    if lazy and zipfile.is_zipfile(path):  # torch maps only its zip format
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except (RuntimeError, ValueError, OSError):
+            pass  # the full read below says what is wrong with the file
+    try:
+        with warnings.catch_warnings():  # torch's pickle-protocol warnings are not for users
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch's zip nor a pickle
+            raise PcaeError(f"{path}: not a {what}: not a torch file (another format, or "
+                            "corrupt or truncated)") from None
+        raise PcaeError(f"{path}: not a {what}: {_what_it_holds(e)}, which pcae never "
+                        "loads (unpickling arbitrary objects could run code)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+        raise PcaeError(f"{path}: not a {what}: not a torch file (another format, or "
+                        f"corrupt or truncated: {type(e).__name__})") from None
+
+
+def _what_it_holds(error: Exception) -> str:
+    """What a file refused by weights-only loading holds, from torch's message (no advice)."""
+    text = str(error)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a pickled {found.group(1)} object"
+    if "Unsupported operand" in text or "weights_only" in text:
+        return "it is a pickle of Python objects, not tensors and plain data"
+    return "it is not a torch file of tensors and plain data"

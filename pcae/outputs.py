@@ -1,0 +1,216 @@
+"""Folder outputs (a run folder, a latents folder, a comparison): one writer at a time, what --force
+replaces kept aside until the new output is whole, several files committed as one change.
+
+    folder_lock      a kernel lock on the folder for one pcae writer (goes with the process)
+    set_aside        what --force replaces, moved into a hidden folder until the new output is whole;
+    put_back         undone at once on an error or Ctrl-C, and by `restore_stale` after a SIGKILL
+    atomic_files     several files of a folder replaced as one change (staging folder + journal);
+    recover_files    a committed change a kill interrupted is finished by the next reader or writer
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from pcae.errors import DiskFull, PcaeError, is_disk_full
+from pcae.files import (
+    STAGING_PREFIX,
+    _fsync_dir,
+    _pid_alive,
+    _temp_pid,
+    atomic_path,
+    clean_stale_temps,
+    writer_tag,
+)
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "folder"):
+    """Hold `folder` (made if missing) for one pcae writer for the length of the block: a second
+    pcae command writing the same folder meanwhile stops at once with a one-line PcaeError
+    instead of mixing its files with this one's. The lock is the kernel's (flock on the folder),
+    so it goes with the process, however that ends: a killed writer leaves no stale lock.
+
+    The folders this call made are removed again when the block fails and leaves them empty."""
+    import fcntl
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise PcaeError(f"{folder}: exists and is not a folder")
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # innermost first
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PcaeError(f"{folder}: another pcae command is writing this {what} now; wait for it "
+                            "to end (or stop it), then rerun") from None
+        except OSError:  # a file system without locks on folders (some network mounts): unguarded
+            pass
+        try:
+            yield folder
+        except BaseException:
+            for made in created:
+                try:
+                    made.rmdir()  # only when empty
+                except OSError:
+                    break
+            raise
+    finally:
+        os.close(fd)
+
+REPLACED_PREFIX = ".pcae-replaced."
+
+_ASIDE_DONE = ".complete"
+
+def set_aside(folder: str | os.PathLike, paths) -> Path:
+    """Move `paths` (files or folders inside `folder`) into a hidden folder in it, REPLACED_PREFIX
+    + writer_tag(), and mark it complete: what --force replaces is kept there until the new
+    outputs are whole (then the caller removes it), so a command that fails, is stopped or is
+    killed before then loses nothing (`put_back`, `restore_stale`). A set-aside interrupted
+    half-way moves back at once."""
+    folder = Path(folder)
+    aside = Path(tempfile.mkdtemp(dir=folder, prefix=f"{REPLACED_PREFIX}{writer_tag()}."))
+    try:
+        for path in paths:
+            target = aside / Path(path).relative_to(folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        (aside / _ASIDE_DONE).touch()  # until then, what is not yet moved is still in `folder`
+    except BaseException:
+        put_back(folder, aside, clear=lambda aside: None)
+        raise
+    return aside
+
+def put_back(folder: str | os.PathLike, aside: Path, clear) -> None:
+    """Undo `set_aside`: `clear(aside)` removes the new command's partial outputs, then the kept files
+    come back. Without the completion mark (a set-aside killed half-way, before anything new was
+    written; or a put-back killed after it had cleared) the kept files are only moved back."""
+
+    if (aside / _ASIDE_DONE).exists():
+        clear(aside)
+        (aside / _ASIDE_DONE).unlink()  # from here on a kill leaves a half put-back: moved back next time
+
+    def move_back(source: Path, target_dir: Path) -> None:
+        for entry in sorted(source.iterdir()):
+            target = target_dir / entry.name
+            if entry.is_dir() and not entry.is_symlink() and target.is_dir() and not target.is_symlink():
+                move_back(entry, target)
+            else:
+                os.replace(entry, target)
+
+    move_back(aside, Path(folder))
+    shutil.rmtree(aside, ignore_errors=True)
+
+def restore_stale(folder: str | os.PathLike, committed, clear) -> bool:
+    """After a command that set outputs aside was killed (it could not clean up): put them back
+    (`put_back` with `clear`) unless `committed()` says its new outputs were whole, then drop them.
+    Only set-asides of writers no longer running on this machine are touched. Returns True when
+    something was put back."""
+
+    folder = Path(folder)
+    try:
+        kept = [p for p in folder.iterdir() if p.name.startswith(REPLACED_PREFIX) and p.is_dir()
+                and not p.is_symlink()]
+    except OSError:
+        return False
+    restored = False
+    for aside in kept:
+        pid = _temp_pid(aside.name)
+        if pid is None or _pid_alive(pid):
+            continue
+        if ((aside / _ASIDE_DONE).exists() and committed()) or restored:
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            put_back(folder, aside, clear)
+            restored = True
+    return restored
+
+def refuse_not_ours(paths, is_ours, why: str = "--force replaces only pcae's own outputs") -> None:
+    """PcaeError naming the first of `paths` that `is_ours` denies (a link, or a file pcae did not
+    write under one of its names): what an output's --force must leave alone."""
+    for path in paths:
+        if not is_ours(path):
+            kind = "a link" if Path(path).is_symlink() else "not a file pcae wrote"
+            raise PcaeError(f"{path}: is {kind}; {why} (move it away, or choose another --out)")
+
+JOURNAL = ".pcae-commit.json"
+
+@contextmanager
+def atomic_files(folder: str | os.PathLike, names: list[str]):
+    """Write several files of `folder` as one change: yields {name: temp path}; on success all of
+    them replace folder/name, and a reader never sees some new and some old.
+
+    The files are written into a staging folder inside `folder`. The commit point is a journal
+    (one atomic rename) naming that folder; then each file is renamed into place and the journal
+    removed. A run killed before the journal leaves the previous files untouched (its staging
+    folder is removed later, `clean_stale_temps`); killed after it, the next `recover_files` on
+    the folder finishes the renames. An exception or Ctrl-C inside the block discards the staging
+    folder and leaves the previous files as they were.
+    """
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    recover_files(folder)
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f"{STAGING_PREFIX}{writer_tag()}."))
+    try:
+        yield {name: staging / name for name in names}
+        for name in names:
+            with open(staging / name, "rb+") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(staging)
+        with atomic_path(folder / JOURNAL) as tmp:  # the commit point
+            tmp.write_text(json.dumps({"staging": staging.name, "names": list(names)}))
+    except (OSError, RuntimeError, DiskFull) as e:
+        full = isinstance(e, DiskFull) or is_disk_full(e, folder)
+        shutil.rmtree(staging, ignore_errors=True)
+        if full:
+            raise DiskFull(folder) from None
+        raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    recover_files(folder)
+
+def recover_files(folder: str | os.PathLike) -> bool:
+    """Finish a committed `atomic_files` change that was interrupted (a no-op when none was).
+
+    Returns True when it had something to finish. Raises PcaeError when the folder cannot be
+    written to finish it."""
+
+    folder = Path(folder)
+    journal = folder / JOURNAL
+    if not journal.is_file():
+        clean_stale_temps(folder)
+        return False
+    try:
+        plan = json.loads(journal.read_text())
+        staging, names = plan["staging"], list(plan["names"])
+        # the journal only ever names pcae's own staging folder in `folder` and plain file names:
+        # anything else (a crafted or damaged journal) must not move or delete a thing
+        plain = lambda name: (isinstance(name, str) and name not in ("", ".", "..")  # noqa: E731
+                              and "/" not in name and "\\" not in name and "\0" not in name)
+        if not (plain(staging) and staging.startswith(STAGING_PREFIX) and all(plain(n) for n in names)):
+            raise ValueError("it names files outside this folder")
+        staging = folder / staging
+        if staging.is_symlink() or not staging.is_dir():
+            raise ValueError(f"its staging folder {staging.name} is not a folder here")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PcaeError(f"{journal}: unreadable commit journal ({e}); remove it and rerun the "
+                        "command that wrote this folder") from None
+    try:
+        for name in names:
+            if (staging / name).exists():
+                os.replace(staging / name, folder / name)
+        _fsync_dir(folder)
+        journal.unlink()
+        shutil.rmtree(staging, ignore_errors=True)
+    except OSError as e:
+        raise PcaeError(f"{folder}: an interrupted write must be finished but the folder cannot be "
+                        f"written ({e.strerror or e})") from None
+    return True
