@@ -57,7 +57,13 @@ from pcae.deconv import gaussian_bits_per_dim
 from pcae.errors import Interrupted, PcaeError
 from pcae.files import written_by_pcae
 from pcae.kinds import load_model
-from pcae.outputs import folder_lock, put_back, refuse_not_ours, restore_stale
+from pcae.outputs import (
+    folder_lock,
+    put_back,
+    refuse_not_ours,
+    restore_stale,
+    set_aside,
+)
 from pcae.pixelcnn import nll_bits
 from pcae.tasks.autoencoder import AutoencoderSpec
 from pcae.tasks.pixelcnn import PixelCNNSpec
@@ -484,8 +490,6 @@ def _compare_decoders(config, out, pixelcnn, deconv, unconditional, force, progr
     # (each is replaced when its model is trained again, pcae.train's own --force) and only the
     # report waits aside.
     if force:
-        from pcae.outputs import set_aside
-
         runs = out / "runs"
         given = [Path(p).resolve() for p in (*pixelcnn, *deconv, *([unconditional] if unconditional else []))]
         inside = runs.is_dir() and any(runs.resolve() in p.parents for p in given)

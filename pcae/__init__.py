@@ -17,4 +17,4 @@ h always comes from an encoder (the top-level `encoders` package).
 
 Importing the package does not import torch; `pcae.pixelcnn`, `pcae.sampling` and friends do.
 """
-__version__ = "0.1.0"
+from pcae.files import VERSION as __version__  # noqa: E402, F401

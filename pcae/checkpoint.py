@@ -35,9 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pcae import __version__
 from pcae.errors import PcaeError
-from pcae.files import atomic_path, load_torch_file, refuse_special
+from pcae.files import VERSION, atomic_path, load_torch_file, refuse_special
 
 FORMAT_VERSION = 1
 
@@ -90,7 +89,7 @@ def save_checkpoint(checkpoint: dict, path: str | os.PathLike) -> Path:
     for key in ("kind", "configs", "state_dicts"):
         if key not in checkpoint:
             raise ValueError(f"checkpoint must have a {key!r} entry, got keys {sorted(checkpoint)}")
-    payload = {"pcae": "checkpoint", "format_version": FORMAT_VERSION, "pcae_version": __version__}
+    payload = {"pcae": "checkpoint", "format_version": FORMAT_VERSION, "pcae_version": VERSION}
     payload.update(to_plain({k: v for k, v in checkpoint.items() if k not in payload}))
     path = Path(path)
     with atomic_path(path) as tmp:

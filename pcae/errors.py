@@ -3,6 +3,7 @@ and exits 1; Ctrl-C exits 130)."""
 from __future__ import annotations
 
 import errno
+import shutil
 
 
 def first_line(e: BaseException, with_type: bool = False, limit: int = 160) -> str:
@@ -44,8 +45,6 @@ def is_disk_full(error: BaseException, folder=None) -> bool:
     if "No space left" in text or "errno = 28" in text or "[Errno 28]" in text:
         return True
     if folder is not None and not isinstance(error, OSError):  # an OSError says what it is
-        import shutil
-
         try:
             return shutil.disk_usage(folder).free < (1 << 20)
         except OSError:

@@ -9,6 +9,7 @@ pcae write in a folder removes what a writer killed on this machine left, and ne
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -131,7 +132,6 @@ def clean_stale_temps(folder: Path, target: str | None = None) -> int:
             continue
         try:
             if entry.is_dir():
-                import shutil
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
@@ -202,8 +202,6 @@ def written_by_pcae(path: str | os.PathLike) -> bool:
             with h5py.File(path, "r") as f:
                 return str(f.attrs.get("format", "")).startswith("pcae") or "pcae" in f.attrs
         if path.name == "scores.json":
-            import json
-
             return "pcae" in json.loads(path.read_text())
     except Exception:  # unreadable: not something pcae can vouch for
         return False

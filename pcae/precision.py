@@ -94,8 +94,6 @@ def choose(precision: str, device, measure: Callable[[str], float] | None = None
     if precision != "auto":
         return {"asked": precision, "used": precision, "why": "asked for"}
     if device.type == "cuda":
-        import torch
-
         native = torch.cuda.is_bf16_supported(including_emulation=False)
         return {"asked": "auto", "used": "bf16" if native else "fp32",
                 "why": "the CUDA device has native bf16" if native else "the CUDA device has no native bf16"}

@@ -59,13 +59,14 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from eval.judge import judge_run
 from pcae.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from pcae.config import LR_SCHEDULES, TrainConfig  # noqa: F401  (TrainConfig is torch-free: the CLI reads its defaults)
 from pcae.data import load_dataset
 from pcae.errors import Interrupted, PcaeError, first_line
-from pcae.files import atomic_path, clean_stale_temps, written_by_pcae
+from pcae.files import atomic_path, clean_stale_temps, load_torch_file, written_by_pcae
 from pcae.images import plot_curve, save_grid
 from pcae.options import check_device
 from pcae.outputs import (
@@ -501,8 +502,6 @@ def run_file_is_ours(path: Path) -> bool:
             summary = json.loads(path.read_text())
             return isinstance(summary, dict) and {"kind", "config", "steps"} <= summary.keys()
         if path.suffix == ".pt":
-            from pcae.files import load_torch_file
-
             checkpoint = load_torch_file(path, lazy=True)
             return isinstance(checkpoint, dict) and checkpoint.get("pcae") == "checkpoint"
         return path.suffix == ".png" and written_by_pcae(path)
@@ -906,8 +905,7 @@ class _Run:
         device = dist.device
         objective: nn.Module = _Objective(self.task)
         if dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            objective = DDP(objective, device_ids=[device.index] if device.type == "cuda" else None,
+            objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None,
                             broadcast_buffers=False)
         if config.compile:
             objective = torch.compile(objective)
