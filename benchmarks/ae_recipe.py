@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
+from pcae.machine import cpu_description
 from pcae.tasks.autoencoder import AutoencoderSpec
 from pcae.train import TrainConfig, train
-from pcae.machine import cpu_description
 
 OLD_MODEL = dict(channels=32, n_layers=5, spatial_cond=False)  # AutoencoderSpec before the recipe
 OLD_TRAIN = dict(lr=2e-3, ema=0.0)

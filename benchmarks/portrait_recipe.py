@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
+from pcae.machine import cpu_description
 from pcae.portrait import PortraitSpec
 from pcae.train import TrainConfig, train
-from pcae.machine import cpu_description
 
 # name -> (what changed, PortraitSpec options, TrainConfig options)
 VARIANTS = {
@@ -103,10 +103,10 @@ def holdout(args, out: Path) -> dict:
     import numpy as np
 
     from eval.faces import judge_test_faces
+    from pcae.checkpoint import load_checkpoint
     from pcae.data import BUNDLED_FACES
     from pcae.faces import load_persons
     from pcae.kinds import task_from_checkpoint
-    from pcae.checkpoint import load_checkpoint
     from pcae.tasks.portrait import _identity_and_people
 
     people = sorted({p.parent.relative_to(BUNDLED_FACES).as_posix() for p in BUNDLED_FACES.rglob("*.png")})

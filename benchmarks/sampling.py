@@ -20,9 +20,9 @@ import time
 
 import torch
 
+from pcae.machine import cpu_description
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from pcae.sampling import cached_logits, sample_cached, sample_naive
-from pcae.machine import cpu_description
 
 REFERENCE = PixelCNNConfig(image_channels=3, levels=256, first_kernel_size=7, n_layers=10,
                            kernel_size=3, channels=120, image_size=(32, 32))

@@ -19,8 +19,8 @@ import time
 
 import torch
 
-from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim
 from pcae.machine import cpu_description
+from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim
 
 # dense peak TFLOP/s by device-name fragment: (fp32 incl. TF32 tensor cores, bf16)
 GPU_PEAKS = {"H100": (494.7, 989.4), "H200": (494.7, 989.4), "A100": (156.0, 312.0)}

@@ -47,7 +47,7 @@ from pcae.checkpoint import load_checkpoint
 from pcae.data import convert_images, load_dataset
 from pcae.errors import PcaeError
 from pcae.files import SOFTWARE, atomic_path, open_image
-from pcae.outputs import atomic_files, folder_lock, recover_files, refuse_not_ours
+from pcae.outputs import output_folder, recover_files, refuse_not_ours
 from pcae.runs import require_newest_run, run_of_checkpoint
 
 LATENTS, INDEX, INFOS = "latents.h5", "index.faiss", "index_infos.json"
@@ -182,8 +182,6 @@ def _encode(encoder, images, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _encode_batch(encoder, images, labels) -> tuple[np.ndarray, np.ndarray]:
-    pass
-
     with torch.no_grad():
         if encoder.input == "labels":
             keep = labels >= 0
@@ -248,7 +246,7 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
     out = Path(out)
     if shard:
         out = out / f"part-{shard[0]}-of-{shard[1]}"
-    with folder_lock(out, "latents folder"):  # one writer at a time, from the first read to the commit
+    with output_folder(out, "latents folder", latents_paths) as folder:  # from the first read to the commit
         old = _existing(out, append, force)
         if old and metric is not None and metric != old["infos"]["metric"]:
             raise PcaeError(f"{out}: the index uses metric {old['infos']['metric']}, not {metric}")
@@ -286,7 +284,7 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
 
         out.mkdir(parents=True, exist_ok=True)
         t0, skipped = time.perf_counter(), 0
-        with atomic_files(out, [LATENTS, INDEX, INFOS]) as tmp:  # all three replaced together
+        with folder.files([LATENTS, INDEX, INFOS]) as tmp:  # all three replaced together
             tmp_latents, tmp_index, tmp_infos = tmp[LATENTS], tmp[INDEX], tmp[INFOS]
             segments = (old["meta"].get("segments", []) if old else []) + [segment]
             with LatentWriter(tmp_latents, enc.dim, {**meta, "segments": segments},
@@ -356,9 +354,8 @@ def _common_train_sample(enc, ds, n_all, index_string, metric, batch_size) -> np
 
 
 def _existing(out: Path, append: bool, force: bool) -> dict | None:
-    """What an --append run adds to; PcaeError when the folder holds latents and neither flag is set."""
-    if out.is_dir():
-        recover_files(out)
+    """What an --append run adds to; PcaeError when the folder holds latents and neither flag is set
+    (with --force, when one of its files is not pcae's: pcae.outputs.refuse_not_ours)."""
     present = [name for name in (LATENTS, INDEX, INFOS) if (out / name).exists()]
     if append:
         if len(present) < 3:
@@ -378,44 +375,13 @@ def _existing(out: Path, append: bool, force: bool) -> dict | None:
                         f"or --append to add to them")
     # --force replaces pcae's own latents folder (out of step or damaged: what it is for), never
     # a user's file: a damaged file counts as pcae's only beside one that is pcae's for sure
-    owners = {name: latents_file_owner(out / name) for name in present}
-    sure = "pcae" in owners.values()
-    refuse_not_ours([out / name for name in present],
-                    lambda path: owners[path.name] == "pcae" or (owners[path.name] == "damaged" and sure))
+    refuse_not_ours([out / name for name in present])
     return None
 
 
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def latents_file_owner(path: Path) -> str:
-    """Who wrote a file of a latents folder, by its content: "pcae" (latents.h5 an HDF5 file with
-    pcae's attrs, index.faiss a FAISS index file, index_infos.json an object with pcae's fields),
-    "damaged" (of that format by its first bytes, but unreadable: a truncated HDF5 file, JSON
-    cut off) or "user" (anything else, a link included)."""
-    if path.is_symlink() or not path.is_file():
-        return "user"
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if path.name == INDEX:  # every FAISS index file opens with its type's four letters
-            return "pcae" if len(head) >= 4 and head[:1] == b"I" and head[:4].isalnum() else "user"
-        if path.name == LATENTS:
-            import h5py
-
-            try:
-                with h5py.File(path, "r") as f:
-                    return "pcae" if {"format_version", "dim", "encoder"} <= set(f.attrs) else "user"
-            except Exception:  # h5py raises many types for a damaged file
-                return "damaged" if head == _HDF5_SIGNATURE else "user"
-        text = path.read_text(errors="replace")
-        try:
-            infos = json.loads(text)
-        except ValueError:
-            return "damaged" if text.lstrip().startswith("{") else "user"
-        return "pcae" if isinstance(infos, dict) and set(ix.INFO_FIELDS) <= infos.keys() else "user"
-    except OSError:
-        return "user"
+def latents_paths(folder: Path) -> list[Path]:
+    """The files of a latents folder that exist (links included)."""
+    return [p for p in (folder / LATENTS, folder / INDEX, folder / INFOS) if p.exists() or p.is_symlink()]
 
 
 def _check_same_encoder(out: Path, old: dict, new: dict, dim: int) -> None:
@@ -679,7 +645,7 @@ def merge_parts(parts: list, out, *, force: bool = False) -> dict:
     twice = sorted({str(p) for p in parts if resolved.count(Path(p).resolve()) > 1})
     if twice:  # every id of it would be stored twice
         raise PcaeError(f"{twice[0]}: given more than once as a part")
-    with folder_lock(out, "latents folder"):  # one writer at a time
+    with output_folder(out, "latents folder", latents_paths) as folder:  # one writer at a time
         _existing(out, append=False, force=force)
         opened = [open_folder(p) for p in parts]
         with ExitStack() as stack:
@@ -721,7 +687,7 @@ def merge_parts(parts: list, out, *, force: bool = False) -> dict:
             ix.apply_search_params(merged, infos0.get("search_params", {}))
 
             out.mkdir(parents=True, exist_ok=True)
-            with atomic_files(out, [LATENTS, INDEX, INFOS]) as tmp:  # all three replaced together
+            with folder.files([LATENTS, INDEX, INFOS]) as tmp:  # all three replaced together
                 tmp_latents, tmp_index, tmp_infos = tmp[LATENTS], tmp[INDEX], tmp[INFOS]
                 segments, row = [], 0
                 for store, _, _ in opened:

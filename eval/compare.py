@@ -39,9 +39,7 @@ this budget, not what a converged model reaches. Sample PSNR uses few images (sa
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,29 +50,19 @@ import torch
 from eval import metrics as M
 from eval import report as R
 from eval.judge import JudgeConfig, judge_autoencoder, load_judge
+from pcae.batches import resolve_device
 from pcae.data import load_dataset
 from pcae.deconv import gaussian_bits_per_dim
 from pcae.errors import Interrupted, PcaeError
-from pcae.files import written_by_pcae
 from pcae.kinds import load_model
 from pcae.outputs import (
-    folder_lock,
-    put_back,
+    output_folder,
     refuse_not_ours,
-    restore_stale,
-    set_aside,
 )
 from pcae.pixelcnn import nll_bits
 from pcae.tasks.autoencoder import AutoencoderSpec
 from pcae.tasks.pixelcnn import PixelCNNSpec
-from pcae.train import (
-    RUN_OUTPUTS,
-    SAMPLES_DIR,
-    TrainConfig,
-    prepare_out,
-    resolve_device,
-    train,
-)
+from pcae.train import TrainConfig, train
 
 REPORT_FILES = ("report.json", "report.md", "summary.png")
 
@@ -176,8 +164,6 @@ def _load_reference(path, test_x: torch.Tensor):
 
 
 def _load_autoencoder(path, decoder: str, device: torch.device):
-    pass
-
     model, checkpoint = load_model(path, kind="autoencoder")
     if model.kind != decoder:
         raise PcaeError(f"{path}: holds a {model.kind} auto-encoder, expected a {decoder} one")
@@ -215,48 +201,14 @@ def report_paths(out: Path) -> list[Path]:
     return [p for p in paths if p.exists() or p.is_symlink()]
 
 
-def report_file_is_ours(path: Path) -> bool:
-    """Whether a report file is the one compare-decoders wrote, by its content (not its name)."""
-    if path.is_symlink() or not path.is_file():
-        return False
-    try:
-        if path.suffix == ".png":
-            return written_by_pcae(path)
-        if path.name == "report.md":
-            with open(path, "rb") as f:
-                return f.readline(200).decode("utf-8", "replace").strip() == "# compare-decoders"
-        report = json.loads(path.read_text())
-        return isinstance(report, dict) and {"config", "rows"} <= report.keys()
-    except (OSError, ValueError):
-        return False
-
-
 def check_out(out: Path, force: bool) -> None:
-    """Refuse an existing, non-empty OUT unless `force`; with it, refuse report files (and model
-    runs, pcae.train.prepare_out) that pcae did not write: --force replaces only pcae's outputs."""
-
-    if out.exists() and not out.is_dir():
-        raise PcaeError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not force:
+    """Refuse an existing, non-empty OUT unless `force` (with it, pcae.outputs refuses what pcae did
+    not write, in the report files and in OUT/runs)."""
+    if out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")) and not force:
         if not report_paths(out) and (out / "runs").is_dir():
             raise PcaeError(f"{out}: holds the runs of an unfinished comparison (no report yet); pass "
                             "--force to redo it")
         raise PcaeError(f"{out}: already exists; pass --force to replace its report")
-    if force and out.is_dir():
-        refuse_not_ours(report_paths(out), report_file_is_ours)
-        runs = out / "runs"
-        for run in sorted(runs.iterdir()) if runs.is_dir() else []:
-            if not run.is_dir() or run.is_symlink():
-                raise PcaeError(f"{run}: is not a run folder pcae wrote; --force replaces {runs} whole "
-                                "(move it away, or choose another --out)")
-            if any(run.iterdir()):
-                prepare_out(run, resume=False, force=True)  # pcae's names hold pcae's files
-            for path in run.rglob("*"):  # and nothing else is there, that the replacement would drop
-                named = path.name in RUN_OUTPUTS or path.name.startswith(".") or (
-                    path.parent.name == SAMPLES_DIR and path.name.startswith("step_"))
-                if not (named or (path.name == SAMPLES_DIR and path.is_dir()) or path.parent.name.startswith(".")):
-                    raise PcaeError(f"{path}: is not a file pcae wrote; --force replaces {runs} whole "
-                                    "(move it away, or choose another --out)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,8 +271,6 @@ def _gains(nll, images, h, config, device) -> dict:
 
 @torch.no_grad()
 def evaluate_unconditional(model, test_x, config, device) -> dict:
-    pass
-
     bits = M.bits_over_batches(lambda x: nll_bits(model(x), x),
                                _batches(test_x, config.eval_batch, device))
     return {"bits_per_image": bits["bits_per_image"], "bits_per_dim": bits["bits_per_dim"]}
@@ -423,43 +373,29 @@ def compare_decoders(config: CompareConfig, *, pixelcnn=(), deconv=(), unconditi
 
 
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise PcaeError(f"{out}: exists and is not a folder")
-    kept: dict[str, Path] = {}  # "aside": the comparison --force replaces, until the new report is written
-    with folder_lock(out, "report folder"):  # a second compare-decoders into OUT stops at once
-        # a --force run killed before its report: the comparison it was replacing comes back
-        restore_stale(out, committed=lambda: (out / "report.json").exists(),
-                      clear=lambda aside: _clear(out, aside))
-        check_out(out, force)
-        try:
-            report = _compare_decoders(config, out, pixelcnn, deconv, unconditional, force,
-                                       progress or (lambda message: None), kept)
-        except BaseException as e:
-            if "aside" in kept:
-                put_back(out, kept["aside"], clear=lambda aside: _clear(out, aside))
-                if isinstance(e, (KeyboardInterrupt, Interrupted)):  # its runs' checkpoints went too
-                    raise Interrupted(f"interrupted: {out} holds the comparison --force was replacing, "
-                                      "as it was") from None
-            raise
-        if "aside" in kept:
-            shutil.rmtree(kept["aside"], ignore_errors=True)
-        return report
+    given = [Path(p).resolve() for p in (*pixelcnn, *deconv, *([unconditional] if unconditional else []))]
+
+    def paths_of(folder: Path) -> list[Path]:  # the report files and runs/ (unless it holds a given model)
+        runs = folder / "runs"
+        inside = runs.is_dir() and any(runs.resolve() in p.parents for p in given)
+        return report_paths(folder) + ([runs] if (runs.exists() or runs.is_symlink()) and not inside else [])
+
+    try:
+        with output_folder(out, "report folder", paths_of,
+                           committed=lambda folder: (folder / "report.json").exists()) as folder:
+            check_out(out, force)
+            if force:
+                refuse_not_ours(paths_of(out))  # before anything is read or trained
+            return _compare_decoders(config, out, pixelcnn, deconv, unconditional, force,
+                                     progress or (lambda message: None), folder)
+    except (KeyboardInterrupt, Interrupted):
+        if "folder" in locals() and folder.replaced:  # put back by output_folder; its runs went too
+            raise Interrupted(f"interrupted: {out} holds the comparison --force was replacing, "
+                              "as it was") from None
+        raise
 
 
-def _clear(out: Path, aside: Path) -> None:
-    """Remove a comparison's own outputs from OUT: its report files, and its runs/ where `aside`
-    holds the previous comparison's."""
-
-    for path in report_paths(out):
-        if report_file_is_ours(path):
-            path.unlink()
-    if (aside / "runs").is_dir() and (out / "runs").is_dir() and not (out / "runs").is_symlink():
-        shutil.rmtree(out / "runs")
-
-
-def _compare_decoders(config, out, pixelcnn, deconv, unconditional, force, progress, kept) -> dict:
-    pass
-
+def _compare_decoders(config, out, pixelcnn, deconv, unconditional, force, progress, folder) -> dict:
     plan = plan_models(config, pixelcnn, deconv)
     device = resolve_device(config.device)
     started = time.perf_counter()
@@ -487,16 +423,9 @@ def _compare_decoders(config, out, pixelcnn, deconv, unconditional, force, progr
     # After every check above has passed, the previous comparison (its report files and runs/) is
     # set aside whole: put back if this one fails, is stopped or is killed before its report is
     # written, removed after. Where a given checkpoint lies in OUT/runs, the runs stay in place
-    # (each is replaced when its model is trained again, pcae.train's own --force) and only the
-    # report waits aside.
+    # (each is replaced when its model is trained again) and only the report waits aside.
     if force:
-        runs = out / "runs"
-        given = [Path(p).resolve() for p in (*pixelcnn, *deconv, *([unconditional] if unconditional else []))]
-        inside = runs.is_dir() and any(runs.resolve() in p.parents for p in given)
-        moving = [p for p in report_paths(out) if report_file_is_ours(p)]
-        moving += [runs] if runs.is_dir() and not runs.is_symlink() and not inside else []
-        if moving:
-            kept["aside"] = set_aside(out, moving)
+        folder.replace()
 
     size = dict(channels=config.channels, n_layers=config.n_layers)
     if unconditional is None:

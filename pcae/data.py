@@ -3,15 +3,18 @@
 `load_dataset(source, split)` returns an `ImageDataset` whose items are `(image, label)`: a uint8
 tensor (C, H, W) of levels in [0, 256) and an int class index (-1 for unlabelled data). Every
 source can be converted on load to `channels` (1 or 3) and a square `image_size` (resize the
-shorter side, bilinear with antialiasing, then centre crop).
+shorter side, bilinear with antialiasing, then centre crop). `import_dataset` writes any source
+to pcae's HDF5 format. The file formats themselves (idx, CIFAR batches, the torchvision layout,
+pcae's HDF5 file) are read and written in pcae.formats; this module decides which to open.
 
 Sources (`SOURCES`, the one registry; `pcae data info SOURCE` describes any of them):
   fashion-mnist  the default. In order: a torchvision root given as data_root
                  (DATA_ROOT/FashionMNIST/raw/*-ubyte[.gz]); Debian's dataset-fashion-mnist
                  (/usr/share/datasets/fashion-mnist, the full 60000/10000); else the real subset
                  bundled in pcae/data/ (first 1000 train + first 200 test images of each class,
-                 MIT licence notice beside it). PCAE_DATA_BUNDLED=1 (or bundled=True) forces the
-                 bundled subset, so results do not depend on what the machine has installed.
+                 MIT licence notice beside it; scripts/build_bundled_subset.py rebuilds it).
+                 PCAE_DATA_BUNDLED=1 (or bundled=True) forces the bundled subset, so results do
+                 not depend on what the machine has installed.
   mnist          torchvision layout under data_root: DATA_ROOT/MNIST/raw/*-ubyte[.gz].
   cifar10        torchvision layout under data_root: DATA_ROOT/cifar-10-batches-py/.
                  For both, data_root defaults to $PCAE_DATA_ROOT; when the files are missing and a
@@ -19,7 +22,7 @@ Sources (`SOURCES`, the one registry; `pcae data info SOURCE` describes any of t
   folder:PATH    image files; class sub-folders give labels (sorted names), a flat folder gives
                  none. Default conversion: 3 channels, and the images' own size when they all
                  share one, else 32. Unreadable images are skipped and listed in info["skipped"].
-  h5:PATH        pcae's HDF5 format (below), e.g. written by `import_dataset`.
+  h5:PATH        pcae's HDF5 format (pcae.formats), e.g. written by `import_dataset`.
   faces          the real face photos bundled in pcae/data/faces/ (ORL and Yale, 480 photos of
                  55 people, one folder each; credits in its SOURCES.md); the label is the
                  person (the photo's folder) and the split is by photo within each person
@@ -29,58 +32,55 @@ Splits are fixed. The datasets with official splits keep them. A folder puts a f
 test split when sha1(its path relative to the folder, '/'-separated) read as an integer is
 divisible by 10 (about 10%), so the split never depends on the listing order or on other
 files. An HDF5 file without a `split` dataset puts every 10th row (row % 10 == 9) in test.
-
-HDF5 format (format attr "pcae-images/1"): `images` uint8 (N, C, H, W), chunked and
-gzip-compressed; optional `labels` int64 (N,) (-1 = none); optional `split` uint8 (N,) with
-0 = train, 1 = test; optional `files` (N,) strings, each row's file (imported from a folder);
-attrs `source`, `origin`, `classes` (JSON list or absent). Folder and h5 datasets with file names
-expose them as `ImageDataset.files`.
+Folder and h5 datasets with file names expose them as `ImageDataset.files`.
 
 References: [1] Xiao, Rasul, Vollgraf 2017, "Fashion-MNIST: a Novel Image Dataset for
 Benchmarking Machine Learning Algorithms", arXiv 1708.07747 (MIT licence). [2] LeCun et al.
 1998, MNIST. [3] Krizhevsky 2009, "Learning Multiple Layers of Features from Tiny Images" (CIFAR-10).
 
 Known limits: folder and torchvision-layout sources are read into memory (after conversion);
-HDF5 files larger than IN_MEMORY_LIMIT are read lazily, row by row. CIFAR pickles are read with
-an unpickler that only rebuilds numpy arrays, so a tampered file cannot run code.
+HDF5 files larger than IN_MEMORY_LIMIT are read lazily, row by row.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import os
-import pickle
-import socket
 import warnings
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from pcae.errors import PcaeError, first_line
-from pcae.files import atomic_path, ensure_space, refuse_existing, refuse_special
+from pcae.files import refuse_existing
+from pcae.formats import (
+    TEST_EVERY,
+    Split,
+    array_split,
+    cifar_split,
+    h5_split,
+    has_cifar,
+    has_idx,
+    idx_split,
+    torchvision_root,
+    write_h5,
+)
 from pcae.machine import check_fits
 from pcae.options import SPLITS, check_split
 
-TEST_EVERY = 10                       # ~1 in 10 items of a folder / split-less HDF5 go to test
 IN_MEMORY_LIMIT = 2 * 1024 ** 3       # bytes of converted uint8 images kept in memory
 CHUNK = 512                           # images per decode / write step
 BUNDLED_DIR = Path(__file__).parent / "data"
 BUNDLED_FILE = BUNDLED_DIR / "fashion-mnist-subset.npz"
 BUNDLED_FACES = BUNDLED_DIR / "faces"  # 480 real photos of 55 people, one folder each (SOURCES.md)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-H5_FORMAT = "pcae-images/1"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 FASHION_MNIST_CLASSES = (BUNDLED_DIR / "fashion-mnist-classes.txt").read_text().splitlines()
 MNIST_CLASSES = [str(i) for i in range(10)]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck"]
-_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
 # ----------------------------------------------------------------------------- the dataset
@@ -183,156 +183,10 @@ def convert_images(images, channels: int | None = None, image_size: int | None =
     return images
 
 
-# ----------------------------------------------------------------------------- sources
-# Each opener returns a _Split: native-format chunks plus what info needs. load_dataset and
-# import_dataset share it, so an import streams chunk by chunk through the same code.
-
-@dataclass
-class _Split:
-    origin: str
-    shape: tuple[int, int, int]                                  # native (C, H, W) of the chunks
-    classes: list[str] | None
-    chunks: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]]   # (n,C,H,W) u8, (n,) i64
-    count: int                                                   # exact, or an upper bound
-    exact: bool = True                                           # False: decoding may skip some
-    skipped: list[dict] = field(default_factory=list)            # filled while chunks run
-    reader: Callable | None = None                               # random access (lazy HDF5)
-    nbytes: int = 0
-    names: list[str] | None = None  # each decoded item's file (relative path), filled while chunks run
-
-
-def _array_split(origin, images: np.ndarray, labels: np.ndarray, classes) -> _Split:
-    def chunks(size):
-        for s in range(0, len(images), size):
-            yield images[s:s + size], labels[s:s + size]
-    return _Split(origin, tuple(images.shape[1:]), classes, chunks, len(images))
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """Read one idx file (MNIST's format: magic, big-endian dims, uint8 data), gzipped or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-        if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-            raise ValueError("not an idx file of uint8")
-        ndim = raw[3]
-        dims = tuple(int(d) for d in np.frombuffer(raw[4:4 + 4 * ndim], ">i4"))
-        data = np.frombuffer(raw[4 + 4 * ndim:], np.uint8)
-        return data.reshape(dims)
-    except (OSError, ValueError, EOFError, zlib.error) as e:
-        raise PcaeError(f"{path}: cannot read idx file ({first_line(e, with_type=True)})") from None
-
-
-def _find_idx(folder: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def _idx_split(folder: Path, split: str, classes, origin: str) -> _Split:
-    img_path, lab_path = (_find_idx(folder, s) for s in _IDX_FILES[split])
-    images, labels = _read_idx(img_path), _read_idx(lab_path)
-    if images.ndim != 3 or labels.shape != images.shape[:1]:
-        raise PcaeError(f"{img_path}: {images.shape} images do not match {labels.shape} labels")
-    return _array_split(origin, images[:, None], labels.astype(np.int64), classes)
-
-
-def _has_idx(folder: Path) -> bool:
-    return all(_find_idx(folder, s) for pair in _IDX_FILES.values() for s in pair)
-
-
-def _torchvision_root(name: str, data_root: str | None, subdir: str, check: Callable[[Path], bool],
-                      how: str) -> Path:
-    """The folder holding `name`'s files under a torchvision root, downloading once if allowed."""
-    root = data_root or os.environ.get("PCAE_DATA_ROOT")
-    if root is not None and check(Path(root) / subdir):
-        return Path(root) / subdir
-    hint = (f"{name}: data not found; pass --data-root DIR with the torchvision layout "
-            f"({how}) or, with network access, a --data-root to download into")
-    if root is None:
-        raise PcaeError(hint)
-    import torchvision.datasets as tvd
-    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(20)
-    try:
-        for train in (True, False):
-            cls(root, train=train, download=True)
-    except Exception as e:  # no network, disk full, bad mirror: all end the same way for the user
-        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
-        raise PcaeError(f"{hint}; download into {root} failed: {first}") from None
-    finally:
-        socket.setdefaulttimeout(old)
-    if not check(Path(root) / subdir):
-        raise PcaeError(hint)
-    return Path(root) / subdir
-
-
-def _bundled_split(split: str) -> _Split:
-    with np.load(BUNDLED_FILE) as z:
-        images, labels = z[f"{split}_images"], z[f"{split}_labels"]
-        n_train, n_test = len(z["train_labels"]), len(z["test_labels"])
-    origin = f"bundled subset ({n_train} train / {n_test} test)"
-    return _array_split(origin, images[:, None], labels.astype(np.int64), FASHION_MNIST_CLASSES)
-
-
-def _open_fashion_mnist(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
-    if data_root is not None:
-        folder = _torchvision_root("fashion-mnist", data_root, "FashionMNIST/raw", _has_idx,
-                                   "DIR/FashionMNIST/raw/*-ubyte[.gz]")
-        return _idx_split(folder, split, FASHION_MNIST_CLASSES, str(folder))
-    if bundled is None:
-        bundled = os.environ.get("PCAE_DATA_BUNDLED", "") not in ("", "0")
-    if not bundled and _has_idx(DEBIAN_FASHION_MNIST):
-        return _idx_split(DEBIAN_FASHION_MNIST, split, FASHION_MNIST_CLASSES,
-                          f"{DEBIAN_FASHION_MNIST} (full set)")
-    return _bundled_split(split)
-
-
-def _open_mnist(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
-    folder = _torchvision_root("mnist", data_root, "MNIST/raw", _has_idx,
-                               "DIR/MNIST/raw/*-ubyte[.gz]")
-    return _idx_split(folder, split, MNIST_CLASSES, str(folder))
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles CIFAR's batches (dicts, lists, numpy arrays) and refuses every other global."""
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-
-
-def _cifar_batches(split: str) -> list[str]:
-    return [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-
-
-def _has_cifar(folder: Path) -> bool:
-    return all((folder / b).is_file() for s in SPLITS for b in _cifar_batches(s))
-
-
-def _open_cifar10(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
-    folder = _torchvision_root("cifar10", data_root, "cifar-10-batches-py", _has_cifar,
-                               "DIR/cifar-10-batches-py/data_batch_1..5, test_batch")
-    images, labels = [], []
-    for name in _cifar_batches(split):
-        try:
-            with open(folder / name, "rb") as f:
-                batch = _ArrayUnpickler(f, encoding="latin1").load()
-            images.append(np.asarray(batch["data"], np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(batch["labels"], np.int64))
-        except Exception as e:
-            raise PcaeError(f"{folder / name}: not a CIFAR-10 batch ({e})") from None
-    return _array_split(str(folder), np.concatenate(images), np.concatenate(labels), CIFAR10_CLASSES)
-
+# ----------------------------------------------------------------------------- splits
 
 def is_test_path(rel: str) -> bool:
+    """Whether a folder's file, by its '/'-separated path relative to the folder, is in test."""
     return int(hashlib.sha1(rel.encode()).hexdigest(), 16) % TEST_EVERY == 0
 
 
@@ -369,11 +223,49 @@ def image_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if _is_image_file(p, root))
 
 
-def _open_faces(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
+# ----------------------------------------------------------------------------- sources
+# Each opener returns a pcae.formats.Split: native-format chunks plus what info needs.
+# load_dataset and import_dataset share it, so an import streams chunk by chunk through the
+# same code.
+
+def _bundled_split(split: str) -> Split:
+    with np.load(BUNDLED_FILE) as z:
+        images, labels = z[f"{split}_images"], z[f"{split}_labels"]
+        n_train, n_test = len(z["train_labels"]), len(z["test_labels"])
+    origin = f"bundled subset ({n_train} train / {n_test} test)"
+    return array_split(origin, images[:, None], labels.astype(np.int64), FASHION_MNIST_CLASSES)
+
+
+def _open_fashion_mnist(arg, split, data_root, channels, image_size, bundled=None) -> Split:
+    if data_root is not None:
+        folder = torchvision_root("fashion-mnist", data_root, "FashionMNIST/raw", has_idx,
+                                  "DIR/FashionMNIST/raw/*-ubyte[.gz]")
+        return idx_split(folder, split, FASHION_MNIST_CLASSES, str(folder))
+    if bundled is None:
+        bundled = os.environ.get("PCAE_DATA_BUNDLED", "") not in ("", "0")
+    if not bundled and has_idx(DEBIAN_FASHION_MNIST):
+        return idx_split(DEBIAN_FASHION_MNIST, split, FASHION_MNIST_CLASSES,
+                         f"{DEBIAN_FASHION_MNIST} (full set)")
+    return _bundled_split(split)
+
+
+def _open_mnist(arg, split, data_root, channels, image_size, bundled=None) -> Split:
+    folder = torchvision_root("mnist", data_root, "MNIST/raw", has_idx,
+                              "DIR/MNIST/raw/*-ubyte[.gz]")
+    return idx_split(folder, split, MNIST_CLASSES, str(folder))
+
+
+def _open_cifar10(arg, split, data_root, channels, image_size, bundled=None) -> Split:
+    folder = torchvision_root("cifar10", data_root, "cifar-10-batches-py", has_cifar,
+                              "DIR/cifar-10-batches-py/data_batch_1..5, test_batch")
+    return cifar_split(folder, split, CIFAR10_CLASSES)
+
+
+def _open_faces(arg, split, data_root, channels, image_size, bundled=None) -> Split:
     return _open_folder(str(BUNDLED_FACES), split, data_root, channels, image_size, by_person=True)
 
 
-def _open_folder(arg, split, data_root, channels, image_size, bundled=None, by_person=False) -> _Split:
+def _open_folder(arg, split, data_root, channels, image_size, bundled=None, by_person=False) -> Split:
     from PIL import Image
 
     root = Path(arg).expanduser()
@@ -463,115 +355,20 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None, by_p
                 yield np.stack(imgs), np.asarray(labs, np.int64)
 
     header_skipped = list(skipped)
-    return _Split(str(root), (channels, h, w), classes, chunks, len(mine), exact=False,
-                  skipped=skipped, names=names)
+    return Split(str(root), (channels, h, w), classes, chunks, len(mine), exact=False,
+                 skipped=skipped, names=names)
 
 
-def _h5_classes(f) -> list[str] | None:
-    raw = f.attrs.get("classes")
-    if raw is None:
-        return None
-    if isinstance(raw, bytes):
-        raw = raw.decode()
-    if isinstance(raw, str):
-        return list(json.loads(raw)) or None
-    return [x.decode() if isinstance(x, bytes) else str(x) for x in raw] or None
+def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> Split:
+    return h5_split(Path(arg).expanduser(), split)
 
 
-def _open_h5(arg, split, data_root, channels, image_size, bundled=None) -> _Split:
-    import h5py
-
-    path = Path(arg).expanduser()
-    refuse_special(path, "an HDF5 file")
-    if not path.is_file():
-        raise PcaeError(f"{path}: file not found")
-    if not h5py.is_hdf5(path):
-        raise PcaeError(f"{path}: not an HDF5 file")
-    try:
-        with h5py.File(path, "r") as f:
-            if "images" not in f or not isinstance(f["images"], h5py.Dataset):
-                raise PcaeError(f"{path}: no 'images' dataset "
-                                f"(pcae expects images uint8 (N, C, H, W))")
-            ds = f["images"]
-            if ds.dtype != np.uint8 or ds.ndim != 4 or ds.shape[1] not in (1, 3):
-                raise PcaeError(f"{path}: 'images' is {ds.dtype} {ds.shape}, "
-                                f"expected uint8 (N, 1|3, H, W)")
-            n = ds.shape[0]
-            shape = tuple(ds.shape[1:])
-            if "split" in f:
-                which = f["split"][:]
-                if which.shape != (n,):
-                    raise PcaeError(f"{path}: 'split' has shape {which.shape}, expected ({n},)")
-                bad = np.setdiff1d(np.unique(which), [0, 1])
-                if bad.size:  # a row in neither split would silently vanish
-                    raise PcaeError(f"{path}: 'split' holds {bad[:3].tolist()}, expected only "
-                                    "0 (train) and 1 (test)")
-                rows = np.flatnonzero(which == SPLITS.index(split))
-            else:
-                test = np.arange(n) % TEST_EVERY == TEST_EVERY - 1
-                rows = np.flatnonzero(test if split == "test" else ~test)
-            has_labels = "labels" in f
-            if has_labels and f["labels"].shape != (n,):
-                raise PcaeError(f"{path}: 'labels' has shape {f['labels'].shape}, expected ({n},)")
-            classes = _h5_classes(f)
-            names = None
-            if "files" in f:  # written by import_dataset from a folder: each row's file
-                if f["files"].shape != (n,):
-                    raise PcaeError(f"{path}: 'files' has shape {f['files'].shape}, expected ({n},)")
-                names = [v.decode() if isinstance(v, bytes) else str(v) for v in f["files"][rows]]
-            if has_labels and f["labels"].shape[0]:
-                labels = f["labels"][:]
-                top = int(labels.max())
-                if int(labels.min()) < -1 or (classes and top >= len(classes)):
-                    raise PcaeError(f"{path}: 'labels' range [{int(labels.min())}, {top}] does not fit "
-                                    f"its {len(classes) if classes else 0} classes (-1 = no label)")
-            origin = str(path)
-            if "origin" in f.attrs:
-                origin += f" (imported from {f.attrs['origin']})"
-    except PcaeError:
-        raise
-    except Exception as e:
-        raise PcaeError(f"{path}: cannot read HDF5 file ({first_line(e, with_type=True)})") from None
-
-    def read(f, sel):
-        imgs = f["images"][sel]
-        labs = f["labels"][sel].astype(np.int64) if has_labels else np.full(len(imgs), -1, np.int64)
-        return imgs, labs
-
-    def chunks(size):
-        with h5py.File(path, "r") as f:
-            for s in range(0, len(rows), size):
-                r = rows[s:s + size]
-                span = int(r[-1] - r[0]) + 1
-                try:
-                    if span <= 2 * len(r):                 # one sliced read beats fancy indexing
-                        imgs, labs = read(f, slice(int(r[0]), int(r[0]) + span))
-                        imgs, labs = imgs[r - r[0]], labs[r - r[0]]
-                    else:
-                        imgs, labs = read(f, r)
-                except (OSError, ValueError) as e:        # a damaged chunk deep inside the file
-                    raise PcaeError(f"{path}: cannot read rows {r[0]}..{r[-1]} "
-                                    f"({first_line(e, with_type=True)})") from None
-                yield imgs, labs
-
-    handle = {}                                            # one open file per process (workers fork)
-
-    def reader(i):
-        import torch
-        pid = os.getpid()
-        if handle.get("pid") != pid:
-            handle.update(pid=pid, f=h5py.File(path, "r"))
-        f, row = handle["f"], int(rows[i])
-        return torch.from_numpy(f["images"][row]), int(f["labels"][row]) if has_labels else -1
-
-    return _Split(origin, shape, classes, chunks, len(rows), reader=reader,
-                  nbytes=len(rows) * int(np.prod(shape)), names=names)
-
+# ----------------------------------------------------------------------------- the registry
 
 @dataclass(frozen=True)
 class Source:
     """One registry entry: how to open a split, and a line for --help."""
-    open: Callable[..., _Split]
+    open: Callable[..., Split]
     help: str
     takes_path: bool = False
 
@@ -611,7 +408,7 @@ def _resolve(source: str) -> tuple[Source, str | None]:
     return entry, arg or None
 
 
-def _open(source, split, data_root, channels, image_size, bundled) -> _Split:
+def _open(source, split, data_root, channels, image_size, bundled) -> Split:
     check_split(split)
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -653,11 +450,10 @@ def load_dataset(source: str = DEFAULT_SOURCE, split: str = "train", *, channels
     if sp.reader is not None and sp.nbytes * np.prod(shape) / np.prod(sp.shape) > IN_MEMORY_LIMIT:
         def reader(i, _read=sp.reader):
             img, lab = _read(i)
-            return convert_images(img[None], channels, image_size)[0], lab
+            return convert_images(torch.from_numpy(img)[None], channels, image_size)[0], lab
         if sp.count:
             return ImageDataset(shape=shape, classes=sp.classes, info=info, reader=reader,
                                 count=sp.count, files=sp.names)
-
 
     check_fits(float(sp.count) * float(np.prod(shape)),
                f"{source} ({split}): {sp.count} images of {'x'.join(map(str, shape))} in memory"
@@ -710,7 +506,6 @@ def import_dataset(source: str, out_path: str | os.PathLike, *, channels: int | 
     Returns:
         A summary dict: path, source, origin, counts per split, shape, classes, skipped.
     """
-    import h5py
     import torch
 
     out_path = Path(out_path)
@@ -725,63 +520,8 @@ def import_dataset(source: str, out_path: str | os.PathLike, *, channels: int | 
     if test_shape != shape:
         raise PcaeError(f"{source}: train images are {shape} but test images {test_shape}; "
                         f"pass --image-size to make them one size")
-    summary = {"path": str(out_path), "source": source, "origin": splits["train"].origin,
-               "counts": {}, "shape": list(shape), "classes": splits["train"].classes, "skipped": []}
-    rows_per_chunk = max(1, min(256, (1 << 20) // int(np.prod(shape))))   # ~1 MB HDF5 chunks
-    try:                                                   # disk full, no permission, ...
-        with atomic_path(out_path, suffix=".h5") as tmp:
-            with h5py.File(tmp, "w") as f:
-                images = f.create_dataset("images", (0, *shape), np.uint8, maxshape=(None, *shape),
-                                          chunks=(rows_per_chunk, *shape), compression="gzip",
-                                          compression_opts=4)
-                labels = f.create_dataset("labels", (0,), np.int64, maxshape=(None,), chunks=(4096,),
-                                          compression="gzip")
-                which = f.create_dataset("split", (0,), np.uint8, maxshape=(None,), chunks=(4096,),
-                                         compression="gzip")
-                files = []  # each row's file, when the source names them (folders)
-                n = 0
-                for code, (name, sp) in enumerate(splits.items()):
-                    start = n
-                    for imgs, labs in sp.chunks(chunk_size):
-                        imgs = convert_images(torch.from_numpy(np.array(imgs)), channels, image_size)
-                        k = len(imgs)
-                        ensure_space(tmp, imgs.numel() + 9 * k)
-                        for ds in (images, labels, which):
-                            ds.resize(n + k, axis=0)
-                        images[n:n + k] = imgs.numpy()
-                        labels[n:n + k] = labs
-                        which[n:n + k] = code
-                        n += k
-                        if progress is not None:
-                            progress(n)
-                    summary["counts"][name] = n - start
-                    summary["skipped"].extend(sp.skipped)
-                    if files is not None and sp.names is not None and len(sp.names) == n - start:
-                        files.extend(sp.names)
-                    else:
-                        files = None
-                if files:
-                    f.create_dataset("files", data=np.array(files, dtype=object),
-                                     dtype=h5py.string_dtype())
-                f.attrs["format"] = H5_FORMAT
-                f.attrs["source"] = source
-                f.attrs["origin"] = summary["origin"]
-                if summary["classes"]:
-                    f.attrs["classes"] = json.dumps(summary["classes"])
-                f.attrs["skipped"] = json.dumps(summary["skipped"])
-    except OSError as e:
-        raise PcaeError(f"{out_path}: cannot write ({first_line(e, with_type=True)})") from None
-    return summary
 
+    def convert(imgs: np.ndarray) -> np.ndarray:
+        return convert_images(torch.from_numpy(np.array(imgs)), channels, image_size).numpy()
 
-def _build_bundled_subset(src: Path = DEBIAN_FASHION_MNIST, out: Path = BUNDLED_FILE,
-                          per_class: tuple[int, int] = (1000, 200)) -> None:
-    """Rebuild the bundled subset from the full idx files: the first `per_class` images of each
-    class of train and test, kept in their original order with their original indices."""
-    arrays = {}
-    for split, k in zip(SPLITS, per_class):
-        images, labels = (_read_idx(_find_idx(src, s)) for s in _IDX_FILES[split])
-        rows = np.sort(np.concatenate([np.flatnonzero(labels == c)[:k] for c in range(10)]))
-        arrays.update({f"{split}_images": images[rows], f"{split}_labels": labels[rows],
-                       f"{split}_index": rows.astype(np.int32)})
-    np.savez_compressed(out, **arrays)
+    return write_h5(out_path, source, splits, shape, convert, chunk_size, progress)

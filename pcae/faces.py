@@ -116,8 +116,6 @@ class _Photo:
 
 
 def _open_photo(path: Path):
-    pass
-
     return open_image(path, "RGB")
 
 

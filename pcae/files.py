@@ -181,15 +181,38 @@ def _fsync_dir(folder: Path) -> None:
 
 SOFTWARE = "pcae"  # the PNG "Software" text chunk of every image pcae writes: what --force may replace
 
-def written_by_pcae(path: str | os.PathLike) -> bool:
-    """Whether `path` is a file pcae wrote (a PNG with pcae's Software chunk or its older "pcae" key,
-    an HDF5 file with a pcae format / pcae attr, pcae's scores.json), or a folder of only such
-    files: what an output option's --force may replace. Anything else is the user's."""
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_LOG_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (new|resumed) run in ")
+# what a JSON file pcae writes holds (any one set of keys): summary.json, report.json,
+# index_infos.json, and the files that say "pcae" (scores.json)
+_JSON_KEYS = ({"kind", "config", "steps"}, {"config", "rows"}, {"index_string", "metric", "d", "count"},
+              {"pcae"})
+
+
+def written_by_pcae(path: str | os.PathLike) -> bool | None:
+    """Whether `path` is a file pcae wrote, by its content: the one check of what --force may
+    replace, for every output. True for pcae's files, or a folder of only such files; False for
+    anything else, a link included (the user's); None for a file of one of pcae's formats (by its
+    first bytes) that cannot be read (a damaged HDF5 file, JSON cut off), which an output may
+    replace only beside a file that is surely its own (pcae.outputs).
+
+    What makes a file pcae's: a PNG with pcae's Software chunk (or its older "pcae" key); an HDF5
+    file with a pcae format attribute or a latents file's attributes; a torch file with pcae's
+    checkpoint header; a FAISS index; a JSON object of one of pcae's reports (_JSON_KEYS); a
+    train.log that starts with pcae's first line; a metrics.jsonl of pcae rows; compare-decoders'
+    report.md.
+    """
     path = Path(path)
+    if path.is_symlink():
+        return False
     if path.is_dir():
         return all(written_by_pcae(entry) for entry in path.iterdir())
-    suffix = path.suffix.lower()
+    if not path.is_file():
+        return False
+    name, suffix = path.name, path.suffix.lower()
     try:
+        with open(path, "rb") as f:
+            head = f.read(8)
         if suffix == ".png":
             from PIL import Image
 
@@ -199,13 +222,56 @@ def written_by_pcae(path: str | os.PathLike) -> bool:
         if suffix in (".h5", ".hdf5"):
             import h5py
 
-            with h5py.File(path, "r") as f:
-                return str(f.attrs.get("format", "")).startswith("pcae") or "pcae" in f.attrs
-        if path.name == "scores.json":
-            return "pcae" in json.loads(path.read_text())
-    except Exception:  # unreadable: not something pcae can vouch for
+            try:
+                with h5py.File(path, "r") as f:
+                    attrs = set(f.attrs)
+                    return (str(f.attrs.get("format", "")).startswith("pcae") or "pcae" in attrs
+                            or {"format_version", "dim", "encoder"} <= attrs)
+            except Exception:  # h5py raises many types for a damaged file
+                return None if head == _HDF5_SIGNATURE else False
+        if suffix == ".pt":
+            checkpoint = load_torch_file(path, lazy=True)
+            return isinstance(checkpoint, dict) and checkpoint.get("pcae") == "checkpoint"
+        if suffix == ".faiss":  # every FAISS index file opens with its type's four letters
+            return len(head) >= 4 and head[:1] == b"I" and head[:4].isalnum()
+        if suffix == ".json":
+            text = path.read_text(errors="replace")
+            try:
+                data = json.loads(text)
+            except ValueError:
+                return None if text.lstrip().startswith("{") else False
+            return isinstance(data, dict) and any(keys <= data.keys() for keys in _JSON_KEYS)
+        if name == "train.log":
+            with open(path, "rb") as f:
+                return bool(_LOG_START.match(f.readline(4096).decode("utf-8", "replace")))
+        if name == "metrics.jsonl":
+            lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+            return len(read_rows(path)) >= len(lines) - 1  # a torn last line is pcae's too
+        if name == "report.md":
+            with open(path, "rb") as f:
+                return f.readline(200).decode("utf-8", "replace").strip() == "# compare-decoders"
+    except (OSError, ValueError, PcaeError):
+        return False
+    except Exception:  # PIL raises many types for a broken image: not something pcae can vouch for
         return False
     return False
+
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of a metrics.jsonl file: pcae's rows only (a JSON object with an integer "step");
+    a torn last line (a killed run) and lines of anything else are dropped."""
+    rows = []
+    path = Path(path)
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
+                rows.append(row)
+    return rows
+
 
 def refuse_existing(path: str | os.PathLike | None, force: bool) -> None:
     """An output option's rule: an existing path needs --force, and --force replaces only what pcae
@@ -214,7 +280,7 @@ def refuse_existing(path: str | os.PathLike | None, force: bool) -> None:
         return
     if not force:
         raise PcaeError(f"{path}: already exists; pass --force to replace it")
-    if not written_by_pcae(path):
+    if written_by_pcae(path) is not True:
         raise PcaeError(f"{path}: exists and is not a file pcae wrote; --force replaces only pcae's "
                         "outputs (remove it yourself, or choose another path)")
 

@@ -13,6 +13,7 @@ import os
 import torch
 
 from eval.judge import judge_run
+from pcae.batches import eval_batches, first_examples, resolve_device
 from pcae.checkpoint import load_checkpoint
 from pcae.data import load_dataset
 from pcae.errors import PcaeError
@@ -20,7 +21,6 @@ from pcae.kinds import task_from_checkpoint
 from pcae.options import check_device, check_precision, check_split, check_temperature
 from pcae.precision import choose, time_it
 from pcae.sampling import check_sample_memory, check_sampler, sample
-from pcae.train import eval_batches, first_examples, resolve_device
 
 
 def checkpoint_data(checkpoint: dict, path, data: str | None, split: str, data_root: str | None = None):

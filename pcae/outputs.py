@@ -1,11 +1,22 @@
-"""Folder outputs (a run folder, a latents folder, a comparison): one writer at a time, what --force
-replaces kept aside until the new output is whole, several files committed as one change.
+"""Folder outputs: a run folder, a latents folder, a comparison, a set of portraits. One mechanism
+gives every command that writes one the same promises:
 
-    folder_lock      a kernel lock on the folder for one pcae writer (goes with the process)
-    set_aside        what --force replaces, moved into a hidden folder until the new output is whole;
-    put_back         undone at once on an error or Ctrl-C, and by `restore_stale` after a SIGKILL
-    atomic_files     several files of a folder replaced as one change (staging folder + journal);
-    recover_files    a committed change a kill interrupted is finished by the next reader or writer
+    with output_folder(path, "latents folder", paths_of) as out:
+        out.replace()                   # --force: check, then keep the old output aside
+        with out.files([...]) as tmp:   # several files replaced as one change
+            ...
+        out.commit()                    # the new output is whole: the old one goes
+
+- One writer at a time: a kernel lock on the folder (flock), which goes with the process.
+- What --force replaces is pcae's own output only, by content (pcae.files.written_by_pcae): a
+  user's file or a link under one of pcae's names is refused before anything changes. A damaged
+  file of pcae's formats counts as pcae's only beside one that surely is.
+- Nothing lost under an error, Ctrl-C, SIGKILL or a full disk: the replaced output waits in a
+  hidden folder (`.pcae-replaced.<writer>`) until `commit()`; an error or Ctrl-C before then puts
+  it back at once, and after a SIGKILL the next writer of the folder does (or drops it, when the
+  new output had been committed). Several files that must change together go through a staging
+  folder and a journal (`atomic_files`), finished by the next reader or writer after a kill.
+- Temp files and staging folders of dead writers are removed (pcae.files.clean_stale_temps).
 """
 from __future__ import annotations
 
@@ -25,10 +36,13 @@ from pcae.files import (
     atomic_path,
     clean_stale_temps,
     writer_tag,
+    written_by_pcae,
 )
 
 
 @contextmanager
+
+
 def folder_lock(folder: str | os.PathLike, what: str = "folder"):
     """Hold `folder` (made if missing) for one pcae writer for the length of the block: a second
     pcae command writing the same folder meanwhile stops at once with a one-line PcaeError
@@ -131,17 +145,26 @@ def restore_stale(folder: str | os.PathLike, committed, clear) -> bool:
             restored = True
     return restored
 
-def refuse_not_ours(paths, is_ours, why: str = "--force replaces only pcae's own outputs") -> None:
-    """PcaeError naming the first of `paths` that `is_ours` denies (a link, or a file pcae did not
-    write under one of its names): what an output's --force must leave alone."""
-    for path in paths:
-        if not is_ours(path):
-            kind = "a link" if Path(path).is_symlink() else "not a file pcae wrote"
+def refuse_not_ours(paths, why: str = "--force replaces only pcae's own outputs") -> None:
+    """PcaeError naming the first of `paths` that pcae did not write (pcae.files.written_by_pcae: a
+    link, or a user's file under one of pcae's names); a damaged file of pcae's formats counts as
+    pcae's only beside one that surely is. What an output's --force must leave alone."""
+    files = []
+    for path in map(Path, paths):  # a folder of an output: each file in it, so the first not pcae's is named
+        files += sorted(f for f in path.rglob("*") if not f.is_dir() or f.is_symlink()) \
+            if path.is_dir() and not path.is_symlink() else [path]
+    verdicts = {f: written_by_pcae(f) for f in files}
+    sure = True in verdicts.values()
+    for path, ours in verdicts.items():
+        if not (ours or (ours is None and sure)):
+            kind = "a link" if path.is_symlink() else "not a file pcae wrote"
             raise PcaeError(f"{path}: is {kind}; {why} (move it away, or choose another --out)")
 
 JOURNAL = ".pcae-commit.json"
 
 @contextmanager
+
+
 def atomic_files(folder: str | os.PathLike, names: list[str]):
     """Write several files of `folder` as one change: yields {name: temp path}; on success all of
     them replace folder/name, and a reader never sees some new and some old.
@@ -214,3 +237,77 @@ def recover_files(folder: str | os.PathLike) -> bool:
         raise PcaeError(f"{folder}: an interrupted write must be finished but the folder cannot be "
                         f"written ({e.strerror or e})") from None
     return True
+
+
+class OutputFolder:
+    """A folder being written as one output (see the module docstring); made by `output_folder`.
+
+    paths_of(folder) lists the paths of this kind of output that exist in a folder (links
+    included): what --force replaces, what a failed new output leaves behind.
+    """
+
+    def __init__(self, path: Path, what: str, paths_of):
+        self.path, self.what, self.paths_of = path, what, paths_of
+        self.aside: Path | None = None  # where the output --force replaces waits until commit()
+        self.replaced = False  # whether replace() set an output aside (it may be back by now)
+
+    def existing(self) -> list[Path]:
+        return self.paths_of(self.path)
+
+    def replace(self) -> None:
+        """--force: refuse if any existing path of this output is not pcae's, then set them all
+        aside until `commit()` (put back if the new output fails first)."""
+        paths = self.existing()
+        refuse_not_ours(paths)
+        if paths:
+            self.aside = set_aside(self.path, paths)
+            self.replaced = True
+
+    def clear(self) -> None:
+        """Remove this output's own files (a new output that did not get whole)."""
+        for path in self.existing():
+            if written_by_pcae(path) is not False and not path.is_symlink():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        clean_stale_temps(self.path)
+
+    def files(self, names: list[str]):
+        """Several files of the folder replaced as one change (`atomic_files`)."""
+        return atomic_files(self.path, names)
+
+    def commit(self) -> None:
+        """The new output is whole: what it replaced goes."""
+        if self.aside is not None:
+            shutil.rmtree(self.aside, ignore_errors=True)
+            self.aside = None
+
+    def put_back(self) -> bool:
+        """Undo `replace()` before `commit()`: the new output's files go, the old ones come back."""
+        if self.aside is None:
+            return False
+        put_back(self.path, self.aside, clear=lambda aside: self.clear())
+        self.aside = None
+        return True
+
+
+@contextmanager
+def output_folder(path: str | os.PathLike, what: str, paths_of, committed=None):
+    """Write `path` as one output of kind `what` ("run folder", "latents folder", ...), holding its
+    lock for the block; yields an OutputFolder.
+
+    Before the block, what a killed writer left is finished or undone: a committed multi-file
+    change is completed, an output a killed --force was replacing is put back unless
+    `committed(folder)` says the new one had become whole (then it is dropped). After the block
+    the output is committed; an exception or Ctrl-C in it puts back what `replace()` set aside.
+    """
+    path = Path(path)
+    with folder_lock(path, what):
+        folder = OutputFolder(path, what, paths_of)
+        recover_files(path)
+        restore_stale(path, committed=lambda: bool(committed and committed(path)),
+                      clear=lambda aside: folder.clear())
+        try:
+            yield folder
+        except BaseException:
+            folder.put_back()
+            raise
+        folder.commit()

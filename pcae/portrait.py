@@ -25,15 +25,16 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from eval.faces import portrait_scores
+from pcae.batches import resolve_device
 from pcae.checkpoint import load_checkpoint
 from pcae.faces import encoder_weights
-from pcae.files import SOFTWARE, atomic_path, open_image, written_by_pcae
+from pcae.files import SOFTWARE, atomic_path, open_image
 from pcae.images import save_grid
 from pcae.kinds import task_from_checkpoint
+from pcae.outputs import output_folder
 from pcae.runs import require_newest_run
 from pcae.sampling import check_sampler, sample
 from pcae.tasks.portrait import PortraitModel, PortraitSpec  # noqa: F401  (PortraitSpec: importable here)
-from pcae.train import resolve_device
 
 RANDOM_WARNING = ("FaceNet weights are random (NOT pretrained): embeddings carry no identity, "
                   "so the portraits and scores say nothing about the person")
@@ -57,8 +58,6 @@ def load_portrait(path: str | os.PathLike | PortraitModel, device: str = "cpu") 
 
 
 def _sampler(sampler: str | None) -> str:
-    pass
-
     if sampler is None:
         return "cached"
     check_sampler(sampler)
@@ -261,17 +260,15 @@ def save_samples(result: PortraitResult, path: str | os.PathLike, checkpoint: st
                 for key, value in meta.items():
                     f.attrs[key] = json.dumps(value) if not isinstance(value, (str, bool, int, float)) else value
         return path
-    path.mkdir(parents=True, exist_ok=True)
-    written = set()
-    for k, image in enumerate(result.samples):
-        array = image.permute(1, 2, 0).numpy()
-        with atomic_path(path / f"sample_{k:03d}.png", suffix=".png") as tmp:
-            Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(
-                tmp, format="png", pnginfo=_pcae_png())
-        written.add(f"sample_{k:03d}.png")
-    for older in path.glob("sample_*.png"):  # a replaced set's extra samples (pcae's own) go too
-        if older.name not in written and written_by_pcae(older):
-            older.unlink()
-    with atomic_path(path / "scores.json") as tmp:
-        tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    paths_of = lambda folder: sorted(folder.glob("sample_*.png")) + [  # noqa: E731
+        f for f in [folder / "scores.json"] if f.exists() or f.is_symlink()]
+    with output_folder(path, "portrait samples folder", paths_of) as folder:
+        folder.replace()  # --force was checked by the caller: an older set (pcae's) waits aside
+        for k, image in enumerate(result.samples):
+            array = image.permute(1, 2, 0).numpy()
+            with atomic_path(path / f"sample_{k:03d}.png", suffix=".png") as tmp:
+                Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(
+                    tmp, format="png", pnginfo=_pcae_png())
+        with atomic_path(path / "scores.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=2, default=str) + "\n")
     return path

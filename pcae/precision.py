@@ -33,8 +33,6 @@ CACHE_FILE = "precision.json"
 
 
 def _cache_path():
-    pass
-
     return cache_root() / CACHE_FILE
 
 
@@ -47,8 +45,6 @@ def _read_cache() -> dict:
 
 
 def _write_cache(key: str, entry: dict) -> None:
-    pass
-
     data = _read_cache()
     data[key] = entry
     try:

@@ -1,37 +1,22 @@
 """Training runs: one loop for every model kind, with checkpoints, exact resume and DDP.
 
-The loop (`train`) knows nothing about PixelCNNs. A *task* (`Task`, below) tells it what to train:
-the module, the loss of a batch, how to evaluate and draw a sample grid, and what goes into the
-checkpoint. A *spec* (`TaskSpec`) builds a fresh task from the training data or restores one from
-a checkpoint. Each model kind brings its own, next to its model: pcae.pixelcnn_task (`pcae train`),
-pcae.autoencoder (`pcae train-ae`), pcae.portrait (`pcae train-portraits`); pcae.kinds is the one
-table that rebuilds any kind's task from a checkpoint. This module holds the task interface, the
-data feeding, the loop and its run folder, nothing model-specific.
+`train(config, spec)` runs one: the spec (pcae/task.py) builds the task, which says what to train;
+the loop feeds it batches (pcae/batches.py), steps AdamW, evaluates, draws grids and checkpoints
+into the run folder (pcae/runfolder.py), and knows nothing about PixelCNNs. `_Run` reads top to
+bottom: setup (config, data, task, optimizer, folder, resume), the loop, one training step, and
+the end of a run (final evaluation, samples, the judge, summary).
 
-A run folder holds:
-    last.pt, best.pt     checkpoints (pcae.checkpoint); best.pt tracks the task's test metric
-    metrics.jsonl        one JSON row per log/eval point: {"step", "split": "train"|"test", ...}
-    samples/step_*.png   sample grids during training; samples.png is the final one
-    summary.json         config, data source, best/final test metric, wall time, images/s
-    curve.png            the training curve
-    train.log            what happened, including files the data layer skipped
+Exact resume. The data order is a pure function of (seed, epoch); the checkpoint stores (epoch,
+batches consumed in it), the optimizer, every RNG state and the step, and the model is rebuilt from
+its stored config. A run killed at any moment (checkpoints are atomic) and resumed from last.pt
+therefore makes the same updates in the same order as one that never stopped: on CPU with a fixed
+seed the final weights are bit-identical (tests/test_train.py kills a real process with SIGKILL).
 
-Exact resume. The data order is a pure function of (seed, epoch): epoch e is the permutation drawn
-from a generator seeded with (seed, e); the checkpoint stores (epoch, batches consumed in it), the
-optimizer, every RNG state and the step, and the model is rebuilt from its stored config. A run
-killed at any moment (checkpoints are atomic) and resumed from last.pt therefore makes the same
-updates in the same order as one that never stopped: on CPU with a fixed seed the final weights
-are bit-identical (tests/test_train.py kills a real process with SIGKILL to check it).
-
-Throughput (the same code path on CPU and CUDA): data that fits is kept on the device and batches
-are gathered there; otherwise a DataLoader with workers, pinned memory and non-blocking copies.
-Loss metrics stay on the device and are read (one host sync) only every `log_every` steps, which is
-also when a non-finite loss is noticed. Options: bf16 autocast (the loss and its softmax in fp32),
-torch.compile of the loss computation, channels_last, fused AdamW on CUDA.
-
-Data parallel: under `torchrun --nproc_per_node=N -m pcae train ...` each rank takes its own slice
-of every global batch (batch_size images per rank; the DistributedSampler idea without its padding),
-DDP averages the gradients, and only rank 0 writes anything.
+Throughput (the same code path on CPU and CUDA): loss metrics stay on the device and are read (one
+host sync) only every `log_every` steps, which is also when a non-finite loss is noticed. Options:
+bf16 autocast (the loss and its softmax in fp32), torch.compile of the loss computation,
+channels_last, fused AdamW on CUDA. Data parallel: under `torchrun --nproc_per_node=N -m pcae
+train ...` DDP averages the gradients and only rank 0 writes anything.
 
 Known limits: bit-identical resume holds on CPU; on CUDA, kernels (and compile) may be
 nondeterministic. Resuming with another number of ranks continues from the same image of the same
@@ -44,16 +29,13 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import random
-import re
 import shutil
 import signal
 import time
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -62,20 +44,13 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from eval.judge import judge_run
+from pcae.batches import Distributed, Feeder, eval_batches, first_examples
 from pcae.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
-from pcae.config import LR_SCHEDULES, TrainConfig  # noqa: F401  (TrainConfig is torch-free: the CLI reads its defaults)
+from pcae.config import LR_SCHEDULES, TrainConfig
 from pcae.data import load_dataset
 from pcae.errors import Interrupted, PcaeError, first_line
-from pcae.files import atomic_path, clean_stale_temps, load_torch_file, written_by_pcae
+from pcae.files import atomic_path
 from pcae.images import plot_curve, save_grid
-from pcae.options import check_device
-from pcae.outputs import (
-    folder_lock,
-    put_back,
-    refuse_not_ours,
-    restore_stale,
-    set_aside,
-)
 from pcae.precision import choose, time_it
 from pcae.resume import (
     _check_resumable,
@@ -84,277 +59,14 @@ from pcae.resume import (
     options_set,
     resumed_config,
 )
-
-RUN_FILES = ("last.pt", "metrics.jsonl", "summary.json", "train.log")  # marks a pcae run folder
-# everything a run writes into its folder: what --force replaces (nothing else is touched)
-RUN_OUTPUTS = RUN_FILES + ("best.pt", "samples.png", "curve.png")
-SAMPLES_DIR = "samples"  # holds step_*.png
-
-
-# ---------------------------------------------------------------------------------------------
-# The task interface
-
-
-class Task:
-    """What the loop needs to know about one kind of model.
-
-    Subclasses set `kind` and `metric` and fill `model` (one nn.Module holding everything that is
-    saved; parameters with requires_grad=False are not optimised).
-    """
-
-    kind: ClassVar[str] = ""
-    metric: ClassVar[str] = "bpd"  # the loss metric shown, evaluated and tracked by best.pt; lower is better
-    model: nn.Module
-
-    def configs(self) -> dict[str, Any]:
-        """Plain dicts stored under checkpoint["configs"] (next to "train"); `restore` reads them."""
-        raise NotImplementedError
-
-    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Scalar tensors for one batch: `metric`, maybe more; the loop minimises "loss" when the
-        dict has one, else `metric`.
-
-        images: (B, C, H, W) uint8 on the model's device; labels: (B,) long, -1 when unlabelled.
-        Runs inside autocast, DDP and torch.compile: no host syncs, no Python branching on values.
-        """
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def evaluate(self, batches) -> dict[str, Any]:
-        """Metrics over an iterable of (images, labels) batches; the default averages `loss()`."""
-        totals, n = {}, 0
-        for images, labels in batches:
-            out = self.loss(images, labels)
-            for k, v in out.items():
-                totals[k] = totals.get(k, 0.0) + float(v) * len(images)
-            n += len(images)
-        return {k: v / max(n, 1) for k, v in totals.items()}
-
-    def sample_grid(self, examples: tuple[torch.Tensor, torch.Tensor], n: int,
-                    generator: torch.Generator, temperature: float) -> tuple[torch.Tensor, int]:
-        """A grid to look at: (N, C, H, W) uint8 images and the number per row.
-
-        `examples` are the first test images and labels, on the model's device (an auto-encoder
-        shows each one followed by samples given its code).
-        """
-        raise NotImplementedError
-
-    def check_data(self, dataset) -> None:
-        """Raise PcaeError when `dataset` does not fit this task (shape, labels)."""
-
-    def use_classes(self, dataset) -> None:
-        """Before evaluating on `dataset`: name per-class figures by its classes, or raise
-        PcaeError when its labels would mean other classes than the model's."""
-
-    @property
-    def judgeable(self) -> bool:
-        """Whether its samples have a class to keep, so `judged` has something to say."""
-        return False
-
-    def judged(self, judge, images: torch.Tensor, labels: torch.Tensor,
-               generator: torch.Generator | None, temperature: float) -> dict:
-        """Sample-semantics figures (eval.judge) given test images and their labels."""
-        raise NotImplementedError
-
-    def state_dicts(self) -> dict[str, dict]:
-        return {"model": self.model.state_dict()}
-
-    def load_state_dicts(self, state_dicts: dict[str, dict]) -> None:
-        self.model.load_state_dict(state_dicts["model"])
-
-
-class TaskSpec(Protocol):
-    """Makes a task: fresh from the training data, or restored from a checkpoint of its kind.
-
-    A spec is a dataclass of model options. Optional methods:
-    `stored(configs) -> {field: value}`, the fields' values in a checkpoint's configs, which
-    `train(resume=True)` checks given fields against (fields it lacks cannot be given again), and
-    `prepare(config, progress) -> (config, spec, info)`, run once before a new run opens its data
-    (the portrait spec builds its face cache there and points `config.data` at it; its
-    `stored_source(configs)` names the photos, which a resume accepts as --data again).
-    """
-
-    kind: ClassVar[str]
-
-    def build(self, dataset) -> Task: ...
-
-    def restore(self, checkpoint: dict) -> Task: ...
-
-
-# ---------------------------------------------------------------------------------------------
-# Data feeding
-
-
-def data_order(seed: int, epoch: int, n: int) -> torch.Tensor:
-    """The permutation of n training images used in `epoch`: a pure function of (seed, epoch)."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=generator)
-
-
-class _IndexBatches(torch.utils.data.Sampler):
-    """This rank's index lists for every batch of one epoch, from batch `start` on."""
-
-    def __init__(self, order, start, per_epoch, batch_size, rank, world):
-        self.order, self.start, self.per_epoch = order, start, per_epoch
-        self.batch_size, self.rank, self.world = batch_size, rank, world
-
-    def __len__(self):
-        return self.per_epoch - self.start
-
-    def __iter__(self):
-        G, B = self.batch_size * self.world, self.batch_size
-        for p in range(self.start, self.per_epoch):
-            lo = p * G + self.rank * B
-            yield self.order[lo:lo + B].tolist()
-
-
-class Feeder:
-    """Batches of (images uint8, labels long) on `device`, in the order fixed by (seed, epoch).
-
-    In-memory data is held on the device when it fits (a quarter of its memory at most) and
-    gathered there; otherwise batches come through a DataLoader (workers, pinned memory).
-    """
-
-    def __init__(self, dataset, batch_size: int, seed: int, rank: int, world: int,
-                 device: torch.device, num_workers: int, channels_last: bool = False):
-        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.rank, self.world, self.device = rank, world, device
-        self.num_workers, self.channels_last = num_workers, channels_last
-        self.n = len(dataset)
-        self.global_batch = batch_size * world
-        self.per_epoch = self.n // self.global_batch
-        if self.per_epoch == 0:
-            raise PcaeError(f"data {dataset.info.get('source')!r}: {self.n} training images are fewer "
-                            f"than one batch ({batch_size} x {world} ranks); lower --batch-size")
-        self.images = self.labels = None
-        if getattr(dataset, "images", None) is not None:
-            images, labels = dataset.images, dataset.labels
-            if labels is None:
-                labels = torch.full((self.n,), -1, dtype=torch.long)
-            self.on_device = not (device.type == "cuda" and images.numel() >
-                                  torch.cuda.get_device_properties(device).total_memory // 4)
-            if self.on_device:
-                self.images, self.labels = images.to(device), labels.long().to(device)
-            else:  # gathered on the host, then copied
-                self.images, self.labels = images, labels.long()
-        self.where = ("DataLoader" if self.images is None
-                      else "device memory" if self.on_device else "host memory")
-
-    def _finish(self, images, labels):
-        images = images.to(self.device, non_blocking=True)
-        labels = labels.to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        return images, labels
-
-    def batches(self, epoch: int, position: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless batches from batch `position` of `epoch` on."""
-        while True:
-            order = data_order(self.seed, epoch, self.n)
-            if self.images is not None:
-                order = order.to(self.images.device)
-                pin = not self.on_device and self.device.type == "cuda"
-                G, B = self.global_batch, self.batch_size
-                for p in range(position, self.per_epoch):
-                    idx = order[p * G + self.rank * B:p * G + (self.rank + 1) * B]
-                    images, labels = self.images[idx], self.labels[idx]
-                    if pin:
-                        images, labels = images.pin_memory(), labels.pin_memory()
-                    yield self._finish(images, labels)
-            else:
-                sampler = _IndexBatches(order, position, self.per_epoch, self.batch_size, self.rank,
-                                        self.world)
-                loader = torch.utils.data.DataLoader(
-                    self.dataset, batch_sampler=sampler, num_workers=self.num_workers,
-                    pin_memory=self.device.type == "cuda", collate_fn=_collate)
-                for images, labels in loader:
-                    yield self._finish(images, labels)
-            epoch, position = epoch + 1, 0
-
-
-def _collate(items):
-    images = torch.stack([torch.as_tensor(x) for x, _ in items])
-    labels = torch.tensor([int(y) for _, y in items], dtype=torch.long)
-    return images, labels
-
-
-def eval_batches(dataset, limit: int, batch_size: int, device: torch.device, num_workers: int = 0):
-    """The first `limit` images of `dataset` (all when 0) in order, as batches on `device`."""
-    n = len(dataset) if limit == 0 else min(limit, len(dataset))
-    if getattr(dataset, "images", None) is not None:
-        labels = dataset.labels if dataset.labels is not None else torch.full((len(dataset),), -1)
-        for lo in range(0, n, batch_size):
-            hi = min(lo + batch_size, n)
-            yield dataset.images[lo:hi].to(device), labels[lo:hi].long().to(device)
-        return
-    subset = torch.utils.data.Subset(dataset, range(n))
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=num_workers,
-                                         collate_fn=_collate, pin_memory=device.type == "cuda")
-    for images, labels in loader:
-        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-
-
-def first_examples(dataset, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n images and labels of `dataset` on `device` (for grids)."""
-    return tuple(t.to(device) for t in dataset.first(n))
-
-
-# ---------------------------------------------------------------------------------------------
-# Small pieces of the loop
-
-
-def resolve_device(device: str) -> torch.device:
-    """"cpu", "cuda" or "cuda:N" -> a torch.device; PcaeError when that CUDA device is absent."""
-    try:
-        check_device(device)
-    except ValueError as e:
-        raise PcaeError(f"--device: {e}") from None
-    if device == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise PcaeError(f"--device {device}: no CUDA device is available here (use --device cpu)")
-    index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
-    if index >= torch.cuda.device_count():
-        raise PcaeError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA "
-                        f"device(s), numbered from 0")
-    return torch.device("cuda", index)
-
-
-@dataclass
-class Distributed:
-    """This process's place in a torchrun job (world 1 when run alone)."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    owns_group: bool = False
-
-    @classmethod
-    def setup(cls, device: str) -> "Distributed":
-        resolve_device(device)
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls(device=resolve_device(device))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        target = torch.device(f"cuda:{local}" if device.startswith("cuda") else "cpu")
-        if target.type == "cuda":
-            torch.cuda.set_device(target)
-        owns = not tdist.is_initialized()
-        if owns:
-            tdist.init_process_group("nccl" if target.type == "cuda" else "gloo")
-        return cls(tdist.get_rank(), tdist.get_world_size(), target, owns)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self):
-        if self.world > 1:
-            tdist.barrier()
-
-    def close(self):
-        if self.owns_group:
-            tdist.destroy_process_group()
+from pcae.runfolder import (
+    check_run_folder,
+    diverged_warnings,
+    open_run_folder,
+    read_metrics,
+    write_json,
+)
+from pcae.task import Callback, Task, TaskSpec, TrainResult
 
 
 class _Objective(nn.Module):
@@ -449,150 +161,6 @@ class WeightAverage:
             current[n].copy_(training_weights[n])
 
 
-def write_json(data: dict, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    return path
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict]:
-    """The rows of a metrics.jsonl file: pcae's rows only (a JSON object with an integer "step");
-    a torn last line (a killed run) and lines of anything else are dropped."""
-    rows = []
-    path = Path(path)
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
-                rows.append(row)
-    return rows
-
-
-_LOG_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (new|resumed) run in ")
-
-
-def run_paths(out: Path) -> list[Path]:
-    """The paths in a run folder that a pcae run writes (those that exist, links included)."""
-    paths = [out / name for name in RUN_OUTPUTS]
-    if (out / SAMPLES_DIR).is_dir():
-        paths += sorted((out / SAMPLES_DIR).glob("step_*.png"))
-    return [p for p in paths if p.exists() or p.is_symlink()]
-
-
-def run_file_is_ours(path: Path) -> bool:
-    """Whether a file of a run folder (`run_paths`) is the one pcae wrote there, by its content:
-    train.log starts with pcae's "new run in" line, metrics.jsonl holds only pcae rows, summary.json
-    is a run summary, the .pt files carry the pcae checkpoint header, the PNGs pcae's Software chunk.
-    A link, or anything else under those names, is the user's: --force never replaces it."""
-
-    if path.is_symlink() or not path.is_file():
-        return False
-    try:
-        if path.name == "train.log":
-            with open(path, "rb") as f:
-                return bool(_LOG_START.match(f.readline(4096).decode("utf-8", "replace")))
-        if path.name == "metrics.jsonl":
-            lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-            return len(read_metrics(path)) >= len(lines) - 1  # a torn last line is pcae's too
-        if path.name == "summary.json":
-            summary = json.loads(path.read_text())
-            return isinstance(summary, dict) and {"kind", "config", "steps"} <= summary.keys()
-        if path.suffix == ".pt":
-            checkpoint = load_torch_file(path, lazy=True)
-            return isinstance(checkpoint, dict) and checkpoint.get("pcae") == "checkpoint"
-        return path.suffix == ".png" and written_by_pcae(path)
-    except (OSError, ValueError, PcaeError):
-        return False
-
-
-def prepare_out(out: Path, resume: bool, force: bool) -> None:
-    """Refuse to overwrite a run folder unless told: --resume continues it, --force replaces it
-    (pcae's own files of it only: `run_file_is_ours`). Nothing is written here, except that a run
-    that a killed --force run was replacing is put back first (`restore_replaced`)."""
-    if resume and force:
-        raise ValueError("resume and force exclude each other")
-    if out.exists() and not out.is_dir():
-        raise PcaeError(f"{out}: exists and is not a folder")
-    restore_replaced(out)
-    if resume:
-        if not (out / "last.pt").exists():
-            raise PcaeError(f"{out}: nothing to resume (no last.pt in it)")
-        log = out / "train.log"
-        if log.is_symlink() or (log.exists() and not log.is_file()):
-            raise PcaeError(f"{log}: is a link or not a file; --resume appends to pcae's own log only "
-                            "(replace it with a copy, or move it away)")
-        return
-    if out.exists() and any(out.iterdir()):
-        if failed_start(out):
-            return  # replaced without --force: there is nothing in it to lose
-        if not force:
-            raise PcaeError(f"{out}: already exists; pass --resume to continue it or --force to "
-                            "replace it")
-        if not any((out / name).exists() for name in RUN_FILES):
-            raise PcaeError(f"{out}: does not look like a pcae run folder; refusing to replace it")
-        refuse_not_ours(run_paths(out), run_file_is_ours)
-
-
-def failed_start(out: Path) -> bool:
-    """A folder that a run which failed before its first checkpoint left behind: nothing in it but
-    pcae's own logs (train.log, metrics.jsonl, samples, by content: `run_file_is_ours`) and pcae's
-    temp files, and no checkpoint or summary. A new run replaces it without --force (nothing there
-    can be resumed or lost)."""
-    if not out.is_dir() or any((out / name).exists() for name in ("last.pt", "best.pt", "summary.json")):
-        return False
-    entries = list(out.iterdir())
-    ours = lambda e: (e.name in RUN_OUTPUTS and run_file_is_ours(e)) \
-        or (e.name.startswith(".") and e.name.endswith(".tmp") and e.is_file() and not e.is_symlink()) \
-        or (e.name == SAMPLES_DIR and e.is_dir() and not e.is_symlink()
-            and all(p.name.startswith("step_") and run_file_is_ours(p) for p in e.iterdir()))
-    return bool(entries) and all(ours(e) for e in entries) and (out / "train.log").is_file()
-
-
-def clear_run(out: Path) -> None:
-    """Remove what a pcae run wrote into `out` (`run_paths` that are pcae's by content, pcae's temp
-    files) and nothing else: files a user keeps in a run folder survive --force."""
-
-    for path in run_paths(out):
-        if run_file_is_ours(path):
-            path.unlink()
-    _remove_if_empty(out / SAMPLES_DIR)
-    clean_stale_temps(out)
-
-
-def _remove_if_empty(folder: Path) -> None:
-    if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
-        folder.rmdir()
-
-
-def set_aside_run(out: Path) -> Path:
-    """Move the pcae run in `out` (its own files) into a hidden folder in it (`pcae.outputs.set_aside`):
-    --force keeps the run it replaces until the new run has written its first last.pt, so that a new
-    run that fails, is stopped or is killed before then loses nothing (`put_back_run`)."""
-
-    aside = set_aside(out, [p for p in run_paths(out) if run_file_is_ours(p)])
-    _remove_if_empty(out / SAMPLES_DIR)
-    return aside
-
-
-def put_back_run(out: Path, aside: Path) -> None:
-    """Undo `set_aside_run`: the new run's own files go, the kept run's come back."""
-
-    put_back(out, aside, clear=lambda aside: clear_run(out))
-
-
-def restore_replaced(out: Path) -> bool:
-    """After a --force run was killed (SIGKILL: it could not clean up): put back the run it was
-    replacing when it had not written a last.pt yet, else drop the kept one. Returns True when a
-    run was put back."""
-
-    return restore_stale(out, committed=lambda: (out / "last.pt").exists(),
-                         clear=lambda aside: clear_run(out))
-
-
 class _Interrupt:
     """SIGINT sets a flag (the loop saves and stops between steps) instead of raising mid-step.
 
@@ -631,47 +199,8 @@ class NonFiniteLoss(PcaeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def _levels(configs) -> int:
-    """The number of intensity levels a model's configs name (256 when they name none)."""
-    if isinstance(configs, dict):
-        if isinstance(configs.get("levels"), int):
-            return configs["levels"]
-        for value in configs.values():
-            found = _levels(value)
-            if found != 256:
-                return found
-    return 256
-
-
-def diverged_warnings(summary: dict, configs: dict) -> list[str]:
-    """What a finished run's numbers say went wrong: a test bits/dim worse than a uniform guess
-    over the levels (log2 256 = 8), which only a diverged run reaches (e.g. --lr 1e9)."""
-    if summary.get("metric") != "bpd":
-        return []
-    final = summary.get("final_test_bpd")
-    uniform = math.log2(_levels(configs))
-    if final is None or final <= uniform:
-        return []
-    lr = (summary.get("config") or {}).get("lr")
-    return [f"test bits/dim {final:.4g} is worse than a uniform guess over the levels "
-            f"({uniform:.2f}): training diverged; lower --lr (it was {lr:g})"]
-
-
-@dataclass
-class TrainResult:
-    """What `train` returns: the run's summary, the trained task, and how it ended."""
-
-    summary: dict
-    task: Task  # its model holds the weights saved as the model's: the average when ema > 0
-    status: str  # "finished" | "interrupted"
-    out: Path
-
-
 # ---------------------------------------------------------------------------------------------
 # The loop
-
-
-Callback = Callable[[str, dict], None]  # (event, info): "start", "train", "eval", "sample", "checkpoint", "end"
 
 
 def train(config: TrainConfig, spec: TaskSpec, *, resume: bool = False, force: bool = False,
@@ -734,13 +263,13 @@ class _Run:
         self.log.setLevel(logging.INFO)
         self.state = RunState()
         self.last_grid = None  # (step, path) of the newest sample grid
-        self.holds = ExitStack()  # the run folder's lock
-        self.replaced = None  # where the run that --force replaces waits (`set_aside_run`)
+        self.holds = ExitStack()  # the run folder, held for the run (rank 0)
+        self.folder = None  # its pcae.outputs.OutputFolder: what --force replaces waits there
 
     # -- setup, stage by stage ------------------------------------------------------------------
 
     def _setup(self):
-        prepare_out(self.out, self.resume, self.force)  # every rank checks before anyone writes
+        check_run_folder(self.out, self.resume, self.force)  # every rank checks before anyone writes
         self.dist.barrier()
         checkpoint = self._load_config()
         if checkpoint is None:
@@ -790,8 +319,6 @@ class _Run:
             self.callback("prepared", info)
 
     def _open_data(self):
-        pass
-
         config = self.config
         kwargs = dict(channels=config.image_channels, image_size=config.image_size,
                       data_root=config.data_root)
@@ -814,13 +341,9 @@ class _Run:
 
         dist, config, task = self.dist, self.config, self.task
         if dist.main:
-            # held until the run ends: a second run into this folder stops at once
-            self.holds.enter_context(folder_lock(self.out, "run folder"))
-            prepare_out(self.out, self.resume, self.force)  # again under the lock: another run may have written
-            if not resumed and failed_start(self.out):
-                clear_run(self.out)
-            elif self.force and run_paths(self.out):
-                self.replaced = set_aside_run(self.out)  # back in place if this run ends before its last.pt
+            # held until the run ends: a second run into this folder stops at once, and the run
+            # --force replaces waits aside until this one's first last.pt
+            self.folder = self.holds.enter_context(open_run_folder(self.out, self.resume, self.force))
             handler = logging.FileHandler(self.out / "train.log")
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
             self.log.addHandler(handler)
@@ -980,9 +503,7 @@ class _Run:
         path = save_checkpoint(checkpoint, self.out / name)
         if name == "last.pt":
             self.state.last_checkpoint_step = self.state.step
-            if self.replaced is not None:  # the new run can be resumed now: the old one goes
-                shutil.rmtree(self.replaced, ignore_errors=True)
-                self.replaced = None
+            self.folder.commit()  # the new run can be resumed now: the one it replaces goes
         self.log.info("step %d: saved %s", self.state.step, path)
         self.callback("checkpoint", {"step": self.state.step, "path": str(path)})
 
@@ -1043,17 +564,20 @@ class _Run:
             self._setup()
             return self._loop()
         except BaseException as e:
-            if self.replaced is not None:  # ended before its first last.pt: the old run comes back
-                self._close_log()
-                put_back_run(self.out, self.replaced)
-                self.replaced = None
-                if isinstance(e, KeyboardInterrupt):
-                    raise Interrupted(f"interrupted before the new run's first checkpoint: {self.out} "
-                                      "holds the run --force was replacing, as it was") from None
+            self._close_log()
+            replacing = self.folder is not None and self.folder.aside is not None
+            self.holds.__exit__(type(e), e, e.__traceback__)  # before its first last.pt: the old run is back
+            if replacing and isinstance(e, KeyboardInterrupt):
+                raise Interrupted(f"interrupted before the new run's first checkpoint: {self.out} "
+                                  "holds the run --force was replacing, as it was") from None
             raise
         finally:
             self._close_log()
             self.holds.close()
+
+    def _replacing(self) -> bool:
+        """Whether the run --force replaces still waits aside (this run has no last.pt yet)."""
+        return self.folder is not None and self.folder.aside is not None
 
     def _close_log(self):
         for handler in list(self.log.handlers):
@@ -1105,7 +629,7 @@ class _Run:
                 if sample_now:
                     self._sample(f"samples/step_{state.step:07d}.png")
                 stop = stop or (interrupt.requested and dist.world == 1)  # Ctrl-C during those
-                if stop and not checkpoint_now and self.replaced is not None and dist.world == 1:
+                if stop and not checkpoint_now and self._replacing() and dist.world == 1:
                     raise KeyboardInterrupt  # nothing of the new run saved yet: run() puts the old one back
                 if checkpoint_now or stop:
                     self._checkpoint()

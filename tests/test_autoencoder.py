@@ -8,12 +8,12 @@ import math
 
 import pytest
 import torch
+from helpers import run_pcae
 
 from encoders import build_encoder
 from pcae.autoencoder import Autoencoder, build_autoencoder
 from pcae.deconv import DeconvConfig, DeconvDecoder, gaussian_bits_per_dim
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from helpers import run_pcae
 
 SIZE = (8, 8)
 

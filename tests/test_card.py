@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import h5py
-
 from helpers import run_pcae
 
 DATA = Path(__file__).parent / "data"

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_pcae
 
 from pcae.checkpoint import FORMAT_VERSION, load_checkpoint, rng_states, save_checkpoint, set_rng_states, to_plain
+from pcae.errors import PcaeError
 from pcae.kinds import load_model
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from pcae.errors import PcaeError
-from helpers import run_pcae
 
 CONFIG = PixelCNNConfig(channels=8, n_layers=1, cond_dim=3, image_size=(6, 5))
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import run_pcae
 from PIL import Image
 
-from pcae import data
-from pcae.data import (SOURCES, ImageDataset, convert_images, describe_source, import_dataset,
-                       load_dataset)
+from pcae import data, formats
+from pcae.data import SOURCES, ImageDataset, convert_images, describe_source, import_dataset, load_dataset
 from pcae.errors import PcaeError
-from helpers import run_pcae
 
 
 @pytest.fixture(autouse=True)
@@ -194,7 +194,7 @@ def test_bundled_fashion_mnist_is_the_documented_subset():
     assert data.BUNDLED_FILE.stat().st_size < 8e6
 
 
-@pytest.mark.skipif(not data._has_idx(data.DEBIAN_FASHION_MNIST), reason="Debian package absent")
+@pytest.mark.skipif(not formats.has_idx(data.DEBIAN_FASHION_MNIST), reason="Debian package absent")
 def test_full_fashion_mnist_when_installed_and_subset_rows_match_it(monkeypatch):
     monkeypatch.delenv("PCAE_DATA_BUNDLED")
     full = load_dataset("fashion-mnist", "test")
@@ -203,6 +203,27 @@ def test_full_fashion_mnist_when_installed_and_subset_rows_match_it(monkeypatch)
     rows = torch.from_numpy(np.load(data.BUNDLED_FILE)["test_index"]).long()
     assert torch.equal(full.images[rows], small.images)
     assert torch.equal(full.labels[rows], small.labels)
+
+
+def test_the_maintainer_script_bundles_the_first_images_of_each_class(tmp_path, monkeypatch):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "build_bundled_subset.py"
+    spec = importlib.util.spec_from_file_location("build_bundled_subset", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    root = make_mnist_root(tmp_path, n_train=60, n_test=30, name="FashionMNIST")
+    out = tmp_path / "subset.npz"
+    script.build_bundled_subset(root / "FashionMNIST" / "raw", out, per_class=(3, 2))
+    monkeypatch.setattr(data, "BUNDLED_FILE", out)
+    for split, k in zip(data.SPLITS, (3, 2)):
+        full = load_dataset("fashion-mnist", split, data_root=root)
+        small = load_dataset("fashion-mnist", split, bundled=True)
+        rows = torch.from_numpy(np.load(out)[f"{split}_index"]).long()
+        assert torch.equal(full.images[rows], small.images)
+        assert torch.equal(full.labels[rows], small.labels)
+        for c in range(10):  # the first k of each class, in their original order
+            assert torch.equal(rows[small.labels == c], torch.nonzero(full.labels == c).flatten()[:k])
 
 
 def test_fashion_mnist_from_a_torchvision_root(tmp_path):

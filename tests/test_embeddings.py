@@ -197,7 +197,7 @@ def test_store_errors_are_one_line(tmp_path):
 
 from typer.testing import CliRunner  # noqa: E402
 
-from embeddings.embed import LATENTS, INDEX, INFOS  # noqa: E402
+from embeddings.embed import INDEX, INFOS, LATENTS  # noqa: E402
 from pcae.cli import app  # noqa: E402
 
 runner = CliRunner()

@@ -7,8 +7,18 @@ import math
 import pytest
 import torch
 
-from eval.metrics import (active_dims, bits_over_batches, conditioning_gain, derangement, h_variance,
-                          knn_accuracy, linear_probe, mse, participation_ratio, psnr)
+from eval.metrics import (
+    active_dims,
+    bits_over_batches,
+    conditioning_gain,
+    derangement,
+    h_variance,
+    knn_accuracy,
+    linear_probe,
+    mse,
+    participation_ratio,
+    psnr,
+)
 
 
 def gen(seed=0):

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from helpers import run_pcae
+
 from pcae.errors import DiskFull, Interrupted
 from pcae.files import atomic_path
 from pcae.outputs import atomic_files
@@ -161,9 +161,9 @@ def test_an_output_path_that_is_a_folder_is_named_as_given(tmp_path):
 def test_force_replaces_only_files_pcae_wrote(tmp_path):
     import torch
 
-    from pcae.images import plot_curve, save_grid
     from pcae.errors import PcaeError
     from pcae.files import refuse_existing, written_by_pcae
+    from pcae.images import plot_curve, save_grid
 
     grid = save_grid(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), 2, tmp_path / "grid.png")
     curve = plot_curve([{"step": 1, "split": "train", "bpd": 3.0}], "bpd", tmp_path / "curve.png")

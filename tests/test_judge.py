@@ -4,8 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eval.judge import (Judge, JudgeConfig, JudgeNet, class_accuracy, load_judge, sample_semantics,
-                        train_judge)
+from eval.judge import Judge, JudgeConfig, JudgeNet, class_accuracy, load_judge, sample_semantics, train_judge
 from pcae.data import ImageDataset
 from pcae.errors import PcaeError
 

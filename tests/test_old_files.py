@@ -11,9 +11,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from helpers import run_pcae
+from PIL import Image
 
 V1 = Path(__file__).parent / "data" / "v1"
 

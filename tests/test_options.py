@@ -2,14 +2,14 @@
 same bad values the same way, in one line, with no traceback; and unsafe files get no advice."""
 from __future__ import annotations
 
-
 import pytest
 import torch
-
-from pcae.options import check_device, check_precision, check_split, check_temperature
-from pcae.train import TrainConfig, resolve_device
-from pcae.errors import PcaeError
 from helpers import run_pcae
+
+from pcae.batches import resolve_device
+from pcae.errors import PcaeError
+from pcae.options import check_device, check_precision, check_split, check_temperature
+from pcae.train import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ TINY = ["--steps", 3, "--batch-size", 4, "--image-size", 8, "--channels", 4, "--
 def test_a_diverged_run_says_so(tmp_path, monkeypatch, capsys):
     import json
 
-    from pcae.train import diverged_warnings
+    from pcae.runfolder import diverged_warnings
 
     code, out, err = run_pcae(monkeypatch, capsys, "train", "--out", tmp_path / "run", *TINY, "--lr", 1e9)
     summary = json.loads((tmp_path / "run/summary.json").read_text())
@@ -206,7 +206,7 @@ def test_a_diverged_run_says_so(tmp_path, monkeypatch, capsys):
 
 def test_a_run_that_failed_before_its_first_checkpoint_is_retried_without_force(tmp_path, monkeypatch,
                                                                                  capsys):
-    from pcae.train import failed_start
+    from pcae.runfolder import failed_start
 
     out = tmp_path / "run"
     out.mkdir()

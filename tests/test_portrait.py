@@ -15,12 +15,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import run_pcae
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from pcae.checkpoint import load_checkpoint, save_checkpoint
 from pcae.cli import app
-from helpers import run_pcae
 
 DATA = Path(__file__).parent / "data"
 S, CROP = 8, 80  # PixelCNN image side, FaceNet crop side (InceptionResnetV1 needs >= 75)
@@ -161,8 +161,8 @@ def test_face_cache_is_reused_without_detecting_again(run, facenet, monkeypatch,
 
 
 def test_face_cache_is_redone_when_the_photos_change(run, facenet, tmp_path):
-    from pcae.faces import load_embeddings, prepare_faces
     from pcae.errors import PcaeError
+    from pcae.faces import load_embeddings, prepare_faces
 
     photos, _, cache, _ = run
     with h5py.File(cache, "r") as f:
@@ -450,9 +450,9 @@ def test_portraits_conditioned_on_dlib(tmp_path, monkeypatch, capsys):
 def test_python_train_with_the_portrait_spec_is_the_same_job(run, tmp_path):
     """train(config, PortraitSpec(...)): the spec's prepare step finds the faces (here: the fixture's
     cache, reused) and points the data at the cache; a resume with other model options is refused."""
+    from pcae.errors import PcaeError
     from pcae.portrait import PortraitSpec
     from pcae.train import TrainConfig, train
-    from pcae.errors import PcaeError
 
     photos, _, cache, _ = run
     events = []

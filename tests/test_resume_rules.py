@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from pcae.kinds import autoencoder_spec
-from pcae.tasks.autoencoder import AutoencoderSpec
 from pcae.checkpoint import load_checkpoint, run_kind, save_checkpoint
-from pcae.tasks.pixelcnn import PixelCNNSpec
-from pcae.resume import options_set
-from pcae.train import TrainConfig, train
 from pcae.errors import PcaeError
+from pcae.kinds import autoencoder_spec
+from pcae.resume import options_set
+from pcae.tasks.autoencoder import AutoencoderSpec
+from pcae.tasks.pixelcnn import PixelCNNSpec
+from pcae.train import TrainConfig, train
 
 TINY_CONFIG = dict(batch_size=8, image_size=8, eval_images=16, n_samples=2, log_every=1, judge_images=0)
 

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_pcae
 from PIL import Image
 
+from pcae.batches import Feeder, data_order
 from pcae.checkpoint import load_checkpoint
+from pcae.runfolder import read_metrics
 from pcae.tasks.pixelcnn import PixelCNNSpec, PixelCNNTask
-from pcae.train import Feeder, TrainConfig, data_order, read_metrics, train
-from helpers import run_pcae
+from pcae.train import TrainConfig, train
 
 TINY = ["--batch-size", "8", "--channels", "8", "--n-layers", "1", "--image-size", "8",
         "--eval-images", "16", "--n-samples", "2", "--log-every", "1"]
@@ -497,7 +499,8 @@ def test_force_replaces_only_pcae_files_and_keeps_the_old_run_until_the_new_one_
     """Audit: --force deleted the old run before a later check failed, or when the new run was
     killed; took over a user's train.log; wrote through a linked log; a second run mixed into it."""
     import pcae.train as T
-    from pcae.outputs import folder_lock
+    from pcae.outputs import folder_lock, set_aside
+    from pcae.runfolder import run_paths
 
     out = tmp_path / "run"
     args = ["train", "--out", out, *TINY, "--steps", "2"]
@@ -516,7 +519,7 @@ def test_force_replaces_only_pcae_files_and_keeps_the_old_run_until_the_new_one_
     assert code == 1 and "boom" in err and intact() and not list(out.glob(".pcae-replaced.*"))
     monkeypatch.undo()
     # killed (SIGKILL) before its first last.pt: the run it was replacing comes back on the next one
-    aside = T.set_aside_run(out)
+    aside = set_aside(out, run_paths(out))
     (out / "train.log").write_text("2026-01-01 00:00:00 new run in x\n")  # the killed run's
     os.rename(aside, out / ".pcae-replaced.pid999999999.x")
     code, _, err = run_pcae(monkeypatch, capsys, *args)

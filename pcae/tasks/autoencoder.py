@@ -23,7 +23,7 @@ from pcae.deconv import DeconvConfig, DeconvDecoder
 from pcae.errors import PcaeError, first_line
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from pcae.resume import UNUSED, stored_values
-from pcae.train import Task
+from pcae.task import Task
 
 GRID_SAMPLES = 4  # PixelCNN samples per original in a training grid
 
@@ -180,8 +180,6 @@ class AutoencoderSpec:
     encoder_checkpoint: str | None = None
 
     def __post_init__(self):
-        pass
-
         if self.encoder is not None and self.encoder not in ENCODER_NAMES:
             raise ValueError(f"encoder must be one of {', '.join(ENCODER_NAMES)}, got {self.encoder!r}")
         if self.encoder in ("facenet", "dlib"):

@@ -21,7 +21,7 @@ from pcae.errors import PcaeError
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim, nll_bits
 from pcae.resume import stored_values
 from pcae.sampling import sample
-from pcae.train import Task
+from pcae.task import Task
 
 CONDITIONS = ("none", "label")
 
@@ -33,8 +33,6 @@ class PixelCNNTask(Task):
     metric = "bpd"
 
     def __init__(self, config, condition: str = "none", classes: list[str] | None = None):
-        pass
-
         if condition not in CONDITIONS:
             raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
         if (condition == "label") != (config.cond_dim > 0):
@@ -55,15 +53,11 @@ class PixelCNNTask(Task):
         return self.encoder(labels.clamp(min=0))
 
     def loss(self, images, labels):
-        pass
-
         logits = self.model.forward_float(self.model.scale(images), self.h(labels))
         return {"bpd": bits_per_dim(logits, images)}  # fp32 cross-entropy, also under bf16 autocast
 
     @torch.no_grad()
     def evaluate(self, batches):
-        pass
-
         bits, all_labels = [], []
         for images, labels in batches:
             logits = self.model.forward_float(self.model.scale(images), self.h(labels))
@@ -102,8 +96,6 @@ class PixelCNNTask(Task):
                 "temperature": temperature}
 
     def sample_grid(self, examples, n, generator, temperature):
-        pass
-
         cfg = self.config
         shape = (cfg.image_channels, *examples[0].shape[2:])
         device = next(self.model.parameters()).device
@@ -117,8 +109,6 @@ class PixelCNNTask(Task):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> "PixelCNNTask":
-        pass
-
         configs = checkpoint["configs"]
         task_config = configs.get("task", {})
         task = cls(PixelCNNConfig(**configs["model"]), task_config.get("condition", "none"),
@@ -156,8 +146,6 @@ class PixelCNNSpec:
     condition: str = "none"
 
     def build(self, dataset) -> PixelCNNTask:
-        pass
-
         if self.condition not in CONDITIONS:
             raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
         C, H, W = dataset.shape
@@ -176,8 +164,6 @@ class PixelCNNSpec:
         return PixelCNNTask(config, self.condition, list(dataset.classes or []))
 
     def stored(self, configs: dict) -> dict:
-        pass
-
         return stored_values(configs, {"channels": ("model", "channels"), "n_layers": ("model", "n_layers"),
                                        "kernel_size": ("model", "kernel_size"),
                                        "first_kernel_size": ("model", "first_kernel_size"),

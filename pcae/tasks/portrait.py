@@ -64,6 +64,7 @@ from encoders.facenet import PRETRAINED_FILES, pretrained_path
 from encoders.lookup import EmbeddingTable
 from eval.faces import face_measures, judge_test_faces, spread
 from eval.identity import IdentityJudge, identity_judge_of_cache
+from pcae.batches import resolve_device
 from pcae.data import convert_images
 from pcae.errors import PcaeError
 from pcae.faces import (
@@ -81,7 +82,8 @@ from pcae.faces import (
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim
 from pcae.resume import UNUSED, stored_values
 from pcae.sampling import sample
-from pcae.train import Task, TrainConfig, resolve_device
+from pcae.task import Task
+from pcae.train import TrainConfig
 
 JUDGED_PER_FACE = 4  # portraits drawn per test face for the figures at the end of a run
 
@@ -122,8 +124,6 @@ class PortraitTask(Task):
     def __init__(self, config, facenet, faces: dict, embeddings: torch.Tensor | None = None,
                  identity=None, people: dict | None = None, identity_swap: float = 0.0,
                  h_noise: float = 0.0, norm: Standardize | None = None):
-        pass
-
         if config.cond_dim != facenet.dim:
             raise ValueError(f"config.cond_dim must equal the face encoder's dim {facenet.dim}, "
                              f"got {config.cond_dim}")
@@ -174,8 +174,6 @@ class PortraitTask(Task):
         return out
 
     def loss(self, images, labels):
-        pass
-
         rows = self._swapped(labels) if self.identity_swap else labels
         h = self.h(rows)
         if self.h_noise:  # h is standardised: h_noise standard deviations of each dimension
@@ -238,8 +236,6 @@ class PortraitTask(Task):
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> "PortraitTask":
-        pass
-
         configs, states = checkpoint["configs"], checkpoint["state_dicts"]
         facenet = load_encoder(configs["facenet"], states["facenet"])
         identity = people = None

@@ -1,0 +1,143 @@
+"""The run folder a training run writes, and the rules for one that exists.
+
+    last.pt, best.pt     checkpoints (pcae.checkpoint); best.pt tracks the task's test metric
+    metrics.jsonl        one JSON row per log/eval point: {"step", "split": "train"|"test", ...}
+    samples/step_*.png   sample grids during training; samples.png is the final one
+    summary.json         config, data source, best/final test metric, wall time, images/s
+    curve.png            the training curve
+    train.log            what happened, including files the data layer skipped
+
+A folder that exists is refused unless the run resumes it (--resume) or replaces it (--force,
+pcae's own files only); a folder left by a run that failed before its first checkpoint holds
+nothing to lose and is replaced without --force. The folder is written through pcae.outputs'
+one mechanism (`open_run_folder`): one writer at a time, and the run --force replaces kept aside
+until the new run's first last.pt.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from pcae.errors import PcaeError
+from pcae.files import atomic_path, read_rows, written_by_pcae
+from pcae.outputs import output_folder, refuse_not_ours
+
+RUN_FILES = ("last.pt", "metrics.jsonl", "summary.json", "train.log")  # mark a pcae run folder
+# everything a run writes into its folder: what --force replaces (nothing else is touched)
+RUN_OUTPUTS = RUN_FILES + ("best.pt", "samples.png", "curve.png")
+SAMPLES_DIR = "samples"  # holds step_*.png
+
+read_metrics = read_rows  # the rows of metrics.jsonl (pcae's rows only)
+
+
+def write_json(data: dict, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path
+
+
+def run_paths(out: Path) -> list[Path]:
+    """The paths in a run folder that a pcae run writes (those that exist, links included)."""
+    paths = [out / name for name in RUN_OUTPUTS]
+    if (out / SAMPLES_DIR).is_dir():
+        paths += sorted((out / SAMPLES_DIR).glob("step_*.png"))
+    return [p for p in paths if p.exists() or p.is_symlink()]
+
+
+def failed_start(out: Path) -> bool:
+    """A folder that a run which failed before its first checkpoint left behind: nothing in it but
+    pcae's own logs (train.log, metrics.jsonl, samples, by content) and pcae's temp files, and no
+    checkpoint or summary. A new run replaces it without --force (nothing there can be resumed or
+    lost)."""
+    if not out.is_dir() or any((out / name).exists() for name in ("last.pt", "best.pt", "summary.json")):
+        return False
+    entries = list(out.iterdir())
+    ours = lambda e: (e.name in RUN_OUTPUTS and written_by_pcae(e) is True) \
+        or (e.name.startswith(".") and e.name.endswith(".tmp") and e.is_file() and not e.is_symlink()) \
+        or (e.name == SAMPLES_DIR and e.is_dir() and not e.is_symlink()
+            and all(p.name.startswith("step_") and written_by_pcae(p) is True for p in e.iterdir()))
+    return bool(entries) and all(ours(e) for e in entries) and (out / "train.log").is_file()
+
+
+def _check(out: Path, resume: bool, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise PcaeError(f"{out}: exists and is not a folder")
+    if resume:
+        if not (out / "last.pt").exists():
+            raise PcaeError(f"{out}: nothing to resume (no last.pt in it)")
+        log = out / "train.log"
+        if log.is_symlink() or (log.exists() and not log.is_file()):
+            raise PcaeError(f"{log}: is a link or not a file; --resume appends to pcae's own log only "
+                            "(replace it with a copy, or move it away)")
+        return
+    if out.exists() and any(out.iterdir()) and not failed_start(out):
+        if not force:
+            raise PcaeError(f"{out}: already exists; pass --resume to continue it or --force to "
+                            "replace it")
+        if not any((out / name).exists() for name in RUN_FILES):
+            raise PcaeError(f"{out}: does not look like a pcae run folder; refusing to replace it")
+        refuse_not_ours(run_paths(out))
+
+
+def _folder(out: Path):
+    return output_folder(out, "run folder", run_paths, committed=lambda folder: (folder / "last.pt").exists())
+
+
+def check_run_folder(out: Path, resume: bool, force: bool) -> None:
+    """Refuse to write a run folder unless told: --resume continues it, --force replaces it (pcae's
+    own files of it only). Writes nothing, except to finish what a killed writer left (a run a
+    killed --force was replacing comes back)."""
+    if resume and force:
+        raise ValueError("resume and force exclude each other")
+    if out.is_dir():
+        with _folder(out):
+            _check(out, resume, force)
+    else:
+        _check(out, resume, force)
+
+
+@contextmanager
+def open_run_folder(out: Path, resume: bool, force: bool):
+    """The run folder, held for one run (pcae.outputs.output_folder): checked again under its
+    lock; a failed start's leftovers cleared; with --force the old run set aside until the caller
+    commits (at the new run's first last.pt), put back if the run ends before. Yields the
+    OutputFolder."""
+    with _folder(out) as folder:
+        _check(out, resume, force)
+        if not resume and failed_start(out):
+            folder.clear()
+        elif not resume and force and folder.existing():
+            folder.replace()
+        empty = out / SAMPLES_DIR  # left empty once its grids are set aside
+        if empty.is_dir() and not empty.is_symlink() and not any(empty.iterdir()):
+            empty.rmdir()
+        yield folder
+
+
+def _levels(configs) -> int:
+    """The number of intensity levels a model's configs name (256 when they name none)."""
+    if isinstance(configs, dict):
+        if isinstance(configs.get("levels"), int):
+            return configs["levels"]
+        for value in configs.values():
+            found = _levels(value)
+            if found != 256:
+                return found
+    return 256
+
+def diverged_warnings(summary: dict, configs: dict) -> list[str]:
+    """What a finished run's numbers say went wrong: a test bits/dim worse than a uniform guess
+    over the levels (log2 256 = 8), which only a diverged run reaches (e.g. --lr 1e9)."""
+    if summary.get("metric") != "bpd":
+        return []
+    final = summary.get("final_test_bpd")
+    uniform = math.log2(_levels(configs))
+    if final is None or final <= uniform:
+        return []
+    lr = (summary.get("config") or {}).get("lr")
+    return [f"test bits/dim {final:.4g} is worse than a uniform guess over the levels "
+            f"({uniform:.2f}): training diverged; lower --lr (it was {lr:g})"]
