@@ -100,7 +100,7 @@ def main():
         r = bench_index(s, x, tune_q, test_q, truth)
         results.append(r)
         print(json.dumps(r))
-    print(f"\n| index | build (s) | queries/s | recall@10 | search param |\n|---|---|---|---|---|")
+    print("\n| index | build (s) | queries/s | recall@10 | search param |\n|---|---|---|---|---|")
     for r in results:
         param = ", ".join(f"{k}={r[k]}" for k in ("nprobe", "efSearch") if k in r) or "-"
         print(f"| `{r['index']}` | {r['build_s']} | {r['queries_per_s']:.0f} | {r['recall_at_10']:.3f} | {param} |")

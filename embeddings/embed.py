@@ -1,14 +1,4 @@
-"""Latents folders: embed a dataset with an encoder, search it, merge shard parts, describe it.
-
-A latents folder holds three files, always written together (pcae.outputs.atomic_files: into a
-staging folder, committed by one journal rename, then renamed into place; a run killed or
-interrupted before the commit leaves the previous three intact, one killed after it is finished by
-the next command that opens the folder, so a reader never sees a new file beside old ones):
-
-    latents.h5         the latents, ids, labels and encoder metadata (embeddings/store.py)
-    index.faiss        a FAISS index over the latents, row i of the file = position i of the index
-    index_infos.json   index string, metric, d, count, bytes, faiss version, build time,
-                       recall@10 against exact search, and the encoder (embeddings/index.py)
+"""Writing latents folders (embeddings/folder.py): embed a dataset with an encoder, merge shard parts.
 
 `embed` streams the data through the encoder batch by batch into the HDF5 file (memory holds one
 batch), then builds the index by reading the file back in blocks. `--shard i/n` embeds the i-th
@@ -18,8 +8,10 @@ trains it on the same sample of the whole dataset, so the parts share one quanti
 parts trained apart) are merged by adding their stored latents to a copy of the first part's index.
 
 Ids are the items' indexes in their data source; an appended source's ids start after the largest
-id already stored. Each source is a `segment` in the latents file's attrs, which is how `search`
-finds the images of the neighbours it returns.
+id already stored. Each source is a `segment` in the latents file's attrs, which is how search
+(embeddings/search.py, whose names are importable here too) finds the images of the neighbours.
+The folder is written through pcae.outputs (one writer, --force for pcae's own files only, the
+three files replaced as one change).
 """
 from __future__ import annotations
 
@@ -35,24 +27,31 @@ import numpy as np
 import torch
 
 from embeddings import index as ix
+from embeddings.folder import (  # noqa: F401
+    FACE_PHOTO_SIZE,
+    INDEX,
+    INFOS,
+    LATENTS,
+    _data_options,
+    _fingerprints,
+    describe_folder,
+    encoder_from_checkpoint,
+    latents_paths,
+    open_folder,
+)
+from embeddings.search import draw_neighbours, neighbour_images, search_folder  # noqa: F401  (importable here too)
 from embeddings.store import (
     LatentStore,
     LatentWriter,
-    file_fingerprint,
     file_sha256,
-    open_latents,
 )
-from encoders import ENCODER_NAMES, build_encoder, load_encoder
-from pcae.checkpoint import load_checkpoint
-from pcae.data import convert_images, load_dataset
+from encoders import ENCODER_NAMES, build_encoder
+from pcae.data import load_dataset
 from pcae.errors import PcaeError
-from pcae.files import SOFTWARE, atomic_path, open_image
-from pcae.outputs import output_folder, recover_files, refuse_not_ours
+from pcae.outputs import output_folder, refuse_not_ours
 from pcae.runs import require_newest_run, run_of_checkpoint
 
-LATENTS, INDEX, INFOS = "latents.h5", "index.faiss", "index_infos.json"
 TRAIN_SEED = 0
-FACE_PHOTO_SIZE = 256  # face encoders: photos are read at 256x256 (resize + centre crop), then the face is cut
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -69,27 +68,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 # ----------------------------------------------------------------------------- encoders
-
-def encoder_from_checkpoint(path: str | os.PathLike):
-    """The encoder stored in a pcae checkpoint (an encoder's own, or the encoder of an auto-encoder)."""
-
-    ck = load_checkpoint(path)
-    configs, states = ck.get("configs") or {}, ck.get("state_dicts") or {}
-    for key, cfg in configs.items():
-        state = states.get(key)
-        if isinstance(cfg, dict) and cfg.get("name") in ENCODER_NAMES:
-            break
-        if isinstance(cfg, dict) and isinstance(cfg.get("encoder"), dict):  # an auto-encoder's config
-            cfg = cfg["encoder"]
-            state = None if state is None else {k[len("encoder."):]: v for k, v in state.items()
-                                                if k.startswith("encoder.")}
-            break
-    else:
-        raise PcaeError(f"{path}: checkpoint of kind {ck['kind']!r} holds no encoder")
-    try:
-        return load_encoder(cfg, state or None)
-    except (ValueError, RuntimeError, KeyError) as e:
-        raise PcaeError(f"{path}: cannot rebuild its {cfg.get('name')} encoder ({' '.join(str(e).split())[:160]})") from None
 
 
 @dataclass(frozen=True)
@@ -158,17 +136,6 @@ def open_encoder(name: str | None, checkpoint: str | os.PathLike | None = None, 
             "checkpoint_sha256": "" if checkpoint is None else file_sha256(checkpoint),
             "preprocessing": dict(encoder.preprocessing)}
     return encoder, meta
-
-
-def _data_options(encoder) -> dict:
-    """load_dataset's channels / image_size for what the encoder reads."""
-    cfg = encoder.config
-    if cfg["name"] == "conv":
-        h, w = cfg["image_size"]
-        return {"channels": cfg["in_channels"], "image_size": h if h == w else None}
-    if getattr(encoder, "detects_faces", False):  # whole photos, one common size (folders of mixed
-        return {"channels": 3, "image_size": FACE_PHOTO_SIZE}  # sizes would get 32)
-    return {"channels": None, "image_size": None}
 
 
 def _encode(encoder, images, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -379,11 +346,6 @@ def _existing(out: Path, append: bool, force: bool) -> dict | None:
     return None
 
 
-def latents_paths(folder: Path) -> list[Path]:
-    """The files of a latents folder that exist (links included)."""
-    return [p for p in (folder / LATENTS, folder / INDEX, folder / INFOS) if p.exists() or p.is_symlink()]
-
-
 def _check_same_encoder(out: Path, old: dict, new: dict, dim: int) -> None:
     if old.get("encoder") != new["encoder"]:
         raise PcaeError(f"{out}: latents were made by the {old.get('encoder')} encoder, not {new['encoder']}")
@@ -396,236 +358,6 @@ def _check_same_encoder(out: Path, old: dict, new: dict, dim: int) -> None:
 
 
 # ----------------------------------------------------------------------------- folders
-
-def open_folder(folder) -> tuple[LatentStore, "object", dict]:
-    """(store, index, infos) of a latents folder, checked to agree with each other."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise PcaeError(f"{folder}: no such latents folder")
-    recover_files(folder)
-    infos = ix.read_infos(folder / INFOS)
-    index = ix.load_index(folder / INDEX)
-    store = open_latents(folder / LATENTS)
-    if index.ntotal != len(store) or index.d != store.dim:
-        store.close()
-        raise PcaeError(f"{folder}: index ({index.ntotal} x {index.d}) and latents ({len(store)} x {store.dim}) "
-                        f"disagree; rebuild with `pcae embed --force`")
-    if index.metric_type != ix.METRICS[infos["metric"]] or infos["count"] != index.ntotal:
-        store.close()
-        raise PcaeError(f"{folder}: {INFOS} (metric {infos['metric']}, count {infos['count']}) does not "
-                        f"describe {INDEX} ({ix.metric_name(index)}, {index.ntotal} vectors); rebuild "
-                        "with `pcae embed --force`")
-    for name, fingerprint in (infos.get("fingerprints") or {}).items():  # folders before them: none
-        if name in (INDEX, LATENTS) and file_fingerprint(folder / name) != fingerprint:
-            store.close()
-            raise PcaeError(f"{folder}: {name} is not the file {INFOS} was written with (copied from "
-                            "another embedding?); rebuild with `pcae embed --force`")
-    try:
-        store.check_ids()
-        _check_flat_rows(folder, store, index, infos["metric"])  # a few stored vectors, also for old folders
-    except PcaeError:
-        store.close()
-        raise
-    try:
-        ix.apply_search_params(index, infos.get("search_params", {}))
-    except ValueError as e:
-        store.close()
-        raise PcaeError(f"{folder / INFOS}: field 'search_params': {e}") from None
-    return store, index, infos
-
-
-def _check_flat_rows(folder: Path, store: LatentStore, index, metric: str) -> None:
-    """For a flat index (it stores the vectors): rows 0, N/2 and N-1 must be the latents' (cosine:
-    normalised), else the index is another embedding's. Other index types cannot say."""
-    import faiss
-
-    if not isinstance(index, faiss.IndexFlat) or index.ntotal == 0:
-        return
-    rows = sorted({0, index.ntotal // 2, index.ntotal - 1})
-    stored = np.stack([index.reconstruct(int(r)) for r in rows])
-    latents = ix.prepare(store.rows(rows).astype(np.float32), metric)  # as they were added
-    if not np.allclose(stored, latents, rtol=1e-4, atol=1e-5):
-        raise PcaeError(f"{folder}: {INDEX} does not hold the vectors of {LATENTS} (another embedding's?); "
-                        "rebuild with `pcae embed --force`")
-
-
-def _fingerprints(tmp: dict) -> dict:
-    """The fingerprints of a folder's latents and index, as written (checked by open_folder)."""
-    return {name: file_fingerprint(tmp[name]) for name in (LATENTS, INDEX)}
-
-
-def describe_folder(folder) -> dict:
-    """Infos, index details and the latents file's encoder metadata of a latents folder."""
-    store, index, infos = open_folder(folder)
-    with store:
-        return {"folder": str(folder), **infos, "index": ix.describe(index),
-                "latents": {"count": len(store), "d": store.dim, "labels": store.labels is not None,
-                            "preprocessing": store.meta.get("preprocessing"),
-                            "segments": [{k: s[k] for k in ("source", "split", "first_id", "count")}
-                                         for s in store.meta.get("segments", [])]}}
-
-
-def search_folder(folder, query: str, k: int = 10, checkpoint=None) -> dict:
-    """k nearest stored items to QUERY ('id:N' or an image file).
-
-    checkpoint: where the encoder checkpoint the latents were made with is now, when it has moved
-        (an image query is embedded with it; its sha256 must be the recorded one).
-
-    Returns:
-        {"query", "metric", "neighbours": [{"rank", "id", "distance", "label", "class", "file"}]};
-        for the cosine metric "distance" is the cosine similarity (larger = closer); "file" is the
-        item's file relative to its folder (folder and h5 sources), else None. An id query does
-        not return the item itself.
-    """
-    if k < 1:
-        raise PcaeError(f"-k must be >= 1, got {k}")
-    store, index, infos = open_folder(folder)
-    with store:
-        exclude = None
-        if query.startswith("id:"):
-            try:
-                qid = int(query[3:])
-            except ValueError:
-                raise PcaeError(f"query {query!r}: expected id:N with an integer N") from None
-            exclude = store.position_of(qid)
-            vector = store.rows([exclude])
-        else:
-            vector = embed_query_image(store.meta, query, checkpoint)
-        if not np.isfinite(vector).all():
-            raise PcaeError(f"{folder}: the latent of {query} is NaN or inf; rebuild the folder with "
-                            "`pcae embed --force` from a usable checkpoint")
-        dist, pos = ix.search(index, vector, min(k + (exclude is not None), index.ntotal), infos["metric"])
-        keep = [(d, p) for d, p in zip(dist[0], pos[0]) if p >= 0 and p != exclude][:k]
-        if not keep and index.ntotal > (exclude is not None):
-            raise PcaeError(f"{folder}: the index found no neighbour of {query} among its {index.ntotal} "
-                            "vectors (are they NaN?); rebuild with `pcae embed --force`")
-        positions = [p for _, p in keep]
-        ids, labels = store.column("ids", positions), store.column("labels", positions)
-        files = store.column("files", positions)
-        neighbours = []
-        for rank, ((d, _), i, lab, file) in enumerate(zip(keep, ids, labels, files), 1):
-            classes = store.segment_of(int(i)).get("classes") if store.meta.get("segments") else None
-            neighbours.append({"rank": rank, "id": int(i), "distance": round(float(d), 6), "label": int(lab),
-                               "class": classes[lab] if classes and 0 <= lab < len(classes) else None,
-                               "file": file or None})
-        return {"query": query, "metric": infos["metric"], "neighbours": neighbours}
-
-
-def embed_query_image(meta: dict, path, checkpoint=None) -> np.ndarray:
-    """The latent (1, D) of an image file, made by the encoder recorded in the latents' metadata
-    (from `checkpoint` when given: the recorded checkpoint, moved)."""
-
-
-    path = Path(path)
-    name = meta.get("encoder")
-    if not path.is_file():
-        raise PcaeError(f"query {path}: no such image file (or use id:N)")
-    if name == "onehot":
-        raise PcaeError("these latents are one-hot labels: search them with id:N, not an image")
-    if name in ("facenet", "dlib"):
-        if (meta.get("encoder_config") or {}).get("weights") == "random" and not meta.get("checkpoint"):
-            raise PcaeError("these latents were made with random FaceNet weights that were not saved: "
-                            "an image query cannot be embedded the same way; use id:N")
-        enc = _recorded_encoder(meta, checkpoint)
-        crop = enc.detect_file(path)[0]
-        with torch.no_grad():
-            return enc(crop[None]).float().numpy()
-    image = read_image(path)
-    enc = _recorded_encoder(meta, checkpoint)
-    opts = _data_options(enc)
-    cfg = enc.config
-    x = convert_images(image[None], opts["channels"], opts["image_size"])
-    if opts["image_size"] is None and tuple(x.shape[2:]) != tuple(cfg["image_size"]):
-        x = torch.nn.functional.interpolate(x.float(), size=tuple(cfg["image_size"]), mode="bilinear",
-                                            antialias=True).round().clamp(0, 255).to(torch.uint8)
-    with torch.no_grad():
-        return enc(x).float().numpy()
-
-
-def read_image(path) -> "torch.Tensor":
-    """An image file as uint8 (C, H, W), C = 1 or 3; PcaeError when it is not an image."""
-
-
-    try:
-        im = open_image(path)
-    except PcaeError as e:
-        raise PcaeError(f"query {e}") from None
-    im = im.convert("L" if im.mode in ("1", "L", "I", "I;16", "F") else "RGB")
-    a = np.array(im, np.uint8)
-    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(a))
-
-
-def _recorded_encoder(meta: dict, checkpoint=None):
-    """Rebuild the encoder the latents were made with (from `checkpoint`, where the recorded one
-    is now, when given), refusing a checkpoint other than the one they were made with."""
-
-    recorded = meta.get("checkpoint") or None
-    if checkpoint is not None and not recorded:
-        raise PcaeError(f"these latents were made by the {meta.get('encoder')} encoder without a "
-                        "checkpoint: --checkpoint is not needed")
-    ck = checkpoint or recorded
-    if ck:
-        if not Path(ck).is_file():
-            raise PcaeError(f"the latents' encoder checkpoint {ck} is missing; an image query needs it "
-                            "(pass --checkpoint with where it is now)")
-        if file_sha256(ck) != meta.get("checkpoint_sha256"):
-            raise PcaeError(f"{ck} is not the checkpoint the latents were made with (sha256 differs"
-                            f"{'' if checkpoint else ': it has changed since'})")
-        enc = encoder_from_checkpoint(ck)
-    else:
-        enc = load_encoder(meta["encoder_config"])
-    return enc.eval()
-
-
-def neighbour_images(folder, result: dict, query_image=None):
-    """uint8 images (C, H, W) of the query (when it is an id) and of each neighbour, from their sources."""
-
-    store = open_latents(Path(folder) / LATENTS)
-    cache, images = {}, []
-    with store:
-        ids = ([int(result["query"][3:])] if result["query"].startswith("id:") else []) + \
-              [n["id"] for n in result["neighbours"]]
-        for i in ids:
-            seg = store.segment_of(i)
-            if "load" not in seg or "offset" not in seg:
-                raise PcaeError(f"{store.path}: attr 'segments' does not record how {seg['source']} was "
-                                "loaded (fields 'load', 'offset'): its images cannot be shown")
-            key = json.dumps([seg["source"], seg["split"], seg["load"]], sort_keys=True)
-            if key not in cache:
-                load = seg["load"]
-                cache[key] = load_dataset(seg["source"], seg["split"], channels=load["channels"],
-                                          image_size=load["image_size"], data_root=load["data_root"])
-            images.append(cache[key][i - seg["offset"]][0])
-    if query_image is not None:
-        images.insert(0, query_image)
-    return images
-
-
-def draw_neighbours(folder, result: dict, out, query_file=None) -> Path:
-    """A one-row grid: the query, then its neighbours with id, distance and class; written atomically."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    query_image = read_image(query_file) if query_file else None
-    images = neighbour_images(folder, result, query_image)
-    titles = ["query" + (f"\n{result['query']}" if result["query"].startswith("id:") else "")] + [
-        f"id {n['id']}\n{n['distance']:.3g}" + (f"\n{n['class']}" if n["class"] else "")
-        + (f"\n{Path(n['file']).name[:18]}" if n.get("file") else "") for n in result["neighbours"]]
-    fig, axes = plt.subplots(1, len(images), figsize=(1.4 * len(images), 1.9), squeeze=False)
-    for ax, img, title in zip(axes[0], images, titles):
-        a = img.numpy()
-        ax.imshow(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
-        ax.set_title(title, fontsize=7)
-        ax.axis("off")
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out, out.suffix) as tmp:
-        fmt = out.suffix[1:].lower() or "png"
-        fig.savefig(tmp, dpi=100, format=fmt, metadata={"Software": SOFTWARE} if fmt == "png" else None)
-    plt.close(fig)
-    return out
 
 
 # ----------------------------------------------------------------------------- merge

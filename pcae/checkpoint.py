@@ -9,7 +9,7 @@ A checkpoint is a plain dict (DESIGN.md, "Contracts"):
     state_dicts     {"model": model.state_dict(), ...}: the weights to use (a training run that
                     averages its weights stores the average here)
     training_weights  optional {name: tensor}: the raw weights the optimiser was working on, beside
-                    their average, so a resumed run continues exactly (pcae.train.WeightAverage)
+                    their average, so a resumed run continues exactly (pcae.steps.WeightAverage)
     optimizer       optimizer.state_dict() (absent in a weights-only export)
     step, epoch, position   optimizer steps done; data epoch and batches consumed inside it
     rng             {"torch", "cuda", "numpy", "python"} generator states

@@ -10,12 +10,18 @@ options live in a checkpoint (`stored`); options the stored model has no use for
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from pcae.checkpoint import set_rng_states
 from pcae.config import TrainConfig
-from pcae.errors import PcaeError
+from pcae.errors import PcaeError, first_line
+from pcae.files import atomic_path
+from pcae.runfolder import read_metrics
 
 
 def options_set(obj) -> set[str]:
@@ -130,3 +136,56 @@ def stored_values(configs: dict, paths: dict[str, tuple[str, ...]]) -> dict[str,
         else:
             values[name] = node
     return values
+
+
+def restore_run(run, checkpoint: dict) -> None:
+    """Put a pcae.train run where `checkpoint` (its last.pt) left off: optimizer, position in the
+    data, progress figures, raw weights and RNG states; the metrics rows after it are dropped
+    (they will be written again)."""
+    fused, state = run.fused, run.state
+    if run.total < checkpoint["step"]:  # --epochs: the length in steps is known only now
+        raise PcaeError(f"--epochs {run.config.epochs} ({run.total} steps) is fewer than the "
+                        f"{checkpoint['step']} steps {run.out} has done; give more to continue it")
+    try:
+        run.optimizer.load_state_dict(checkpoint["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        raise PcaeError(f"{run.out / 'last.pt'}: its optimizer state does not fit the model "
+                        f"({first_line(e)}); it cannot be resumed") from None
+    if checkpoint["position"] > run.feeder.per_epoch:
+        raise PcaeError(f"{run.out / 'last.pt'}: field 'position' ({checkpoint['position']}) is beyond "
+                        f"the {run.feeder.per_epoch} batches of an epoch; it cannot be resumed")
+    for group in run.optimizer.param_groups:  # the saving machine's choice may not apply here
+        group["fused"], group["foreach"] = (fused or None), None
+        for p in group["params"]:  # fused kernels want the step count beside the parameter
+            opt_state = run.optimizer.state.get(p, {})
+            if "step" in opt_state:
+                opt_state["step"] = (opt_state["step"].to(p.device, torch.float32) if fused
+                                     else opt_state["step"].cpu())
+    state.step, state.epoch = checkpoint["step"], checkpoint["epoch"]
+    state.position = checkpoint["position"]
+    saved_batch = checkpoint.get("global_batch", run.feeder.global_batch)
+    if saved_batch != run.feeder.global_batch:  # another number of ranks: same image on
+        state.position = min(state.position * saved_batch // run.feeder.global_batch,
+                             run.feeder.per_epoch - 1)
+        run.log.info("global batch changed %d -> %d: resuming at batch %d of epoch %d",
+                      saved_batch, run.feeder.global_batch, state.position, state.epoch)
+    metrics = checkpoint.get("metrics", {})
+    state.best = metrics.get("best")
+    state.elapsed = metrics.get("elapsed", 0.0)
+    state.train_seconds = metrics.get("train_seconds", 0.0)
+    state.images_seen = metrics.get("images_seen", 0)
+    state.last_checkpoint_step = state.step
+    if run.average is not None:  # the model holds the stored average; raw weights beside it
+        weights = checkpoint.get("training_weights")
+        if weights is not None:
+            run.average.restore(weights)
+    try:
+        set_rng_states(checkpoint["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
+        raise PcaeError(f"{run.out / 'last.pt'}: its random states are unreadable ({first_line(e)}); "
+                        "it cannot be resumed") from None
+    if run.dist.main:  # forget what happened after the checkpoint: it will happen again
+        rows = [r for r in read_metrics(run.out / "metrics.jsonl") if r["step"] <= state.step]
+        with atomic_path(run.out / "metrics.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+

@@ -24,16 +24,14 @@ epoch, but is not bit-identical.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
 import math
 import random
 import shutil
-import signal
 import time
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,18 +43,19 @@ from torch.nn.parallel import DistributedDataParallel
 
 from eval.judge import judge_run
 from pcae.batches import Distributed, Feeder, eval_batches, first_examples
-from pcae.checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
-from pcae.config import LR_SCHEDULES, TrainConfig
+from pcae.checkpoint import load_checkpoint, rng_states, save_checkpoint
+from pcae.config import TrainConfig
 from pcae.data import load_dataset
-from pcae.errors import Interrupted, PcaeError, first_line
+from pcae.errors import Interrupted, PcaeError
 from pcae.files import atomic_path
 from pcae.images import plot_curve, save_grid
-from pcae.precision import choose, time_it
+from pcae.precision import choose, step_seconds
 from pcae.resume import (
     _check_resumable,
     _same_setting,
     check_resumed_spec,
     options_set,
+    restore_run,
     resumed_config,
 )
 from pcae.runfolder import (
@@ -66,138 +65,8 @@ from pcae.runfolder import (
     read_metrics,
     write_json,
 )
-from pcae.task import Callback, Task, TaskSpec, TrainResult
-
-
-class _Objective(nn.Module):
-    """task.loss as a module, so DDP and torch.compile wrap the whole loss computation."""
-
-    def __init__(self, task: Task):
-        super().__init__()
-        self.model = task.model  # registers the parameters for DDP
-        self.task = [task]  # a list: not a submodule
-
-    def forward(self, images, labels):
-        return self.task[0].loss(images, labels)
-
-
-def learning_rate(config: TrainConfig, step: int, total: int) -> float:
-    """The learning rate at `step` (a pure function, so resuming needs no scheduler state)."""
-    warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    if config.lr_schedule == "constant":
-        return config.lr * warm
-    if config.lr_schedule == "cosine":
-        t = min(step / max(total, 1), 1.0)
-        return config.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
-    raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {config.lr_schedule!r}")
-
-
-class WeightAverage:
-    """An exponential moving average of a model's trained weights (Polyak averaging [1]).
-
-    The average is what a run evaluates, samples from and saves as the model's weights; the raw
-    weights the optimiser works on travel beside it in the checkpoint ("training_weights"), so a
-    resumed run continues exactly. The decay ramps up with the step, min(decay, (1+t)/(10+t)) as
-    in TensorFlow's ExponentialMovingAverage, so a short run is not dominated by its first steps:
-    at 300 steps it averages over roughly the last 30. Averaged: every parameter that trains and
-    every floating buffer (e.g. BatchNorm running statistics); the rest is shared, not copied.
-
-    Why: with Adam at a high learning rate the raw weights of a short run jitter from step to step;
-    their average is a smoother model whose samples given h follow h far more often (measured in
-    benchmarks/ae_recipe.py), at an equal or lower test bits/dim.
-
-    [1] Polyak and Juditsky, "Acceleration of stochastic approximation by averaging", 1992.
-    """
-
-    def __init__(self, model: nn.Module, decay: float):
-        self.model, self.decay = model, decay
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        self.names += [n for n, b in model.named_buffers() if b.is_floating_point()]
-        self.average = {n: t.detach().clone() for n, t in self._tensors().items()}
-        # the same tensors every step (weights change in place): the lists update() works on
-        self._live = [t.detach() for t in self._tensors().values()]
-
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        tensors = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
-        return {n: tensors[n] for n in self.names}
-
-    @torch.no_grad()
-    def update(self, step: int) -> None:
-        """Fold in the weights after optimiser step `step` (1-based)."""
-        decay = min(self.decay, (1 + step) / (10 + step))
-        torch._foreach_lerp_([self.average[n] for n in self.names], self._live, 1.0 - decay)
-
-    @torch.no_grad()
-    def swap(self) -> None:
-        """Exchange the model's weights and the average (twice restores both exactly)."""
-        for n, t in self._tensors().items():
-            kept = t.detach().clone()
-            t.copy_(self.average[n])
-            self.average[n] = kept
-
-    @contextmanager
-    def averaged(self):
-        """A context in which the model holds the averaged weights."""
-        self.swap()
-        try:
-            yield
-        finally:
-            self.swap()
-
-    def training_weights(self) -> dict[str, torch.Tensor]:
-        """The raw weights while the model holds the average (call inside `averaged()`)."""
-        return {n: t.detach().clone() for n, t in self.average.items()}
-
-    @torch.no_grad()
-    def restore(self, training_weights: dict[str, torch.Tensor]) -> None:
-        """Resume: the model holds the stored average; load it as the average, then put the raw
-        weights back into the model."""
-        missing = set(self.names) - set(training_weights)
-        if missing:
-            raise ValueError(f"training weights lack {sorted(missing)[:3]}")
-        current = self._tensors()
-        for n in self.names:
-            self.average[n] = current[n].detach().clone()
-            current[n].copy_(training_weights[n])
-
-
-class _Interrupt:
-    """SIGINT sets a flag (the loop saves and stops between steps) instead of raising mid-step.
-
-    Once the steps are done (`steps_done()`), Ctrl-C raises KeyboardInterrupt at once: the final
-    checkpoint is written, and what is left (samples, the judge, the summary) `--resume` redoes."""
-
-    def __init__(self):
-        self.requested = False
-        self.previous = None
-        self.immediate = False
-
-    def steps_done(self) -> None:
-        """From now on Ctrl-C interrupts at once (raises now if it came during the last step)."""
-        self.immediate = True
-        if self.requested:
-            raise KeyboardInterrupt
-
-    def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self.previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested or self.immediate:  # a second Ctrl-C, or no steps left: stop now
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
-class NonFiniteLoss(PcaeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
-
+from pcae.steps import Interrupt, NonFiniteLoss, Objective, WeightAverage, learning_rate
+from pcae.task import Callback, TaskSpec, TrainResult
 
 # ---------------------------------------------------------------------------------------------
 # The loop
@@ -375,58 +244,13 @@ class _Run:
 
     def _restore(self, checkpoint: dict):
         """Optimizer, position in the data, progress figures, raw weights and RNG states of last.pt."""
-        fused, state = self.fused, self.state
-        if self.total < checkpoint["step"]:  # --epochs: the length in steps is known only now
-            raise PcaeError(f"--epochs {self.config.epochs} ({self.total} steps) is fewer than the "
-                            f"{checkpoint['step']} steps {self.out} has done; give more to continue it")
-        try:
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-            raise PcaeError(f"{self.out / 'last.pt'}: its optimizer state does not fit the model "
-                            f"({first_line(e)}); it cannot be resumed") from None
-        if checkpoint["position"] > self.feeder.per_epoch:
-            raise PcaeError(f"{self.out / 'last.pt'}: field 'position' ({checkpoint['position']}) is beyond "
-                            f"the {self.feeder.per_epoch} batches of an epoch; it cannot be resumed")
-        for group in self.optimizer.param_groups:  # the saving machine's choice may not apply here
-            group["fused"], group["foreach"] = (fused or None), None
-            for p in group["params"]:  # fused kernels want the step count beside the parameter
-                opt_state = self.optimizer.state.get(p, {})
-                if "step" in opt_state:
-                    opt_state["step"] = (opt_state["step"].to(p.device, torch.float32) if fused
-                                         else opt_state["step"].cpu())
-        state.step, state.epoch = checkpoint["step"], checkpoint["epoch"]
-        state.position = checkpoint["position"]
-        saved_batch = checkpoint.get("global_batch", self.feeder.global_batch)
-        if saved_batch != self.feeder.global_batch:  # another number of ranks: same image on
-            state.position = min(state.position * saved_batch // self.feeder.global_batch,
-                                 self.feeder.per_epoch - 1)
-            self.log.info("global batch changed %d -> %d: resuming at batch %d of epoch %d",
-                          saved_batch, self.feeder.global_batch, state.position, state.epoch)
-        metrics = checkpoint.get("metrics", {})
-        state.best = metrics.get("best")
-        state.elapsed = metrics.get("elapsed", 0.0)
-        state.train_seconds = metrics.get("train_seconds", 0.0)
-        state.images_seen = metrics.get("images_seen", 0)
-        state.last_checkpoint_step = state.step
-        if self.average is not None:  # the model holds the stored average; raw weights beside it
-            weights = checkpoint.get("training_weights")
-            if weights is not None:
-                self.average.restore(weights)
-        try:
-            set_rng_states(checkpoint["rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-            raise PcaeError(f"{self.out / 'last.pt'}: its random states are unreadable ({first_line(e)}); "
-                            "it cannot be resumed") from None
-        if self.dist.main:  # forget what happened after the checkpoint: it will happen again
-            rows = [r for r in read_metrics(self.out / "metrics.jsonl") if r["step"] <= state.step]
-            with atomic_path(self.out / "metrics.jsonl") as tmp:
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        restore_run(self, checkpoint)
 
     def _make_objective(self):
         """The loss module (DDP and torch.compile around it when asked), the precision, the examples."""
         config, dist = self.config, self.dist
         device = dist.device
-        objective: nn.Module = _Objective(self.task)
+        objective: nn.Module = Objective(self.task)
         if dist.world > 1:
             objective = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None,
                             broadcast_buffers=False)
@@ -435,7 +259,8 @@ class _Run:
         self.objective = objective
 
         # DDP ranks decide without measuring, so that they cannot disagree
-        measure = self._time_step if dist.world == 1 else None
+        measure = (lambda p: step_seconds(self.task, self.train_ds, self.config.batch_size, dist.device, p)
+                   if dist.world == 1 else None)
         self.precision = choose(config.precision, device, measure, self._model_key())
         self.log.info("precision %s", json.dumps(self.precision))
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16,
@@ -445,28 +270,6 @@ class _Run:
     def _model_key(self) -> str:
         return json.dumps([self.task.kind, self.task.configs(), self.config.batch_size,
                            self.config.compile, self.config.channels_last], sort_keys=True, default=str)
-
-    def _time_step(self, precision: str) -> float:
-        """Seconds per training step in `precision`, on a copy of the task (the run is untouched)."""
-
-
-        task = copy.deepcopy(self.task)
-        images, labels = first_examples(self.train_ds, self.config.batch_size, self.dist.device)
-        params = [p for p in task.model.parameters() if p.requires_grad]
-        autocast = torch.autocast(self.dist.device.type, dtype=torch.bfloat16,
-                                  enabled=precision == "bf16")
-
-        def step():
-            with autocast:
-                out = task.loss(images, labels)
-            loss = out["loss"] if "loss" in out else out[task.metric]
-            grads = torch.autograd.grad(loss, params)
-            if self.dist.device.type == "cuda":
-                torch.cuda.synchronize(self.dist.device)
-            del grads
-
-        with torch.random.fork_rng(devices=[]):  # nothing the run draws is consumed here
-            return time_it(step)
 
     # -- pieces ---------------------------------------------------------------------------------
 
@@ -599,7 +402,7 @@ class _Run:
         last_checkpoint_time = time.monotonic()
         status = "finished"
         batches = self.feeder.batches(state.epoch, state.position)
-        with _Interrupt() as interrupt:
+        with Interrupt() as interrupt:
             while state.step < self.total:
                 out, loss = self._train_step(*next(batches))
                 window_steps += 1

@@ -47,7 +47,7 @@ def test_train_ae_then_embed_then_search_with_no_options(tmp_path, monkeypatch, 
         meta = json.loads(f.attrs["meta"]) if "meta" in f.attrs else dict(f.attrs)
         assert f["latents"].shape == (10000, 10)  # the bundled train split, through the run's encoder
     assert str(meta.get("checkpoint", "")).endswith("runs/autoencoder/best.pt")
-    assert f"wrote latents: 10000 latents of d=10 (conv)" in out
+    assert "wrote latents: 10000 latents of d=10 (conv)" in out
 
     code, out, err = run_pcae(monkeypatch, capsys, "search", "latents", "id:0")
     assert code == 0, err

@@ -28,7 +28,7 @@ LAYERS = [
     ("6 metrics and judges", ["eval", "eval.metrics", "eval.judge", "eval.identity", "eval.faces",
                               "eval.report"]),
     ("7 the training loop", ["pcae.train", "pcae.resume", "pcae.precision", "pcae.task", "pcae.batches",
-                             "pcae.runfolder"]),
+                             "pcae.runfolder", "pcae.steps"]),
     ("8 tasks", ["pcae.tasks", "pcae.tasks."]),
     ("9 the table of kinds", ["pcae.kinds"]),
     ("10 applications", ["pcae.inference", "pcae.portrait", "eval.compare", "embeddings", "embeddings."]),

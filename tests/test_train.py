@@ -396,7 +396,7 @@ class FakeShape:
 
 
 def test_weight_average_follows_the_ramped_decay_and_swaps_exactly():
-    from pcae.train import WeightAverage
+    from pcae.steps import WeightAverage
 
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     model[0].bias.requires_grad_(False)  # frozen: shared, never averaged
@@ -439,7 +439,7 @@ def test_run_saves_the_average_and_resumes_it(tmp_path):
 
 
 def test_warmup_ramps_the_learning_rate():
-    from pcae.train import learning_rate
+    from pcae.steps import learning_rate
 
     config = TrainConfig(steps=100, lr=1e-3, warmup_steps=10)
     assert learning_rate(config, 0, 100) == pytest.approx(1e-4)
