@@ -10,7 +10,7 @@ the near-copies, and the portraits' pose and lighting spread over that of the pe
 
     python benchmarks/portrait_recipe.py                     # every variant
     python benchmarks/portrait_recipe.py --only default --holdout 5   # + 5 people never trained on
-    python benchmarks/portrait_recipe.py --figure docs/portraits.png  # the README's figure
+    python benchmarks/portrait_recipe.py --only default --reuse --figures docs   # the README's figures
     python benchmarks/portrait_recipe.py --reuse             # go on after an interrupted run
 
 --holdout K trains the default recipe on the photos of all people but K (chosen with --seed) and
@@ -150,6 +150,40 @@ def holdout(args, out: Path) -> dict:
             **{k: v for k, v in figures.items() if k != "faces"}}
 
 
+def figures(run: Path, folder: Path, seed: int = 0) -> list[Path]:
+    """The README's figures from a portrait run: 3 ORL and 3 Yale test photos (never trained on),
+    each followed by 8 portraits (docs/portraits.png), and an interpolation strip between two
+    people (docs/interpolation.png), upscaled so that a face can be seen."""
+    import h5py
+
+    from pcae.images import save_grid
+    from pcae.portrait import draw_portraits, interpolate, load_portrait
+
+    model = load_portrait(run / "best.pt")
+    with h5py.File(model.faces["cache"], "r") as f:
+        tests = [(name, person) for name, person, split in zip(f["files"].asstr()[:], f["persons"].asstr()[:],
+                                                               f["split"][:]) if split == 1]
+    origin = Path(model.faces["origin"])
+    chosen = [t for t in tests if t[1].startswith("orl/")][::13][:3] + [t for t in tests if t[1].startswith("yale/")][::5][:3]
+    rows, named = [], []
+    for name, person in chosen:
+        r = draw_portraits(model, origin / name, 8, seed=seed)
+        rows.append(torch.cat([r.source, r.samples]))
+        named.append({"photo": name, "person": person, "named": r.scores["identity"]["named"],
+                      "dlib_same_person": r.scores["dlib"]["same_person"]})
+        print(f"{name}: named {named[-1]['named']:.0%}, dlib < 0.6 {named[-1]['dlib_same_person']:.0%}", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    grid = save_grid(torch.cat(rows), 9, folder / "portraits.png",
+                     {"pcae": "test photo, then 8 portraits given its embedding", "rows": named},
+                     min_width=1024, gap=12)
+    (a, _), (b, _) = chosen[0], chosen[3]
+    strip = interpolate(model, origin / a, origin / b, 8, rows=2, seed=seed)
+    morph = save_grid(strip.images, strip.nrow, folder / "interpolation.png",
+                      {"pcae": f"interpolation {a} -> {b}", "named": strip.named}, min_width=1024)
+    print(f"interpolation {a} -> {b}: identity judge along row 1: {', '.join(strip.named or [])}", flush=True)
+    return [grid, morph]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=TrainConfig.DEFAULT_STEPS)
@@ -161,6 +195,7 @@ def main():
     ap.add_argument("--only", action="append", choices=list(VARIANTS), help="run only these")
     ap.add_argument("--holdout", type=int, default=0, help="also train without this many people")
     ap.add_argument("--reuse", action="store_true", help="read back finished variants")
+    ap.add_argument("--figures", type=Path, help="write the README's figures of the default variant here")
     args = ap.parse_args()
     out = Path(args.out)
     names = args.only or list(VARIANTS)
@@ -183,6 +218,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out / "results.md").write_text(f"{args.steps} steps of {args.batch_size} faces on {where}\n\n{text}\n")
+    if args.figures:
+        for path in figures(out / "default", args.figures, args.seed):
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

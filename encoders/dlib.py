@@ -201,7 +201,7 @@ class DlibFaceEncoder(nn.Module):
 
     def miss_note(self, best: float) -> str:
         """How close detection came, for the "no face found" line."""
-        return f"best HOG score {best:.2f}, threshold 0"
+        return f"best HOG score {best:.2f}, threshold 0" if best > float("-inf") else "no face candidate at all"
 
     def landmarks68(self, chips: torch.Tensor) -> np.ndarray:
         """The 68 landmarks (x, y) of each aligned chip (B, 3, H, W) uint8: (B, 68, 2) float."""

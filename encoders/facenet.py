@@ -130,6 +130,9 @@ def open_photo(path):
     return open_image(path, "RGB")
 
 
+SMALLEST_FACE = 40  # pixels: the smallest face either detector finds (HOG upsampled once; MTCNN's 20 with margin)
+
+
 def detect_photo(encoder, path, face_index: int | None = None):
     """encoder.detect() on a photo file, with one-line PcaeErrors (shared by the face encoders):
     a missing or unreadable file, a face_index out of range, no face found (and how close the
@@ -140,7 +143,9 @@ def detect_photo(encoder, path, face_index: int | None = None):
     except ValueError as e:
         raise PcaeError(f"{path}: {e}") from None
     if crop is None:
-        raise PcaeError(f"no face found in {path} ({encoder.miss_note(score)})")
+        small = (f"; the photo is {image.width}x{image.height} pixels, and faces under about "
+                 f"{SMALLEST_FACE} pixels are not found") if min(image.size) < 2 * SMALLEST_FACE else ""
+        raise PcaeError(f"no face found in {path} ({encoder.miss_note(score)}{small})")
     return crop, score, faces
 
 
@@ -239,7 +244,10 @@ class FaceNetEncoder(nn.Module):
         from facenet_pytorch import extract_face
 
         rgb = image.convert("RGB")
-        boxes, probs = mtcnn_detector(self.min_face_size).detect(rgb)
+        try:
+            boxes, probs = mtcnn_detector(self.min_face_size).detect(rgb)
+        except RuntimeError:  # a photo smaller than MTCNN's smallest scale: torch.cat of no boxes
+            return None, 0.0, 0
         if boxes is None:
             return None, self.best_probability(rgb), 0
         index = 0 if face_index is None else face_index

@@ -1,7 +1,7 @@
 """TrainConfig: how to train (data, optimisation, hardware, bookkeeping), torch-free.
 
 It lives apart from the loop (pcae/train.py) so that the CLI can read its defaults, which every
-training command's options take (pcae.cli._TRAINING_OPTIONS), without importing torch: `pcae
+training command's options take (pcae.cli.training.TRAINING_OPTIONS), without importing torch: `pcae
 --help` stays fast.
 """
 from __future__ import annotations

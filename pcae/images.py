@@ -15,14 +15,30 @@ import torch
 from pcae.files import SOFTWARE, atomic_path
 
 
-def save_grid(images: torch.Tensor, nrow: int, path: str | os.PathLike, text: dict | None = None) -> Path:
+def save_grid(images: torch.Tensor, nrow: int, path: str | os.PathLike, text: dict | None = None, *,
+              min_width: int = 0, gap: int = 0) -> Path:
     """Write (N, C, H, W) uint8 images as one PNG grid, atomically; `text` becomes PNG text chunks
-    (values that are not strings as JSON), e.g. the scores of the portraits in it."""
+    (values that are not strings as JSON), e.g. the scores of the portraits in it.
+
+    min_width: upscale the tiles by the smallest whole factor (nearest neighbour: every pixel
+        stays a visible square) that makes the grid at least this wide.
+    gap: a wider white gutter of this many pixels after each row's first image (a source, then
+        what was drawn from it).
+    """
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
     from torchvision.utils import make_grid
 
-    grid = make_grid(images.detach().float().cpu() / 255.0, nrow=nrow, padding=2, pad_value=0.5)
+    images = images.detach().cpu()
+    width = nrow * (images.shape[-1] + 2) + 2
+    scale = max(1, -(-min_width // width)) if min_width else 1
+    if scale > 1:
+        images = images.repeat_interleave(scale, dim=-1).repeat_interleave(scale, dim=-2)
+    grid = make_grid(images.float() / 255.0, nrow=nrow, padding=2 * scale, pad_value=0.5)
+    if gap:  # split off the first column with a white gutter
+        first = 2 * scale + images.shape[-1] + 2 * scale
+        white = torch.ones(grid.shape[0], grid.shape[1], gap)
+        grid = torch.cat([grid[:, :, :first], white, grid[:, :, first:]], dim=2)
     array = (grid * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
     info = PngInfo()
     info.add_text("Software", SOFTWARE)

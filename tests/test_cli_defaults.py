@@ -1,13 +1,16 @@
-"""The CLI's training options default to the library's values: one source of truth per default."""
+"""The CLI's defaults are the library's: one source of truth per default; shared options are
+declared once; help texts show what they say (rich markup eats a bare "[faces]")."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
+from helpers import run_pcae
 
-from pcae.tasks.autoencoder import AutoencoderSpec
 from pcae.cli import app
+from pcae.tasks.autoencoder import AutoencoderSpec
 from pcae.tasks.pixelcnn import PixelCNNSpec
+from pcae.tasks.portrait import PortraitSpec
 from pcae.train import TrainConfig
 
 
@@ -22,53 +25,102 @@ def defaults(name) -> dict:
     return {p.name: p.default for p in command(name).params}
 
 
+def all_commands():
+    """(name, click command) of every command, those of the groups (data, index) included."""
+    import typer.main
+
+    stack = [("pcae", typer.main.get_command(app))]
+    while stack:
+        name, cmd = stack.pop()
+        yield name, cmd
+        stack += [(f"{name} {sub}", c) for sub, c in getattr(cmd, "commands", {}).items()]
+
+
 TRAIN_FIELDS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-SHARED = ("batch_size", "lr", "lr_schedule", "warmup_steps", "ema", "grad_clip", "seed", "device",
-          "precision", "compile", "log_every", "eval_every", "eval_images", "sample_every",
-          "n_samples", "checkpoint_every")
+SPECS = {"train": PixelCNNSpec, "train-ae": AutoencoderSpec, "train-portraits": PortraitSpec}
 
 
 @pytest.mark.parametrize("name", ["train", "train-ae", "train-portraits"])
 def test_training_options_default_to_train_config(name):
+    from pcae.cli.training import TRAINING_OPTIONS
+
     options = defaults(name)
-    for field in SHARED:
+    for field in set(TRAINING_OPTIONS) - {"steps", "epochs", "resume", "force"}:
         assert options[field] == TRAIN_FIELDS[field], (name, field)
     assert options["steps"] is None and options["epochs"] is None  # None: TrainConfig decides
     assert TrainConfig().steps == TrainConfig.DEFAULT_STEPS and TrainConfig().epochs == 0
-    for field in ("judge_images", "num_workers", "checkpoint_seconds", "channels_last"):
-        assert options[field] == TRAIN_FIELDS[field], (name, field)
+    assert f"default {TrainConfig.DEFAULT_STEPS};" in {p.name: p for p in command(name).params}["steps"].help
 
 
 def test_every_training_command_has_the_same_shared_options():
-    """Declared once (pcae.cli._TRAINING_OPTIONS): the same names, flags and defaults everywhere."""
-    from pcae.cli import _TRAINING_OPTIONS
+    """Declared once (pcae.cli.training.TRAINING_OPTIONS): the same names, flags and defaults everywhere."""
+    from pcae.cli.training import TRAINING_OPTIONS
 
     flags = {}
     for name in ("train", "train-ae", "train-portraits"):
         params = {p.name: p for p in command(name).params}
-        assert set(_TRAINING_OPTIONS) <= set(params), (name, set(_TRAINING_OPTIONS) - set(params))
-        flags[name] = {k: (tuple(params[k].opts), params[k].default) for k in _TRAINING_OPTIONS}
+        assert set(TRAINING_OPTIONS) <= set(params), (name, set(TRAINING_OPTIONS) - set(params))
+        flags[name] = {k: (tuple(params[k].opts), params[k].default) for k in TRAINING_OPTIONS}
     assert flags["train"] == flags["train-ae"] == flags["train-portraits"]
-    for field, (_, default) in flags["train"].items():
-        if field in TRAIN_FIELDS and field not in ("steps", "epochs"):
-            assert default == TRAIN_FIELDS[field], field
 
 
-def test_train_ae_model_options_default_to_the_spec():
-    options, spec = defaults("train-ae"), AutoencoderSpec()
-    # None means "the spec's default" (the facenet path has its own); the rest are spelled out
-    assert options["channels"] is None and options["n_layers"] is None
-    assert options["spatial_cond"] is None and spec.spatial_cond
-    for field in ("encoder_channels", "encoder_norm", "decoder", "deconv_output", "deconv_channels",
-                  "spatial_channels", "kernel_size", "first_kernel_size", "head_channels"):
-        assert options[field] == getattr(spec, field), field
+@pytest.mark.parametrize("name", ["train", "train-ae", "train-portraits"])
+def test_model_options_default_to_the_spec(name):
+    """Every option named after a field of the command's spec defaults to that field's default;
+    train-ae's None ones mean "the spec's" (the face encoders' spec has other widths)."""
+    spec, options = SPECS[name](), defaults(name)
+    fields = {f.name for f in dataclasses.fields(spec) if f.metadata.get("option", True)}
+    checked = fields & set(options)
+    none = {"channels", "n_layers", "spatial_cond"}
+    for field in checked:
+        if name == "train-ae" and field in none:
+            assert options[field] is None, field
+        else:
+            assert options[field] == getattr(spec, field), field
+    assert len(checked) >= {"train": 6, "train-ae": 16, "train-portraits": 13}[name], sorted(checked)
 
 
-def test_train_model_options_default_to_the_spec():
-    options, spec = defaults("train"), PixelCNNSpec()
-    for field in ("channels", "n_layers", "kernel_size", "first_kernel_size", "head_channels",
-                  "condition"):
-        assert options[field] == getattr(spec, field), field
+def test_train_ae_help_names_both_specs_defaults():
+    ae, face = AutoencoderSpec(), PortraitSpec()
+    helps = {p.name: p.help for p in command("train-ae").params}
+    assert f"(default: {ae.channels}; facenet, dlib: {face.channels}," in helps["channels"]
+    assert f"(default: {ae.n_layers}; facenet, dlib: {face.n_layers})" in helps["n_layers"]
+    assert ae.spatial_cond and "(default: --spatial-cond;" in helps["spatial_cond"]
+
+
+def test_compare_decoders_help_shows_compare_config_defaults():
+    from eval.compare import QUICK, CompareConfig
+
+    config, options = CompareConfig(), {p.name: p for p in command("compare-decoders").params}
+    assert options["data"].default == config.data and str(options["out"].default) == config.out
+    assert f"(default {config.steps}; {QUICK['steps']} with --quick)" in options["steps"].help
+    assert f"(default {config.lr}" in options["lr"].help
+
+
+def test_literal_defaults_reads_what_the_classes_hold():
+    from pcae.cli.common import literal_defaults
+    from pcae.faces import DEFAULT_FACE_SIZE
+    from pcae.tasks.pixelcnn import CONDITIONS
+
+    for module, cls in (("pcae.tasks.pixelcnn", PixelCNNSpec), ("pcae.tasks.autoencoder", AutoencoderSpec),
+                        ("pcae.tasks.portrait", PortraitSpec), ("pcae.config", TrainConfig)):
+        read = literal_defaults(module, cls.__name__)
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING and f.name in read:
+                assert read[f.name] == f.default, (cls.__name__, f.name)
+    assert literal_defaults("pcae.tasks.pixelcnn")["CONDITIONS"] == CONDITIONS
+    assert literal_defaults("pcae.faces")["DEFAULT_FACE_SIZE"] == DEFAULT_FACE_SIZE
+
+
+def test_shared_options_are_declared_once():
+    """--data-root, --force, --device ...: one declaration (pcae.cli.common) behind every command."""
+    seen = {}
+    for name, cmd in all_commands():
+        for p in cmd.params:
+            if p.opts and p.opts[0] in ("--data-root", "--force", "--seed", "--temperature", "--sampler"):
+                seen.setdefault(p.opts[0], set()).add(p.help)
+    assert {flag: len(helps) for flag, helps in seen.items()} == dict.fromkeys(seen, 1), seen
+    assert len(seen) == 5
 
 
 def test_train_config_defaults_build():
@@ -80,7 +132,7 @@ def test_train_config_defaults_build():
 
 
 def test_the_cli_reads_its_defaults_without_importing_torch():
-    """`pcae --help` stays fast: the CLI module and TrainConfig (pcae.config) are torch-free."""
+    """`pcae --help` stays fast: the CLI package and TrainConfig (pcae.config) are torch-free."""
     import subprocess
     import sys
 
@@ -89,12 +141,34 @@ def test_the_cli_reads_its_defaults_without_importing_torch():
     assert out.stdout.strip() == "False"
 
 
-def test_train_portraits_model_options_default_to_the_spec():
-    from pcae.portrait import PortraitSpec
+def test_help_texts_escape_their_square_brackets():
+    """Rich markup takes "[faces]" or "[default: x]" for a style and drops it: every "[" in a help
+    text is written "\\[" (typer's own "[default: ...]" and "[required]" are added outside markup)."""
+    import re
 
-    options, spec = defaults("train-portraits"), PortraitSpec()
-    for field in ("channels", "n_layers", "kernel_size", "first_kernel_size", "head_channels", "encoder",
-                  "facenet_weights", "facenet_crop_size", "cache", "max_photos", "spatial_channels",
-                  "identity_swap", "h_noise"):
-        assert options[field] == getattr(spec, field), field
-    assert options["image_size"] is None  # None: the faces' default side, pcae.faces.DEFAULT_FACE_SIZE
+    bare = []
+    for name, cmd in all_commands():
+        for where, text in [(name, cmd.help or "")] + [(f"{name} {p.name}", getattr(p, "help", None) or "")
+                                                        for p in cmd.params]:
+            if re.search(r"(?<!\\)\[", text):
+                bare.append(where)
+    assert not bare, bare
+
+
+def test_portrait_help_shows_the_faces_extra(monkeypatch, capsys):
+    code, out, _ = run_pcae(monkeypatch, capsys, "portrait", "--help")
+    assert code == 0 and out.count("pcae[faces]") == 2, out
+    assert "(default: portraits/PHOTO-NAME.png)" in out
+
+
+def test_a_library_value_error_names_the_options_given(tmp_path, monkeypatch, capsys):
+    """The CLI keeps no copy of the library's checks: a library ValueError is one line, exit 1,
+    naming as options the arguments the command line gave."""
+    from pcae.cli import value_error_line
+
+    assert value_error_line(ValueError("steps must be >= 2, got 1"), ["--steps", "1"]) == \
+        "--steps must be >= 2, got 1"
+    assert value_error_line(ValueError("n must be >= 1, got 0"), ["--steps=3"]) == "n must be >= 1, got 0"
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--resume", "--force", "--out", tmp_path / "run")
+    assert code == 1 and err == "error: --resume and --force exclude each other\n", err
+    assert not (tmp_path / "run").exists()

@@ -578,3 +578,30 @@ def test_portrait_of_a_known_person_names_them_and_says_which_face_it_used(peopl
                                       str(out / "best.pt"), "--out", str(tmp_path / "g3.png")])
     assert result.exit_code == 0, result.output
     assert "person: not one the model knows" in result.output and "named as" not in result.output
+
+
+def test_bad_photos_and_a_portrait_checkpoint_elsewhere_are_one_line(people_run, tmp_path, monkeypatch, capsys):
+    """Issue 25's bad inputs: no face, a face too small, an unreadable file; a portrait checkpoint
+    given to a command for another kind of model. One line naming the file; nothing written."""
+    photos, out, _ = people_run
+    tiny = tmp_path / "tiny.png"
+    Image.open(sorted((photos / PEOPLE[0]).iterdir())[0]).resize((24, 28)).save(tiny)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not a jpeg")
+    cases = [
+        ((DATA / "coffee.jpg",), rf"no face found in {re.escape(str(DATA / 'coffee.jpg'))} \(best HOG score"),
+        ((tiny,), rf"no face found in {re.escape(str(tiny))} .*the photo is 24x28 pixels, and faces under about "
+                  r"40 pixels are not found"),
+        ((broken,), rf"{re.escape(str(broken))} is not a readable image"),
+    ]
+    for args, pattern in cases:
+        code, _, err = run_pcae(monkeypatch, capsys, "portrait", *args, "--checkpoint", out / "best.pt",
+                                "--out", tmp_path / "g.png")
+        assert code == 1 and "Traceback" not in err and err.strip().count("\n") == 0, err
+        assert re.search(pattern, err), (pattern, err)
+    code, _, err = run_pcae(monkeypatch, capsys, "sample", out / "best.pt", "--out", tmp_path / "s.png")
+    assert code == 1 and err.strip().count("\n") == 0
+    assert "is a 'portrait' checkpoint, expected 'pixelcnn'" in err, err
+    code, _, err = run_pcae(monkeypatch, capsys, "reconstruct", out / "best.pt", "--out", tmp_path / "r.png")
+    assert code == 1 and "is a 'portrait' checkpoint, expected 'autoencoder'" in err, err
+    assert not any(tmp_path.glob("*.png")) or sorted(p.name for p in tmp_path.glob("*.png")) == ["tiny.png"]

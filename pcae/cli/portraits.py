@@ -1,0 +1,149 @@
+"""Drawing from a portrait model (pcae/portrait.py): `pcae portrait` (new portraits of the person in
+a photo, with how well they keep the identity and how varied they are) and `pcae interpolate` (a
+morph from one face to another along the line between their embeddings)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pcae.cli.common import TRAIN, Device, Force, Sampler, Seed, Temperature
+
+
+def portrait_cmd(
+    photo: Path = typer.Argument(..., help="A photo with a face."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A portrait checkpoint (pcae "
+                                              "train-portraits) (default: the newest finished portrait "
+                                              "run's best.pt under runs/)."),
+    out: Path | None = typer.Option(None, "--out", help="PNG grid to write: the source crop, then the "
+                                       "portraits (default: portraits/PHOTO-NAME.png)."),
+    n: int = typer.Option(16, "--n", help="Portraits to draw (one batch)."),
+    face_index: int | None = typer.Option(None, "--face-index", help="Which face, largest first "
+                                             "(default: the largest)."),
+    samples_out: Path | None = typer.Option(None, "--samples-out", help="Also write the portraits: "
+                                               "a folder of PNGs, or an .h5 file."),
+    sampler: Sampler = None,
+    temperature: Temperature = 1.0,
+    seed: Seed = 0,
+    device: Device = TRAIN["device"],
+    reference: list[Path] = typer.Option([], "--reference", help="A real photo of the same person "
+                                         "(repeat): their pose and lighting spread is printed as "
+                                         "the reference for the portraits' (needs pcae\\[faces])."),
+    force: Force = False,
+):
+    r"""Draw n new portraits of the person in PHOTO and print identity similarity and diversity.
+
+    With dlib installed (pcae\[faces]) the portraits are also judged by that independent network
+    (distance to the photo's face, fraction judged the same person, the source face at the
+    portraits' size as the ceiling), and their spread of head pose and lighting is measured.
+    """
+    import math
+    import time
+
+    from pcae.files import refuse_existing
+    from pcae.portrait import default_portrait_paths, draw_portraits, facenet_note, save_png_grid, save_samples
+
+    checkpoint, out, chosen = default_portrait_paths(photo, checkpoint, out)
+    if chosen:
+        typer.echo(f"drawing with {chosen}", err=True)
+    refuse_existing(out, force)
+    refuse_existing(samples_out, force)
+    start = time.perf_counter()
+    r = draw_portraits(checkpoint, photo, n, face_index=face_index, sampler=sampler, seed=seed,
+                       temperature=temperature, device=device, references=reference)
+    note = facenet_note(r.random_weights, r.facenet_weights)
+    save_png_grid(r.grid, max(1, math.ceil(math.sqrt(len(r.grid)))), out,
+                  {"pcae": "portrait grid: source crop, then samples", "checkpoint": str(checkpoint),
+                   **r.summary(), "note": note})
+    if samples_out is not None:
+        save_samples(r, samples_out, str(checkpoint))
+    S = r.samples.shape[-1]
+    which = (f"; {r.faces_found} faces found, used face {r.face_index} (largest first; --face-index "
+             "picks another)") if r.faces_found > 1 else ""
+    typer.echo(f"face in {photo} (detector score {r.probability:.2f}{which}): {n} portraits of {S}x{S} "
+               f"in {time.perf_counter() - start:.1f} s ({r.sampler} sampler, seed {seed})")
+    for line in portrait_lines(r.scores, S):
+        typer.echo(line)
+    typer.echo(f"wrote {out}" + (f" and {samples_out}" if samples_out is not None else ""))
+    typer.echo(("warning: " if r.random_weights else "") + note)
+
+
+def portrait_lines(m: dict, S: int) -> list[str]:
+    """What `pcae portrait` prints of eval.faces.portrait_scores."""
+    lines = []
+    if m["person"] is not None:
+        lines.append(f"person: {m['person']} (a person the model knows: embedding distance "
+                     f"{m['person_distance']:.2f} to their photos' mean)")
+    elif m["person_distance"] is not None:
+        lines.append(f"person: not one the model knows (nearest is {m['person_distance']:.2f} away)")
+    j = m["identity"]
+    if j is None:
+        lines.append("identity judge: none in this checkpoint (its photos had no person folders, or it "
+                     "was trained before pcae had one)")
+    else:
+        names = ", ".join(f"{name} x{j['names'].count(name)}" for name in sorted(set(j["names"]),
+                                                                                  key=j["names"].count,
+                                                                                  reverse=True)[:3])
+        named = "" if j["named"] is None else f"{j['named']:.0%} named as {m['person']}; "
+        lines.append(f"identity judge ({j['people']} people, {j['judge_accuracy']:.0%} on real test "
+                     f"faces): {named}it sees {names}")
+    d = m["dlib"]
+    if d is None:
+        lines.append("dlib distance: not measured (pip install 'pcae[faces]' for dlib)")
+    else:
+        lines.append(f"dlib distance to the photo's face: mean {d['distance']:.2f}, {d['same_person']:.0%} "
+                     f"under {d['threshold']} (the same person); the photo at {S}x{S}: {d['ceiling_distance']:.2f}")
+    v = m["diversity"]
+    if v["pairs"]:
+        lines.append(f"diversity: pixel RMS between portraits mean {v['rms_mean']:.1f}, smallest "
+                     f"{v['rms_min']:.1f} levels; {v['near_copies']} of {v['pairs']} pairs are near-copies")
+    for label, spread in (("portraits", m["pose_light"]), ("the person's photos", m["reference_pose_light"])):
+        if spread:
+            lines.append(f"pose and lighting, {label} ({spread['faces']}): " + _spread_text(spread))
+    if m["ratios"]:
+        r = m["ratios"]
+        fmt = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
+        lines.append(f"spread against the person's photos: pose {fmt(r['pose_ratio'])}, lighting "
+                     f"{fmt(r['light_ratio'])}")
+    return lines
+
+
+def _spread_text(spread: dict) -> str:
+    parts = []
+    for key, name, unit in (("yaw", "yaw", ""), ("pitch", "pitch", ""), ("roll", "roll", " deg"),
+                            ("luminance", "luminance", ""), ("left_right", "left/right", "")):
+        v = spread.get(key) or {}
+        if v.get("mean") is not None:
+            parts.append(f"{name} {v['mean']:.2f} +- {v['std']:.2f}{unit}")
+    return ", ".join(parts)
+
+
+def interpolate_cmd(
+    a: Path = typer.Argument(..., help="Photo of the first face."),
+    b: Path = typer.Argument(..., help="Photo of the second face."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A portrait checkpoint."),
+    out: Path = typer.Option(..., "--out", help="PNG grid: each row face a, the steps, face b."),
+    steps: int = typer.Option(8, "--steps", help="Portraits along the line (>= 2)."),
+    rows: int = typer.Option(1, "--rows", help="Rows, each with its own noise (the same along a row)."),
+    sampler: Sampler = None,
+    temperature: Temperature = 1.0,
+    seed: Seed = 0,
+    device: Device = TRAIN["device"],
+    force: Force = False,
+):
+    """Morph face A into face B: portraits along the line between their FaceNet embeddings."""
+    from pcae.files import refuse_existing
+    from pcae.portrait import facenet_note, interpolate, save_png_grid
+
+    refuse_existing(out, force)
+    r = interpolate(checkpoint, a, b, steps, rows=rows, seed=seed, temperature=temperature,
+                    sampler=sampler, device=device)
+    note = facenet_note(r.random_weights, r.facenet_weights)
+    save_png_grid(r.images, r.nrow, out, {"pcae": f"interpolation {a} -> {b}", "checkpoint": str(checkpoint),
+                                          "steps": steps, "rows": rows, "seed": seed, "note": note})
+    typer.echo(f"wrote {out}: {rows} row(s) of {a.name}, {steps} portraits, {b.name}; "
+               f"embedding distance between the two faces {r.distance:.3f}")
+    if r.named:
+        typer.echo(f"identity judge along row 1 ({r.persons[0] or 'a'} -> {r.persons[1] or 'b'}): "
+                   + ", ".join(r.named))
+    typer.echo(("warning: " if r.random_weights else "") + note)
