@@ -1,4 +1,4 @@
-"""Latents on disk: one HDF5 file per latents folder (DESIGN.md's "Latents file").
+"""Latents on disk: one HDF5 file per latents folder (the latents file of embeddings/folder.py).
 
 Layout of `latents.h5`:
     latents   (N, D) float32   one row per embedded item, chunked by rows and resizable

@@ -2,7 +2,7 @@
 
 Bits/dim says how well a decoder models x given h under teacher forcing; it does not say whether the
 images it *draws* given h look like the image h came from (a decoder can use h to lower its NLL and
-still sample blank images). This module measures that with an independent judge, as DESIGN.md asks:
+still sample blank images). This module measures that with an independent judge:
 
     Judge            a small CNN classifier trained on the data's own labels (train split), its
                      accuracy on the real test images stored beside it as the ceiling of every figure.

@@ -1,20 +1,24 @@
 """pcae: representation learning with conditional Gated PixelCNN decoders.
 
-The layout, one concern per module (the README's "Python API" table says the same):
-    pixelcnn, sampling       the model and its samplers
-    config, train, resume    every training option (torch-free); the generic loop, in stages;
-                             what a resumed run keeps
+The modules by layer, each using only those above it (tests/test_layers.py keeps it so):
+    errors, options, config, files, outputs, machine, images, runs
+                             user-facing errors; option checks; TrainConfig (torch-free); atomic
+                             files and what pcae wrote; folder outputs; memory and CPU; PNGs; runs
+    data, formats            data sources and splits; the file formats they read and write
+    faces (and `encoders`)   photos -> the face cache; every h comes from an encoder
+    pixelcnn, sampling, deconv, autoencoder
+                             the models and the samplers
+    checkpoint               reading and writing checkpoint files (no model kinds)
+    (`eval`: metrics, judge, identity, faces)
+    train, task, batches, steps, runfolder, resume, precision
+                             the loop and its pieces
+    tasks.pixelcnn, tasks.autoencoder, tasks.portrait
+                             one task per model kind
     kinds                    the one table of model kinds: checkpoint -> task / model
-    pixelcnn_task, autoencoder, portrait
-                             one task per model kind, beside its model (portrait's data: faces)
-    data, faces              data sources; photos -> the face cache
-    inference, checkpoint    using any checkpoint; reading and writing them
-    images, runs             every image pcae writes; finding run folders
-    options, precision, utils
-                             checks shared by all commands; --precision auto; errors, atomic files
+    inference, portrait (and `eval.compare`, `embeddings`)
+                             using checkpoints: evaluate, sample, reconstruct, draw portraits
     cli                      options -> one library call -> a summary
-h always comes from an encoder (the top-level `encoders` package).
 
 Importing the package does not import torch; `pcae.pixelcnn`, `pcae.sampling` and friends do.
 """
-from pcae.files import VERSION as __version__  # noqa: E402, F401
+from pcae.files import VERSION as __version__  # noqa: F401

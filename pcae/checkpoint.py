@@ -1,6 +1,6 @@
 """Checkpoints: one dict per file, written atomically, loaded without running code.
 
-A checkpoint is a plain dict (DESIGN.md, "Contracts"):
+A checkpoint is a plain dict:
 
     format_version  int, FORMAT_VERSION when written; newer files are refused, not misread
     pcae            "checkpoint" (marks the file as ours)
