@@ -10,7 +10,7 @@ the near-copies, and the portraits' pose and lighting spread over that of the pe
 
     python benchmarks/portrait_recipe.py                     # every variant
     python benchmarks/portrait_recipe.py --only default --holdout 5   # + 5 people never trained on
-    python benchmarks/portrait_recipe.py --only default --reuse --figures docs   # the README's figures
+    python benchmarks/portrait_recipe.py --figures docs      # the README's figures, a second judge
     python benchmarks/portrait_recipe.py --reuse             # go on after an interrupted run
 
 --holdout K trains the default recipe on the photos of all people but K (chosen with --seed) and
@@ -184,6 +184,31 @@ def figures(run: Path, folder: Path, seed: int = 0) -> list[Path]:
     return [grid, morph]
 
 
+SECOND_JUDGE = dict(channels=16, epochs=60, dropout=0.2, shift=3, seed=1)  # trained otherwise
+
+
+def second_judge(run: Path, judge_images: int = 200, seed: int = 0) -> dict:
+    """The default variant's figures again, with the portraits named by a second identity judge,
+    trained differently (SECOND_JUDGE: narrower, longer, another seed and augmentation): the same
+    portraits (same checkpoint, same sampler seed as the run's own end-of-run figures)."""
+    from eval.faces import judge_test_faces
+    from eval.identity import IdentityConfig, identity_judge_of_cache
+    from pcae.checkpoint import load_checkpoint
+    from pcae.data import load_dataset
+    from pcae.kinds import task_from_checkpoint
+
+    checkpoint = load_checkpoint(run / "best.pt")
+    task = task_from_checkpoint(checkpoint)
+    task.model.eval()
+    train_config = checkpoint["configs"]["train"]
+    test_ds = load_dataset(train_config["data"], "test", channels=train_config["image_channels"],
+                           image_size=train_config["image_size"])
+    task.identity = identity_judge_of_cache(task.faces["cache"], train_config["image_channels"],
+                                            IdentityConfig(**SECOND_JUDGE), listing=task.faces["listing"])
+    figures = judge_test_faces(task, test_ds, judge_images, 4, torch.Generator().manual_seed(seed))
+    return {k: v for k, v in figures.items() if k != "faces"}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=TrainConfig.DEFAULT_STEPS)
@@ -198,6 +223,14 @@ def main():
     ap.add_argument("--figures", type=Path, help="write the README's figures of the default variant here")
     args = ap.parse_args()
     out = Path(args.out)
+    if args.figures:  # of a finished default variant: nothing is trained
+        second = second_judge(out / "default", args.judge_images, args.seed)
+        print(f"default, judged by a second identity judge ({SECOND_JUDGE}): named {second['named']:.1%} "
+              f"(that judge: {second['judge_accuracy']:.1%} on the real test faces)", flush=True)
+        (out / "second_judge.json").write_text(json.dumps({"config": SECOND_JUDGE, **second}, indent=2) + "\n")
+        for path in figures(out / "default", args.figures, args.seed):
+            print(f"wrote {path}")
+        return
     names = args.only or list(VARIANTS)
     where = f"{cpu_description()}; torch threads: {torch.get_num_threads()}"
     print(f"{len(names)} variants x {args.steps} steps of {args.batch_size} faces, seed {args.seed}, on {where}",
@@ -218,9 +251,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (out / "results.md").write_text(f"{args.steps} steps of {args.batch_size} faces on {where}\n\n{text}\n")
-    if args.figures:
-        for path in figures(out / "default", args.figures, args.seed):
-            print(f"wrote {path}")
+
 
 
 if __name__ == "__main__":

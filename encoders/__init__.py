@@ -15,7 +15,7 @@ Registered names (`ENCODER_NAMES`, also what `pcae train-ae --help` lists):
     conv     strided convs -> Linear -> bottleneck m              (encoders/conv.py)
     onehot   integer labels -> one-hot vectors                    (encoders/onehot.py)
     facenet  MTCNN face crop + InceptionResnetV1, 512-d, frozen   (encoders/facenet.py)
-    dlib     HOG face + 5-point alignment + dlib ResNet, 128-d    (encoders/dlib.py; pcae[faces])
+    dlib     HOG face + 5-point alignment + dlib ResNet, 128-d    (encoders/dlib.py)
 
 Face encoders (facenet, dlib) also have `detects_faces = True` and `detect(pil_image)` /
 `detect_file(path)`, which cut the face crop their forward() reads.

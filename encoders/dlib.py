@@ -2,7 +2,7 @@
 
 A pretrained face embedder that installs offline: dlib as a binary wheel (`dlib-bin`) and
 `face-recognition-models` (dlib's ResNet face-recognition model, 99.38 % on LFW; the 5- and
-68-point landmark predictors; public domain), the optional extra `pip install 'pcae[faces]'`.
+68-point landmark predictors; public domain), both dependencies of pcae.
 Same contract as the FaceNet encoder (encoders/facenet.py), so it serves wherever a face encoder
 does (embed, search by photo, the identity judge of portraits):
 
@@ -46,7 +46,7 @@ SAME_PERSON = 0.6  # dlib's published Euclidean threshold
 MODEL_FILES = {"recognition": "dlib_face_recognition_resnet_model_v1.dat",
                "landmarks5": "shape_predictor_5_face_landmarks.dat",
                "landmarks68": "shape_predictor_68_face_landmarks.dat"}
-INSTALL_HINT = "pip install 'pcae[faces]' (dlib-bin and face-recognition-models)"
+INSTALL_HINT = "pip install dlib-bin face-recognition-models (pcae's dependencies: reinstall pcae)"
 
 
 def models_folder() -> Path:

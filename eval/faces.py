@@ -50,7 +50,7 @@ NEAR_COPY_RMS = 5.0  # levels: two portraits closer than this look the same
 
 
 def identity_judge():
-    """The dlib face encoder when pcae[faces] is installed, else None."""
+    """The dlib face encoder when dlib is installed, else None."""
     try:
         return build_encoder("dlib")
     except (PcaeError, ImportError):

@@ -70,7 +70,7 @@ FACE_ENCODERS = {"facenet": 512, "dlib": 128}  # the face encoders a portrait mo
 
 def build_face_encoder(name: str = "facenet", weights: str = "vggface2", crop_size: int = 160):
     """The frozen face encoder a portrait model is conditioned on: FaceNet (the paper's; `weights`,
-    `crop_size` as for build_facenet) or dlib's pretrained ResNet (pcae[faces]; no options)."""
+    `crop_size` as for build_facenet) or dlib's pretrained ResNet (no options)."""
     if name == "facenet":
         return build_facenet(weights, crop_size)
     if name == "dlib":

@@ -30,7 +30,7 @@ def facenet():
 
 @pytest.fixture(scope="module")
 def dlib_encoder():
-    """dlib's pretrained face model (the optional pcae[faces] extra, which CI installs)."""
+    """dlib's pretrained face model (a dependency of pcae)."""
     import importlib.util
 
     pytest.importorskip("dlib")

@@ -275,7 +275,7 @@ def test_portrait_end_to_end(run, tmp_path):
                     r"(\d+) of 6 pairs are near-copies", text)
     assert rms and 0 < float(rms.group(2)) <= float(rms.group(1)) <= 255, text
     assert "warning: FaceNet weights are random (NOT pretrained)" in text
-    # dlib (installed by pcae[faces]) measures distance, pose and lighting of any model's portraits
+    # dlib (a dependency of pcae) measures distance, pose and lighting of any model's portraits
     import importlib.util
     if importlib.util.find_spec("dlib") and importlib.util.find_spec("face_recognition_models"):
         judged = re.search(r"dlib distance to the photo's face: mean ([\d.]+), (\d+)% under 0.6 \(the same "

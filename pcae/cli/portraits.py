@@ -28,14 +28,15 @@ def portrait_cmd(
     device: Device = TRAIN["device"],
     reference: list[Path] = typer.Option([], "--reference", help="A real photo of the same person "
                                          "(repeat): their pose and lighting spread is printed as "
-                                         "the reference for the portraits' (needs pcae\\[faces])."),
+                                         "the reference for the portraits' (default: the person's photos the model knows)."),
     force: Force = False,
 ):
-    r"""Draw n new portraits of the person in PHOTO and print identity similarity and diversity.
+    """Draw n new portraits of the person in PHOTO and say who they show, how close and how varied.
 
-    With dlib installed (pcae\[faces]) the portraits are also judged by that independent network
-    (distance to the photo's face, fraction judged the same person, the source face at the
-    portraits' size as the ceiling), and their spread of head pose and lighting is measured.
+    The person is the known one nearest the photo's embedding; the identity judge (a pixel-space
+    classifier of the training people) names each portrait; dlib measures the distance to the
+    photo's face (with the photo at the portraits' size as the ceiling) and the pose and lighting
+    spread, read against the person's own photos.
     """
     import math
     import time
@@ -89,7 +90,7 @@ def portrait_lines(m: dict, S: int) -> list[str]:
                      f"faces): {named}it sees {names}")
     d = m["dlib"]
     if d is None:
-        lines.append("dlib distance: not measured (pip install 'pcae[faces]' for dlib)")
+        lines.append("dlib distance: not measured (dlib is not installed: pip install dlib-bin face-recognition-models)")
     else:
         lines.append(f"dlib distance to the photo's face: mean {d['distance']:.2f}, {d['same_person']:.0%} "
                      f"under {d['threshold']} (the same person); the photo at {S}x{S}: {d['ceiling_distance']:.2f}")
