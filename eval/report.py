@@ -113,12 +113,12 @@ def write_markdown(report: dict, path: str | os.PathLike) -> Path:
 
 
 def write_figure(originals: torch.Tensor, reconstructions: torch.Tensor, samples: torch.Tensor,
-                 path: str | os.PathLike, zoom: int = 2) -> Path:
-    """One row per image: original | deconv reconstruction | n PixelCNN samples given its h.
+                 path: str | os.PathLike) -> Path:
+    """One row per image: original | deconv reconstruction | n PixelCNN samples given its h, upscaled
+    (pcae.images.save_grid) so that 28x28 images stay legible.
 
     Args:
         originals, reconstructions: (B, C, H, W) levels. samples: (B, n, C, H, W) levels.
-        zoom: each pixel drawn as zoom x zoom pixels (nearest), so 28x28 images stay legible.
     """
 
     B = len(originals)
@@ -127,9 +127,7 @@ def write_figure(originals: torch.Tensor, reconstructions: torch.Tensor, samples
                          f"and samples {tuple(samples.shape)} do not match")
     rows = torch.cat([originals[:, None].long().cpu(), reconstructions[:, None].long().cpu(),
                       samples.long().cpu()], 1)  # (B, 2 + n, C, H, W)
-    images = rows.flatten(0, 1).to(torch.uint8)
-    images = images.repeat_interleave(zoom, 2).repeat_interleave(zoom, 3)
-    return save_grid(images, rows.shape[1], path)
+    return save_grid(rows.flatten(0, 1).to(torch.uint8), rows.shape[1], path, gap=8)
 
 
 def write_plot(rows: list[dict], path: str | os.PathLike) -> Path:

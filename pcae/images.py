@@ -15,13 +15,16 @@ import torch
 from pcae.files import SOFTWARE, atomic_path
 
 
+MIN_WIDTH = 512  # pixels: a grid of small images is upscaled to at least this width, to be seen
+
+
 def save_grid(images: torch.Tensor, nrow: int, path: str | os.PathLike, text: dict | None = None, *,
-              min_width: int = 0, gap: int = 0) -> Path:
+              min_width: int = MIN_WIDTH, gap: int = 0) -> Path:
     """Write (N, C, H, W) uint8 images as one PNG grid, atomically; `text` becomes PNG text chunks
     (values that are not strings as JSON), e.g. the scores of the portraits in it.
 
     min_width: upscale the tiles by the smallest whole factor (nearest neighbour: every pixel
-        stays a visible square) that makes the grid at least this wide.
+        stays a visible square) that makes the grid at least this wide; 0 keeps the native size.
     gap: a wider white gutter of this many pixels after each row's first image (a source, then
         what was drawn from it).
     """

@@ -23,3 +23,12 @@ def run_pcae(monkeypatch, capsys, *args):
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def grid_px(width: int, height: int, gap: int = 0) -> tuple[int, int]:
+    """The size of a grid pcae.images.save_grid writes, from its native size: upscaled by the
+    smallest whole factor that makes it at least MIN_WIDTH wide (plus a gutter, when asked)."""
+    from pcae.images import MIN_WIDTH
+
+    scale = -(-MIN_WIDTH // width)
+    return scale * width + gap, scale * height

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from helpers import run_pcae
+from helpers import grid_px, run_pcae
 
 from encoders import build_encoder
 from pcae.autoencoder import Autoencoder, build_autoencoder
@@ -223,7 +223,7 @@ def test_train_ae_writes_a_run_and_reconstruct_draws_the_grid(ae_run, tmp_path, 
     summary = json.loads((ae_run / "summary.json").read_text())
     assert summary["kind"] == "autoencoder" and summary["metric"] == "bpd"
     assert 6.0 < summary["final_test_bpd"] < 9.0
-    assert png_size(ae_run / "samples.png") == (5 * 10 + 2, 1 * 10 + 2)  # 1 original + 4 samples
+    assert png_size(ae_run / "samples.png") == grid_px(5 * 10 + 2, 1 * 10 + 2)  # 1 original + 4 samples
     # the sample judge scored 2 samples given h for each of the first test images (default 200)
     semantics = summary["semantics"]
     assert semantics["samples"] == 400 and semantics["sources"] == 200
@@ -234,7 +234,7 @@ def test_train_ae_writes_a_run_and_reconstruct_draws_the_grid(ae_run, tmp_path, 
     code, out, err = run_pcae(monkeypatch, capsys, "reconstruct", ae_run / "last.pt", "--n", 2,
                               "--samples", 3, "--out", grid)
     assert code == 0, err
-    assert png_size(grid) == (4 * 10 + 2, 2 * 10 + 2)  # rows: an original, then 3 samples
+    assert png_size(grid) == grid_px(4 * 10 + 2, 2 * 10 + 2)  # rows: an original, then 3 samples
     assert "2 test images of fashion-mnist, each + 3 samples; bpd" in out
     assert "sample judge: " in out and "of 400 samples given h are judged their source's class" in out
     code, _, err = run_pcae(monkeypatch, capsys, "reconstruct", ae_run / "last.pt", "--out", grid)
@@ -263,7 +263,7 @@ def test_train_ae_frozen_encoder_from_checkpoint_stays_put(ae_run, tmp_path, mon
     assert checkpoint["step"] == 2 and checkpoint["configs"]["model"]["encoder_frozen"] is True
     summary = json.loads((out / "summary.json").read_text())
     assert summary["metric"] == "mse" and 0 < summary["final_test_mse"] < 1
-    assert png_size(out / "samples.png") == (4 * 10 + 2, 1 * 10 + 2)  # 2 x (original, reconstruction)
+    assert png_size(out / "samples.png") == grid_px(4 * 10 + 2, 1 * 10 + 2)  # 2 x (original, reconstruction)
 
 
 def test_train_ae_help_lists_the_encoders(monkeypatch, capsys):
@@ -327,7 +327,7 @@ def test_train_ae_facenet_skips_faceless_photos_and_draws_portraits(tmp_path, mo
     code, text, err = run_pcae(monkeypatch, capsys, "portrait", data / "astronaut.jpg", "--n", 2,
                                "--checkpoint", out / "best.pt", "--out", grid)
     assert code == 0, err
-    assert "diversity: pixel RMS between portraits" in text and png_size(grid) == (2 * 10 + 2, 2 * 10 + 2)
+    assert "diversity: pixel RMS between portraits" in text and png_size(grid) == grid_px(2 * 10 + 2, 2 * 10 + 2)
 
     # --resume finds the portrait run from its last.pt, without --encoder
     code, text, err = run_pcae(monkeypatch, capsys, "train-ae", "--resume", "--out", out, "--steps", 3)

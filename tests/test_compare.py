@@ -6,6 +6,8 @@ import json
 import math
 
 import pytest
+
+from helpers import grid_px
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -89,7 +91,7 @@ def test_quick_run_writes_a_complete_report(quick_run):
 
     figure = Image.open(out / f"figure_m{M}.png")
     n_rows, per_row = 2, 2 + 2  # quick: 2 images, each: original, reconstruction, 2 samples
-    assert figure.size == (per_row * (56 + 2) + 2, n_rows * (56 + 2) + 2)  # 2x zoom, 2 px padding
+    assert figure.size == grid_px(per_row * (28 + 2) + 2, n_rows * (28 + 2) + 2, gap=8)  # upscaled, a gutter
     assert Image.open(out / "summary.png").size[0] > 300
     md = (out / "report.md").read_text()
     assert "| m | model | bits/dim" in md and f"| {M} | pixelcnn-ae |" in md and f"figure_m{M}.png" in md

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from helpers import run_pcae
+from helpers import grid_px, run_pcae
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
@@ -97,7 +97,7 @@ def test_train_portraits_counts_faces_and_writes_a_portrait_run(run):
     assert summary["kind"] == "portrait" and np.isfinite(summary["final_test_bpd"])
     assert summary["test_images"] == 1
     # the training grid: 1 test face, then 2 portraits of it
-    assert Image.open(out / "samples.png").size == (3 * (S + 2) + 2, S + 4)
+    assert Image.open(out / "samples.png").size == grid_px(3 * (S + 2) + 2, S + 4)
 
 
 def test_train_portraits_resumes(run, tmp_path):
@@ -285,7 +285,7 @@ def test_portrait_end_to_end(run, tmp_path):
         assert "pose and lighting, portraits (4): yaw" in text
 
     image = Image.open(grid)
-    assert image.size == (3 * (S + 2) + 2, 2 * (S + 2) + 2)  # 5 tiles, 3 per row
+    assert image.size == grid_px(3 * (S + 2) + 2, 2 * (S + 2) + 2)  # 5 tiles, 3 per row
     assert image.text["random_weights"] == "true" and "random" in image.text["note"]
     with h5py.File(samples, "r") as f:
         assert f["images"].shape == (4, 3, S, S) and f["source"].shape == (1, 3, S, S)
@@ -294,7 +294,8 @@ def test_portrait_end_to_end(run, tmp_path):
         if f.attrs["dlib"] != "null":
             assert len(json.loads(f.attrs["dlib"])["distances"]) == 4
         source, first = f["source"][0], f["images"][0]
-    tiles = np.asarray(image).transpose(2, 0, 1)
+    k = image.size[0] // (3 * (S + 2) + 2)  # the grid's upscaling: every pixel a k x k square
+    tiles = np.asarray(image).transpose(2, 0, 1)[:, ::k, ::k]
     assert np.array_equal(tiles[:, 2:2 + S, 2:2 + S], source)  # the source crop comes first
     assert np.array_equal(tiles[:, 2:2 + S, S + 4:2 * S + 4], first)
 
@@ -384,7 +385,7 @@ def test_interpolate_cli(run, tmp_path, monkeypatch, capsys):
                                "--out", grid)
     assert code == 0, err
     assert "embedding distance between the two faces" in text and "random (NOT pretrained)" in text
-    assert Image.open(grid).size == (4 * (S + 2) + 2, S + 4)
+    assert Image.open(grid).size == grid_px(4 * (S + 2) + 2, S + 4)
     code, _, err = run_pcae(monkeypatch, capsys, "interpolate", DATA / "astronaut.jpg",
                             DATA / "coffee.jpg", "--checkpoint", out / "last.pt",
                             "--out", tmp_path / "x.png", "--steps", 1)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_pcae
+from helpers import grid_px, run_pcae
 from PIL import Image
 
 from pcae.batches import Feeder, data_order
@@ -138,7 +138,7 @@ def test_cli_train_writes_a_run_and_guards_its_folder(tmp_path, monkeypatch, cap
     assert 0 < summary["final_test_bpd"] < 8.5 and summary["best_test_bpd"] <= summary["final_test_bpd"]
     assert summary["images_per_s"] > 0 and summary["wall_seconds"] > 0
     assert "bundled" in summary["data"]["train"]["origin"]
-    assert Image.open(out / "samples.png").size == (22, 12)  # 2 samples of 8x8 in one row
+    assert Image.open(out / "samples.png").size == grid_px(22, 12)  # 2 samples of 8x8 in one row
     assert "test bpd" in stdout and "done: 4 steps" in stdout and not err
     assert load_checkpoint(out / "last.pt")["step"] == 4
 
@@ -182,7 +182,7 @@ def test_label_conditional_run_sample_and_evaluate(tmp_path, monkeypatch, capsys
                                  "--condition", "label", "--n-samples", "10", "--eval-every", "0",
                                  "--judge-images", "30")
     assert code == 0, err
-    assert Image.open(out / "samples.png").size == (12, 102)  # one row per class, 10 classes
+    assert Image.open(out / "samples.png").size == grid_px(12, 102)  # one row per class, 10 classes
     # the sample judge scored one sample per test label, per class too
     semantics = json.loads((out / "summary.json").read_text())["semantics"]
     assert semantics["samples"] == 30 and 0 <= semantics["class_accuracy"] <= 1
@@ -196,7 +196,7 @@ def test_label_conditional_run_sample_and_evaluate(tmp_path, monkeypatch, capsys
     code, stdout, err = run_pcae(monkeypatch, capsys, "sample", out / "last.pt", "--n", "4",
                                  "--label", "3", "--out", grid, "--seed", "1")
     assert code == 0, err
-    assert Image.open(grid).size == (22, 22) and "4 samples" in stdout
+    assert Image.open(grid).size == grid_px(22, 22) and "4 samples" in stdout
     code, _, err = run_pcae(monkeypatch, capsys, "sample", out / "last.pt", "--out", grid)
     assert code == 1 and "already exists" in err
     code, _, err = run_pcae(monkeypatch, capsys, "sample", out / "last.pt", "--label", "10",
