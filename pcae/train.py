@@ -118,9 +118,9 @@ class RunState:
 
 
 class _Run:
-    """One training run, in stages: `_setup` (below: config, data, task, folder, optimizer,
-    resume, objective), then `_loop` (one `_train_step` per batch, `_report` when something is
-    due), then `_finish`. Everything it tracks between steps is in `state` (a RunState)."""
+    """One training run, read top to bottom: `run`, the `_setup` stages (config, data, task,
+    optimizer, folder, resume, objective), `_loop` (one `_train_step` per batch; evaluation, grids
+    and checkpoints when due), then `_finish`. What it tracks between steps is in `state`."""
 
     def __init__(self, config, spec, dist, resume, force, callback, given):
         self.config, self.spec, self.dist = config, spec, dist
@@ -135,7 +135,33 @@ class _Run:
         self.holds = ExitStack()  # the run folder, held for the run (rank 0)
         self.folder = None  # its pcae.outputs.OutputFolder: what --force replaces waits there
 
-    # -- setup, stage by stage ------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        self.started = time.monotonic()
+        try:
+            self._setup()
+            return self._loop()
+        except BaseException as e:
+            self._close_log()
+            replacing = self._replacing()
+            self.holds.__exit__(type(e), e, e.__traceback__)  # before its first last.pt: the old run is back
+            if replacing and isinstance(e, KeyboardInterrupt):
+                raise Interrupted(f"interrupted before the new run's first checkpoint: {self.out} "
+                                  "holds the run --force was replacing, as it was") from None
+            raise
+        finally:
+            self._close_log()
+            self.holds.close()
+
+    def _replacing(self) -> bool:
+        """Whether the run --force replaces still waits aside (this run has no last.pt yet)."""
+        return self.folder is not None and self.folder.aside is not None
+
+    def _close_log(self):
+        for handler in list(self.log.handlers):
+            handler.close()
+            self.log.removeHandler(handler)
+
+    # -- setup, stage by stage: nothing is written before _open_folder -------------------------
 
     def _setup(self):
         check_run_folder(self.out, self.resume, self.force)  # every rank checks before anyone writes
@@ -204,6 +230,20 @@ class _Run:
         task.check_data(self.train_ds)
         self.task = task
 
+    def _make_optimizer(self):
+        config, device, model = self.config, self.dist.device, self.task.model
+        model.to(device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.fused = device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay,
+                                           fused=self.fused or None)
+        self.average = WeightAverage(model, config.ema) if config.ema else None
+        self.feeder = Feeder(self.train_ds, config.batch_size, config.seed, self.dist.rank,
+                             self.dist.world, device, config.num_workers, config.channels_last)
+        self.total = config.steps or config.epochs * self.feeder.per_epoch
+
     def _open_folder(self, resumed: bool):
         """The run folder and train.log. Nothing is written before this, so a run that cannot
         start leaves no folder behind."""
@@ -227,20 +267,6 @@ class _Run:
             for skipped in info.get("skipped", []) or []:
                 self.log.info("data %s: skipped %s", split, skipped)
         self.log.info("model %s: %s", task.kind, json.dumps(task.configs(), default=str))
-
-    def _make_optimizer(self):
-        config, device, model = self.config, self.dist.device, self.task.model
-        model.to(device)
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.fused = device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay,
-                                           fused=self.fused or None)
-        self.average = WeightAverage(model, config.ema) if config.ema else None
-        self.feeder = Feeder(self.train_ds, config.batch_size, config.seed, self.dist.rank,
-                             self.dist.world, device, config.num_workers, config.channels_last)
-        self.total = config.steps or config.epochs * self.feeder.per_epoch
 
     def _restore(self, checkpoint: dict):
         """Optimizer, position in the data, progress figures, raw weights and RNG states of last.pt."""
@@ -271,121 +297,7 @@ class _Run:
         return json.dumps([self.task.kind, self.task.configs(), self.config.batch_size,
                            self.config.compile, self.config.channels_last], sort_keys=True, default=str)
 
-    # -- pieces ---------------------------------------------------------------------------------
-
-    def _write_row(self, row: dict):
-        if self.dist.main:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(row) + "\n")
-
-    def _averaged(self):
-        """A context in which the model holds the averaged weights (when the run averages)."""
-        return self.average.averaged() if self.average is not None else nullcontext()
-
-    def _checkpoint(self, name="last.pt"):
-        if not self.dist.main:
-            return
-        with self._averaged():  # "state_dicts" holds the weights to use: the average
-            self._save(name)
-
-    def _save(self, name):
-        checkpoint = {
-            "kind": self.task.kind,
-            "configs": {**self.task.configs(), "train": dataclasses.asdict(self.config)},
-            "state_dicts": self.task.state_dicts(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.state.step, "epoch": self.state.epoch, "position": self.state.position,
-            "global_batch": self.feeder.global_batch,
-            "rng": rng_states(),
-            "data": self.data_info,
-            "metrics": {"best": self.state.best, "elapsed": self.state.elapsed + self._since_start(),
-                        "train_seconds": self.state.train_seconds, "images_seen": self.state.images_seen},
-        }
-        if self.average is not None:
-            checkpoint["training_weights"] = self.average.training_weights()
-        path = save_checkpoint(checkpoint, self.out / name)
-        if name == "last.pt":
-            self.state.last_checkpoint_step = self.state.step
-            self.folder.commit()  # the new run can be resumed now: the one it replaces goes
-        self.log.info("step %d: saved %s", self.state.step, path)
-        self.callback("checkpoint", {"step": self.state.step, "path": str(path)})
-
-    def _since_start(self):
-        return time.monotonic() - self.started
-
-    def _nonfinite_message(self, what: str) -> str:
-        if self.state.last_checkpoint_step is None:
-            kept = "no checkpoint had been written yet"
-        else:
-            kept = f"the last good checkpoint is {self.out / 'last.pt'} (step {self.state.last_checkpoint_step})"
-        return (f"{what} by step {self.state.step}: training stopped; {kept}. Try a lower --lr "
-                f"(now {self.config.lr:g}) or --grad-clip")
-
-    def _evaluate(self):
-        if not self.dist.main:
-            return None
-        task, config = self.task, self.config
-        task.model.eval()
-        try:
-            with self.autocast, self._averaged():
-                batches = eval_batches(self.test_ds, config.eval_images, 2 * config.batch_size,
-                                       self.dist.device, config.num_workers)
-                metrics = task.evaluate(batches)
-        finally:
-            task.model.train()
-        if not metrics:
-            return None
-        row = {"step": self.state.step, "epoch": self.state.epoch, "split": "test", **metrics}
-        self._write_row(row)
-        self.log.info("step %d: test %s", self.state.step, json.dumps(metrics))
-        self.callback("eval", row)
-        value = metrics.get(task.metric)
-        if value is not None and math.isfinite(value) and (self.state.best is None or value < self.state.best["value"]):
-            self.state.best = {"value": value, "step": self.state.step}
-            if config.keep_best:
-                self._checkpoint("best.pt")
-        return metrics
-
-    def _sample(self, name: str):
-        if not self.dist.main or self.config.n_samples == 0:
-            return None
-        generator = torch.Generator(self.dist.device).manual_seed(self.config.seed)
-        with self._averaged():
-            images, nrow = self.task.sample_grid(self.examples, self.config.n_samples, generator,
-                                                 self.config.temperature)
-        path = save_grid(images, nrow, self.out / name)
-        self.last_grid = (self.state.step, path)
-        self.log.info("step %d: wrote %s", self.state.step, path)
-        self.callback("sample", {"step": self.state.step, "path": str(path)})
-        return path
-
-    # -- the loop -------------------------------------------------------------------------------
-
-    def run(self) -> TrainResult:
-        self.started = time.monotonic()
-        try:
-            self._setup()
-            return self._loop()
-        except BaseException as e:
-            self._close_log()
-            replacing = self.folder is not None and self.folder.aside is not None
-            self.holds.__exit__(type(e), e, e.__traceback__)  # before its first last.pt: the old run is back
-            if replacing and isinstance(e, KeyboardInterrupt):
-                raise Interrupted(f"interrupted before the new run's first checkpoint: {self.out} "
-                                  "holds the run --force was replacing, as it was") from None
-            raise
-        finally:
-            self._close_log()
-            self.holds.close()
-
-    def _replacing(self) -> bool:
-        """Whether the run --force replaces still waits aside (this run has no last.pt yet)."""
-        return self.folder is not None and self.folder.aside is not None
-
-    def _close_log(self):
-        for handler in list(self.log.handlers):
-            handler.close()
-            self.log.removeHandler(handler)
+    # -- the loop and one training step ---------------------------------------------------------
 
     def _loop(self) -> TrainResult:
         config, dist, task, state = self.config, self.dist, self.task, self.state
@@ -509,6 +421,96 @@ class _Run:
         self._write_row(row)
         if dist.main:
             self.callback("train", {**row, "total": self.total})
+
+    # -- pieces: metrics rows, checkpoints, evaluation, grids ------------------------------------
+
+    def _write_row(self, row: dict):
+        if self.dist.main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def _averaged(self):
+        """A context in which the model holds the averaged weights (when the run averages)."""
+        return self.average.averaged() if self.average is not None else nullcontext()
+
+    def _checkpoint(self, name="last.pt"):
+        if not self.dist.main:
+            return
+        with self._averaged():  # "state_dicts" holds the weights to use: the average
+            self._save(name)
+
+    def _save(self, name):
+        checkpoint = {
+            "kind": self.task.kind,
+            "configs": {**self.task.configs(), "train": dataclasses.asdict(self.config)},
+            "state_dicts": self.task.state_dicts(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.state.step, "epoch": self.state.epoch, "position": self.state.position,
+            "global_batch": self.feeder.global_batch,
+            "rng": rng_states(),
+            "data": self.data_info,
+            "metrics": {"best": self.state.best, "elapsed": self.state.elapsed + self._since_start(),
+                        "train_seconds": self.state.train_seconds, "images_seen": self.state.images_seen},
+        }
+        if self.average is not None:
+            checkpoint["training_weights"] = self.average.training_weights()
+        path = save_checkpoint(checkpoint, self.out / name)
+        if name == "last.pt":
+            self.state.last_checkpoint_step = self.state.step
+            self.folder.commit()  # the new run can be resumed now: the one it replaces goes
+        self.log.info("step %d: saved %s", self.state.step, path)
+        self.callback("checkpoint", {"step": self.state.step, "path": str(path)})
+
+    def _since_start(self):
+        return time.monotonic() - self.started
+
+    def _nonfinite_message(self, what: str) -> str:
+        if self.state.last_checkpoint_step is None:
+            kept = "no checkpoint had been written yet"
+        else:
+            kept = f"the last good checkpoint is {self.out / 'last.pt'} (step {self.state.last_checkpoint_step})"
+        return (f"{what} by step {self.state.step}: training stopped; {kept}. Try a lower --lr "
+                f"(now {self.config.lr:g}) or --grad-clip")
+
+    def _evaluate(self):
+        if not self.dist.main:
+            return None
+        task, config = self.task, self.config
+        task.model.eval()
+        try:
+            with self.autocast, self._averaged():
+                batches = eval_batches(self.test_ds, config.eval_images, 2 * config.batch_size,
+                                       self.dist.device, config.num_workers)
+                metrics = task.evaluate(batches)
+        finally:
+            task.model.train()
+        if not metrics:
+            return None
+        row = {"step": self.state.step, "epoch": self.state.epoch, "split": "test", **metrics}
+        self._write_row(row)
+        self.log.info("step %d: test %s", self.state.step, json.dumps(metrics))
+        self.callback("eval", row)
+        value = metrics.get(task.metric)
+        if value is not None and math.isfinite(value) and (self.state.best is None or value < self.state.best["value"]):
+            self.state.best = {"value": value, "step": self.state.step}
+            if config.keep_best:
+                self._checkpoint("best.pt")
+        return metrics
+
+    def _sample(self, name: str):
+        if not self.dist.main or self.config.n_samples == 0:
+            return None
+        generator = torch.Generator(self.dist.device).manual_seed(self.config.seed)
+        with self._averaged():
+            images, nrow = self.task.sample_grid(self.examples, self.config.n_samples, generator,
+                                                 self.config.temperature)
+        path = save_grid(images, nrow, self.out / name)
+        self.last_grid = (self.state.step, path)
+        self.log.info("step %d: wrote %s", self.state.step, path)
+        self.callback("sample", {"step": self.state.step, "path": str(path)})
+        return path
+
+    # -- the end of a run -----------------------------------------------------------------------
 
     def _finish(self) -> dict:
         """The end of a run: final eval (unless the last step had one), samples, summary, curve."""
