@@ -27,6 +27,7 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pcae.machine import cpu_description
@@ -73,7 +74,12 @@ def train_variant(name: str, args, out: Path, data: str = "faces", **spec_option
 
 
 def row_of(name: str, summary: dict, wall: float) -> dict:
-    m = summary.get("semantics") or {}
+    m = dict(summary.get("semantics") or {})
+    ratios = [f["ratios"] for f in m.get("faces", []) if f.get("ratios")]
+    for key in ("pose_ratio", "light_ratio"):  # the median over faces (runs that stored the mean)
+        values = [r[key] for r in ratios if r.get(key) is not None]
+        if values:
+            m[key] = float(np.median(values))
     keys = ("named", "judge_accuracy", "dlib_distance", "dlib_same_person", "dlib_ceiling_distance",
             "rms_mean", "rms_min", "near_copies", "pose_ratio", "light_ratio", "varied_faces", "test_faces")
     return {"variant": name, "what": VARIANTS.get(name, ("",))[0], "bpd": summary["final_test_bpd"],
@@ -111,12 +117,12 @@ def holdout(args, out: Path) -> dict:
 
     people = sorted({p.parent.relative_to(BUNDLED_FACES).as_posix() for p in BUNDLED_FACES.rglob("*.png")})
     held = sorted(random.Random(args.seed).sample(people, args.holdout))
-    folder = out / "photos"  # every person but the held-out ones, as links to the bundled folders
-    for person in people:
-        link = folder / person
-        if person not in held and not link.exists():
+    folder = out / "photos"  # every person but the held-out ones, as links to the bundled photos
+    for photo in sorted(BUNDLED_FACES.rglob("*.png")):
+        link = folder / photo.relative_to(BUNDLED_FACES)
+        if link.parent.relative_to(folder).as_posix() not in held and not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(BUNDLED_FACES / person, target_is_directory=True)
+            link.symlink_to(photo)
     summary, wall, run = train_variant("default", args, out / "run", data=f"folder:{folder}")
     # the judge and people of all 55 (the full run's cache: the same photos, the same split)
     full = json.loads((out.parent / "default" / "summary.json").read_text())["model"]["faces"]

@@ -215,6 +215,11 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
+
+
 @torch.no_grad()
 def judge_test_faces(task, test_ds, n: int, per: int, generator, temperature: float = 1.0) -> dict:
     """The portrait figures over the first n test faces of a run's face cache, `per` portraits
@@ -267,8 +272,9 @@ def judge_test_faces(task, test_ds, n: int, per: int, generator, temperature: fl
         "rms_min": min((f["diversity"]["rms_min"] for f in faces if f["diversity"]["rms_min"] is not None),
                        default=None),
         "near_copies": sum(f["diversity"]["near_copies"] for f in faces),
-        "pose_ratio": _mean(r["pose_ratio"] for r in ratios),
-        "light_ratio": _mean(r["light_ratio"] for r in ratios),
+        # medians: a person whose photos barely vary in one figure would make any mean of ratios huge
+        "pose_ratio": _median(r["pose_ratio"] for r in ratios),
+        "light_ratio": _median(r["light_ratio"] for r in ratios),
         "varied_faces": float(np.mean([v >= 0.5 for v in varied])) if varied else None,
         "faces": faces,
     }

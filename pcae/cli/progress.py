@@ -141,7 +141,7 @@ def semantics_line(m: dict) -> str:
                 f"test faces, chance {1 / m['people']:.0%}); dlib distance to the photo {num(m['dlib_distance'])}, "
                 f"{pct(m['dlib_same_person'])} under 0.6 (the photo at the portraits' size: "
                 f"{num(m['dlib_ceiling_distance'])}); pixel RMS between portraits {num(m['rms_mean'])} "
-                f"(smallest {num(m['rms_min'])}, {m['near_copies']} near-copies); pose spread "
+                f"(smallest {num(m['rms_min'])}, {m['near_copies']} near-copies); median pose spread "
                 f"{num(m['pose_ratio'])}x and lighting spread {num(m['light_ratio'])}x the person's "
                 f"photos' ({pct(m['varied_faces'])} of faces at 0.5x or more)")
     ceiling = f"judge {m['judge_accuracy']:.1%} on real test images"
