@@ -281,3 +281,24 @@ def participation_ratio(h: torch.Tensor) -> float:
     lam = torch.linalg.eigvalsh(x.T @ x / len(x)).clamp_min(0)
     denom = lam.pow(2).sum().item()
     return 0.0 if denom == 0 else lam.sum().item() ** 2 / denom
+
+
+def receptive_field(model, pixel: tuple[int, int], h: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+    """How much each input pixel moves the logits of one output pixel: |d logits(c=0, i, j) / d x|,
+    summed over the input channels, in float64 on a copy of the model (it is left as it was).
+
+    A random projection of the 256 logits is differentiated (one backward pass) at a random input
+    image; a zero means the pixel is not seen at all. Args: model a GatedPixelCNN; pixel (i, j).
+    Returns: (H, W) float64 magnitudes.
+    """
+    import copy
+
+    C, (H, W) = model.config.image_channels, model.config.image_size
+    i, j = pixel
+    net = copy.deepcopy(model).double().eval()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, C, H, W, generator=g, dtype=torch.double).mul(2).sub(1).requires_grad_(True)
+    logits = net.forward_float(x, None if h is None else h.double())  # (1, K, C, H, W)
+    weights = torch.randn(logits.shape[1], generator=g, dtype=torch.double)
+    (logits[0, :, 0, i, j] * weights).sum().backward()
+    return x.grad[0].abs().sum(0)

@@ -41,6 +41,11 @@ channels c' < c of pixel (i, j) itself. Nothing else.
   The 1x1 convolutions inside the horizontal path (residual, skip, output head) use mask B. The
   vertical stack needs no channel mask: after the down-shift it only carries earlier rows.
 * Information flows vertical -> horizontal only, never back.
+* One stack (`stacks=1`, the original PixelCNN of [2], kept to measure what the two stacks buy):
+  every layer's vertical convolution reads the horizontal stream itself, so each layer is one masked
+  k x k convolution (rows above through the down-shifted vertical part, the current row's left
+  through the horizontal part). Causal, but with the blind spot: a pixel up and to the right of the
+  diagonal (i - a, j + b) with b > a is never seen, however deep the stack (tests/test_pixelcnn.py).
 
 Masks are registered buffers multiplied into the weights inside the graph; weights are never edited.
 
@@ -77,7 +82,8 @@ class PixelCNNConfig:
     spatial_cond: bool = False
     spatial_channels: int = 16  # c of the map s = m(h), (B, c, H, W)
     image_size: tuple[int, int] = (28, 28)
-    gated: bool = True
+    gated: bool = True  # tanh * sigmoid gates [1]; False: ReLU, as the original PixelCNN [2]
+    stacks: int = 2  # vertical + horizontal [1]; 1: one masked stack, with the blind spot [2]
 
     def __post_init__(self):
         object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
@@ -94,6 +100,7 @@ class PixelCNNConfig:
             ("spatial_channels", self.spatial_channels >= 1, ">= 1"),
             ("image_size", len(self.image_size) == 2 and min(self.image_size) >= 1,
              "(H, W) with H, W >= 1"),
+            ("stacks", self.stacks in (1, 2), "1 or 2"),
         ]
         for name, ok, rule in checks:
             if not ok:
@@ -382,6 +389,8 @@ class GatedPixelCNN(nn.Module):
         v = x_h = x
         skip = 0
         for layer, (bias_v, bias_h) in zip(self.layers, self.condition(h)):
+            if self.config.stacks == 1:  # one stream: the vertical part reads the horizontal one
+                v = x_h
             v, x_h, s = layer(v, x_h, bias_v, bias_h)
             skip = skip + s
         return self.head(skip)

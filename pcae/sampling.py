@@ -512,6 +512,8 @@ def sample(model: GatedPixelCNN, n: int, image_shape, h: torch.Tensor | None = N
     try:
         if h is not None:
             h = h.to(next(model.parameters()).device)
+        if model.config.stacks == 1:  # the cached sampler keeps two stacks' states: one stack runs naive
+            method = "naive"
         return SAMPLERS[method](model, n, image_shape, h, temperature, generator, progress)
     finally:
         model.train(was_training)

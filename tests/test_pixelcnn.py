@@ -212,3 +212,40 @@ def test_bad_inputs_raise_before_compute():
     spatial = make_model(C=1, cond_dim=4, spatial=True, size=(5, 6))
     with pytest.raises(ValueError, match="must be 5x6"):
         spatial(torch.zeros(1, 1, 4, 4, dtype=torch.long), h[:1])
+
+
+def test_one_stack_is_causal_but_blind_up_and_to_the_right():
+    """The original PixelCNN (one masked stack, stacks=1): nothing from the future, and the wedge up
+    and to the right of the diagonal is never seen, however deep; the two stacks see all of it. The
+    receptive-field figure of benchmarks/paper.py is eval.metrics.receptive_field of these."""
+    from eval.metrics import receptive_field
+
+    H, W = 7, 9
+    for gated in (True, False):
+        one = make_model(n_layers=6, size=(H, W), gated=gated)
+        one.config = PixelCNNConfig(**{**one.config.__dict__, "stacks": 1})
+        i, j = 5, 3
+        seen = receptive_field(one, (i, j)) != 0
+        past = order_map(1, H, W)[0] < order(0, i, j, 1, W)
+        assert not (seen & ~past).any()  # causal
+        blind = [(a, b) for a in range(i) for b in range(W) if b - j > i - a]
+        assert blind and not any(seen[a, b] for a, b in blind), "the wedge up-right is seen"
+        assert all(seen[a, b] for a in range(i) for b in range(W) if b - j <= i - a and b >= j - 6)
+        two = make_model(n_layers=6, size=(H, W), gated=gated)
+        assert (receptive_field(two, (i, j)) != 0)[past].all(), "two stacks have a blind spot"
+
+
+def test_one_stack_and_relu_models_train_sample_and_round_trip():
+    from pcae.sampling import sample
+
+    cfg = PixelCNNConfig(n_layers=1, channels=6, image_size=(4, 4), gated=False, stacks=1)
+    model = GatedPixelCNN(cfg)
+    x = torch.randint(0, 256, (2, 1, 4, 4))
+    bits_per_dim(model(x), x).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    images = sample(model, 2, (1, 4, 4), generator=torch.Generator().manual_seed(0))  # naive, for one stack
+    assert images.shape == (2, 1, 4, 4) and images.dtype == torch.long
+    again = GatedPixelCNN(PixelCNNConfig(**cfg.__dict__))
+    again.load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match="stacks must be 1 or 2, got 3"):
+        PixelCNNConfig(stacks=3)

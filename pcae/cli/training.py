@@ -191,6 +191,11 @@ def train_cmd(
     kernel_size: KernelSize = PIXELCNN["kernel_size"],
     first_kernel_size: FirstKernelSize = PIXELCNN["first_kernel_size"],
     head_channels: HeadChannels = PIXELCNN["head_channels"],
+    gated: bool = typer.Option(PIXELCNN["gated"], "--gated/--relu", help="Gated units, or ReLU units "
+                               "as in the original PixelCNN (for the paper's comparison)."),
+    stacks: int = typer.Option(PIXELCNN["stacks"], "--stacks", min=1, max=2, help="2: vertical and "
+                               "horizontal stacks; 1: the original PixelCNN's one masked stack, with "
+                               "its blind spot (sampled by the naive sampler)."),
     image_channels: ImageChannels = None,
     image_size: ImageSize = None,
     data_root: DataRoot = None,
@@ -207,7 +212,7 @@ def train_cmd(
                                   image_channels=image_channels, image_size=image_size)
     spec = PixelCNNSpec(channels=channels, n_layers=n_layers, kernel_size=kernel_size,
                         first_kernel_size=first_kernel_size, head_channels=head_channels,
-                        condition=condition)  # a plain dataclass: the model is checked in build()
+                        condition=condition, gated=gated, stacks=stacks)  # checked in build()
     run_training(config, spec, train["resume"], train["force"], given)
 
 

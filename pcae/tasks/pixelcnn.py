@@ -144,6 +144,8 @@ class PixelCNNSpec:
     first_kernel_size: int = 7
     head_channels: int = 0
     condition: str = "none"
+    gated: bool = True  # False: ReLU units (the original PixelCNN's), for the paper's comparison
+    stacks: int = 2  # 1: one masked stack, with the blind spot (the original PixelCNN's)
 
     def build(self, dataset) -> PixelCNNTask:
         if self.condition not in CONDITIONS:
@@ -158,7 +160,7 @@ class PixelCNNSpec:
                                     kernel_size=self.kernel_size,
                                     first_kernel_size=self.first_kernel_size,
                                     head_channels=self.head_channels, cond_dim=cond_dim,
-                                    image_size=(H, W))
+                                    image_size=(H, W), gated=self.gated, stacks=self.stacks)
         except ValueError as e:
             raise PcaeError(f"model options: {e}") from None
         return PixelCNNTask(config, self.condition, list(dataset.classes or []))
@@ -168,6 +170,7 @@ class PixelCNNSpec:
                                        "kernel_size": ("model", "kernel_size"),
                                        "first_kernel_size": ("model", "first_kernel_size"),
                                        "head_channels": ("model", "head_channels"),
+                                       "gated": ("model", "gated"), "stacks": ("model", "stacks"),
                                        "condition": ("task", "condition")})
 
     def restore(self, checkpoint: dict) -> PixelCNNTask:
