@@ -208,7 +208,7 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if append and shard:
         raise PcaeError("--append and --shard cannot be combined: embed shards, then `pcae index merge`")
-    if checkpoint is not None and not Path(checkpoint).is_file():
+    if checkpoint is not None and not Path(checkpoint).exists():
         raise PcaeError(f"{checkpoint}: no such checkpoint file")
     out = Path(out)
     if shard:

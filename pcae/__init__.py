@@ -22,3 +22,11 @@ The modules by layer, each using only those above it (tests/test_layers.py keeps
 Importing the package does not import torch; `pcae.pixelcnn`, `pcae.sampling` and friends do.
 """
 from pcae.files import VERSION as __version__  # noqa: F401
+
+
+def load_pretrained(path):
+    """A pretrained model folder (`pcae export`) or a checkpoint as its model on the CPU, in eval
+    mode: (model, checkpoint dict). An exported folder is read without pickle (safetensors)."""
+    from pcae.kinds import load_model  # here: `import pcae` imports no torch
+
+    return load_model(path)

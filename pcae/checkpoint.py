@@ -27,6 +27,7 @@ model kinds), never from numbers written down elsewhere.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 from pathlib import Path
@@ -114,10 +115,14 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, *, lazy: b
     path = Path(path)
     if not path.exists():
         raise PcaeError(f"{path}: no such checkpoint file")
-    if path.is_dir():
-        raise PcaeError(f"{path}: is a folder, expected a checkpoint file (e.g. {path / 'last.pt'})")
-    refuse_special(path, "a checkpoint file")
-    checkpoint = load_torch_file(path, lazy=lazy)
+    if path.is_dir() and (path / PRETRAINED_CONFIG).is_file():
+        checkpoint = read_pretrained(path)
+    elif path.is_dir():
+        raise PcaeError(f"{path}: is a folder, expected a checkpoint file (e.g. {path / 'last.pt'}) or a "
+                        f"folder `pcae export` wrote ({PRETRAINED_CONFIG}, {PRETRAINED_WEIGHTS})")
+    else:
+        refuse_special(path, "a checkpoint file")
+        checkpoint = load_torch_file(path, lazy=lazy)
     if not isinstance(checkpoint, dict) or checkpoint.get("pcae") != "checkpoint":
         raise PcaeError(f"{path}: not a pcae checkpoint (no pcae checkpoint header)")
     version = checkpoint.get("format_version")
@@ -167,3 +172,90 @@ def run_kind(out: str | os.PathLike) -> str | None:
     return load_checkpoint(path, lazy=True).get("kind") if path.is_file() else None
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights for use, without the training code: safetensors + config.json (`pcae export`)
+
+PRETRAINED_CONFIG, PRETRAINED_WEIGHTS = "config.json", "model.safetensors"
+PRETRAINED_FORMAT = "pcae-pretrained/1"
+
+
+def export_pretrained(checkpoint: dict, folder: str | os.PathLike, *, force: bool = False) -> Path:
+    """Write a checkpoint's model as the layout Hugging Face tools use: `model.safetensors` (every
+    tensor of its state dicts, keyed "group.name"; no pickle, so loading runs no code) and
+    `config.json` (the kind, every config including the encoder's preprocessing, the data's shape
+    and levels, the step). The optimizer and random states stay behind: this is for using a
+    model, `--resume` keeps the training checkpoint. An encoder whose weights are pretrained
+    elsewhere (FaceNet's named weights) is recorded by name and sha1 instead of copied; dlib's
+    has no torch weights to copy.
+
+    The two files are one output (pcae.outputs): written together, and with `force` an older
+    export of pcae's is replaced, anything else refused.
+    """
+    from safetensors.torch import save_file
+
+    from pcae.outputs import output_folder
+
+    tensors, omitted = {}, {}
+    for group, state in checkpoint["state_dicts"].items():
+        config = checkpoint["configs"].get(group)
+        if isinstance(config, dict) and config.get("weights") not in (None, "random") and "/" not in str(
+                config.get("weights")):  # a named pretrained file (FaceNet's vggface2): by name
+            omitted[group] = {"weights": config["weights"], "sha1": _state_sha1(state)}
+            continue
+        for name, value in state.items():
+            tensors[f"{group}.{name}"] = value.detach().cpu().contiguous()
+    config = {"format": PRETRAINED_FORMAT, "pcae_version": VERSION, "kind": checkpoint["kind"],
+              "configs": to_plain(checkpoint["configs"]), "groups": sorted(checkpoint["state_dicts"]),
+              "omitted": omitted, "data": to_plain(checkpoint.get("data")), "step": checkpoint.get("step", 0)}
+    folder = Path(folder)
+    paths_of = lambda f: [p for p in (f / PRETRAINED_CONFIG, f / PRETRAINED_WEIGHTS)  # noqa: E731
+                          if p.exists() or p.is_symlink()]
+    with output_folder(folder, "pretrained model folder", paths_of) as out:
+        if out.existing():
+            if not force:
+                raise PcaeError(f"{folder}: already holds {', '.join(p.name for p in out.existing())}; pass "
+                                "--force to replace them")
+            out.replace()
+        with out.files([PRETRAINED_CONFIG, PRETRAINED_WEIGHTS]) as tmp:
+            save_file(tensors, str(tmp[PRETRAINED_WEIGHTS]), metadata={"format": PRETRAINED_FORMAT})
+            tmp[PRETRAINED_CONFIG].write_text(json.dumps(config, indent=2) + "\n")
+    return folder
+
+
+def read_pretrained(folder: Path) -> dict:
+    """An exported folder as a checkpoint dict (kind, configs, state dicts, step), read without
+    pickle; PcaeError naming the file and the problem."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        config = json.loads((folder / PRETRAINED_CONFIG).read_text())
+    except (OSError, ValueError) as e:
+        raise PcaeError(f"{folder / PRETRAINED_CONFIG}: unreadable ({e})") from None
+    if not isinstance(config, dict) or config.get("format") != PRETRAINED_FORMAT:
+        raise PcaeError(f"{folder / PRETRAINED_CONFIG}: not a pcae pretrained model's config")
+    try:
+        tensors = load_file(str(folder / PRETRAINED_WEIGHTS))
+    except (OSError, SafetensorError) as e:
+        raise PcaeError(f"{folder / PRETRAINED_WEIGHTS}: unreadable ({e})") from None
+    states: dict[str, dict] = {group: {} for group in config.get("groups", [])}
+    for key, value in tensors.items():
+        group, _, name = key.partition(".")
+        states.setdefault(group, {})[name] = value
+    for group in config.get("omitted", {}):
+        states.pop(group, None)  # rebuilt from its config: the pretrained file it names
+    return {"pcae": "checkpoint", "format_version": FORMAT_VERSION, "kind": config.get("kind"),
+            "configs": config.get("configs"), "state_dicts": states, "step": config.get("step", 0),
+            "data": config.get("data"), "pretrained": {"folder": str(folder), "omitted": config.get("omitted", {})}}
+
+
+def _state_sha1(state: dict) -> str:
+    import hashlib
+
+    digest = hashlib.sha1()
+    for name, value in state.items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

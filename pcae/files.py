@@ -186,7 +186,7 @@ _LOG_START = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (new|resumed) run in ")
 # what a JSON file pcae writes holds (any one set of keys): summary.json, report.json,
 # index_infos.json, and the files that say "pcae" (scores.json)
 _JSON_KEYS = ({"kind", "config", "steps"}, {"config", "rows"}, {"index_string", "metric", "d", "count"},
-              {"pcae"})
+              {"pcae"}, {"kind", "configs", "groups"})  # ... and an export's config.json
 
 
 def written_by_pcae(path: str | os.PathLike) -> bool | None:
@@ -198,7 +198,8 @@ def written_by_pcae(path: str | os.PathLike) -> bool | None:
 
     What makes a file pcae's: a PNG with pcae's Software chunk (or its older "pcae" key); an HDF5
     file with a pcae format attribute or a latents file's attributes; a torch file with pcae's
-    checkpoint header; a FAISS index; a JSON object of one of pcae's reports (_JSON_KEYS); a
+    checkpoint header; a safetensors file with pcae's metadata; a FAISS index; a JSON object of one
+    of pcae's reports (_JSON_KEYS); a
     train.log that starts with pcae's first line; a metrics.jsonl of pcae rows; compare-decoders'
     report.md.
     """
@@ -232,6 +233,16 @@ def written_by_pcae(path: str | os.PathLike) -> bool | None:
         if suffix == ".pt":
             checkpoint = load_torch_file(path, lazy=True)
             return isinstance(checkpoint, dict) and checkpoint.get("pcae") == "checkpoint"
+        if suffix == ".safetensors":  # an 8-byte header size, then a JSON header with pcae's metadata
+            size = int.from_bytes(head, "little")
+            with open(path, "rb") as f:
+                f.seek(8)
+                header = f.read(min(size, 1 << 20))
+            try:
+                meta = json.loads(header).get("__metadata__") or {}
+            except ValueError:
+                return None
+            return str(meta.get("format", "")).startswith("pcae")
         if suffix == ".faiss":  # every FAISS index file opens with its type's four letters
             return len(head) >= 4 and head[:1] == b"I" and head[:4].isalnum()
         if suffix == ".json":

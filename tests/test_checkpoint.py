@@ -201,3 +201,58 @@ def test_cli_sample_refuses_another_kind(tmp_path, monkeypatch, capsys):
     path = save_checkpoint(checkpoint, tmp_path / "ae.pt")
     code, out, err = run_pcae(monkeypatch, capsys, "sample", path, "--out", tmp_path / "g.png")
     assert code == 1 and "expected 'pixelcnn'" in err and err.strip().count("\n") == 0
+
+
+# ----------------------------------------------------------------------------- pcae export: safetensors
+
+EXPORT_SCRIPT = """
+import sys, torch
+def refused(*args, **kwargs):
+    raise AssertionError("torch.load was called")
+torch.load = refused                      # an exported folder is read without pickle
+import pcae
+from pcae.sampling import sample
+model, checkpoint = pcae.load_pretrained(sys.argv[1])
+images = sample(model, 3, (1, 6, 5), torch.randn(3, 3, generator=torch.Generator().manual_seed(1)),
+                generator=torch.Generator().manual_seed(7))
+torch.save(images, sys.argv[2])          # saving is fine; only loading would run code
+print(checkpoint["kind"], checkpoint["step"])
+"""
+
+
+def test_an_exported_folder_loads_without_pickle_and_samples_the_same_images(tmp_path, monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    from pcae.sampling import sample
+
+    model, checkpoint = make_checkpoint()
+    save_checkpoint(checkpoint, tmp_path / "last.pt")
+    folder = tmp_path / "exported"
+    code, out, err = run_pcae(monkeypatch, capsys, "export", tmp_path / "last.pt", folder)
+    assert code == 0, err
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert "pixelcnn model, step 1" in out
+    script = tmp_path / "load.py"
+    script.write_text(EXPORT_SCRIPT)
+    result = subprocess.run([sys.executable, str(script), str(folder), str(tmp_path / "x.pt")],
+                            capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["pixelcnn", "1"]
+    reference, _ = load_model(tmp_path / "last.pt")
+    expected = sample(reference, 3, (1, 6, 5), torch.randn(3, 3, generator=torch.Generator().manual_seed(1)),
+                      generator=torch.Generator().manual_seed(7))
+    assert torch.equal(torch.load(tmp_path / "x.pt"), expected)
+    # the folder goes wherever a checkpoint does, and is refused as such where it cannot
+    assert load_checkpoint(folder, kind="pixelcnn")["configs"]["model"]["cond_dim"] == 3
+    with pytest.raises(PcaeError, match="is a 'pixelcnn' checkpoint, expected 'autoencoder'"):
+        load_checkpoint(folder, kind="autoencoder")
+    # an existing export needs --force; a user's file there is never replaced
+    code, _, err = run_pcae(monkeypatch, capsys, "export", tmp_path / "last.pt", folder)
+    assert code == 1 and "already holds" in err and "--force" in err
+    assert run_pcae(monkeypatch, capsys, "export", tmp_path / "last.pt", folder, "--force")[0] == 0
+    (folder / "config.json").write_text('{"mine": 1}')
+    code, _, err = run_pcae(monkeypatch, capsys, "export", tmp_path / "last.pt", folder, "--force")
+    assert code == 1 and "config.json: is not a file pcae wrote" in err
+    with pytest.raises(PcaeError, match="not a pcae pretrained model's config"):
+        load_checkpoint(folder)

@@ -606,3 +606,21 @@ def test_bad_photos_and_a_portrait_checkpoint_elsewhere_are_one_line(people_run,
     code, _, err = run_pcae(monkeypatch, capsys, "reconstruct", out / "best.pt", "--out", tmp_path / "r.png")
     assert code == 1 and "is a 'portrait' checkpoint, expected 'autoencoder'" in err, err
     assert not any(tmp_path.glob("*.png")) or sorted(p.name for p in tmp_path.glob("*.png")) == ["tiny.png"]
+
+
+def test_an_exported_portrait_model_draws_the_same_portraits(people_run, tmp_path, monkeypatch, capsys):
+    """`pcae export` of a portrait run (identity judge, people, h's standardisation travel with it;
+    dlib's model is recorded, not copied): `pcae portrait --checkpoint FOLDER` draws the same."""
+    photos, out, _ = people_run
+    folder = tmp_path / "model"
+    assert run_pcae(monkeypatch, capsys, "export", out / "best.pt", folder)[0] == 0
+    photo = sorted((photos / PEOPLE[1]).iterdir())[0]
+    drawn = {}
+    for name, checkpoint in (("checkpoint", out / "best.pt"), ("export", folder)):
+        code, text, err = run_pcae(monkeypatch, capsys, "portrait", photo, "--n", 3, "--checkpoint", checkpoint,
+                                   "--out", tmp_path / f"{name}.png", "--samples-out", tmp_path / f"{name}.h5")
+        assert code == 0, err
+        assert f"person: {PEOPLE[1]}" in text
+        with h5py.File(tmp_path / f"{name}.h5", "r") as f:
+            drawn[name] = f["images"][:]
+    assert np.array_equal(drawn["checkpoint"], drawn["export"])

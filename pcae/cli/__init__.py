@@ -6,7 +6,7 @@ red line on stderr and exit 1, a full disk or a refused path likewise, Ctrl-C is
 errors exit 2 (typer's convention). The commands live by group:
 
     training     train, train-ae, train-portraits (progress: their bar and summaries)
-    inference    sample, evaluate, reconstruct
+    inference    sample, evaluate, reconstruct, export
     portraits    portrait, interpolate
     latents      embed, search, index merge|describe
     data         data info|import
@@ -55,6 +55,7 @@ app.command("search")(latents.search_cmd)
 app.command("train")(training.train_cmd)
 app.command("sample")(inference.sample_cmd)
 app.command("evaluate")(inference.evaluate_cmd)
+app.command("export")(inference.export_cmd)
 app.command("train-portraits")(training.train_portraits_cmd)
 app.command("portrait")(portraits.portrait_cmd)
 app.command("interpolate")(portraits.interpolate_cmd)

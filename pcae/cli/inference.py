@@ -111,3 +111,22 @@ def reconstruct_cmd(
                f"{scores} over them; {time.perf_counter() - start:.1f} s")
     if info.get("semantics"):
         typer.echo(semantics_line(info["semantics"]))
+
+
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by a training command (best.pt, last.pt)."),
+    folder: Path = typer.Argument(..., help="Folder to write model.safetensors and config.json into."),
+    force: Force = False,
+):
+    """Export a checkpoint's model as safetensors + config.json, for use without the training code.
+
+    Every command that takes a checkpoint (sample, evaluate, reconstruct, embed, portrait,
+    interpolate) takes such a folder too, and Python's pcae.load_pretrained(FOLDER) rebuilds the
+    model from it; neither unpickles anything. --resume needs the training checkpoint.
+    """
+    from pcae.checkpoint import export_pretrained, load_checkpoint
+
+    checkpoint_dict = load_checkpoint(checkpoint)
+    export_pretrained(checkpoint_dict, folder, force=force)
+    typer.echo(f"wrote {folder}: model.safetensors, config.json ({checkpoint_dict['kind']} model, step "
+               f"{checkpoint_dict.get('step', 0)})")

@@ -237,7 +237,7 @@ class PortraitTask(Task):
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> "PortraitTask":
         configs, states = checkpoint["configs"], checkpoint["state_dicts"]
-        facenet = load_encoder(configs["facenet"], states["facenet"])
+        facenet = load_encoder(configs["facenet"], states.get("facenet"))  # an export may omit it
         identity = people = None
         if "identity" in configs and "identity" in states:  # runs before the judge have none
             identity = IdentityJudge.from_state({**configs["identity"], "state_dict": states["identity"]})
