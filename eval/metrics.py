@@ -37,6 +37,7 @@ Shapes: B batch, C image channels, H, W image size, N images in a split, D = dim
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable, Iterable
 
@@ -291,8 +292,6 @@ def receptive_field(model, pixel: tuple[int, int], h: torch.Tensor | None = None
     image; a zero means the pixel is not seen at all. Args: model a GatedPixelCNN; pixel (i, j).
     Returns: (H, W) float64 magnitudes.
     """
-    import copy
-
     C, (H, W) = model.config.image_channels, model.config.image_size
     i, j = pixel
     net = copy.deepcopy(model).double().eval()

@@ -27,6 +27,7 @@ model kinds), never from numbers written down elsewhere.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -38,6 +39,7 @@ import torch
 
 from pcae.errors import PcaeError
 from pcae.files import VERSION, atomic_path, load_torch_file, refuse_special
+from pcae.outputs import output_folder
 
 FORMAT_VERSION = 1
 
@@ -195,8 +197,6 @@ def export_pretrained(checkpoint: dict, folder: str | os.PathLike, *, force: boo
     """
     from safetensors.torch import save_file
 
-    from pcae.outputs import output_folder
-
     tensors, omitted = {}, {}
     for group, state in checkpoint["state_dicts"].items():
         config = checkpoint["configs"].get(group)
@@ -252,8 +252,6 @@ def read_pretrained(folder: Path) -> dict:
 
 
 def _state_sha1(state: dict) -> str:
-    import hashlib
-
     digest = hashlib.sha1()
     for name, value in state.items():
         digest.update(name.encode())

@@ -64,6 +64,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     checkpoint_seconds: float = 600.0  # also checkpoint when this much time passed; 0 = off
     keep_best: bool = True
+    tensorboard: bool = False  # also log scalars and sample grids to OUT/tensorboard (pcae[tensorboard])
 
     DEFAULT_STEPS: ClassVar[int] = 800
     # Fields a resumed run takes from the new command; the rest come from the checkpoint.
@@ -71,7 +72,7 @@ class TrainConfig:
         "steps", "epochs", "device", "precision", "compile", "channels_last", "num_workers",
         "log_every", "eval_every", "eval_images", "sample_every", "n_samples", "judge_images",
         "temperature",
-        "checkpoint_every", "checkpoint_seconds", "keep_best", "data_root")
+        "checkpoint_every", "checkpoint_seconds", "keep_best", "data_root", "tensorboard")
 
     def __post_init__(self):
         checks = [

@@ -258,6 +258,8 @@ def written_by_pcae(path: str | os.PathLike) -> bool | None:
         if name == "metrics.jsonl":
             lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
             return len(read_rows(path)) >= len(lines) - 1  # a torn last line is pcae's too
+        if name.startswith("events.out.tfevents."):  # TensorBoard's records: a length, then "brain.Event"
+            return path.parent.name == "tensorboard" and len(head) == 8
         if name == "report.md":
             with open(path, "rb") as f:
                 return f.readline(200).decode("utf-8", "replace").strip() == "# compare-decoders"

@@ -14,7 +14,6 @@ import torch
 
 from pcae.files import SOFTWARE, atomic_path
 
-
 MIN_WIDTH = 512  # pixels: a grid of small images is upscaled to at least this width, to be seen
 
 

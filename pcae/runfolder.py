@@ -29,6 +29,7 @@ RUN_FILES = ("last.pt", "metrics.jsonl", "summary.json", "train.log")  # mark a 
 # everything a run writes into its folder: what --force replaces (nothing else is touched)
 RUN_OUTPUTS = RUN_FILES + ("best.pt", "samples.png", "curve.png")
 SAMPLES_DIR = "samples"  # holds step_*.png
+BOARD_DIR = "tensorboard"  # holds events.out.tfevents.* (--tensorboard)
 
 read_metrics = read_rows  # the rows of metrics.jsonl (pcae's rows only)
 
@@ -45,7 +46,19 @@ def run_paths(out: Path) -> list[Path]:
     paths = [out / name for name in RUN_OUTPUTS]
     if (out / SAMPLES_DIR).is_dir():
         paths += sorted((out / SAMPLES_DIR).glob("step_*.png"))
+    if (out / BOARD_DIR).is_dir():
+        paths += sorted((out / BOARD_DIR).glob("events.out.tfevents.*"))
     return [p for p in paths if p.exists() or p.is_symlink()]
+
+
+def open_board(out: Path):
+    """A TensorBoard writer into OUT/tensorboard (`tensorboard --logdir OUT` lists the run); one
+    line saying how to install it when it is not."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise PcaeError("--tensorboard needs the tensorboard package: pip install 'pcae[tensorboard]'") from None
+    return SummaryWriter(log_dir=str(out / BOARD_DIR))
 
 
 def failed_start(out: Path) -> bool:

@@ -40,6 +40,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torchvision.utils import make_grid
 
 from eval.judge import judge_run
 from pcae.batches import Distributed, Feeder, eval_batches, first_examples
@@ -61,6 +62,7 @@ from pcae.resume import (
 from pcae.runfolder import (
     check_run_folder,
     diverged_warnings,
+    open_board,
     open_run_folder,
     read_metrics,
     write_json,
@@ -134,6 +136,7 @@ class _Run:
         self.last_grid = None  # (step, path) of the newest sample grid
         self.holds = ExitStack()  # the run folder, held for the run (rank 0)
         self.folder = None  # its pcae.outputs.OutputFolder: what --force replaces waits there
+        self.board = None  # a TensorBoard SummaryWriter into OUT/tensorboard, with --tensorboard
 
     def run(self) -> TrainResult:
         self.started = time.monotonic()
@@ -157,6 +160,9 @@ class _Run:
         return self.folder is not None and self.folder.aside is not None
 
     def _close_log(self):
+        if self.board is not None:
+            self.board.close()
+            self.board = None
         for handler in list(self.log.handlers):
             handler.close()
             self.log.removeHandler(handler)
@@ -253,6 +259,8 @@ class _Run:
             # held until the run ends: a second run into this folder stops at once, and the run
             # --force replaces waits aside until this one's first last.pt
             self.folder = self.holds.enter_context(open_run_folder(self.out, self.resume, self.force))
+            if config.tensorboard:
+                self.board = open_board(self.out)
             handler = logging.FileHandler(self.out / "train.log")
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
             self.log.addHandler(handler)
@@ -428,6 +436,10 @@ class _Run:
         if self.dist.main:
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
+            if self.board is not None:  # the same scalars, as "split/name"
+                for key, value in row.items():
+                    if key not in ("step", "epoch", "split") and isinstance(value, (int, float)):
+                        self.board.add_scalar(f"{row['split']}/{key}", value, row["step"])
 
     def _averaged(self):
         """A context in which the model holds the averaged weights (when the run averages)."""
@@ -505,6 +517,9 @@ class _Run:
             images, nrow = self.task.sample_grid(self.examples, self.config.n_samples, generator,
                                                  self.config.temperature)
         path = save_grid(images, nrow, self.out / name)
+        if self.board is not None:
+            grid = make_grid(images.float().cpu() / 255.0, nrow=nrow, padding=2, pad_value=0.5)
+            self.board.add_image("samples", grid, self.state.step)
         self.last_grid = (self.state.step, path)
         self.log.info("step %d: wrote %s", self.state.step, path)
         self.callback("sample", {"step": self.state.step, "path": str(path)})

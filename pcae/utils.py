@@ -6,11 +6,20 @@ pcae.outputs (folder_lock, atomic_files, set_aside, ...), pcae.machine (check_fi
 import warnings
 
 from pcae.errors import DiskFull, Interrupted, PcaeError, first_line, is_disk_full  # noqa: F401
-from pcae.files import (SOFTWARE, atomic_path, cache_root, clean_stale_temps, ensure_space,  # noqa: F401
-                        open_image, refuse_existing, refuse_special, writer_tag, written_by_pcae)
+from pcae.files import (  # noqa: F401
+                        SOFTWARE,
+                        atomic_path,
+                        cache_root,
+                        clean_stale_temps,
+                        ensure_space,
+                        open_image,
+                        refuse_existing,
+                        refuse_special,
+                        writer_tag,
+                        written_by_pcae,
+)
 from pcae.machine import check_fits, cpu_bf16_flags, cpu_description, memory_bytes  # noqa: F401
-from pcae.outputs import (atomic_files, folder_lock, put_back, recover_files, refuse_not_ours,  # noqa: F401
-                          restore_stale, set_aside)
+from pcae.outputs import atomic_files, folder_lock, put_back, recover_files, refuse_not_ours, restore_stale, set_aside  # noqa: F401
 
 warnings.warn("pcae.utils is deprecated: import from pcae.errors, pcae.files, pcae.outputs or pcae.machine",
               DeprecationWarning, stacklevel=2)

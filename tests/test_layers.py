@@ -38,7 +38,7 @@ LAYERS = [
 TORCH_FREE = {"pcae.errors", "pcae.options", "pcae.config", "pcae.files", "pcae.outputs", "pcae.machine",
               "pcae.images", "pcae.runs", "pcae.data", "encoders", "pcae"}
 OPTIONAL = {"faiss", "h5py", "dlib", "facenet_pytorch", "matplotlib", "tensorboard", "torchvision",
-            "safetensors", "huggingface_hub", "fcntl", "rich", "typer", "PIL"}
+            "safetensors", "huggingface_hub", "fcntl", "rich", "typer", "PIL", "torch.utils.tensorboard"}
 
 
 def modules() -> dict[str, Path]:
@@ -76,7 +76,8 @@ def imports(path: Path, known: set[str]):
             target = name
             while target and target not in known:
                 target = target.rpartition(".")[0]
-            yield (target or None), node.lineno, id(node) not in top, name.split(".")[0]
+            root = "torch.utils.tensorboard" if name.startswith("torch.utils.tensorboard") else name.split(".")[0]
+            yield (target or None), node.lineno, id(node) not in top, root
             if isinstance(node, ast.ImportFrom):
                 break  # `from m import a`: one edge, to m.a when it is a module, else to m
 

@@ -580,3 +580,25 @@ def test_sample_n_beyond_memory_is_refused_at_once(tmp_path, monkeypatch, capsys
                             "--n", "100000000000")
     assert code == 1 and "--n 100000000000 would need about" in err and err.strip().count("\n") == 0
     assert not (tmp_path / "g.png").exists()
+
+
+def test_tensorboard_logs_the_metrics_rows_and_the_grids(tmp_path, monkeypatch, capsys):
+    """--tensorboard: OUT/tensorboard holds what metrics.jsonl holds (as split/name scalars) and the
+    sample grids, read back by TensorBoard's own reader; --force replaces it with the rest."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    args = ["train", "--out", out, *TINY, "--steps", "4", "--eval-every", "2", "--sample-every", "2", "--tensorboard"]
+    code, _, err = run_pcae(monkeypatch, capsys, *args)
+    assert code == 0, err
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/bpd", "train/images_per_s", "train/lr", "test/bpd"} <= set(tags["scalars"]), tags
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if r["split"] == "test"]
+    logged = [(e.step, e.value) for e in events.Scalars("test/bpd")]
+    assert [(r["step"], pytest.approx(r["bpd"], rel=1e-6)) for r in rows] == logged
+    assert "samples" in tags["images"] and len(events.Images("samples")) >= 2
+    assert run_pcae(monkeypatch, capsys, *args, "--force")[0] == 0  # pcae's event files are replaced
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1

@@ -82,6 +82,9 @@ TRAINING_OPTIONS = {
                                                     help="Steps between checkpoints.")],
     "checkpoint_seconds": Annotated[float, typer.Option(
         "--checkpoint-seconds", min=0, help="Also checkpoint after this many seconds (0: off).")],
+    "tensorboard": Annotated[bool, typer.Option("--tensorboard", help="Also log the scalars and sample "
+                                                "grids to OUT/tensorboard (tensorboard --logdir OUT; "
+                                                "pip install 'pcae\\[tensorboard]').")],
     "resume": Annotated[bool, typer.Option("--resume", help="Continue --out from its last.pt.")],
     "force": Force,
 }
