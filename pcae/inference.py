@@ -150,9 +150,11 @@ def reconstruct_checkpoint(path, data: str | None = None, split: str = "test", n
     metrics = task.evaluate([(images, labels)])
     generator = torch.Generator(target).manual_seed(seed)
     grid, nrow = task.grid(images, labels, samples, generator, temperature, sampler)
+    caption = {"rows": [task.classes[y] if 0 <= y < len(task.classes) else "-" for y in labels.tolist()],
+               "sources_first": task.model.kind != "deconv"}
     info = {"checkpoint": str(path), "step": checkpoint.get("step"), "data": source, "split": split,
             "decoder": task.model.kind, "encoder": task.model.encoder.config["name"],
-            "samples_per_image": nrow - 1, **metrics}
+            "samples_per_image": nrow - 1, "caption": caption, **metrics}
     if judge_images:
         train_config = checkpoint["configs"].get("train", {})
         judge_source = dict(source=source, channels=train_config.get("image_channels"),

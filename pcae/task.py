@@ -60,6 +60,12 @@ class Task:
         """
         raise NotImplementedError
 
+    def grid_caption(self, examples: tuple[torch.Tensor, torch.Tensor], n: int) -> dict:
+        """What `sample_grid`'s rows show, for the grid's PNG text: {"rows": [a name per row]} (the
+        class drawn, the source's class, the person), and "sources_first": True when each row
+        starts with a source image (then set apart by a gutter)."""
+        return {}
+
     def check_data(self, dataset) -> None:
         """Raise PcaeError when `dataset` does not fit this task (shape, labels)."""
 

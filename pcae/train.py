@@ -516,7 +516,9 @@ class _Run:
         with self._averaged():
             images, nrow = self.task.sample_grid(self.examples, self.config.n_samples, generator,
                                                  self.config.temperature)
-        path = save_grid(images, nrow, self.out / name)
+        caption = self.task.grid_caption(self.examples, self.config.n_samples)
+        path = save_grid(images, nrow, self.out / name, {"rows": caption["rows"]} if caption.get("rows") else None,
+                         gap=8 if caption.get("sources_first") else 0)
         if self.board is not None:
             grid = make_grid(images.float().cpu() / 255.0, nrow=nrow, padding=2, pad_value=0.5)
             self.board.add_image("samples", grid, self.state.step)

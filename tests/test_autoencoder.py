@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from helpers import grid_px, run_pcae
+from PIL import Image
 
 from encoders import build_encoder
 from pcae.autoencoder import Autoencoder, build_autoencoder
@@ -223,7 +224,9 @@ def test_train_ae_writes_a_run_and_reconstruct_draws_the_grid(ae_run, tmp_path, 
     summary = json.loads((ae_run / "summary.json").read_text())
     assert summary["kind"] == "autoencoder" and summary["metric"] == "bpd"
     assert 6.0 < summary["final_test_bpd"] < 9.0
-    assert png_size(ae_run / "samples.png") == grid_px(5 * 10 + 2, 1 * 10 + 2)  # 1 original + 4 samples
+    assert png_size(ae_run / "samples.png") == grid_px(5 * 10 + 2, 1 * 10 + 2, gap=8)  # 1 original | 4 samples
+    classes = checkpoint["data"]["train"]["classes"]
+    assert json.loads(Image.open(ae_run / "samples.png").text["rows"])[0] in classes  # the source's class
     # the sample judge scored 2 samples given h for each of the first test images (default 200)
     semantics = summary["semantics"]
     assert semantics["samples"] == 400 and semantics["sources"] == 200
@@ -234,8 +237,10 @@ def test_train_ae_writes_a_run_and_reconstruct_draws_the_grid(ae_run, tmp_path, 
     code, out, err = run_pcae(monkeypatch, capsys, "reconstruct", ae_run / "last.pt", "--n", 2,
                               "--samples", 3, "--out", grid)
     assert code == 0, err
-    assert png_size(grid) == grid_px(4 * 10 + 2, 2 * 10 + 2)  # rows: an original, then 3 samples
+    assert png_size(grid) == grid_px(4 * 10 + 2, 2 * 10 + 2, gap=8)  # rows: an original | 3 samples
     assert "2 test images of fashion-mnist, each + 3 samples; bpd" in out
+    rows = json.loads(Image.open(grid).text["rows"])
+    assert len(rows) == 2 and set(rows) <= set(classes)
     assert "sample judge: " in out and "of 400 samples given h are judged their source's class" in out
     code, _, err = run_pcae(monkeypatch, capsys, "reconstruct", ae_run / "last.pt", "--out", grid)
     assert code == 1 and err.strip() == f"error: {grid}: already exists; pass --force to replace it"

@@ -97,7 +97,9 @@ def test_train_portraits_counts_faces_and_writes_a_portrait_run(run):
     assert summary["kind"] == "portrait" and np.isfinite(summary["final_test_bpd"])
     assert summary["test_images"] == 1
     # the training grid: 1 test face, then 2 portraits of it
-    assert Image.open(out / "samples.png").size == grid_px(3 * (S + 2) + 2, S + 4)
+    samples = Image.open(out / "samples.png")
+    assert samples.size == grid_px(3 * (S + 2) + 2, S + 4, gap=8)  # a face | 2 portraits
+    assert len(json.loads(samples.text["rows"])) == 1  # the test face's person
 
 
 def test_train_portraits_resumes(run, tmp_path):

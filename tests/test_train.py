@@ -182,7 +182,9 @@ def test_label_conditional_run_sample_and_evaluate(tmp_path, monkeypatch, capsys
                                  "--condition", "label", "--n-samples", "10", "--eval-every", "0",
                                  "--judge-images", "30")
     assert code == 0, err
-    assert Image.open(out / "samples.png").size == grid_px(12, 102)  # one row per class, 10 classes
+    samples = Image.open(out / "samples.png")
+    assert samples.size == grid_px(12, 102)  # one row per class, 10 classes
+    assert json.loads(samples.text["rows"]) == load_checkpoint(out / "last.pt")["data"]["train"]["classes"]
     # the sample judge scored one sample per test label, per class too
     semantics = json.loads((out / "summary.json").read_text())["semantics"]
     assert semantics["samples"] == 30 and 0 <= semantics["class_accuracy"] <= 1

@@ -95,6 +95,16 @@ class AutoencoderTask(Task):
         rows = max(1, min(len(images), math.ceil(n / GRID_SAMPLES)))
         return self.grid(images[:rows], labels[:rows], GRID_SAMPLES, generator, temperature)
 
+    def grid_caption(self, examples, n):
+        labels = examples[1].tolist()
+        if self.model.kind == "deconv":  # pairs of (original, reconstruction), 4 a row
+            k = max(1, min(len(labels), n))
+            rows = [labels[r:r + 4] for r in range(0, k, 4)]
+        else:
+            rows = [[label] for label in labels[:max(1, min(len(labels), math.ceil(n / GRID_SAMPLES)))]]
+        names = [", ".join(self.classes[y] if 0 <= y < len(self.classes) else "-" for y in row) for row in rows]
+        return {"rows": names, "sources_first": self.model.kind != "deconv"}
+
     def check_data(self, dataset):
         source, (C, H, W) = dataset.info.get("source"), tuple(dataset.shape)
         encoder, decoder = self.model.encoder, self.model.decoder.config

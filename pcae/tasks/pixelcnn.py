@@ -107,6 +107,9 @@ class PixelCNNTask(Task):
         x = sample(self.model, n, shape, None, temperature, generator)
         return x.to(torch.uint8), max(1, math.ceil(math.sqrt(n)))
 
+    def grid_caption(self, examples, n):
+        return {"rows": self.classes} if self.condition == "label" else {}
+
     @classmethod
     def from_checkpoint(cls, checkpoint: dict) -> "PixelCNNTask":
         configs = checkpoint["configs"]

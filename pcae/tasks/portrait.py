@@ -203,6 +203,11 @@ class PortraitTask(Task):
         x = x.to(torch.uint8).view(rows, per_row, *images.shape[1:])
         return torch.cat([images[:rows, None], x], dim=1).flatten(0, 1), per_row + 1
 
+    def grid_caption(self, examples, n):
+        persons, _ = load_persons(self.faces["cache"])
+        rows = examples[1][:min(len(examples[1]), math.ceil(n / min(4, n)))].tolist()
+        return {"rows": [persons[r] or "-" for r in rows], "sources_first": True}
+
     def judge_run(self, test_ds, n: int, generator, temperature: float) -> dict:
         """The portrait figures over the first n test faces, JUDGED_PER_FACE portraits each
         (eval.faces.judge_test_faces)."""
