@@ -9,16 +9,19 @@ parts trained apart) are merged by adding their stored latents to a copy of the 
 
 Ids are the items' indexes in their data source; an appended source's ids start after the largest
 id already stored. Each source is a `segment` in the latents file's attrs, which is how search
-(embeddings/search.py, whose names are importable here too) finds the images of the neighbours.
+(embeddings/search.py, whose names are importable here too) finds the images of the neighbours;
+items read from a folder also record their file and its fingerprint (the segment its `root`), so a
+neighbour is drawn from the very file it was embedded from. Skipped items (unreadable files,
+photos without a face) are counted and named in index_infos.json (`skipped`, `skipped_files`).
 The folder is written through pcae.outputs (one writer, --force for pcae's own files only, the
-three files replaced as one change).
+three files replaced as one change); Ctrl-C stops between batches and leaves it as it was.
 """
 from __future__ import annotations
 
 import json
 import os
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -43,11 +46,13 @@ from embeddings.search import draw_neighbours, neighbour_images, search_folder  
 from embeddings.store import (
     LatentStore,
     LatentWriter,
+    file_fingerprint,
     file_sha256,
 )
 from encoders import ENCODER_NAMES, build_encoder
+from encoders.facenet import detect_crops, photo_files
 from pcae.data import load_dataset
-from pcae.errors import PcaeError
+from pcae.errors import Interrupted, PcaeError, deferred_interrupt
 from pcae.outputs import output_folder, refuse_not_ours
 from pcae.runs import require_newest_run, run_of_checkpoint
 
@@ -138,24 +143,23 @@ def open_encoder(name: str | None, checkpoint: str | os.PathLike | None = None, 
     return encoder, meta
 
 
-def _encode(encoder, images, labels) -> tuple[np.ndarray, np.ndarray]:
+def _encode(encoder, images, labels, photos=None) -> tuple[np.ndarray, np.ndarray]:
     """One batch -> (latents (B', D) float32, kept (B',) bool mask over the batch); PcaeError when
     the encoder gives NaN or inf (an index of them answers nothing)."""
-    z, keep = _encode_batch(encoder, images, labels)
+    z, keep = _encode_batch(encoder, images, labels, photos)
     if not np.isfinite(z).all():
         raise PcaeError(f"the {(getattr(encoder, 'config', None) or {}).get('name', 'given')} encoder gave NaN or inf latents; its "
                         "weights (or the images) are not usable, so nothing was written")
     return z, keep
 
 
-def _encode_batch(encoder, images, labels) -> tuple[np.ndarray, np.ndarray]:
+def _encode_batch(encoder, images, labels, photos=None) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
         if encoder.input == "labels":
             keep = labels >= 0
             return encoder(labels[keep]).float().numpy(), keep.numpy()
-        if getattr(encoder, "detects_faces", False):  # crop the face first; skip images without one
-            from torchvision.transforms.functional import to_pil_image
-            crops = [encoder.detect(to_pil_image(img.expand(3, -1, -1)))[0] for img in images]
+        if getattr(encoder, "detects_faces", False):  # crop the face first (in the whole photo file,
+            crops = detect_crops(encoder, images, photos)  # as search does); skip images without one
             keep = torch.tensor([c is not None for c in crops], dtype=torch.bool)
             if not keep.any():
                 return np.zeros((0, encoder.dim), np.float32), keep.numpy()
@@ -200,8 +204,12 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
         facenet_weights: see `open_encoder`.
         progress: called as progress(done, total) after each batch.
     Returns:
-        the index infos written to index_infos.json (plus `skipped`, items without a latent), and
-        `random_weights`: whether the encoder is an untrained (random) FaceNet.
+        the index infos written to index_infos.json (plus `skipped`, the number of items without a
+        latent, and `skipped_files`, [{file, reason}] for each: unreadable files, faceless photos),
+        and `random_weights`: whether the encoder is an untrained (random) FaceNet.
+    Raises:
+        Interrupted: on Ctrl-C, which stops the embed at the next batch or before the commit,
+            the folder as it was.
     """
 
     if batch_size < 1:
@@ -213,7 +221,8 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
     out = Path(out)
     if shard:
         out = out / f"part-{shard[0]}-of-{shard[1]}"
-    with output_folder(out, "latents folder", latents_paths) as folder:  # from the first read to the commit
+    with _stop_on_ctrl_c(out) as ctrl_c, \
+            output_folder(out, "latents folder", latents_paths) as folder:  # from the first read to the commit
         old = _existing(out, append, force)
         if old and metric is not None and metric != old["infos"]["metric"]:
             raise PcaeError(f"{out}: the index uses metric {old['infos']['metric']}, not {metric}")
@@ -248,9 +257,14 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
                    "classes": ds.classes}
         if shard:
             segment["shard"] = list(shard)
+        if photo_files(ds, []) is not None:  # a folder's files: each row records its own, to be drawn from it
+            segment["root"] = str(Path(ds.info["origin"]).resolve())
+        # the files the data source could not read (once, in shard 0), then the items the encoder could not embed
+        skipped = [] if shard and shard[0] else list(ds.info.get("skipped") or [])
+        why = "no face found" if getattr(enc, "detects_faces", False) else "no label"
 
         out.mkdir(parents=True, exist_ok=True)
-        t0, skipped = time.perf_counter(), 0
+        t0 = time.perf_counter()
         with folder.files([LATENTS, INDEX, INFOS]) as tmp:  # all three replaced together
             tmp_latents, tmp_index, tmp_infos = tmp[LATENTS], tmp[INDEX], tmp[INFOS]
             segments = (old["meta"].get("segments", []) if old else []) + [segment]
@@ -258,11 +272,15 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
                               base=out / LATENTS if old else None) as writer:
                 done = 0
                 for r, images, labels in _batches(ds, rows, batch_size):
-                    z, keep = _encode(enc, images, labels)
+                    photos = photo_files(ds, r)
+                    z, keep = _encode(enc, images, labels, photos)
                     files = [ds.files[i] for i in r[keep]] if ds.files is not None else None
-                    writer.append(z, r[keep] + first_id, labels.numpy()[keep], files)
-                    skipped += int((~keep).sum())
+                    prints = [file_fingerprint(p) for p, k in zip(photos, keep) if k] if photos else None
+                    writer.append(z, r[keep] + first_id, labels.numpy()[keep], files, prints)
+                    skipped += [{"file": ds.files[i] if ds.files is not None else f"id {i + first_id}",
+                                 "reason": why} for i in r[~keep]]
                     done += len(r)
+                    ctrl_c.check()
                     if progress:
                         progress(done, len(rows))
                 segment["count"] = len(writer) - segment["first_row"]
@@ -293,13 +311,44 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
                          encoder=meta["encoder"], checkpoint=meta["checkpoint"],
                          checkpoint_sha256=meta["checkpoint_sha256"], embed_time_s=round(embed_time, 3),
                          images_per_s=round(len(rows) / max(embed_time, 1e-9), 1),
-                         skipped=skipped + (old["infos"].get("skipped", 0) if old else 0),
+                         skipped=len(skipped) + (old["infos"].get("skipped", 0) if old else 0),
+                         skipped_files=(old["infos"].get("skipped_files", []) if old else []) + skipped,
                          faiss_version=infos["faiss_version"])
             if shard:
                 infos["shard"] = list(shard)
             infos["fingerprints"] = _fingerprints(tmp)
             tmp_infos.write_text(json.dumps(infos, indent=2) + "\n")
+            ctrl_c.check()  # the last moment before the commit
         return {**infos, "out": str(out), "random_weights": bool(meta["preprocessing"].get("random_weights"))}
+
+
+def skipped_text(infos: dict, limit: int = 5) -> str:
+    """'N skipped: a.png, b.png and M more' for an embed's infos: the first `limit` skipped items
+    named (their reasons are in index_infos.json's skipped_files); "" when none was skipped."""
+    if not infos.get("skipped"):
+        return ""
+    named = [s["file"] for s in infos.get("skipped_files", [])[:limit]]
+    more = infos["skipped"] - len(named)
+    return (f"{infos['skipped']} skipped" + (f": {', '.join(named)}" if named else "")
+            + (f" and {more} more" if named and more > 0 else ""))
+
+
+@contextmanager
+def _stop_on_ctrl_c(out: Path):
+    """Ctrl-C during an embed sets a flag that `check()` turns into a stop between batches and
+    before the commit (a second Ctrl-C stops at once): a KeyboardInterrupt raised by the signal
+    itself can land in h5py's or torch's weakref callbacks, where Python prints it as "ignored"
+    and the embed went on to replace the folder and exit 0. The stop is an Interrupted (exit 130)
+    saying what `out` holds. A KeyboardInterrupt of the caller's own (no Ctrl-C) passes as it is."""
+    had = bool(latents_paths(out))
+    with deferred_interrupt() as ctrl_c:
+        try:
+            yield ctrl_c
+        except KeyboardInterrupt:
+            if not ctrl_c.requested:
+                raise
+            kept = f"{out} holds its previous latents, as they were" if had else f"nothing was written to {out}"
+            raise Interrupted(f"interrupted: {kept}") from None
 
 
 def _write_index(index, path: Path) -> int:
@@ -316,7 +365,7 @@ def _common_train_sample(enc, ds, n_all, index_string, metric, batch_size) -> np
         return None
     ivf = ix.extract_ivf(probe)
     rows = ix.sample_rows(n_all, 50 * ivf.nlist if ivf is not None else 100_000, TRAIN_SEED)
-    parts = [_encode(enc, images, labels)[0] for _, images, labels in _batches(ds, rows, batch_size)]
+    parts = [_encode(enc, x, y, photo_files(ds, r))[0] for r, x, y in _batches(ds, rows, batch_size)]
     return np.concatenate(parts)
 
 
@@ -433,13 +482,15 @@ def merge_parts(parts: list, out, *, force: bool = False) -> dict:
                         for s in range(0, len(store), ix.BLOCK):
                             block = np.arange(s, min(len(store), s + ix.BLOCK))
                             writer.append(store.latents[s:s + ix.BLOCK], store.ids[s:s + ix.BLOCK],
-                                          store.column("labels", block), list(store.column("files", block)))
+                                          store.column("labels", block), list(store.column("files", block)),
+                                          list(store.column("file_fingerprints", block)))
                     writer.set_attr("next_id", max(int(o[0].meta.get("next_id", 0)) for o in opened))
                 with LatentStore(tmp_latents) as store:
                     recall = ix.measure_recall(merged, store.latents, infos0["metric"])
                 infos = {k: v for k, v in infos0.items() if k not in ("shard", "embed_time_s", "images_per_s")}
                 infos.update(count=int(merged.ntotal), merge=how, parts=[str(p) for p in parts],
                              skipped=sum(o[2].get("skipped", 0) for o in opened),
+                             skipped_files=[s for o in opened for s in o[2].get("skipped_files", [])],
                              build_time_s=round(time.perf_counter() - t0, 3), **recall,
                              bytes=_write_index(merged, tmp_index))
                 infos["fingerprints"] = _fingerprints(tmp)

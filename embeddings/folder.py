@@ -33,11 +33,35 @@ def latents_paths(folder: Path) -> list[Path]:
     return [p for p in (folder / LATENTS, folder / INDEX, folder / INFOS) if p.exists() or p.is_symlink()]
 
 def open_folder(folder) -> tuple[LatentStore, "object", dict]:
-    """(store, index, infos) of a latents folder, checked to agree with each other."""
+    """(store, index, infos) of a latents folder, checked to agree with each other. A writer that
+    commits while they are read (search during `embed --force`) makes them disagree for a moment:
+    then they are read again, the new ones."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PcaeError(f"{folder}: no such latents folder")
-    recover_files(folder)
+    for attempt in range(3):
+        recover_files(folder)  # waits for a live writer's commit
+        before = _stamps(folder)
+        try:
+            return _open_checked(folder)
+        except PcaeError:
+            if attempt == 2 or _stamps(folder) == before:
+                raise
+
+
+def _stamps(folder: Path) -> list:
+    """Which files the folder holds now (inode, mtime): what a commit changes."""
+    stamps = []
+    for name in (INFOS, INDEX, LATENTS):
+        try:
+            st = (folder / name).stat()
+            stamps.append((st.st_ino, st.st_mtime_ns))
+        except OSError:
+            stamps.append(None)
+    return stamps
+
+
+def _open_checked(folder: Path) -> tuple[LatentStore, "object", dict]:
     infos = ix.read_infos(folder / INFOS)
     index = ix.load_index(folder / INDEX)
     store = open_latents(folder / LATENTS)

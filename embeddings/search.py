@@ -2,7 +2,9 @@
 
 `search_folder(folder, "id:N" | PATH)` embeds an image query with the encoder the folder records
 (the same preprocessing as at embed time), searches the index and names each neighbour's id,
-distance, label and file; `draw_neighbours` draws the query and its neighbours in one row.
+distance, label and file; `draw_neighbours` draws the query and its neighbours in one row, each
+from the file it was embedded from when it came from a folder (never from whatever the folder holds
+at that place today), else from its data source.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import torch
 
 from embeddings import index as ix
 from embeddings.folder import LATENTS, _data_options, _recorded_encoder, open_folder
-from embeddings.store import open_latents
+from embeddings.store import file_fingerprint, open_latents
 from pcae.data import convert_images, load_dataset
 from pcae.errors import PcaeError
 from pcae.files import SOFTWARE, atomic_path, open_image
@@ -110,7 +112,9 @@ def read_image(path) -> "torch.Tensor":
 
 
 def neighbour_images(folder, result: dict, query_image=None):
-    """uint8 images (C, H, W) of the query (when it is an id) and of each neighbour, from their sources."""
+    """uint8 images (C, H, W) of the query (when it is an id) and of each neighbour: read from the
+    file each row records (folder sources; PcaeError when it is gone or changed), else from their
+    sources."""
 
     store = open_latents(Path(folder) / LATENTS)
     cache, images = {}, []
@@ -119,6 +123,11 @@ def neighbour_images(folder, result: dict, query_image=None):
               [n["id"] for n in result["neighbours"]]
         for i in ids:
             seg = store.segment_of(i)
+            position = store.position_of(i)
+            fingerprint = store.column("file_fingerprints", [position])[0]
+            if fingerprint:
+                images.append(_recorded_image(seg, i, store.column("files", [position])[0], fingerprint))
+                continue
             if "load" not in seg or "offset" not in seg:
                 raise PcaeError(f"{store.path}: attr 'segments' does not record how {seg['source']} was "
                                 "loaded (fields 'load', 'offset'): its images cannot be shown")
@@ -131,6 +140,17 @@ def neighbour_images(folder, result: dict, query_image=None):
     if query_image is not None:
         images.insert(0, query_image)
     return images
+
+def _recorded_image(seg: dict, item_id: int, file: str, fingerprint: str):
+    """The image of a stored row, read from the file it was embedded from and converted as at
+    embed time; PcaeError when that file is gone or no longer the one embedded."""
+    path = Path(seg.get("root", "")) / file
+    if not path.is_file():
+        raise PcaeError(f"{path}: recorded for id {item_id} but no longer there")
+    if file_fingerprint(path) != fingerprint:
+        raise PcaeError(f"{path}: recorded for id {item_id} but changed since it was embedded")
+    load = seg.get("load") or {}  # channels None: a folder's photos load as RGB (pcae.data)
+    return convert_images(read_image(path)[None], load.get("channels") or 3, load.get("image_size"))[0]
 
 def draw_neighbours(folder, result: dict, out, query_file=None) -> Path:
     """A one-row grid: the query, then its neighbours with id, distance and class; written atomically."""

@@ -7,6 +7,8 @@ Layout of `latents.h5`:
     labels    (N,)   int64     the item's class, -1 where unknown; absent when no row has a label
     files     (N,)   str       the item's file relative to its folder ("" where unknown); absent
                                when no row has one
+    file_fingerprints (N,) str the file's `file_fingerprint` when it was embedded, for files read
+                               from a folder ("" elsewhere); absent when no row has one (older files)
     attrs     format_version, encoder, encoder_config (JSON), dim, checkpoint (path), checkpoint_sha256,
               preprocessing (JSON), next_id,
               segments (JSON list of {source, split, first_id, first_row, count, ...})
@@ -33,6 +35,7 @@ from pcae.files import ensure_space
 
 FORMAT_VERSION = 1
 _CHUNK_ROWS = 4096
+TEXT_COLUMNS = ("files", "file_fingerprints")  # "" where unknown; a column of only "" is not stored
 _JSON_ATTRS = ("preprocessing", "segments", "encoder_config")
 
 
@@ -97,10 +100,11 @@ class LatentWriter:
             n = self._f["ids"].shape[0]
             self._f.create_dataset("labels", data=np.full(n, -1, np.int64), maxshape=(None,),
                                    chunks=(_CHUNK_ROWS,))
-        if "files" not in self._f:  # likewise "" for the files
-            n = self._f["ids"].shape[0]
-            self._f.create_dataset("files", data=np.array([""] * n, dtype=object), maxshape=(None,),
-                                   chunks=(_CHUNK_ROWS,), dtype=h5py.string_dtype())
+        for name in TEXT_COLUMNS:  # likewise "" for the files and their fingerprints
+            if name not in self._f:
+                n = self._f["ids"].shape[0]
+                self._f.create_dataset(name, data=np.array([""] * n, dtype=object), maxshape=(None,),
+                                       chunks=(_CHUNK_ROWS,), dtype=h5py.string_dtype())
         self._f.attrs["format_version"] = FORMAT_VERSION
         self._f.attrs["dim"] = self.dim
         for key, value in meta.items():
@@ -110,9 +114,9 @@ class LatentWriter:
         return self._f["ids"].shape[0]
 
     def append(self, latents: np.ndarray, ids: np.ndarray, labels: np.ndarray | None = None,
-               files: list[str] | None = None) -> None:
+               files: list[str] | None = None, file_fingerprints: list[str] | None = None) -> None:
         """Append rows: latents (B, D) float, ids (B,) int, labels (B,) int (-1 = unknown) or None,
-        files (B,) str ("" = unknown) or None."""
+        files and file_fingerprints (B,) str ("" = unknown) or None."""
         latents = np.asarray(latents, dtype=np.float32)
         ids = np.asarray(ids, dtype=np.int64)
         if latents.ndim != 2 or latents.shape[1] != self.dim:
@@ -122,13 +126,15 @@ class LatentWriter:
         labels = np.full(len(ids), -1, np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
         if labels.shape != ids.shape:
             raise ValueError(f"labels must have shape {ids.shape}, got {labels.shape}")
-        files = [""] * len(ids) if files is None else [str(f) for f in files]
-        if len(files) != len(ids):
-            raise ValueError(f"files must name {len(ids)} rows, got {len(files)}")
+        texts = {}
+        for name, values in zip(TEXT_COLUMNS, (files, file_fingerprints)):
+            texts[name] = [""] * len(ids) if values is None else [str(v) for v in values]
+            if len(texts[name]) != len(ids):
+                raise ValueError(f"{name} must name {len(ids)} rows, got {len(texts[name])}")
         n, b = len(self), len(ids)
-        ensure_space(self.path, latents.nbytes + 16 * b + sum(len(f) for f in files))
+        ensure_space(self.path, latents.nbytes + 16 * b + sum(len(v) for t in texts.values() for v in t))
         for name, rows in (("latents", latents), ("ids", ids), ("labels", labels),
-                           ("files", np.array(files, dtype=object))):
+                           *((k, np.array(v, dtype=object)) for k, v in texts.items())):
             ds = self._f[name]
             ds.resize(n + b, axis=0)
             ds[n:n + b] = rows
@@ -137,14 +143,15 @@ class LatentWriter:
         self._f.attrs[key] = json.dumps(value) if key in _JSON_ATTRS else value
 
     def close(self) -> None:
-        """Drop an all-unknown labels or files column, then close the file."""
+        """Drop an all-unknown labels, files or file_fingerprints column, then close the file."""
         if self._f.id.valid:
             labels = self._f["labels"]
             if not any((labels[s:s + 65536] >= 0).any() for s in range(0, labels.shape[0], 65536)):
                 del self._f["labels"]
-            files = self._f["files"]
-            if not any(any(v for v in files[s:s + 65536]) for s in range(0, files.shape[0], 65536)):
-                del self._f["files"]
+            for name in TEXT_COLUMNS:
+                column = self._f[name]
+                if not any(any(v for v in column[s:s + 65536]) for s in range(0, column.shape[0], 65536)):
+                    del self._f[name]
             self._f.close()
 
     def __enter__(self):
@@ -179,15 +186,15 @@ class LatentStore:
                 raise PcaeError(f"{self.path}: latents {self.latents.shape} and ids {self.ids.shape} disagree")
             if not np.issubdtype(self.latents.dtype, np.floating):
                 raise PcaeError(f"{self.path}: dataset 'latents' must hold floats, got {self.latents.dtype}")
-            for name in ("ids", "labels", "files"):
+            for name in ("ids", "labels", *TEXT_COLUMNS):
                 column = self._f[name] if name in self._f else None
                 if column is not None and column.shape != self.ids.shape:
                     raise PcaeError(f"{self.path}: dataset {name!r} has shape {column.shape}, the latents "
                                     f"need {self.ids.shape}")
-                if column is not None and name != "files" and not np.issubdtype(column.dtype, np.integer):
+                if column is not None and name not in TEXT_COLUMNS and not np.issubdtype(column.dtype, np.integer):
                     raise PcaeError(f"{self.path}: dataset {name!r} must hold integers, got {column.dtype}")
-            if "files" in self._f and h5py.check_string_dtype(self._f["files"].dtype) is None:
-                raise PcaeError(f"{self.path}: dataset 'files' must hold strings, got {self._f['files'].dtype}")
+                if column is not None and name in TEXT_COLUMNS and h5py.check_string_dtype(column.dtype) is None:
+                    raise PcaeError(f"{self.path}: dataset {name!r} must hold strings, got {column.dtype}")
             self.meta = {k: (json.loads(v) if k in _JSON_ATTRS else _plain(v)) for k, v in self._f.attrs.items()}
             _check_meta(self.path, self.meta, self.dim)
         except (KeyError, OSError, ValueError) as e:
@@ -211,16 +218,16 @@ class LatentStore:
         return self.latents[uniq][inverse] if len(uniq) else np.zeros((0, self.dim), np.float32)
 
     def column(self, name: str, positions) -> np.ndarray:
-        """Values of `ids`, `labels` or `files` at row positions (labels: -1 and files: "" where
-        the file has none)."""
+        """Values of `ids`, `labels`, `files` or `file_fingerprints` at row positions (labels: -1
+        and the text columns: "" where the file has none)."""
         positions = np.asarray(positions, dtype=np.int64)
         if name == "labels" and self.labels is None:
             return np.full(len(positions), -1, np.int64)
-        if name == "files":
-            if "files" not in self._f:
+        if name in TEXT_COLUMNS:
+            if name not in self._f:
                 return np.array([""] * len(positions), dtype=object)
             uniq, inverse = np.unique(positions, return_inverse=True)
-            values = self._f["files"][uniq] if len(uniq) else np.zeros(0, object)
+            values = self._f[name][uniq] if len(uniq) else np.zeros(0, object)
             return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values],
                             dtype=object)[inverse] if len(uniq) else np.zeros(0, object)
         uniq, inverse = np.unique(positions, return_inverse=True)
@@ -276,7 +283,7 @@ _ATTR_TYPES = {"format_version": int, "encoder": str, "encoder_config": dict, "d
                "checkpoint_sha256": str, "preprocessing": dict, "next_id": int, "segments": list}
 _SEGMENT_TYPES = {"source": str, "split": str, "first_id": int, "count": int, "first_row": int,
                   "offset": int, "span": int, "load": dict, "classes": (list, type(None)),
-                  "origin": (str, type(None)), "shard": list}
+                  "origin": (str, type(None)), "shard": list, "root": str}
 _SEGMENT_REQUIRED = ("source", "split", "first_id", "count", "first_row")  # offset, load: images shown
 _LOAD_TYPES = {"channels": (int, type(None)), "image_size": (int, type(None)), "data_root": (str, type(None))}
 

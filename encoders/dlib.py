@@ -22,8 +22,8 @@ References:
     [2] dlib's dlib_face_recognition_resnet_model_v1 (a ResNet-29 trained with a metric loss on
         about 3 million faces; 99.38 % on the LFW benchmark; same person below 0.6).
 
-Known limits: HOG finds frontal faces of at least ~40 px (80 px without upsampling); photos are
-read at 256x256 by `pcae embed`, like FaceNet's.
+Known limits: HOG finds frontal faces of at least ~40 px (80 px without upsampling). Like
+FaceNet's, detection sees the whole photo, upright (pcae.files.open_image), in `pcae embed` too.
 """
 from __future__ import annotations
 
@@ -198,6 +198,11 @@ class DlibFaceEncoder(nn.Module):
         """detect() on an image file, with one-line PcaeErrors. Returns (chip, score, faces found)."""
 
         return detect_photo(self, path, face_index)
+
+    def too_small(self, image) -> None:
+        """None: HOG scans a photo of any size (in a small one it finds nothing, which
+        `detect_photo` says with the photo's size)."""
+        return None
 
     def miss_note(self, best: float) -> str:
         """How close detection came, for the "no face found" line."""

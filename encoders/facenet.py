@@ -11,7 +11,10 @@ The contract, in two steps:
        S = `image_size` = 160, plus its detection probability. `detect_file(path)` does the same
        for a file and raises PcaeError "no face found in FILE (best probability p)" when MTCNN
        finds none (p is the best ONet score over all candidates with the last two stages' thresholds
-       turned off; 0.0 when PNet proposes nothing). Detection runs on the CPU.
+       turned off; 0.0 when PNet proposes nothing), or "FILE: the photo is WxH pixels, too small
+       to find a face in" when a side is under min_face_size (MTCNN cannot search it; `detect`
+       returns no face). Detection runs on the CPU, on the whole photo (pcae.files.open_image:
+       turned upright by its EXIF orientation); `detect_crops` does it for a batch of photos.
     2. `forward(crops)` takes uint8 face crops (B, 3, H, W) (or 1 channel, repeated) of any size,
        resizes them to S x S (bilinear, antialiased), applies facenet-pytorch's
        `fixed_image_standardization` ((x - 127.5) / 128) and embeds them. `embed_crops(x)` takes
@@ -143,10 +146,38 @@ def detect_photo(encoder, path, face_index: int | None = None):
     except ValueError as e:
         raise PcaeError(f"{path}: {e}") from None
     if crop is None:
+        why = encoder.too_small(image)
+        if why:
+            raise PcaeError(f"{path}: {why}")
         small = (f"; the photo is {image.width}x{image.height} pixels, and faces under about "
                  f"{SMALLEST_FACE} pixels are not found") if min(image.size) < 2 * SMALLEST_FACE else ""
         raise PcaeError(f"no face found in {path} ({encoder.miss_note(score)}{small})")
     return crop, score, faces
+
+
+def photo_files(ds, rows) -> list[Path] | None:
+    """The photo file of each of `rows` of a pcae.data dataset read from a folder (its `files`,
+    relative to its origin); None for other sources (an HDF5 file's rows are the photos)."""
+    root = Path(ds.info.get("origin") or "")
+    if ds.files is None or not root.is_dir():
+        return None
+    return [root / ds.files[int(i)] for i in rows]
+
+
+def detect_crops(encoder, images: torch.Tensor, photos: list | None = None) -> list:
+    """The face crop of each photo of a batch, None where no face is found (embed's detection).
+
+    Args:
+        images: (B, C, H, W) uint8, the batch as loaded; used only when `photos` is None (it is
+            resized and centre-cropped, which cuts off a face near the edge of a wide photo).
+        photos: the batch's photo files (`photo_files`): the detector sees each whole photo, read
+            by open_photo (upright, full size), as `detect_file` (search, portrait) does.
+    """
+    if photos is not None:
+        return [encoder.detect(open_photo(p))[0] for p in photos]
+    from torchvision.transforms.functional import to_pil_image
+
+    return [encoder.detect(to_pil_image(img.expand(3, -1, -1)))[0] for img in images]
 
 
 @functools.lru_cache(maxsize=4)
@@ -244,10 +275,9 @@ class FaceNetEncoder(nn.Module):
         from facenet_pytorch import extract_face
 
         rgb = image.convert("RGB")
-        try:
-            boxes, probs = mtcnn_detector(self.min_face_size).detect(rgb)
-        except RuntimeError:  # a photo smaller than MTCNN's smallest scale: torch.cat of no boxes
+        if self.too_small(rgb):  # MTCNN would fail on it (torch.cat of no scales)
             return None, 0.0, 0
+        boxes, probs = mtcnn_detector(self.min_face_size).detect(rgb)
         if boxes is None:
             return None, self.best_probability(rgb), 0
         index = 0 if face_index is None else face_index
@@ -256,6 +286,14 @@ class FaceNetEncoder(nn.Module):
                              f"{len(boxes)} face(s), got {face_index}")
         face = extract_face(rgb, boxes[index], self.image_size, self.margin)  # (3, S, S) in [0, 255]
         return face.round().clamp(0, 255).to(torch.uint8), float(probs[index]), len(boxes)
+
+    def too_small(self, image) -> str | None:
+        """Why MTCNN cannot search a photo this small at all, else None: its image pyramid starts at
+        12 / min_face_size of the photo and PNet needs 12 pixels, so a smaller photo has no scale."""
+        if min(image.size) * (12.0 / self.min_face_size) >= 12:  # detect_face's own test
+            return None
+        return (f"the photo is {image.width}x{image.height} pixels, too small to find a face in "
+                f"(the face detector looks for faces of at least {self.min_face_size} pixels)")
 
     def best_probability(self, rgb) -> float:
         """Highest ONet face score over all candidates, with RNet's and ONet's thresholds off."""

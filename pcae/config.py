@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pcae.options import PRECISIONS, check_device, check_precision, check_temperature
+from pcae.options import PRECISIONS, SEED_MAX, check_device, check_precision, check_seed, check_temperature
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -97,6 +97,7 @@ class TrainConfig:
             ("temperature", _valid(check_temperature, self.temperature), "finite and >= 0"),
             ("checkpoint_every", self.checkpoint_every >= 0, ">= 0"),
             ("checkpoint_seconds", self.checkpoint_seconds >= 0, ">= 0"),
+            ("seed", _valid(check_seed, self.seed), f"a whole number from 0 to {SEED_MAX}"),
         ]
         for name, ok, rule in checks:
             if not ok:

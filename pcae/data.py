@@ -53,7 +53,7 @@ from typing import Callable
 import numpy as np
 
 from pcae.errors import PcaeError, first_line
-from pcae.files import refuse_existing
+from pcae.files import refuse_existing, upright_8bit, upright_size
 from pcae.formats import (
     TEST_EVERY,
     Split,
@@ -71,6 +71,7 @@ from pcae.options import SPLITS, check_split
 
 IN_MEMORY_LIMIT = 2 * 1024 ** 3       # bytes of converted uint8 images kept in memory
 CHUNK = 512                           # images per decode / write step
+MAX_IMAGE_SIZE = 9459                 # the side of PIL's largest image (Image.MAX_IMAGE_PIXELS, 89 478 485)
 BUNDLED_DIR = Path(__file__).parent / "data"
 BUNDLED_FILE = BUNDLED_DIR / "fashion-mnist-subset.npz"
 BUNDLED_FACES = BUNDLED_DIR / "faces"  # 480 real photos of 55 people, one folder each (SOURCES.md)
@@ -159,8 +160,9 @@ def convert_images(images, channels: int | None = None, image_size: int | None =
                          f"got {images.dtype} {tuple(images.shape)}")
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    if image_size is not None and image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if image_size is not None and not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"image_size must be between 1 and {MAX_IMAGE_SIZE} (the side of PIL's "
+                         f"largest image), got {image_size}")
     if channels == 3 and images.shape[1] == 1 and image_size is not None:  # resize 1 plane, copy it
         return convert_images(convert_images(images, None, image_size), 3, None)
     n, c, h, w = images.shape
@@ -187,7 +189,12 @@ def convert_images(images, channels: int | None = None, image_size: int | None =
 
 def is_test_path(rel: str) -> bool:
     """Whether a folder's file, by its '/'-separated path relative to the folder, is in test."""
-    return int(hashlib.sha1(rel.encode()).hexdigest(), 16) % TEST_EVERY == 0
+    return int(hashlib.sha1(_path_bytes(rel)).hexdigest(), 16) % TEST_EVERY == 0
+
+
+def _path_bytes(rel: str) -> bytes:
+    """A file name's bytes, also when they are not valid UTF-8 (Python keeps those as surrogates)."""
+    return rel.encode("utf-8", "surrogateescape")
 
 
 def person_of(rel: str) -> str | None:
@@ -207,7 +214,7 @@ def person_split(rels: list[str], persons: list[str | None]) -> list[bool]:
     test = [person is None and is_test_path(rel) for rel, person in zip(rels, persons)]
     for rows in groups.values():
         if len(rows) >= 2:
-            rows = sorted(rows, key=lambda i: hashlib.sha1(rels[i].encode()).hexdigest())
+            rows = sorted(rows, key=lambda i: hashlib.sha1(_path_bytes(rels[i])).hexdigest())
             for i in rows[:max(1, round(len(rows) / TEST_EVERY))]:
                 test[i] = True
     return test
@@ -216,6 +223,25 @@ def person_split(rels: list[str], persons: list[str | None]) -> list[bool]:
 def _is_image_file(p: Path, root: Path) -> bool:
     hidden = any(part.startswith(".") for part in p.relative_to(root).parts)
     return not hidden and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+
+
+def _class_folders(root: Path, skipped: list[dict]) -> list[Path]:
+    """The class sub-folders of a folder source, sorted. One that cannot be listed, or a link to
+    nothing, is reported in `skipped` (never dropped without a word); a link to the folder itself
+    or above it is a loop, not a class, and is left out."""
+    here, folders = root.resolve(), []
+    for d in sorted(root.iterdir()):
+        if d.name.startswith("."):
+            continue
+        if d.is_symlink() and not d.exists():
+            skipped.append({"file": d.name, "reason": "a link to nothing"})
+        elif d.is_dir() and not here.is_relative_to(d.resolve()):
+            try:
+                with os.scandir(d):
+                    folders.append(d)
+            except OSError as e:
+                skipped.append({"file": f"{d.name}/", "reason": f"class folder cannot be read ({e.strerror})"})
+    return folders
 
 
 def image_files(root: Path) -> list[Path]:
@@ -271,6 +297,7 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None, by_p
     root = Path(arg).expanduser()
     if not root.is_dir():
         raise PcaeError(f"{root}: not a folder")
+    skipped: list[dict] = []  # this split's files, and class folders that cannot be read
     if by_person:  # a label per photo's folder (person_of), split within each person
         rels = [p.relative_to(root).as_posix() for p in image_files(root)]
         persons = [person_of(rel) for rel in rels]
@@ -280,15 +307,14 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None, by_p
         tests = {rel for rel, test in zip(rels, person_split(rels, persons)) if test}
         is_test = tests.__contains__
     else:
-        subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        labelled = [(d.name, sorted(p for p in d.rglob("*") if _is_image_file(p, root))) for d in subdirs]
+        labelled = [(d.name, sorted(p for p in d.rglob("*") if _is_image_file(p, root)))
+                    for d in _class_folders(root, skipped)]
         is_test = is_test_path
     labelled = [(name, files) for name, files in labelled if files]
 
     def in_split(rel: str) -> bool:
         return is_test(rel) == (split == "test")
 
-    skipped: list[dict] = []                               # this split's files only
     top = [p for p in sorted(root.iterdir()) if _is_image_file(p, root)]
     if labelled:
         classes = [name for name, _ in labelled]
@@ -310,7 +336,7 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None, by_p
             with warnings.catch_warnings():  # a decompression bomb is skipped, never decoded
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(p) as im:
-                    sizes.add(im.size)
+                    sizes.add(upright_size(im))
             readable.append((p, rel, k))
         except Exception as e:
             if in_split(rel):
@@ -327,7 +353,7 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None, by_p
 
     def decode(p: Path) -> np.ndarray:
         with Image.open(p) as im:
-            im = im.convert("RGBA").convert(mode) if im.mode in ("P", "LA", "PA") else im.convert(mode)
+            im = upright_8bit(im, mode)
             if im.size != (w, h):
                 scale = max(w / im.width, h / im.height)
                 size = (max(w, round(im.width * scale)), max(h, round(im.height * scale)))
@@ -349,6 +375,8 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None, by_p
                     imgs.append(decode(p))
                     labs.append(k)
                     names.append(rel)
+                except MemoryError:
+                    raise
                 except Exception as e:
                     skipped.append({"file": rel, "reason": first_line(e, with_type=True)})
             if imgs:
@@ -412,8 +440,9 @@ def _open(source, split, data_root, channels, image_size, bundled) -> Split:
     check_split(split)
     if channels not in (None, 1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
-    if image_size is not None and image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {image_size}")
+    if image_size is not None and not 1 <= image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"image_size must be between 1 and {MAX_IMAGE_SIZE} (the side of PIL's "
+                         f"largest image), got {image_size}")
     entry, arg = _resolve(source)
     return entry.open(arg, split, None if data_root is None else str(data_root), channels,
                       image_size, bundled=bundled)

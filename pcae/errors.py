@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import signal
 
 
 def first_line(e: BaseException, with_type: bool = False, limit: int = 160) -> str:
@@ -50,3 +51,32 @@ def is_disk_full(error: BaseException, folder=None) -> bool:
         except OSError:
             return False
     return False
+
+
+class deferred_interrupt:
+    """Ctrl-C inside the block sets a flag; `check()`, called where stopping is safe (between
+    chunks, before a commit), raises KeyboardInterrupt; `requested` says whether one came. A KeyboardInterrupt raised by the signal itself could land
+    inside a library's finaliser (h5py closes files in weakref callbacks), where Python prints
+    "ignored" and carries on. A second Ctrl-C raises at once; outside the main thread signals are
+    left alone."""
+
+    def __enter__(self):
+        self.requested, self.previous = False, None
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)

@@ -150,7 +150,7 @@ def list_photos(source: str, max_photos: int | None = None) -> tuple[list[_Photo
         for p in files:
             rel = p.relative_to(root).as_posix()
             st = p.stat()
-            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
             photos.append(_Photo(rel, person_of(rel), None, lambda p=p: _open_photo(p)))
         return photos, str(root), digest.hexdigest()
     if kind == "h5" and arg:
@@ -174,7 +174,8 @@ def _list_h5_photos(path: Path, max_photos: int | None):
     if n == 0:
         raise PcaeError(f"{path}: holds no images")
     st = path.stat()
-    listing = hashlib.sha1(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{n}".encode()).hexdigest()
+    listing = f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{n}"
+    listing = hashlib.sha1(listing.encode("utf-8", "surrogateescape")).hexdigest()
 
     handle = {}  # one open file for the whole pass
 
@@ -194,7 +195,7 @@ def default_cache_path(source: str, encoder: str = "facenet", variant: str | Non
     that a run with other options writes its own cache instead of rewriting one another run
     trains on. Without a variant: the name caches had before (FaceNet's: no encoder suffix)."""
     path = photos_folder(source) or Path(source.partition(":")[2] or source).expanduser().resolve()
-    key = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    key = hashlib.sha1(str(path).encode("utf-8", "surrogateescape")).hexdigest()[:12]
     suffix = ("" if encoder == "facenet" else f"-{encoder}") + (f"-{variant}" if variant else "")
     return cache_root() / "faces" / f"{path.name or 'photos'}-{key}{suffix}.h5"
 
@@ -419,13 +420,14 @@ def _detect_all(photos: list[_Photo], encoder, writer: _CacheWriter, progress) -
         else:
             try:
                 crop, prob, _ = encoder.detect(image)
-            except Exception as e:  # e.g. a photo too small for MTCNN's pyramid
+            except Exception as e:  # a detector's failure on one photo skips that photo
                 crop, prob = None, None
                 skipped.append({"file": photo.name, "reason": f"detection failed ({first_line(e, with_type=True)})"})
             if crop is not None:
                 writer.add(crop, prob, photo)
             elif prob is not None:
-                skipped.append({"file": photo.name, "reason": f"no face ({encoder.miss_note(prob)})"})
+                skipped.append({"file": photo.name,
+                                "reason": encoder.too_small(image) or f"no face ({encoder.miss_note(prob)})"})
         if progress is not None:
             progress(k + 1, len(photos))
     return skipped

@@ -57,12 +57,13 @@ def refuse_special(path: Path, what: str) -> None:
         raise PcaeError(f"{path}: is not a regular file (a pipe, socket or device), expected {what}")
 
 def open_image(path, mode: str | None = None, what: str = "image"):
-    """An image file, decoded, as a PIL image (converted to `mode` if given). Every way a file can
-    fail is one PcaeError naming it: missing, a folder, not an image or truncated, and more pixels
-    than PIL's Image.MAX_IMAGE_PIXELS (a decompression bomb: a small file that decodes to
-    gigabytes; PIL only warns below twice its limit, pcae makes the warning an error, raised from
-    the header before anything is decoded). Used by every reader of photos and query images; data
-    folders skip such files instead (pcae.data)."""
+    """An image file, decoded as pcae reads every photo (`upright_8bit`): a PIL image in `mode`
+    ("L" or "RGB"; default: "L" for one channel, else "RGB"). Every way a file can fail is one
+    PcaeError naming it: missing, a folder, not an image or truncated, and more pixels than PIL's
+    Image.MAX_IMAGE_PIXELS (a decompression bomb: a small file that decodes to gigabytes; PIL only
+    warns below twice its limit, pcae makes the warning an error, raised from the header before
+    anything is decoded). Used by every reader of photos and query images; data folders skip such
+    files instead (pcae.data)."""
 
     from PIL import Image
 
@@ -77,14 +78,50 @@ def open_image(path, mode: str | None = None, what: str = "image"):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                im.load()
-                return im.convert(mode) if mode else im.copy()
+                return upright_8bit(im, mode)
     except PcaeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise PcaeError(f"{path}: refused, {first_line(e)}") from None
     except Exception as e:  # PIL raises many types for broken files
         raise PcaeError(f"{path} is not a readable {what}: {first_line(e, with_type=True)}") from None
+
+
+def storable(text: str) -> str:
+    """`text` as PNG text chunks and HDF5 attributes can hold it: a file name's bytes that are not
+    UTF-8 (kept by Python as surrogates) become backslash escapes, so writing never fails on them."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def upright_size(im) -> tuple[int, int]:
+    """(width, height) of an opened image as `upright_8bit` will return it, from its header."""
+    turned = im.getexif().get(0x0112) in _ROTATED
+    return (im.height, im.width) if turned else im.size
+
+
+def upright_8bit(im, mode: str | None = None):
+    """The one conversion of a decoded photo, shared by every reader: turned upright by its EXIF
+    orientation (phones store photos sideways with a tag that says so), 16-bit and other high-depth
+    grey scaled to 8 bits (not clipped to white), palette and grey+alpha through RGBA, CMYK to RGB;
+    then in `mode` ("L" or "RGB"; None: "L" for one channel, else "RGB")."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    im = ImageOps.exif_transpose(im)
+    if im.mode.startswith("I") or im.mode == "F":  # I;16, I;16B, I (16-bit PNG), F
+        a = np.asarray(im, np.float64)
+        top = a.max(initial=0)
+        sixteen = im.mode.startswith("I;16") or (im.mode == "I" and top > 255)
+        scale = 1 / 257 if sixteen else 255.0 if im.mode == "F" and top <= 1.0 else 1.0
+        im = Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8), "L")
+    elif im.mode in ("P", "PA", "LA"):
+        im = im.convert("RGBA")
+    mode = mode or ("L" if im.mode in ("1", "L") else "RGB")
+    return im.convert(mode)
+
 
 def _pid_alive(pid: int) -> bool:
     try:
@@ -152,7 +189,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
         raise PcaeError(f"{path}: is a folder, a file was expected")
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path.parent)  # any killed pcae writer's, not only this file's
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{writer_tag()}.",
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{_short(path.name)}.{writer_tag()}.",
                                suffix=suffix + ".tmp")
     os.close(fd)
     try:
@@ -171,6 +208,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+def _short(name: str) -> str:
+    """`name` in a temp or lock name: a long one (the name of a file is at most 255 bytes, and the
+    temp name adds ~40) becomes its start and a hash, so every name a user may choose can be written."""
+    if len(name.encode("utf-8", "surrogateescape")) <= 120:
+        return name
+    return f"{name[:24]}~{hashlib.sha1(name.encode('utf-8', 'surrogateescape')).hexdigest()[:12]}"
+
 
 def _fsync_dir(folder: Path) -> None:
     dir_fd = os.open(folder, os.O_RDONLY)

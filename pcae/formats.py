@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from pcae.errors import PcaeError, first_line
+from pcae.errors import PcaeError, deferred_interrupt, first_line
 from pcae.files import atomic_path, ensure_space, refuse_special
 from pcae.options import SPLITS
 
@@ -229,7 +229,8 @@ def h5_split(path: Path, split: str) -> Split:
             if "files" in f:  # written by import_dataset from a folder: each row's file
                 if f["files"].shape != (n,):
                     raise PcaeError(f"{path}: 'files' has shape {f['files'].shape}, expected ({n},)")
-                names = [v.decode() if isinstance(v, bytes) else str(v) for v in f["files"][rows]]
+                names = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
+                         for v in f["files"][rows]]
             if has_labels and f["labels"].shape[0]:
                 labels = f["labels"][:]
                 top = int(labels.max())
@@ -297,7 +298,7 @@ def write_h5(out_path: Path, source: str, splits: dict[str, Split], shape: tuple
                "counts": {}, "shape": list(shape), "classes": splits["train"].classes, "skipped": []}
     rows_per_chunk = max(1, min(256, (1 << 20) // int(np.prod(shape))))   # ~1 MB HDF5 chunks
     try:                                                   # disk full, no permission, ...
-        with atomic_path(out_path, suffix=".h5") as tmp:
+        with atomic_path(out_path, suffix=".h5") as tmp, deferred_interrupt() as interrupt:
             with h5py.File(tmp, "w") as f:
                 images = f.create_dataset("images", (0, *shape), np.uint8, maxshape=(None, *shape),
                                           chunks=(rows_per_chunk, *shape), compression="gzip",
@@ -311,6 +312,7 @@ def write_h5(out_path: Path, source: str, splits: dict[str, Split], shape: tuple
                 for code, (name, sp) in enumerate(splits.items()):
                     start = n
                     for imgs, labs in sp.chunks(chunk_size):
+                        interrupt.check()
                         imgs = convert(imgs)
                         k = len(imgs)
                         ensure_space(tmp, imgs.size + 9 * k)
@@ -328,9 +330,10 @@ def write_h5(out_path: Path, source: str, splits: dict[str, Split], shape: tuple
                         files.extend(sp.names)
                     else:
                         files = None
+                interrupt.check()  # the last moment before the file replaces the old one
                 if files:
-                    f.create_dataset("files", data=np.array(files, dtype=object),
-                                     dtype=h5py.string_dtype())
+                    names = [name.encode("utf-8", "surrogateescape") for name in files]  # any file name
+                    f.create_dataset("files", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
                 f.attrs["format"] = H5_FORMAT
                 f.attrs["source"] = source
                 f.attrs["origin"] = summary["origin"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pcae.files import SOFTWARE, atomic_path
+from pcae.files import SOFTWARE, atomic_path, storable
 
 MIN_WIDTH = 512  # pixels: a grid of small images is upscaled to at least this width, to be seen
 
@@ -45,7 +45,7 @@ def save_grid(images: torch.Tensor, nrow: int, path: str | os.PathLike, text: di
     info = PngInfo()
     info.add_text("Software", SOFTWARE)
     for key, value in (text or {}).items():
-        info.add_text(key, value if isinstance(value, str) else json.dumps(value))
+        info.add_text(key, storable(value if isinstance(value, str) else json.dumps(value)))
     path = Path(path)
     with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array).save(tmp, format="png",

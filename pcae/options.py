@@ -1,4 +1,5 @@
-"""Values every command shares, checked in one place: devices, splits, precisions, temperatures.
+"""Values every command shares, checked in one place: devices, splits, precisions, temperatures,
+seeds, and the format an output file's name asks for.
 
 Each check returns the value (normalised) or raises ValueError with a one-line reason that names
 the accepted values; the CLI attaches them to its options as callbacks (a bad value is a usage
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 SPLITS = ("train", "test")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -44,6 +46,26 @@ def check_temperature(value: float) -> float:
         raise ValueError(f"temperature must be a number, got {value!r}") from None
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"temperature must be finite and >= 0, got {value!r}")
+    return value
+
+
+SEED_MAX = 2 ** 32 - 1  # the largest seed numpy's global generator takes (torch's go higher)
+
+
+def check_seed(value: int) -> int:
+    """A whole number in [0, 2**32 - 1]: one seed seeds Python, numpy and torch alike."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise ValueError(f"seed must be a whole number from 0 to {SEED_MAX}, got {value!r}")
+    return value
+
+
+def check_png_path(value):
+    """An output path whose name ends in .png: pcae's images are PNG (their text chunks hold the
+    captions and scores), and bytes of one format under another's name mislead every viewer."""
+    suffix = Path(value).suffix
+    if suffix.lower() != ".png":
+        raise ValueError(f"{value}: pcae writes PNG images; give a name ending in .png"
+                         + (f" (not {suffix})" if suffix else ""))
     return value
 
 

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -200,9 +201,11 @@ def atomic_files(folder: str | os.PathLike, names: list[str]):
         raise
     recover_files(folder)
 
-def recover_files(folder: str | os.PathLike) -> bool:
+def recover_files(folder: str | os.PathLike, wait: float = 30.0) -> bool:
     """Finish a committed `atomic_files` change that was interrupted (a no-op when none was).
 
+    A change whose writer is still running is its writer's to finish: a reader (search while
+    embed --force commits) waits up to `wait` seconds for it, and never moves a file of it.
     Returns True when it had something to finish. Raises PcaeError when the folder cannot be
     written to finish it."""
 
@@ -224,8 +227,18 @@ def recover_files(folder: str | os.PathLike) -> bool:
         if staging.is_symlink() or not staging.is_dir():
             raise ValueError(f"its staging folder {staging.name} is not a folder here")
     except (OSError, ValueError, KeyError, TypeError) as e:
+        if not journal.exists():  # its writer finished it while we read
+            return False
         raise PcaeError(f"{journal}: unreadable commit journal ({e}); remove it and rerun the "
                         "command that wrote this folder") from None
+    writer = _temp_pid(staging.name)
+    if writer not in (None, os.getpid()) and _pid_alive(writer):  # a live writer finishes its own
+        deadline = time.monotonic() + wait
+        while journal.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if journal.exists():
+            raise PcaeError(f"{folder}: pcae process {writer} is writing it; run again when it has finished")
+        return False
     try:
         for name in names:
             if (staging / name).exists():

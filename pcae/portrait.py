@@ -28,7 +28,7 @@ from eval.faces import portrait_scores
 from pcae.batches import resolve_device
 from pcae.checkpoint import load_checkpoint
 from pcae.faces import encoder_weights
-from pcae.files import SOFTWARE, atomic_path, open_image
+from pcae.files import SOFTWARE, atomic_path, open_image, storable
 from pcae.images import save_grid
 from pcae.kinds import task_from_checkpoint
 from pcae.outputs import output_folder
@@ -256,9 +256,10 @@ def save_samples(result: PortraitResult, path: str | os.PathLike, checkpoint: st
                 f.create_dataset("images", data=result.samples.numpy())
                 f.create_dataset("source", data=result.source.numpy())
                 f.attrs["format"] = "pcae-images/1"
-                f.attrs["source"] = f"portraits of {result.photo}"
+                f.attrs["source"] = storable(f"portraits of {result.photo}")
                 for key, value in meta.items():
-                    f.attrs[key] = json.dumps(value) if not isinstance(value, (str, bool, int, float)) else value
+                    f.attrs[key] = storable(value) if isinstance(value, str) else \
+                        value if isinstance(value, (bool, int, float)) else json.dumps(value)
         return path
     paths_of = lambda folder: sorted(folder.glob("sample_*.png")) + [  # noqa: E731
         f for f in [folder / "scores.json"] if f.exists() or f.is_symlink()]

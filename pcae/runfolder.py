@@ -16,8 +16,10 @@ until the new run's first last.pt.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,6 +61,22 @@ def open_board(out: Path):
     except ImportError:
         raise PcaeError("--tensorboard needs the tensorboard package: pip install 'pcae[tensorboard]'") from None
     return SummaryWriter(log_dir=str(out / BOARD_DIR))
+
+
+def log_file(out: Path) -> logging.Handler:
+    """The handler writing OUT/train.log. A write that fails (a full disk) is raised as the run's
+    error, naming the file, where logging would print a traceback for each line and go on."""
+
+    class LogFile(logging.FileHandler):
+        def handleError(self, record):
+            error = sys.exc_info()[1]
+            if isinstance(error, OSError) and error.filename is None:
+                error.filename = self.baseFilename
+            raise error
+
+    handler = LogFile(out / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    return handler
 
 
 def failed_start(out: Path) -> bool:

@@ -62,6 +62,7 @@ from pcae.resume import (
 from pcae.runfolder import (
     check_run_folder,
     diverged_warnings,
+    log_file,
     open_board,
     open_run_folder,
     read_metrics,
@@ -261,9 +262,7 @@ class _Run:
             self.folder = self.holds.enter_context(open_run_folder(self.out, self.resume, self.force))
             if config.tensorboard:
                 self.board = open_board(self.out)
-            handler = logging.FileHandler(self.out / "train.log")
-            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-            self.log.addHandler(handler)
+            self.log.addHandler(log_file(self.out))
         else:
             self.log.addHandler(logging.NullHandler())
         dist.barrier()

@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-
 from helpers import grid_px
 from PIL import Image
 from typer.testing import CliRunner

@@ -91,7 +91,7 @@ def test_unsafe_pickles_get_no_weights_only_advice(tmp_path, monkeypatch, capsys
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--image-size", "100000"], "images of 1x100000x100000 in memory (--image-size 100000) would need"),
+    (["--image-size", "9000"], "images of 1x9000x9000 in memory (--image-size 9000) would need"),
     (["--channels", "1000000"], "(--channels, --n-layers) would need about"),
     (["--bottleneck", "1000000000"], "the conv encoder (--bottleneck 1000000000"),
 ])

@@ -2,8 +2,9 @@
 
 This package holds the typer app, its table of commands and `main()`, which turns what the library
 raises into exit codes: PcaeError (and a library function's ValueError about an argument) is one
-red line on stderr and exit 1, a full disk or a refused path likewise, Ctrl-C is exit 130, usage
-errors exit 2 (typer's convention). The commands live by group:
+red line on stderr and exit 1, a full disk, a refused path or want of memory likewise, Ctrl-C is
+exit 130, usage errors exit 2 (typer's convention), and a closed pipe (`| head`) ends quietly,
+exit 0. The commands live by group:
 
     training     train, train-ae, train-portraits (progress: their bar and summaries)
     inference    sample, evaluate, reconstruct, export
@@ -111,12 +112,29 @@ def _error(line: str) -> None:
 
 
 def main():
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as escapes
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
+        sys.stdout.flush()
         if code == 130 and not isinstance(code, bool):  # typer's answer to Ctrl-C: say so
             _error("interrupted")
         if isinstance(code, int) and not isinstance(code, bool) and code:
             sys.exit(code)
+    except BrokenPipeError:  # `pcae search ... | head -n 1`: the reader has all it wants
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        except (OSError, ValueError):
+            pass
+        sys.exit(0)
+    except SystemExit as e:  # typer's answer to a closed pipe inside a command: exit 1, quietly
+        if e.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            sys.exit(0)
+        raise
+    except MemoryError:
+        _error("error: out of memory; try smaller --batch-size, --image-size or --n")
+        sys.exit(1)
     except DiskFull as e:
         _error(f"error: {e}")
         _exit_now(1)

@@ -25,7 +25,15 @@ import typer
 
 from pcae.config import TrainConfig
 from pcae.data import source_names
-from pcae.options import check_device, check_precision, check_split, check_temperature, cli_callback
+from pcae.options import (
+    check_device,
+    check_png_path,
+    check_precision,
+    check_seed,
+    check_split,
+    check_temperature,
+    cli_callback,
+)
 
 
 def literal_defaults(module: str, owner: str | None = None) -> dict[str, Any]:
@@ -99,9 +107,10 @@ ImageSize = Annotated[int | None, typer.Option("--image-size", min=1,
 Device = Annotated[str, typer.Option("--device", callback=cli_callback(check_device), help=DEVICE_HELP)]
 Precision = Annotated[str, typer.Option("--precision", callback=cli_callback(check_precision),
                                         help=PRECISION_HELP)]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+Seed = Annotated[int, typer.Option("--seed", callback=cli_callback(check_seed), help="Random seed (0 to 2**32 - 1).")]
 Sampler = Annotated[str | None, typer.Option("--sampler", help="cached (the default, fast) or naive (the reference).")]
 Temperature = Annotated[float, typer.Option("--temperature", callback=cli_callback(check_temperature),
                                             help="Divides the logits; 0 = argmax.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace existing outputs (only what pcae wrote; "
                                      "anything else is refused).")]
+PngOut = Annotated[Path, typer.Option("--out", callback=cli_callback(check_png_path), help="PNG grid to write.")]

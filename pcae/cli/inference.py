@@ -13,6 +13,7 @@ from pcae.cli.common import (
     DataRoot,
     Device,
     Force,
+    PngOut,
     Precision,
     Sampler,
     Seed,
@@ -22,14 +23,13 @@ from pcae.cli.common import (
 )
 from pcae.cli.progress import semantics_line
 
-GridOut = Annotated[Path, typer.Option("--out", help="PNG grid to write.")]
 TrainingData = Annotated[str | None, typer.Option("--data", help="Default: the training data. "
                                                      + DATA_SOURCE_HELP)]
 
 
 def sample_cmd(
     checkpoint: Path = typer.Argument(..., help="A PixelCNN checkpoint (e.g. runs/pixelcnn/last.pt)."),
-    out: GridOut = ...,
+    out: PngOut = ...,
     n: int = typer.Option(16, "--n", min=1, help="Images (per class when conditional and no --label)."),
     label: int | None = typer.Option(None, "--label", min=0, help="Class index (label-conditional models)."),
     temperature: Temperature = 1.0,
@@ -76,7 +76,7 @@ def evaluate_cmd(
 
 def reconstruct_cmd(
     checkpoint: Path = typer.Argument(..., help="An auto-encoder checkpoint (e.g. runs/autoencoder/last.pt)."),
-    out: GridOut = ...,
+    out: PngOut = ...,
     data: TrainingData = None,
     split: Split = "test",
     n: int = typer.Option(8, "--n", min=1, help="Originals (one per row)."),

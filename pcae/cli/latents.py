@@ -12,6 +12,7 @@ import typer
 
 from encoders import ENCODER_NAMES
 from pcae.cli.common import DATA_SOURCE_HELP, DataRoot, Force, Split
+from pcae.options import check_png_path, cli_callback
 
 index_app = typer.Typer(help="Latent indexes: merge shard parts, describe a latents folder.",
                         no_args_is_help=True)
@@ -48,7 +49,7 @@ def embed_cmd(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from embeddings.embed import embed, embed_inputs, parse_shard
+    from embeddings.embed import embed, embed_inputs, parse_shard, skipped_text
 
     chosen = embed_inputs(encoder, checkpoint, data, data_root)  # embed() keeps these as given
     if chosen.note:
@@ -70,7 +71,7 @@ def embed_cmd(
     typer.echo(f"wrote {infos['out']}: {infos['count']} latents of d={infos['d']} ({infos['encoder']}), "
                f"index {infos['index_string']} {infos['metric']}, recall@10 "
                f"{'-' if recall is None else f'{recall:.3f}'}, {infos['images_per_s']:.0f} images/s"
-               + (f", {infos['skipped']} skipped" if infos["skipped"] else ""))
+               + (f", {skipped_text(infos)}" if infos["skipped"] else ""))
     if infos["random_weights"]:
         from pcae.portrait import RANDOM_WARNING
         typer.echo(f"warning: {RANDOM_WARNING}")
@@ -81,7 +82,8 @@ def search_cmd(
     query: str = typer.Argument(..., help="An image file, or id:N for a stored item."),
     k: int = typer.Option(10, "-k", "--k", min=1, help="Neighbours to return."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    out: Path | None = typer.Option(None, "--out", help="Draw the query and its neighbours to this PNG."),
+    out: Path | None = typer.Option(None, "--out", callback=cli_callback(check_png_path),
+                                         help="Draw the query and its neighbours to this PNG."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="The encoder checkpoint the "
                                               "latents were made with, where it is now (an image "
                                               "query, when it has moved; its sha256 is checked)."),

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from pcae.cli.common import TRAIN, Device, Force, Sampler, Seed, Temperature
+from pcae.options import check_png_path, cli_callback
 
 
 def portrait_cmd(
@@ -15,7 +16,7 @@ def portrait_cmd(
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A portrait checkpoint (pcae "
                                               "train-portraits) (default: the newest finished portrait "
                                               "run's best.pt under runs/)."),
-    out: Path | None = typer.Option(None, "--out", help="PNG grid to write: the source crop, then the "
+    out: Path | None = typer.Option(None, "--out", callback=cli_callback(check_png_path), help="PNG grid to write: the source crop, then the "
                                        "portraits (default: portraits/PHOTO-NAME.png)."),
     n: int = typer.Option(16, "--n", help="Portraits to draw (one batch)."),
     face_index: int | None = typer.Option(None, "--face-index", help="Which face, largest first "
@@ -123,7 +124,7 @@ def interpolate_cmd(
     a: Path = typer.Argument(..., help="Photo of the first face."),
     b: Path = typer.Argument(..., help="Photo of the second face."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A portrait checkpoint."),
-    out: Path = typer.Option(..., "--out", help="PNG grid: each row face a, the steps, face b."),
+    out: Path = typer.Option(..., "--out", callback=cli_callback(check_png_path), help="PNG grid: each row face a, the steps, face b."),
     steps: int = typer.Option(8, "--steps", help="Portraits along the line (>= 2)."),
     rows: int = typer.Option(1, "--rows", help="Rows, each with its own noise (the same along a row)."),
     sampler: Sampler = None,

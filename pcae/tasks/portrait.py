@@ -65,7 +65,7 @@ from encoders.lookup import EmbeddingTable
 from eval.faces import face_measures, judge_test_faces, spread
 from eval.identity import IdentityJudge, identity_judge_of_cache
 from pcae.batches import resolve_device
-from pcae.data import convert_images
+from pcae.data import BUNDLED_FACES, convert_images, image_files
 from pcae.errors import PcaeError
 from pcae.faces import (
     DEFAULT_FACE_SIZE,
@@ -79,6 +79,7 @@ from pcae.faces import (
     prepare_faces,
     sibling_caches,
 )
+from pcae.machine import check_fits
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim
 from pcae.resume import UNUSED, stored_values
 from pcae.sampling import sample
@@ -354,6 +355,10 @@ class PortraitSpec:
         name, why = choose_encoder(self.encoder)
         size = config.image_size or DEFAULT_FACE_SIZE
         self.config((config.image_channels or 1, size, size), FACE_ENCODERS[name])  # fail before detection
+        if kind != "h5":  # the face cache holds every photo's face at size x size, in colour
+            photos = len(image_files(Path(path).expanduser() if path else BUNDLED_FACES))
+            photos = min(photos, self.max_photos or photos)
+            check_fits(3.0 * photos * size * size, f"--image-size {size}: {photos} faces of {size}x{size}")
         encoder = build_face_encoder(name, self.facenet_weights or "vggface2", self.facenet_crop_size or 160)
         reuse = ()
         if self.cache is not None:
