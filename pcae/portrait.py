@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,17 @@ class PortraitResult:
     def grid(self) -> torch.Tensor:
         """The source crop first, then the samples: (n + 1, C, S, S)."""
         return torch.cat([self.source, self.samples])
+
+    def layout(self) -> tuple[torch.Tensor, int]:
+        """(tiles, per row) for the portrait grid: the source crop alone in the first column (blank
+        below it; save_grid's gap sets it apart), the samples in rows of ceil(sqrt(n)) beside it."""
+        n = len(self.samples)
+        k = max(1, math.ceil(math.sqrt(n)))
+        blank = torch.full_like(self.source[0], 128)  # the grid's own grey
+        tiles = []
+        for r in range(0, n, k):
+            tiles += [self.source[0] if r == 0 else blank, *self.samples[r:r + k]]
+        return torch.stack(tiles), k + 1
 
     def summary(self) -> dict:
         keys = ("photo", "probability", "faces_found", "face_index", "random_weights", "facenet_weights",

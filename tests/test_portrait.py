@@ -287,7 +287,7 @@ def test_portrait_end_to_end(run, tmp_path):
         assert "pose and lighting, portraits (4): yaw" in text
 
     image = Image.open(grid)
-    assert image.size == grid_px(3 * (S + 2) + 2, 2 * (S + 2) + 2)  # 5 tiles, 3 per row
+    assert image.size == grid_px(3 * (S + 2) + 2, 2 * (S + 2) + 2, gap=8)  # the crop | 2 x 2 portraits
     assert image.text["random_weights"] == "true" and "random" in image.text["note"]
     with h5py.File(samples, "r") as f:
         assert f["images"].shape == (4, 3, S, S) and f["source"].shape == (1, 3, S, S)
@@ -296,8 +296,9 @@ def test_portrait_end_to_end(run, tmp_path):
         if f.attrs["dlib"] != "null":
             assert len(json.loads(f.attrs["dlib"])["distances"]) == 4
         source, first = f["source"][0], f["images"][0]
-    k = image.size[0] // (3 * (S + 2) + 2)  # the grid's upscaling: every pixel a k x k square
-    tiles = np.asarray(image).transpose(2, 0, 1)[:, ::k, ::k]
+    k = (image.size[0] - 8) // (3 * (S + 2) + 2)  # the grid's upscaling: every pixel a k x k square
+    gutter = np.arange(k * (S + 4), k * (S + 4) + 8)  # the 8 white columns after the source
+    tiles = np.delete(np.asarray(image), gutter, axis=1).transpose(2, 0, 1)[:, ::k, ::k]
     assert np.array_equal(tiles[:, 2:2 + S, 2:2 + S], source)  # the source crop comes first
     assert np.array_equal(tiles[:, 2:2 + S, S + 4:2 * S + 4], first)
 

@@ -39,7 +39,6 @@ def portrait_cmd(
     photo's face (with the photo at the portraits' size as the ceiling) and the pose and lighting
     spread, read against the person's own photos.
     """
-    import math
     import time
 
     from pcae.files import refuse_existing
@@ -54,9 +53,9 @@ def portrait_cmd(
     r = draw_portraits(checkpoint, photo, n, face_index=face_index, sampler=sampler, seed=seed,
                        temperature=temperature, device=device, references=reference)
     note = facenet_note(r.random_weights, r.facenet_weights)
-    save_png_grid(r.grid, max(1, math.ceil(math.sqrt(len(r.grid)))), out,
-                  {"pcae": "portrait grid: source crop, then samples", "checkpoint": str(checkpoint),
-                   **r.summary(), "note": note})
+    tiles, nrow = r.layout()
+    save_png_grid(tiles, nrow, out, {"pcae": "portrait grid: the source crop | the samples",
+                                     "checkpoint": str(checkpoint), **r.summary(), "note": note}, gap=8)
     if samples_out is not None:
         save_samples(r, samples_out, str(checkpoint))
     S = r.samples.shape[-1]
