@@ -67,7 +67,7 @@ from pcae.formats import (
     write_h5,
 )
 from pcae.machine import check_fits
-from pcae.options import SPLITS, check_split
+from pcae.options import SPLITS, check_split, check_suffix
 
 IN_MEMORY_LIMIT = 2 * 1024 ** 3       # bytes of converted uint8 images kept in memory
 CHUNK = 512                           # images per decode / write step
@@ -542,6 +542,7 @@ def import_dataset(source: str, out_path: str | os.PathLike, *, channels: int | 
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if out_path.is_dir():
         raise PcaeError(f"{out_path}: is a folder, expected an .h5 file path")
+    check_suffix(out_path, (".h5", ".hdf5"), "an HDF5 file")
     refuse_existing(out_path, force)  # --force replaces a pcae images file, never a user's file
     splits = {s: _open(source, s, data_root, channels, image_size, bundled) for s in SPLITS}
     shape = _out_shape(splits["train"].shape, channels, image_size)

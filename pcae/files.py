@@ -374,7 +374,9 @@ def load_torch_file(path: Path, what: str = "pcae checkpoint", lazy: bool = Fals
                             "corrupt or truncated)") from None
         raise PcaeError(f"{path}: not a {what}: {_what_it_holds(e)}, which pcae never "
                         "loads (unpickling arbitrary objects could run code)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+    except MemoryError:
+        raise
+    except Exception as e:  # the unpickler raises any type on another format (IndexError on a text file)
         raise PcaeError(f"{path}: not a {what}: not a torch file (another format, or "
                         f"corrupt or truncated: {type(e).__name__})") from None
 

@@ -59,14 +59,19 @@ def check_seed(value: int) -> int:
     return value
 
 
-def check_png_path(value):
-    """An output path whose name ends in .png: pcae's images are PNG (their text chunks hold the
-    captions and scores), and bytes of one format under another's name mislead every viewer."""
+def check_suffix(value, suffixes: tuple[str, ...], what: str):
+    """An output path whose name ends in one of `suffixes`: bytes of one format under another's
+    name mislead every viewer and reader."""
     suffix = Path(value).suffix
-    if suffix.lower() != ".png":
-        raise ValueError(f"{value}: pcae writes PNG images; give a name ending in .png"
+    if suffix.lower() not in suffixes:
+        raise ValueError(f"{value}: pcae writes {what} here; give a name ending in {' or '.join(suffixes)}"
                          + (f" (not {suffix})" if suffix else ""))
     return value
+
+
+def check_png_path(value):
+    """An image output: pcae's images are PNG (their text chunks hold the captions and scores)."""
+    return check_suffix(value, (".png",), "PNG images")
 
 
 def cli_callback(check):

@@ -179,7 +179,7 @@ def test_a_seed_out_of_range_is_a_usage_error(tmp_path, monkeypatch, capsys, see
 def test_an_image_output_not_named_png_is_a_usage_error(tmp_path, monkeypatch, capsys, args):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_pcae(monkeypatch, capsys, *args)
-    assert code == 2 and "pcae writes PNG images; give a name ending in .png" in err, err
+    assert code == 2 and "pcae writes PNG images here; give a name ending in .png" in err, err
     assert os.listdir(tmp_path) == []
 
 
@@ -294,3 +294,17 @@ def test_a_search_that_meets_a_commit_half_way_reads_the_folder_again(tmp_path, 
     code, printed, err = run_pcae(monkeypatch, capsys, "search", out, "id:0", "-k", "3")
     assert code == 0 and len(calls) == 2, err
     assert len(printed.splitlines()) == 4
+
+
+def test_data_import_to_a_name_that_is_not_hdf5_is_refused(tmp_path, monkeypatch, capsys):
+    code, _, err = run_pcae(monkeypatch, capsys, "data", "import", "fashion-mnist", tmp_path / "out.txt")
+    assert code == 1 and err.strip() == (f"error: {tmp_path / 'out.txt'}: pcae writes an HDF5 file here; "
+                                         "give a name ending in .h5 or .hdf5 (not .txt)"), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_text_file_given_as_a_checkpoint_is_one_line(tmp_path, monkeypatch, capsys):
+    notes = tmp_path / "notes.pt"
+    notes.write_text("root:x:0:0:root:/root:/bin/bash\n")  # the unpickler raised IndexError on this
+    code, _, err = run_pcae(monkeypatch, capsys, "evaluate", notes)
+    assert code == 1 and err.count("\n") == 1 and "not a torch file" in err, err
