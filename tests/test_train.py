@@ -604,3 +604,18 @@ def test_tensorboard_logs_the_metrics_rows_and_the_grids(tmp_path, monkeypatch, 
     assert "samples" in tags["images"] and len(events.Images("samples")) >= 2
     assert run_pcae(monkeypatch, capsys, *args, "--force")[0] == 0  # pcae's event files are replaced
     assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+def test_label_conditional_with_a_location_dependent_map(tmp_path, monkeypatch, capsys):
+    """--spatial-channels c: h = the one-hot class also reaches every layer as a c-channel map
+    m(h) of the image's size (the paper's location-dependent conditioning); a resume keeps it."""
+    out = tmp_path / "run"
+    args = ["train", "--out", out, *TINY, "--condition", "label", "--spatial-channels", "4",
+            "--eval-every", "0", "--judge-images", "0"]
+    code, _, err = run_pcae(monkeypatch, capsys, *args, "--steps", "2")
+    assert code == 0, err
+    model = load_checkpoint(out / "last.pt")["configs"]["model"]
+    assert model["spatial_cond"] is True and model["spatial_channels"] == 4 and model["cond_dim"] == 10
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", out, "--resume", "--steps", "3",
+                            "--spatial-channels", "8")
+    assert code == 1 and "--spatial-channels 8 conflicts with the run being resumed (4)" in err, err

@@ -199,6 +199,10 @@ def train_cmd(
     stacks: int = typer.Option(PIXELCNN["stacks"], "--stacks", min=1, max=2, help="2: vertical and "
                                "horizontal stacks; 1: the original PixelCNN's one masked stack, with "
                                "its blind spot (sampled by the naive sampler)."),
+    spatial_channels: int = typer.Option(PIXELCNN["spatial_channels"], "--spatial-channels", min=0,
+                                         help="With --condition label: 0 conditions every layer on h "
+                                         "alone; c > 0 also on a c-channel map m(h) of the image's size "
+                                         "(location-dependent)."),
     image_channels: ImageChannels = None,
     image_size: ImageSize = None,
     data_root: DataRoot = None,
@@ -215,7 +219,8 @@ def train_cmd(
                                   image_channels=image_channels, image_size=image_size)
     spec = PixelCNNSpec(channels=channels, n_layers=n_layers, kernel_size=kernel_size,
                         first_kernel_size=first_kernel_size, head_channels=head_channels,
-                        condition=condition, gated=gated, stacks=stacks)  # checked in build()
+                        condition=condition, gated=gated, stacks=stacks,
+                        spatial_channels=spatial_channels)  # checked in build()
     run_training(config, spec, train["resume"], train["force"], given)
 
 

@@ -149,6 +149,7 @@ class PixelCNNSpec:
     condition: str = "none"
     gated: bool = True  # False: ReLU units (the original PixelCNN's), for the paper's comparison
     stacks: int = 2  # 1: one masked stack, with the blind spot (the original PixelCNN's)
+    spatial_channels: int = 0  # with condition "label": 0 global h only; c > 0 also a c-channel map m(h)
 
     def build(self, dataset) -> PixelCNNTask:
         if self.condition not in CONDITIONS:
@@ -163,7 +164,9 @@ class PixelCNNSpec:
                                     kernel_size=self.kernel_size,
                                     first_kernel_size=self.first_kernel_size,
                                     head_channels=self.head_channels, cond_dim=cond_dim,
-                                    image_size=(H, W), gated=self.gated, stacks=self.stacks)
+                                    image_size=(H, W), gated=self.gated, stacks=self.stacks,
+                                    spatial_cond=bool(cond_dim and self.spatial_channels),
+                                    spatial_channels=self.spatial_channels or 16)
         except ValueError as e:
             raise PcaeError(f"model options: {e}") from None
         return PixelCNNTask(config, self.condition, list(dataset.classes or []))
@@ -174,7 +177,9 @@ class PixelCNNSpec:
                                        "first_kernel_size": ("model", "first_kernel_size"),
                                        "head_channels": ("model", "head_channels"),
                                        "gated": ("model", "gated"), "stacks": ("model", "stacks"),
-                                       "condition": ("task", "condition")})
+                                       "condition": ("task", "condition")}) | {
+            "spatial_channels": configs["model"].get("spatial_channels", 16)
+            if configs["model"].get("spatial_cond") else 0}
 
     def restore(self, checkpoint: dict) -> PixelCNNTask:
         return PixelCNNTask.from_checkpoint(checkpoint)
