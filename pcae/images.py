@@ -53,6 +53,13 @@ def save_grid(images: torch.Tensor, nrow: int, path: str | os.PathLike, text: di
     return path
 
 
+def save_captioned(images: torch.Tensor, nrow: int, path, caption: dict) -> Path:
+    """`save_grid` of a task's grid with its caption (Task.grid_caption): the rows' names as PNG
+    text, and a gutter after the first column when each row starts with a source."""
+    text = {"rows": caption["rows"]} if caption.get("rows") else None
+    return save_grid(images, nrow, path, text, gap=8 if caption.get("sources_first") else 0)
+
+
 def plot_curve(rows: list[dict], metric: str, path: str | os.PathLike) -> Path:
     """Train and test `metric` against step (rows of metrics.jsonl), as a PNG."""
     import matplotlib

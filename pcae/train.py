@@ -49,7 +49,7 @@ from pcae.config import TrainConfig
 from pcae.data import load_dataset
 from pcae.errors import Interrupted, PcaeError
 from pcae.files import atomic_path
-from pcae.images import plot_curve, save_grid
+from pcae.images import plot_curve, save_captioned
 from pcae.precision import choose, step_seconds
 from pcae.resume import (
     _check_resumable,
@@ -452,14 +452,10 @@ class _Run:
 
     def _save(self, name):
         checkpoint = {
-            "kind": self.task.kind,
-            "configs": {**self.task.configs(), "train": dataclasses.asdict(self.config)},
-            "state_dicts": self.task.state_dicts(),
-            "optimizer": self.optimizer.state_dict(),
+            "kind": self.task.kind, "configs": {**self.task.configs(), "train": dataclasses.asdict(self.config)},
+            "state_dicts": self.task.state_dicts(), "optimizer": self.optimizer.state_dict(),
             "step": self.state.step, "epoch": self.state.epoch, "position": self.state.position,
-            "global_batch": self.feeder.global_batch,
-            "rng": rng_states(),
-            "data": self.data_info,
+            "global_batch": self.feeder.global_batch, "rng": rng_states(), "data": self.data_info,
             "metrics": {"best": self.state.best, "elapsed": self.state.elapsed + self._since_start(),
                         "train_seconds": self.state.train_seconds, "images_seen": self.state.images_seen},
         }
@@ -511,13 +507,10 @@ class _Run:
     def _sample(self, name: str):
         if not self.dist.main or self.config.n_samples == 0:
             return None
-        generator = torch.Generator(self.dist.device).manual_seed(self.config.seed)
+        n, generator = self.config.n_samples, torch.Generator(self.dist.device).manual_seed(self.config.seed)
         with self._averaged():
-            images, nrow = self.task.sample_grid(self.examples, self.config.n_samples, generator,
-                                                 self.config.temperature)
-        caption = self.task.grid_caption(self.examples, self.config.n_samples)
-        path = save_grid(images, nrow, self.out / name, {"rows": caption["rows"]} if caption.get("rows") else None,
-                         gap=8 if caption.get("sources_first") else 0)
+            images, nrow = self.task.sample_grid(self.examples, n, generator, self.config.temperature)
+        path = save_captioned(images, nrow, self.out / name, self.task.grid_caption(self.examples, n))
         if self.board is not None:
             grid = make_grid(images.float().cpu() / 255.0, nrow=nrow, padding=2, pad_value=0.5)
             self.board.add_image("samples", grid, self.state.step)

@@ -95,7 +95,7 @@ def reconstruct_cmd(
     import time
 
     from pcae.files import refuse_existing
-    from pcae.images import save_grid
+    from pcae.images import save_captioned
     from pcae.inference import reconstruct_checkpoint
 
     refuse_existing(out, force)
@@ -104,8 +104,7 @@ def reconstruct_cmd(
                                               temperature=temperature, seed=seed, sampler=sampler,
                                               data_root=text(data_root), device=device,
                                               judge_images=judge_images)
-    caption = info.get("caption", {})
-    save_grid(grid, nrow, out, {"rows": caption["rows"]}, gap=8 if caption["sources_first"] else 0)
+    save_captioned(grid, nrow, out, info["caption"])
     made = "reconstruction" if info["decoder"] == "deconv" else f"{nrow - 1} samples"
     scores = ", ".join(f"{k} {info[k]:.4f}" for k in ("bpd", "mse") if k in info)
     typer.echo(f"wrote {out}: {len(grid) // nrow} {info['split']} images of {info['data']}, each + {made}; "
