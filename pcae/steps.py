@@ -5,14 +5,13 @@ run evaluates, samples from and saves, and Ctrl-C between steps instead of insid
 from __future__ import annotations
 
 import math
-import signal
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from pcae.config import LR_SCHEDULES, TrainConfig
-from pcae.errors import PcaeError
+from pcae.errors import PcaeError, deferred_interrupt
 from pcae.task import Task
 
 
@@ -105,38 +104,24 @@ class WeightAverage:
             self.average[n] = current[n].detach().clone()
             current[n].copy_(training_weights[n])
 
-class Interrupt:
-    """SIGINT sets a flag (the loop saves and stops between steps) instead of raising mid-step.
+class Interrupt(deferred_interrupt):
+    """The training loop's Ctrl-C (pcae.errors.deferred_interrupt): a flag the loop checks between
+    steps, where it saves and stops, instead of a KeyboardInterrupt raised mid-step.
 
     Once the steps are done (`steps_done()`), Ctrl-C raises KeyboardInterrupt at once: the final
     checkpoint is written, and what is left (samples, the judge, the summary) `--resume` redoes."""
 
-    def __init__(self):
-        self.requested = False
-        self.previous = None
-        self.immediate = False
+    immediate = False
 
     def steps_done(self) -> None:
         """From now on Ctrl-C interrupts at once (raises now if it came during the last step)."""
         self.immediate = True
-        if self.requested:
-            raise KeyboardInterrupt
-
-    def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self.previous = None
-        return self
+        self.check()
 
     def _handle(self, signum, frame):
-        if self.requested or self.immediate:  # a second Ctrl-C, or no steps left: stop now
+        if self.immediate:  # no steps left: stop now
             raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        super()._handle(signum, frame)
 
 class NonFiniteLoss(PcaeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
