@@ -13,6 +13,12 @@ sample judge (eval/judge.py) and is trained the same way, with the augmentations
     train_identity_judge   trains one on images and person names (tens of seconds on 2 cores)
     identity_judge_of_cache  the judge of a face cache, trained once and cached on disk
 
+It knows the people with at least MIN_FACES training faces (a class of one or two photos teaches a
+classifier nothing and has no test face to measure it on; every person, in a folder where fewer
+than two people have that many): the bundled 55 people all, of LFW's
+5,719 the ~400 with 5 photos or more. Its penultimate layer (`features`) is also the embedding
+that eval.unseen compares portraits of people it never saw with their other photos.
+
 Known limits: it only knows the people of its training faces; a face of anyone else is still
 named as one of them (so the figure "named the source's person" is only given for known people).
 With ~8 photos a person its accuracy varies by a few points between seeds.
@@ -21,6 +27,7 @@ Shapes: B faces, C channels (1 or 3), S the portraits' side, P people.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -34,6 +41,7 @@ from pcae.data import convert_images
 from pcae.files import atomic_path, cache_root
 
 IDENTITY_FORMAT = 1  # bump when the network or its training changes: old cache entries are ignored
+MIN_FACES = 4  # training faces a person needs to be one of the judge's classes
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,12 @@ class IdentityJudge:
         """(B, C, S, S) levels -> (B,) indices into `people`."""
         parts = [self.net(images[i:i + 256].cpu()).argmax(1) for i in range(0, len(images), 256)]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) levels -> (B, F) unit-length features of the penultimate layer."""
+        parts = [self.net.body(images[i:i + 256].cpu().float() / 255.0 - 0.5) for i in range(0, len(images), 256)]
+        return F.normalize(torch.cat(parts), dim=1) if parts else torch.zeros(0, self.net.classify[-1].in_features)
 
     def name(self, images: torch.Tensor) -> list[str]:
         """The person the judge sees in each image."""
@@ -175,6 +189,11 @@ def identity_judge_of_cache(cache: str | Path, channels: int, config: IdentityCo
     """The identity judge of a face cache's people at `channels`: read from pcae's cache folder
     (cache_root()/judges), or trained and stored there. None when fewer than two people have faces."""
     faces = faces_of_cache(cache, channels)
+    counts = collections.Counter(faces["train"][1])
+    least = MIN_FACES if sum(n >= MIN_FACES for n in counts.values()) >= 2 else 1  # tiny folders: all
+    for split, (images, persons) in faces.items():
+        keep = [k for k, p in enumerate(persons) if counts[p] >= least]
+        faces[split] = (images[keep], [persons[k] for k in keep])
     images, persons = faces["train"]
     if len(set(persons)) < 2:
         return None

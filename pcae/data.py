@@ -53,7 +53,7 @@ from typing import Callable
 import numpy as np
 
 from pcae.errors import PcaeError, first_line
-from pcae.files import refuse_existing, upright_8bit, upright_size
+from pcae.files import refuse_existing, register_heif, upright_8bit, upright_size
 from pcae.formats import (
     TEST_EVERY,
     Split,
@@ -75,8 +75,10 @@ MAX_IMAGE_SIZE = 9459                 # the side of PIL's largest image (Image.M
 BUNDLED_DIR = Path(__file__).parent / "data"
 BUNDLED_FILE = BUNDLED_DIR / "fashion-mnist-subset.npz"
 BUNDLED_FACES = BUNDLED_DIR / "faces"  # 480 real photos of 55 people, one folder each (SOURCES.md)
+SHIPPED_PORTRAIT = BUNDLED_DIR / "portrait"  # the portrait model shipped with pcae (its MODEL_CARD.md)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
+                  ".heic", ".heif"}
 
 FASHION_MNIST_CLASSES = (BUNDLED_DIR / "fashion-mnist-classes.txt").read_text().splitlines()
 MNIST_CLASSES = [str(i) for i in range(10)]
@@ -220,6 +222,23 @@ def person_split(rels: list[str], persons: list[str | None]) -> list[bool]:
     return test
 
 
+HOLDOUT_MIN_PHOTOS = 5  # only people with this many photos are held out: each leaves a source and a gallery
+
+
+def held_out_people(persons: list[str | None], fraction: float) -> set[str]:
+    """The people kept out of training entirely, for measures on people a model never saw: of the
+    people with HOLDOUT_MIN_PHOTOS photos or more, those whose sha1(name) falls in the first
+    `fraction` of its range (stable: the same person is held out whatever else the folder holds)."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    counts: dict[str, int] = {}
+    for person in persons:
+        if person is not None:
+            counts[person] = counts.get(person, 0) + 1
+    return {p for p, n in counts.items() if n >= HOLDOUT_MIN_PHOTOS
+            and int(hashlib.sha1(_path_bytes(p)).hexdigest()[:8], 16) < fraction * 2 ** 32}
+
+
 def _is_image_file(p: Path, root: Path) -> bool:
     hidden = any(part.startswith(".") for part in p.relative_to(root).parts)
     return not hidden and p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
@@ -330,6 +349,7 @@ def _open_folder(arg, split, data_root, channels, image_size, bundled=None, by_p
 
     channels = channels or 3
     sizes, readable = set(), []
+    register_heif()
     for p, k in files:                                    # headers only: cheap, finds junk early
         rel = p.relative_to(root).as_posix()
         try:

@@ -11,7 +11,7 @@ reads the embedding table back (the portrait task's h, by row), checking which w
 
 Face cache (HDF5, attrs `format` = "pcae-images/1" so `h5:CACHE` is a pcae.data source whose
 labels are row numbers, and `faces_format` = CACHE_FORMAT): `images` uint8 (N, 3, S, S), `labels`
-int64 (N,) = row number, `split` uint8 (N,) (0 train, 1 test), `crops` uint8 (N, 3, F, F),
+int64 (N,) = row number, `split` uint8 (N,) (0 train, 1 test, 2 held out), `crops` uint8 (N, 3, F, F),
 `embeddings` float32 (N, D), `probs` float32 (N,), `files` str (N,); attrs `source`, `origin`,
 `image_size`, `facenet` (encoder config JSON), `preprocessing` (JSON), `random_weights`,
 `weights_fingerprint` (sha1 of the encoder's state dict), `listing` (sha1 of the photos' names,
@@ -20,18 +20,27 @@ sizes and mtimes), `skipped` (JSON).
 Splits follow pcae.data: a photo of a folder is in test when sha1 of its relative path is divisible
 by 10; rows of an HDF5 file by its `split` dataset, else every 10th row. When that leaves the test
 split empty (folders of fewer than ~10 photos) the last face goes to test, so the loop can evaluate.
+With `holdout` > 0, whole people are held out (split 2: neither trained on nor tested by the loop;
+pcae.data.held_out_people): the people that measures of unseen faces are made on.
 
-Known limits: MTCNN runs on the CPU one photo at a time (~0.1-0.5 s per photo), so preparing
-CelebA's 200k photos takes hours; a killed preparation starts over. Only the largest face of each
-photo is used.
+Detection and embedding run in one worker process per core (dlib's HOG and ResNet, ~9 photos a
+second a core on LFW's 250x250 photos). Faces are written to CACHE.partial.h5 as they come, with
+how many photos are done: a preparation stopped by Ctrl-C or a kill goes on from there when run
+again with the same photos, and the finished cache replaces the partial file in one rename.
+
+Known limits: MTCNN and dlib run on the CPU (~0.1-0.5 s per photo), so preparing CelebA's 200k
+photos takes hours. Only the largest face of each photo is used.
 
 Shapes: N faces, S image_size, F the encoder's crop side (FaceNet 160, dlib 150), D its dim.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
+import multiprocessing
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -47,10 +56,12 @@ from pcae.data import (
     BUNDLED_FACES,
     TEST_EVERY,
     convert_images,
+    held_out_people,
     image_files,
     person_of,
     person_split,
 )
+from pcae.formats import HELD_OUT
 from pcae.errors import PcaeError, first_line
 from pcae.files import atomic_path, cache_root, ensure_space, open_image
 
@@ -200,10 +211,10 @@ def default_cache_path(source: str, encoder: str = "facenet", variant: str | Non
     return cache_root() / "faces" / f"{path.name or 'photos'}-{key}{suffix}.h5"
 
 
-def cache_variant(encoder, image_size: int, max_photos: int | None) -> str:
+def cache_variant(encoder, image_size: int, max_photos: int | None, holdout: float = 0.0) -> str:
     """A short key of what besides the photos decides a face cache's rows and contents: the
-    encoder's weights and config, the faces' side and --max-photos."""
-    parts = [weights_fingerprint(encoder), encoder.config, image_size, max_photos]
+    encoder's weights and config, the faces' side, --max-photos and the held-out fraction."""
+    parts = [weights_fingerprint(encoder), encoder.config, image_size, max_photos] + ([holdout] if holdout else [])
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -221,12 +232,12 @@ class _CacheWriter:
     """Appends faces (crop, prob, photo) to a new cache file, embedding them in chunks; `finish`
     writes the split, decided over the faces found (split_faces)."""
 
-    def __init__(self, f, encoder, image_size: int):
+    def __init__(self, f, encoder, image_size: int, holdout: float = 0.0):
         import h5py
 
-        self.f, self.encoder, self.S = f, encoder, image_size
+        self.f, self.encoder, self.S, self.holdout = f, encoder, image_size, holdout
         S, P, D = image_size, encoder.image_size, encoder.dim
-        grow = lambda name, shape, dtype, rows, **kw: f.create_dataset(
+        grow = lambda name, shape, dtype, rows, **kw: f[name] if name in f else f.create_dataset(  # noqa: E731
             name, (0, *shape), dtype, maxshape=(None, *shape), chunks=(rows, *shape), **kw)
         self.images = grow("images", (3, S, S), np.uint8, max(1, min(256, (1 << 20) // (3 * S * S))),
                            compression="gzip", compression_opts=4)
@@ -241,6 +252,18 @@ class _CacheWriter:
         self.photos: list[_Photo] = []
         self.grey = True  # every face so far has R = G = B
         self.pending: list[tuple] = []
+
+    def resume(self, photos: list[_Photo]) -> None:
+        """Go on after the rows a stopped preparation wrote (their photos, in order): rows past
+        the last recorded ones (a kill between the writes) are cut."""
+        rows = int(self.f.attrs["rows"])
+        for ds in (self.images, self.crops, self.embeddings, self.labels, self.split, self.probs,
+                   self.files, self.persons):
+            ds.resize(rows, axis=0)
+        by_name = {photo.name: photo for photo in photos}
+        self.photos = [by_name[name] for name in self.files.asstr()[:]]
+        self.n = rows
+        self.grey = bool(self.f.attrs["grey_so_far"])
 
     def add(self, crop: torch.Tensor, prob: float, photo: _Photo,
             embedding: torch.Tensor | None = None) -> None:
@@ -281,20 +304,28 @@ class _CacheWriter:
         """The split of the faces written (split_faces), and the people among them."""
         self.flush()
         if self.n:
-            self.split[:] = np.asarray(split_faces(self.photos), np.uint8)
+            self.split[:] = np.asarray(split_faces(self.photos, self.holdout), np.uint8)
         self.f.attrs["people"] = json.dumps(sorted({p.person for p in self.photos if p.person is not None}))
         self.f.attrs["grey"] = self.grey  # every face grey: a 1-channel model suffices
 
 
-def split_faces(photos: list[_Photo]) -> list[bool]:
-    """Which faces go to test: by photo within each person (pcae.data.person_split: every person
-    with two faces or more has faces in both splits), an HDF5 file's own split, else ~1 in 10
-    (pcae.data.is_test_path); when that leaves no test face, the last of two or more."""
-    by_person = person_split([p.name for p in photos], [p.person for p in photos])
+def split_faces(photos: list[_Photo], holdout: float = 0.0) -> list[int]:
+    """Each face's split code: HELD_OUT for the people `held_out_people(holdout)` keeps out, else
+    1 (test) or 0 (train) by photo within each person (pcae.data.person_split: every person with
+    two faces or more has faces in both splits), an HDF5 file's own split, else ~1 in 10
+    (pcae.data.is_test_path); when that leaves no test face, the last face that is neither a
+    person's only one nor the only face left to train on."""
+    persons = [p.person for p in photos]
+    held = held_out_people(persons, holdout) if holdout else set()
+    by_person = person_split([p.name for p in photos], persons)
     test = [p.test if p.test is not None else t for p, t in zip(photos, by_person)]
-    if not any(test) and len(test) >= 2:  # tiny folders: keep one face for evaluation
-        test[-1] = True
-    return test
+    codes = [HELD_OUT if p in held else int(t) for p, t in zip(persons, test)]
+    if 1 not in codes:  # tiny folders: one test face, but never a person's only one
+        counts = collections.Counter(persons)
+        spare = [k for k, c in enumerate(codes) if c == 0 and (persons[k] is None or counts[persons[k]] >= 2)]
+        if len(spare) >= 2 or (spare and len(codes) > len(spare)):
+            codes[spare[-1]] = 1
+    return codes
 
 
 def _cache_attrs(path: Path) -> dict | None:
@@ -326,7 +357,7 @@ def _detection_config(encoder) -> str:
 
 def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: int = DEFAULT_FACE_SIZE, *,
                   max_photos: int | None = None, progress: Progress | None = None,
-                  reuse: list | tuple = ()) -> dict:
+                  reuse: list | tuple = (), holdout: float = 0.0, workers: int | None = None) -> dict:
     """Detect, crop and embed the largest face of every photo once; write (or reuse) the face cache.
 
     Args:
@@ -338,6 +369,9 @@ def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: in
         progress: called with (photos done, photos) while detecting.
         reuse: other caches whose detections may be reused when `cache` has none of these photos
             (the same photos and detector): their crops are re-derived, not detected again.
+        holdout: the fraction of people (with 5 photos or more) held out of both splits
+            (pcae.data.held_out_people).
+        workers: detection processes (None: one per core; 1: in this process).
     Returns:
         info dict: cache, source, origin, photos, faces, train, test, skipped [{file, reason}],
         reused ("all", "detections" or "none"), image_size, facenet config, weights_fingerprint,
@@ -372,25 +406,28 @@ def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: in
     same_photos = same(old)
     same_weights = same_photos and old.get("weights_fingerprint") == fingerprint
     if (source_cache == cache and same_weights and old.get("image_size") == image_size
-            and old.get("facenet") == json.dumps(encoder.config) and old.get("faces_format") == CACHE_FORMAT):
+            and old.get("facenet") == json.dumps(encoder.config) and old.get("faces_format") == CACHE_FORMAT
+            and float(old.get("holdout", 0.0)) == holdout):
         return _cache_info(cache, "all")
+    if not same_photos:
+        _detect_into_partial(photos, cache, encoder, image_size, listing, detection, fingerprint,
+                             progress, workers)
+        source_cache, old, same_weights = _partial_path(cache), _cache_attrs(_partial_path(cache)), True
 
     with atomic_path(cache, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
-            writer = _CacheWriter(f, encoder, image_size)
-            if same_photos:  # new image size or weights: derive them from the stored crops
-                skipped = json.loads(old["skipped"])
-                by_name = {photo.name: photo for photo in photos}  # the same photos: same listing
-                with h5py.File(source_cache, "r") as src:
-                    for lo in range(0, src["crops"].shape[0], CHUNK):
-                        hi = lo + CHUNK
-                        crops = torch.from_numpy(src["crops"][lo:hi])
-                        emb = torch.from_numpy(src["embeddings"][lo:hi]) if same_weights else None
-                        for k, (name, prob) in enumerate(zip(src["files"].asstr()[lo:hi], src["probs"][lo:hi])):
-                            writer.add(crops[k], float(prob), by_name[name], None if emb is None else emb[k])
-                        writer.flush()
-            else:
-                skipped = _detect_all(photos, encoder, writer, progress)
+            writer = _CacheWriter(f, encoder, image_size, holdout)
+            # the cache from stored crops: new detections, another image size, weights or split
+            skipped = json.loads(old["skipped"])
+            by_name = {photo.name: photo for photo in photos}  # the same photos: same listing
+            with h5py.File(source_cache, "r") as src:
+                for lo in range(0, src["crops"].shape[0], CHUNK):
+                    hi = lo + CHUNK
+                    crops = torch.from_numpy(src["crops"][lo:hi])
+                    emb = torch.from_numpy(src["embeddings"][lo:hi]) if same_weights else None
+                    for k, (name, prob) in enumerate(zip(src["files"].asstr()[lo:hi], src["probs"][lo:hi])):
+                        writer.add(crops[k], float(prob), by_name[name], None if emb is None else emb[k])
+                    writer.flush()
             writer.finish()
             if writer.n == 0:
                 raise PcaeError(f"{origin}: no face found in any of its {len(photos)} photos "
@@ -407,30 +444,110 @@ def prepare_faces(source: str, cache: str | os.PathLike, encoder, image_size: in
             a["random_weights"] = getattr(encoder, "weights", None) == "random"
             a["weights_fingerprint"] = fingerprint
             a["skipped"] = json.dumps(skipped)
+            a["holdout"] = holdout
+    _partial_path(cache).unlink(missing_ok=True)
     return _cache_info(cache, "detections" if same_photos else "none")
 
 
-def _detect_all(photos: list[_Photo], encoder, writer: _CacheWriter, progress) -> list[dict]:
-    skipped = []
-    for k, photo in enumerate(photos):
-        try:
-            image = photo.load()
-        except Exception as e:  # PIL raises many types for broken files
-            skipped.append({"file": photo.name, "reason": f"unreadable ({first_line(e, with_type=True)})"})
+def _partial_path(cache: Path) -> Path:
+    return cache.with_name(cache.stem + ".partial.h5")
+
+
+def _detect_into_partial(photos, cache: Path, encoder, image_size: int, listing: str, detection: str,
+                         fingerprint: str, progress, workers: int | None) -> None:
+    """Detect and embed every photo's face into CACHE.partial.h5, going on from where a stopped
+    preparation of the same photos left it; the rows are in photo order whatever the workers."""
+    import h5py
+
+    partial = _partial_path(cache)
+    attrs = None
+    try:
+        attrs = _cache_attrs(partial)
+    except PcaeError:  # torn by a kill mid-write: start over
+        pass
+    same = attrs is not None and all(attrs.get(k) == v for k, v in (
+        ("listing", listing), ("detection", detection), ("weights_fingerprint", fingerprint)))
+    if not same:
+        partial.unlink(missing_ok=True)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(partial, "a" if same else "w") as f:
+        writer = _CacheWriter(f, encoder, image_size)
+        done, skipped = 0, []
+        if same:
+            writer.resume(photos)
+            done, skipped = int(f.attrs["done"]), json.loads(f.attrs["skipped"])
         else:
-            try:
-                crop, prob, _ = encoder.detect(image)
-            except Exception as e:  # a detector's failure on one photo skips that photo
-                crop, prob = None, None
-                skipped.append({"file": photo.name, "reason": f"detection failed ({first_line(e, with_type=True)})"})
+            a = f.attrs
+            a["faces_format"], a["origin"], a["photos"] = CACHE_FORMAT, "", len(photos)
+            a["listing"], a["detection"], a["weights_fingerprint"] = listing, detection, fingerprint
+
+        def checkpoint(k):  # photos done and rows written, recorded together after the rows
+            writer.flush()
+            f.attrs["rows"], f.attrs["done"], f.attrs["grey_so_far"] = writer.n, k, writer.grey
+            f.attrs["skipped"] = json.dumps(skipped)
+            f.flush()
+
+        checkpoint(done)
+        for k, (crop, prob, embedding, reason) in enumerate(_detections(photos, done, encoder, workers), done):
             if crop is not None:
-                writer.add(crop, prob, photo)
-            elif prob is not None:
-                skipped.append({"file": photo.name,
-                                "reason": encoder.too_small(image) or f"no face ({encoder.miss_note(prob)})"})
-        if progress is not None:
-            progress(k + 1, len(photos))
-    return skipped
+                writer.add(torch.from_numpy(crop), prob, photos[k], torch.from_numpy(embedding))
+            else:
+                skipped.append({"file": photos[k].name, "reason": reason})
+            if (k + 1) % CHUNK == 0 or k + 1 == len(photos):
+                checkpoint(k + 1)
+            if progress is not None:
+                progress(k + 1, len(photos))
+        checkpoint(len(photos))
+        f.attrs["skipped"] = json.dumps(skipped)
+        f.attrs["image_size"], f.attrs["facenet"] = image_size, json.dumps(encoder.config)
+
+
+_WORK: tuple = ()  # (photos, encoder) of the detection under way, inherited by forked workers
+
+
+def _detections(photos, start: int, encoder, workers: int | None):
+    """(crop uint8 array (3, F, F), score, embedding (D,), None) or (None, None, None, why) for
+    each photo from `start` on, in order: in forked worker processes, one per core (in this process
+    when one worker, or the encoder is on a GPU, which cannot cross a fork)."""
+    global _WORK
+    todo = range(start, len(photos))
+    on_cpu = all(p.device.type == "cpu" for p in encoder.parameters())
+    workers = workers or len(os.sched_getaffinity(0))
+    if workers <= 1 or not on_cpu or len(todo) < 2 * CHUNK or "fork" not in multiprocessing.get_all_start_methods():
+        _WORK = (photos, encoder)
+        yield from map(_detect_one, todo)
+        return
+    _WORK = (photos, encoder)
+    pool = multiprocessing.get_context("fork").Pool(min(workers, 16), initializer=_quiet_worker)
+    try:
+        yield from pool.imap(_detect_one, todo, chunksize=4)
+    finally:
+        pool.terminate()
+        pool.join()
+        _WORK = ()
+
+
+def _quiet_worker():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the pool
+    torch.set_num_threads(1)
+
+
+def _detect_one(k: int):
+    photos, encoder = _WORK
+    photo = photos[k]
+    try:
+        image = photo.load()
+    except Exception as e:  # PIL raises many types for broken files
+        return None, None, None, f"unreadable ({first_line(e, with_type=True)})"
+    try:
+        crop, prob, _ = encoder.detect(image)
+    except Exception as e:  # a detector's failure on one photo skips that photo
+        return None, None, None, f"detection failed ({first_line(e, with_type=True)})"
+    if crop is None:
+        return None, None, None, encoder.too_small(image) or f"no face ({encoder.miss_note(prob)})"
+    with torch.no_grad():
+        embedding = encoder(crop[None])[0].float().cpu()
+    return crop.numpy(), float(prob), embedding.numpy(), None
 
 
 def _cache_info(cache: Path, reused: str) -> dict:
@@ -448,6 +565,7 @@ def _cache_info(cache: Path, reused: str) -> dict:
             "weights_fingerprint": str(a["weights_fingerprint"]),
             "random_weights": bool(a["random_weights"]), "listing": str(a["listing"]),
             "people": len(json.loads(a.get("people", "[]"))), "grey": bool(a.get("grey", False)),
+            "held_out": int((split == HELD_OUT).sum()), "holdout": float(a.get("holdout", 0.0)),
         }
 
 

@@ -10,7 +10,7 @@ that loads.
 
 HDF5 format (format attr "pcae-images/1"): `images` uint8 (N, C, H, W), chunked and
 gzip-compressed; optional `labels` int64 (N,) (-1 = none); optional `split` uint8 (N,) with
-0 = train, 1 = test; optional `files` (N,) strings, each row's file (imported from a folder);
+0 = train, 1 = test, 2 = held out (in neither: a face cache's people never trained on); optional `files` (N,) strings, each row's file (imported from a folder);
 attrs `source`, `origin`, `classes` (JSON list or absent). A file without a `split` dataset puts
 every 10th row (row % 10 == 9) in test.
 
@@ -39,6 +39,7 @@ from pcae.files import atomic_path, ensure_space, refuse_special
 from pcae.options import SPLITS
 
 TEST_EVERY = 10                       # ~1 in 10 items of a folder / split-less HDF5 go to test
+HELD_OUT = 2                          # `split` code of rows in neither split (people kept for unseen-face measures)
 H5_FORMAT = "pcae-images/1"
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -213,10 +214,10 @@ def h5_split(path: Path, split: str) -> Split:
                 which = f["split"][:]
                 if which.shape != (n,):
                     raise PcaeError(f"{path}: 'split' has shape {which.shape}, expected ({n},)")
-                bad = np.setdiff1d(np.unique(which), [0, 1])
+                bad = np.setdiff1d(np.unique(which), [0, 1, HELD_OUT])
                 if bad.size:  # a row in neither split would silently vanish
                     raise PcaeError(f"{path}: 'split' holds {bad[:3].tolist()}, expected only "
-                                    "0 (train) and 1 (test)")
+                                    f"0 (train), 1 (test) and {HELD_OUT} (held out)")
                 rows = np.flatnonzero(which == SPLITS.index(split))
             else:
                 test = np.arange(n) % TEST_EVERY == TEST_EVERY - 1

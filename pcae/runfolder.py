@@ -55,12 +55,17 @@ def run_paths(out: Path) -> list[Path]:
 
 def open_board(out: Path):
     """A TensorBoard writer into OUT/tensorboard (`tensorboard --logdir OUT` lists the run); one
-    line saying how to install it when it is not."""
+    line saying how to install it when it is not (board_writer: checked before any long stage)."""
+    return board_writer()(log_dir=str(out / BOARD_DIR))
+
+
+def board_writer():
+    """TensorBoard's SummaryWriter class; PcaeError saying how to install it when it is not."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise PcaeError("--tensorboard needs the tensorboard package: pip install 'pcae[tensorboard]'") from None
-    return SummaryWriter(log_dir=str(out / BOARD_DIR))
+    return SummaryWriter
 
 
 def log_file(out: Path) -> logging.Handler:
@@ -172,3 +177,13 @@ def diverged_warnings(summary: dict, configs: dict) -> list[str]:
     lr = (summary.get("config") or {}).get("lr")
     return [f"test bits/dim {final:.4g} is worse than a uniform guess over the levels "
             f"({uniform:.2f}): training diverged; lower --lr (it was {lr:g})"]
+
+
+def brief(value, most: int = 20):
+    """`value` for a log line: lists and dicts longer than `most` become their length (a portrait
+    model's configs name every person it knows: thousands at LFW's size)."""
+    if isinstance(value, dict):
+        return {k: brief(v, most) for k, v in value.items()} if len(value) <= most else f"{{{len(value)} entries}}"
+    if isinstance(value, (list, tuple)):
+        return [brief(v, most) for v in value] if len(value) <= most else f"[{len(value)} items]"
+    return value

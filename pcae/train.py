@@ -60,6 +60,8 @@ from pcae.resume import (
     resumed_config,
 )
 from pcae.runfolder import (
+    board_writer,
+    brief,
     check_run_folder,
     diverged_warnings,
     log_file,
@@ -174,6 +176,7 @@ class _Run:
         check_run_folder(self.out, self.resume, self.force)  # every rank checks before anyone writes
         self.dist.barrier()
         checkpoint = self._load_config()
+        _ = self.config.tensorboard and board_writer()  # a missing package: said before any face step
         if checkpoint is None:
             self._prepare()
         self._open_data()
@@ -270,10 +273,10 @@ class _Run:
                       "resumed" if resumed else "new", self.out, dist.world, dist.device)
         self.log.info("config %s", json.dumps(dataclasses.asdict(config)))
         for split, info in self.data_info.items():
-            self.log.info("data %s: %s", split, json.dumps(info, default=str))
+            self.log.info("data %s: %s", split, json.dumps(brief(info), default=str))
             for skipped in info.get("skipped", []) or []:
                 self.log.info("data %s: skipped %s", split, skipped)
-        self.log.info("model %s: %s", task.kind, json.dumps(task.configs(), default=str))
+        self.log.info("model %s: %s", task.kind, json.dumps(brief(task.configs()), default=str))
 
     def _restore(self, checkpoint: dict):
         """Optimizer, position in the data, progress figures, raw weights and RNG states of last.pt."""

@@ -364,7 +364,7 @@ def test_h5_split_and_labels_outside_their_range_are_refused(tmp_path):
     with h5py.File(path, "w") as f:
         f["images"] = np.zeros((4, 1, 2, 2), np.uint8)
         f["split"] = np.array([0, 1, 7, 0], np.uint8)  # row 2 would be in neither split
-    with pytest.raises(PcaeError, match=r"'split' holds \[7\], expected only 0 \(train\) and 1"):
+    with pytest.raises(PcaeError, match=r"'split' holds \[7\], expected only 0 \(train\), 1 \(test\) and 2 \(held out\)"):
         load_dataset(f"h5:{path}", "train")
     with h5py.File(path, "w") as f:
         f["images"] = np.zeros((4, 1, 2, 2), np.uint8)

@@ -25,7 +25,7 @@ LAYERS = [
     ("3 encoders", ["encoders", "encoders.", "pcae.faces"]),
     ("4 models", ["pcae.pixelcnn", "pcae.sampling", "pcae.deconv", "pcae.autoencoder"]),
     ("5 checkpoint", ["pcae.checkpoint"]),
-    ("6 metrics and judges", ["eval", "eval.metrics", "eval.judge", "eval.identity", "eval.faces",
+    ("6 metrics and judges", ["eval", "eval.metrics", "eval.judge", "eval.identity", "eval.faces", "eval.unseen",
                               "eval.report"]),
     ("7 the training loop", ["pcae.train", "pcae.resume", "pcae.precision", "pcae.task", "pcae.batches",
                              "pcae.runfolder", "pcae.steps"]),

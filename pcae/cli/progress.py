@@ -3,6 +3,7 @@
 the sample judge's figures (`semantics_line`, also printed by `pcae reconstruct`)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -47,6 +48,10 @@ def run_training(config, spec, resume: bool, force: bool, given: set[str]) -> No
             if "faces" not in state:
                 state["faces"] = bar.add_task("faces", total=None, metric="", value="", rate="-")
             bar.update(state["faces"], completed=info["done"], total=info["total"])
+            now = time.monotonic()  # a log file sees no bar: a line each half minute instead
+            if not console.is_terminal and (now - state.get("said", 0) >= 30 or info["done"] == info["total"]):
+                state["said"] = now
+                console.print(f"faces: {info['done']} of {info['total']} photos", highlight=False)
         elif event == "prepared":
             if "faces" in state:
                 bar.remove_task(state.pop("faces"))

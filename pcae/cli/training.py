@@ -323,6 +323,10 @@ def train_portraits_cmd(
     cache: FaceCache = PORTRAIT["cache"],
     max_photos: int | None = typer.Option(PORTRAIT["max_photos"], "--max-photos", min=1,
                                              help="Use only the first N photos."),
+    holdout: float = typer.Option(PORTRAIT["holdout"], "--holdout-people", min=0, max=0.99,
+                                  help="Fraction of the people with 5 photos or more kept out of "
+                                  "training and test entirely (chosen by a hash of the name): "
+                                  "the people that portraits of unseen faces are measured on."),
     channels: int = typer.Option(PORTRAIT["channels"], "--channels", min=1, help="Feature maps per "
                                  "stack (p); divisible by 3 for colour faces."),
     n_layers: int = typer.Option(PORTRAIT["n_layers"], "--n-layers", min=0,
@@ -356,5 +360,6 @@ def train_portraits_cmd(
                         facenet_crop_size=facenet_crop_size, cache=text(cache), max_photos=max_photos,
                         channels=channels, n_layers=n_layers, kernel_size=kernel_size,
                         first_kernel_size=first_kernel_size, head_channels=head_channels,
-                        spatial_channels=spatial_channels, identity_swap=identity_swap, h_noise=h_noise)
+                        spatial_channels=spatial_channels, identity_swap=identity_swap, h_noise=h_noise,
+                        holdout=holdout)
     run_training(config, spec, train["resume"], train["force"], given)

@@ -66,6 +66,7 @@ from eval.faces import face_measures, judge_test_faces, spread
 from eval.identity import IdentityJudge, identity_judge_of_cache
 from pcae.batches import resolve_device
 from pcae.data import BUNDLED_FACES, convert_images, image_files
+from pcae.formats import HELD_OUT
 from pcae.errors import PcaeError
 from pcae.faces import (
     DEFAULT_FACE_SIZE,
@@ -171,7 +172,8 @@ class PortraitTask(Task):
         if self.identity is not None:
             out["identity"] = {k: v for k, v in self.identity.state().items() if k != "state_dict"}
         if self.people is not None:
-            out["people"] = {"names": self.people["names"], "pose_light": self.people["pose_light"]}
+            out["people"] = {"names": self.people["names"], "pose_light": self.people["pose_light"],
+                             "threshold": self.people.get("threshold")}
         return out
 
     def loss(self, images, labels):
@@ -277,6 +279,9 @@ class PortraitSpec:
     spatial_channels: channels of the location-dependent map m(h); 0 = global h only.
     identity_swap: probability that a training face is conditioned on the embedding of another
         training photo of the same person (see the module docstring).
+    holdout: the fraction of people (of those with 5 photos or more) kept out of training and
+        test entirely, by a hash of their name (pcae.data.held_out_people): the people that
+        eval.unseen measures portraits of people never seen on.
     """
 
     kind: ClassVar[str] = "portrait"
@@ -293,6 +298,7 @@ class PortraitSpec:
     facenet_crop_size: int | None = None
     cache: str | None = None
     max_photos: int | None = None
+    holdout: float = 0.0
     # set by prepare: the cache's info, the encoder that embedded it, the judge (not options)
     faces: dict = field(default_factory=dict, metadata={"option": False})
     facenet: Any = field(default=None, repr=False, compare=False, metadata={"option": False})
@@ -315,6 +321,8 @@ class PortraitSpec:
             raise PcaeError(f"--h-noise must be >= 0, got {self.h_noise!r}")
         if not 0 <= self.identity_swap <= 1:
             raise PcaeError(f"--identity-swap must be in [0, 1], got {self.identity_swap!r}")
+        if not 0 <= self.holdout < 1:
+            raise PcaeError(f"--holdout-people must be in [0, 1), got {self.holdout!r}")
         if self.spatial_channels < 0:
             raise PcaeError(f"--spatial-channels must be >= 0, got {self.spatial_channels!r}")
         facenet_options = self.facenet_weights is not None or self.facenet_crop_size is not None
@@ -364,11 +372,11 @@ class PortraitSpec:
         if self.cache is not None:
             cache = Path(self.cache).expanduser()
         else:  # one default cache per source and options: no run rewrites the cache another trains on
-            cache = default_cache_path(source, name, cache_variant(encoder, size, self.max_photos))
+            cache = default_cache_path(source, name, cache_variant(encoder, size, self.max_photos, self.holdout))
             reuse = sibling_caches(cache)
         encoder.to(resolve_device(config.device))
         faces = prepare_faces(source, cache, encoder, size, max_photos=self.max_photos, progress=progress,
-                              reuse=reuse)
+                              reuse=reuse, holdout=self.holdout)
         encoder.cpu()
         channels = config.image_channels or (1 if faces["grey"] else 3)
         self.config((channels, size, size), encoder.dim)
@@ -384,13 +392,14 @@ class PortraitSpec:
         """The options as a stored run has them; max_photos is UNUSED (the run keeps its faces)."""
         paths = {name: ("model", name) for name in ("channels", "n_layers", "kernel_size",
                                                      "first_kernel_size", "head_channels")}
-        paths |= {"encoder": ("facenet", "name"), "cache": ("faces", "cache"),
+        paths |= {"encoder": ("facenet", "name"), "cache": ("faces", "cache"), "holdout": ("faces", "holdout"),
                   "identity_swap": ("portrait", "identity_swap"), "h_noise": ("portrait", "h_noise")}
         values = stored_values(configs, paths)
         model = configs.get("model", {}) if isinstance(configs.get("model"), dict) else {}
         values["spatial_channels"] = model.get("spatial_channels", 0) if model.get("spatial_cond") else 0
         values.setdefault("identity_swap", 0.0)
         values.setdefault("h_noise", 0.0)
+        values.setdefault("holdout", 0.0)
         if values.get("encoder") == "facenet":
             values |= stored_values(configs, {"facenet_weights": ("facenet", "weights"),
                                               "facenet_crop_size": ("facenet", "image_size")})
@@ -415,11 +424,10 @@ class PortraitSpec:
         return PortraitTask.from_checkpoint(checkpoint)
 
 def _identity_and_people(faces: dict, channels: int, encoder):
-    """The identity judge of the cache's people (eval.identity) and, per person, the mean
-    training embedding and the pose and lighting spread of all their faces (dlib's landmarks;
-    None without dlib). (None, None) when the photos have no people."""
-
-
+    """The identity judge of the cache's people (eval.identity) and the people the model knows:
+    every person with a training face, with their mean training embedding, the pose and lighting
+    spread of all their faces (dlib's landmarks; None without dlib) and the distance under which
+    a photo is called theirs (`known_threshold`). (None, None) when the photos have no people."""
     identity = identity_judge_of_cache(faces["cache"], channels, listing=faces["listing"])
     if identity is None:
         return None, None
@@ -427,13 +435,37 @@ def _identity_and_people(faces: dict, channels: int, encoder):
         persons, split = f["persons"].asstr()[:], f["split"][:]
         embeddings = torch.from_numpy(f["embeddings"][:])
         images = convert_images(torch.from_numpy(f["images"][:]), channels)
+    rows: dict[str, list[int]] = {}
+    for k, (p, s) in enumerate(zip(persons, split)):
+        if p and s == 0:
+            rows.setdefault(p, []).append(k)
+    names = sorted(rows)
+    means = torch.stack([embeddings[rows[name]].mean(0) for name in names])
     measures = face_measures(images)  # None without dlib
-    names = identity.people
-    means = torch.stack([embeddings[[k for k, p in enumerate(persons) if p == name and split[k] == 0]].mean(0)
-                         for name in names])
-    pose_light = None if measures is None else {
-        name: spread([m for m, p in zip(measures, persons) if p == name]) for name in names}
-    return identity, {"names": names, "embeddings": means, "pose_light": pose_light}
+    pose_light = None
+    if measures is not None:
+        by_person: dict[str, list] = {}
+        for m, p in zip(measures, persons):
+            by_person.setdefault(p, []).append(m)
+        pose_light = {name: spread(by_person[name]) for name in names}
+    unseen = embeddings[torch.from_numpy(split == HELD_OUT)]
+    return identity, {"names": names, "embeddings": means, "pose_light": pose_light,
+                      "threshold": known_threshold(means, unseen, encoder.same_person)}
+
+
+KNOWN_FALSE_RATE = 0.05  # at most this fraction of unseen people's photos is called a known person
+
+
+def known_threshold(means: torch.Tensor, unseen: torch.Tensor, same_person: float) -> float:
+    """The embedding distance under which a photo is called a known person: the encoder's
+    same-person distance, lowered until at most KNOWN_FALSE_RATE of the photos of people the model
+    never saw (`unseen` (U, D)) are that near some known person's mean (`means` (P, D)); with
+    many people some mean is always near. The encoder's distance when there are no unseen photos."""
+    if len(unseen) == 0 or len(means) == 0:
+        return float(same_person)
+    nearest = torch.cdist(unseen.double(), means.double()).min(dim=1).values
+    return float(min(same_person, torch.quantile(nearest, KNOWN_FALSE_RATE, interpolation="lower")))
+
 
 class PortraitModel(nn.Module):
     """A trained portrait checkpoint: the decoder, its face encoder, what they were trained on,
@@ -476,13 +508,18 @@ class PortraitModel(nn.Module):
     def person_of(self, h: torch.Tensor) -> tuple[str | None, float | None]:
         """The known person nearest to embedding h (D,) and the distance to their mean training
         embedding; (None, distance) when even the nearest is farther than the encoder's
-        same-person distance; (None, None) when the model knows no people."""
+        known_threshold (calibrated on people it never saw); (None, None) when it knows no people."""
         if self.people is None:
             return None, None
         distances = (self.people["embeddings"].to(h.device) - h).norm(dim=1)
         k = int(distances.argmin())
         d = float(distances[k])
-        return (self.people["names"][k] if d < self.facenet.same_person else None), d
+        return (self.people["names"][k] if d < self.known_threshold else None), d
+
+    @property
+    def known_threshold(self) -> float:
+        """The distance under which a photo is called a known person (known_threshold)."""
+        return float((self.people or {}).get("threshold") or self.facenet.same_person)
 
 def build_portrait(checkpoint: dict) -> PortraitModel:
     """The bare model of a "portrait" checkpoint (pcae.kinds)."""
