@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pcae.errors import PcaeError
+from pcae.data import SHIPPED_PORTRAIT
+from pcae.errors import PcaeError, first_line
 from pcae.files import VERSION, atomic_path, load_torch_file, refuse_special
 from pcae.outputs import output_folder
 
@@ -224,22 +225,43 @@ def export_pretrained(checkpoint: dict, folder: str | os.PathLike, *, force: boo
     return folder
 
 
+PRETRAINED_FIELDS = {  # config.json's own fields: what each must be, and the test
+    "kind": ("a string", lambda v: isinstance(v, str)),
+    "configs": ("an object", lambda v: isinstance(v, dict)),
+    "groups": ("a list of names", lambda v: isinstance(v, list) and all(isinstance(g, str) for g in v)),
+    "omitted": ("an object of objects", lambda v: v is None or (isinstance(v, dict) and all(
+        isinstance(o, dict) for o in v.values()))),
+    "data": ("an object or null", lambda v: v is None or isinstance(v, dict)),
+    "step": ("an integer >= 0", lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)),
+}
+
+
 def read_pretrained(folder: Path) -> dict:
     """An exported folder as a checkpoint dict (kind, configs, state dicts, step), read without
     pickle; PcaeError naming the file and the problem."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    # the model shipped inside pcae is damaged only by a broken install: say how to mend it
+    fix = ("; the portrait model shipped with pcae is damaged: reinstall pcae (pip install "
+           "--force-reinstall --no-deps pcae, or `pip install -e .` again in a clone)"
+           if folder.resolve() == SHIPPED_PORTRAIT.resolve() else "")
     try:
         config = json.loads((folder / PRETRAINED_CONFIG).read_text())
     except (OSError, ValueError) as e:
-        raise PcaeError(f"{folder / PRETRAINED_CONFIG}: unreadable ({e})") from None
+        raise PcaeError(f"{folder / PRETRAINED_CONFIG}: unreadable ({first_line(e)}){fix}") from None
     if not isinstance(config, dict) or config.get("format") != PRETRAINED_FORMAT:
-        raise PcaeError(f"{folder / PRETRAINED_CONFIG}: not a pcae pretrained model's config")
+        raise PcaeError(f"{folder / PRETRAINED_CONFIG}: not a pcae pretrained model's config{fix}")
+    for name, (want, ok) in PRETRAINED_FIELDS.items():  # the configs inside are checked as the model is built
+        if not ok(config.get(name)):
+            raise PcaeError(f"{folder / PRETRAINED_CONFIG}: field {name!r} must be {want}, got "
+                            f"{json.dumps(config.get(name))[:60]}{fix}")
     try:
+        with open(folder / PRETRAINED_WEIGHTS, "rb"):  # the real cause (permission denied), which safetensors hides
+            pass
         tensors = load_file(str(folder / PRETRAINED_WEIGHTS))
     except (OSError, SafetensorError) as e:
-        raise PcaeError(f"{folder / PRETRAINED_WEIGHTS}: unreadable ({e})") from None
+        raise PcaeError(f"{folder / PRETRAINED_WEIGHTS}: unreadable ({first_line(e)}){fix}") from None
     states: dict[str, dict] = {group: {} for group in config.get("groups", [])}
     for key, value in tensors.items():
         group, _, name = key.partition(".")

@@ -8,6 +8,7 @@ pcae write in a folder removes what a writer killed on this machine left, and ne
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -67,6 +68,7 @@ def open_image(path, mode: str | None = None, what: str = "image"):
 
     from PIL import Image
 
+    register_heif()
     path = Path(path)
     expected = f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
     if path.is_dir():
@@ -85,6 +87,16 @@ def open_image(path, mode: str | None = None, what: str = "image"):
         raise PcaeError(f"{path}: refused, {first_line(e)}") from None
     except Exception as e:  # PIL raises many types for broken files
         raise PcaeError(f"{path} is not a readable {what}: {first_line(e, with_type=True)}") from None
+
+
+@functools.lru_cache(maxsize=None)
+def register_heif() -> None:
+    """HEIC/HEIF, iPhones' photo format, through the pillow-heif plugin (a dependency of pcae)."""
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:  # PIL then says the file is not a readable image
+        return
+    register_heif_opener()
 
 
 def storable(text: str) -> str:
@@ -194,9 +206,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+        os.chmod(tmp, usual_mode())  # mkstemp makes 0600; outputs get the usual permissions
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -208,6 +218,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+def usual_mode() -> int:
+    """The mode a new file gets from open() under this process's umask (0644 under umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
 
 def _short(name: str) -> str:
     """`name` in a temp or lock name: a long one (the name of a file is at most 255 bytes, and the

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -67,6 +68,11 @@ def _rebuild(fn: Callable[[dict], Any], checkpoint: dict, path) -> Any:
         return fn(checkpoint)
     except (TypeError, ValueError, KeyError, RuntimeError) as e:
         raise PcaeError(f"{path}: cannot rebuild the model from this checkpoint ({first_line(e)})") from None
+    except PcaeError as e:  # a size the machine cannot hold: the file's fields, not the command's options
+        model = checkpoint["configs"].get("model") if isinstance(checkpoint["configs"].get("model"), dict) else {}
+        fields = ", ".join(f"{k} {model[k]}" for k in ("channels", "n_layers", "image_size") if k in model)
+        why = re.sub(r" \(--[\w-]+(?:, --[\w-]+)*\)", "", str(e))
+        raise PcaeError(f"{path}: the model its stored config describes ({fields}) cannot be made here: {why}") from None
 
 
 def task_from_checkpoint(checkpoint: dict, path="checkpoint"):

@@ -36,6 +36,7 @@ from pcae.files import (
     _temp_pid,
     atomic_path,
     clean_stale_temps,
+    usual_mode,
     writer_tag,
     written_by_pcae,
 )
@@ -184,7 +185,8 @@ def atomic_files(folder: str | os.PathLike, names: list[str]):
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=f"{STAGING_PREFIX}{writer_tag()}."))
     try:
         yield {name: staging / name for name in names}
-        for name in names:
+        for name in names:  # a writer may make its file 0600 (safetensors does): the usual mode
+            os.chmod(staging / name, usual_mode())
             with open(staging / name, "rb+") as f:
                 os.fsync(f.fileno())
         _fsync_dir(staging)

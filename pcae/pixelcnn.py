@@ -291,6 +291,9 @@ class GatedPixelCNN(nn.Module):
         # weights, gradients and two Adam moments in fp32: refuse a size that cannot fit first
         check_fits(16.0 * config.parameter_count(), f"a PixelCNN of {config.channels} channels x "
                    f"{config.n_layers + 1} layers (--channels, --n-layers)")
+        H, W = config.image_size  # and the activations of a single image (sampling keeps ~these)
+        check_fits(float(H) * W * (8 * config.image_channels + 4 * config.channels),
+                   f"one {H}x{W} image through {config.channels} channels (--image-size)")
         self.config = config
         C, p = config.image_channels, config.channels
         layers = [GatedLayer(C, config, config.first_kernel_size, first=True)]

@@ -1,6 +1,7 @@
 """Checkpoints: round trip, weights_only loading, RNG states, and one clear error per bad file."""
 from __future__ import annotations
 
+import json
 import pickle
 import random
 from pathlib import Path
@@ -10,7 +11,15 @@ import pytest
 import torch
 from helpers import run_pcae
 
-from pcae.checkpoint import FORMAT_VERSION, load_checkpoint, rng_states, save_checkpoint, set_rng_states, to_plain
+from pcae.checkpoint import (
+    FORMAT_VERSION,
+    export_pretrained,
+    load_checkpoint,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+    to_plain,
+)
 from pcae.errors import PcaeError
 from pcae.kinds import load_model
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
@@ -233,6 +242,9 @@ def test_an_exported_folder_loads_without_pickle_and_samples_the_same_images(tmp
     assert code == 0, err
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
     assert "pixelcnn model, step 1" in out
+    # both files are as readable as any file written under this umask: an export is for sharing
+    from pcae.files import usual_mode
+    assert {(folder / n).stat().st_mode & 0o777 for n in ("config.json", "model.safetensors")} == {usual_mode()}
     script = tmp_path / "load.py"
     script.write_text(EXPORT_SCRIPT)
     result = subprocess.run([sys.executable, str(script), str(folder), str(tmp_path / "x.pt")],
@@ -256,3 +268,34 @@ def test_an_exported_folder_loads_without_pickle_and_samples_the_same_images(tmp
     assert code == 1 and "config.json: is not a file pcae wrote" in err
     with pytest.raises(PcaeError, match="not a pcae pretrained model's config"):
         load_checkpoint(folder)
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("groups", 3, "field 'groups' must be a list of names, got 3"),
+    ("configs", [], "field 'configs' must be an object, got []"),
+    ("step", -1, "field 'step' must be an integer >= 0, got -1"),
+    ("omitted", {"model": 1}, "field 'omitted' must be an object of objects"),
+])
+def test_an_exported_config_with_a_field_of_the_wrong_type_is_one_line(tmp_path, monkeypatch, capsys, field, value, says):
+    _, checkpoint = make_checkpoint()
+    folder = export_pretrained(checkpoint, tmp_path / "exported")
+    config = json.loads((folder / "config.json").read_text())
+    config[field] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    code, out, err = run_pcae(monkeypatch, capsys, "sample", folder, "--out", tmp_path / "s.png")
+    assert code == 1 and err.strip().count("\n") == 0
+    assert str(folder / "config.json") in err and says in err
+
+
+@pytest.mark.parametrize("field, value", [("channels", 10 ** 9), ("image_size", [10 ** 6, 10 ** 6])])
+def test_an_absurd_stored_size_names_the_file_and_its_fields_not_options(tmp_path, monkeypatch, capsys, field, value):
+    _, checkpoint = make_checkpoint()
+    folder = export_pretrained(checkpoint, tmp_path / "exported")
+    config = json.loads((folder / "config.json").read_text())
+    config["configs"]["model"][field] = value
+    config["configs"]["task"] = {"condition": "label", "classes": ["a", "b", "c"]}  # the model's own h
+    (folder / "config.json").write_text(json.dumps(config))
+    code, out, err = run_pcae(monkeypatch, capsys, "sample", folder, "--out", tmp_path / "s.png", "--n", 1)
+    assert code == 1 and err.strip().count("\n") == 0
+    assert str(folder) in err and f"{field} {value}" in err and "would need about" in err
+    assert "--" not in err and not (tmp_path / "s.png").exists()

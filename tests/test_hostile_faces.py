@@ -142,3 +142,40 @@ def test_a_jpeg_stored_sideways_with_an_exif_orientation_is_read_upright(facenet
     with Image.open(sideways) as im:  # the stored pixels as they are: not the upright face
         raw = facenet.detect(im)
     assert raw[0] is None or not raw[0].equal(want_crop)
+
+
+def test_two_portrait_commands_into_one_samples_folder_the_second_fails(tmp_path):
+    """The check that a set exists is made under the folder's lock, with the write: the first
+    command's portraits are kept, the second says so (issue 35)."""
+    import torch
+
+    from pcae.errors import PcaeError
+    from pcae.portrait import PortraitResult, save_samples
+
+    def result(level):
+        return PortraitResult(photo="p.jpg", probability=1.0, faces_found=1, face_index=0,
+                              source=torch.zeros(1, 1, 4, 4, dtype=torch.uint8),
+                              samples=torch.full((2, 1, 4, 4), level, dtype=torch.uint8), random_weights=False,
+                              facenet_weights="dlib", sampler="cached", seed=0, temperature=1.0)
+
+    folder = tmp_path / "drawn"
+    save_samples(result(10), folder)  # the first command, which found no folder at its start
+    with pytest.raises(PcaeError, match="already holds portraits"):
+        save_samples(result(200), folder)  # the second, which also found none at its start
+    assert np.asarray(Image.open(folder / "sample_000.png")).max() == 10
+    save_samples(result(200), folder, force=True)
+    assert np.asarray(Image.open(folder / "sample_000.png")).max() == 200
+
+
+def test_an_iphone_heic_photo_is_read_like_a_jpeg(tmp_path):
+    """HEIC is the default photo format of iPhones (issue 35): read through pillow-heif."""
+    from pillow_heif import register_heif_opener
+
+    from pcae.files import open_image
+
+    register_heif_opener()  # to write the file; pcae registers the reader itself
+    image = Image.new("RGB", (64, 48), (200, 100, 50))
+    image.save(tmp_path / "IMG_0001.HEIC", format="HEIF")
+    read = open_image(tmp_path / "IMG_0001.HEIC", "RGB")
+    assert read.size == (64, 48)
+    assert np.abs(np.asarray(read, float).mean((0, 1)) - (200, 100, 50)).max() < 8
