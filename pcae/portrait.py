@@ -29,11 +29,13 @@ from eval.faces import portrait_scores
 from pcae.batches import resolve_device
 from pcae.checkpoint import load_checkpoint
 from pcae.faces import encoder_weights
-from pcae.files import SOFTWARE, atomic_path, open_image, storable
+from pcae.errors import PcaeError
+from pcae.files import SOFTWARE, atomic_path, open_image, refuse_existing, storable
 from pcae.images import save_grid
 from pcae.kinds import task_from_checkpoint
 from pcae.outputs import output_folder
-from pcae.runs import require_newest_run
+from pcae.data import SHIPPED_PORTRAIT
+from pcae.runs import newest_run, require_newest_run
 from pcae.sampling import check_sampler, sample
 from pcae.tasks.portrait import PortraitModel, PortraitSpec  # noqa: F401  (PortraitSpec: importable here)
 
@@ -111,21 +113,34 @@ class PortraitResult:
         return {k: getattr(self, k) for k in keys} | {"n": len(self.samples), **self.scores}
 
 
+MAX_STRIP = 64  # the most steps (and rows) of an interpolation: a 64-step row is ~2,300 px wide
 PORTRAITS_OUT = Path("portraits")  # where `pcae portrait PHOTO` writes PHOTO-NAME.png when not told
 
 
 def default_portrait_paths(photo, checkpoint=None, out=None) -> tuple[Path, Path, str]:
-    """(checkpoint, out, note) for `pcae portrait`: the newest finished portrait run's checkpoint
-    under runs/ when none is given (one-line error saying how to train one when there is none),
-    PORTRAITS_OUT/<photo's name>.png when no output is; the note says what was chosen ("" if nothing)."""
+    """(checkpoint, out, note) for `pcae portrait`: the model is --checkpoint, else the newest
+    finished portrait run's checkpoint under runs/ (a user's own run comes first), else the model
+    shipped with pcae (pcae/data/portrait, MODEL_CARD.md there); out is PORTRAITS_OUT/<photo's
+    name>.png when not given. The note says which model draws, and why."""
 
     note = ""
     if checkpoint is None:
-        run = require_newest_run("portrait", "portrait model", "pcae train-portraits")
-        checkpoint, note = run.checkpoint, f"{run.checkpoint} (the newest portrait run)"
+        checkpoint, note = default_portrait_model()
     if out is None:
         out = PORTRAITS_OUT / f"{Path(photo).stem}.png"
     return Path(checkpoint), Path(out), note
+
+
+def default_portrait_model() -> tuple[Path, str]:
+    """(model, note) when no --checkpoint is given: the newest finished portrait run under runs/,
+    else the shipped model; a one-line error when neither exists."""
+    run = newest_run("portrait")
+    if run is not None:
+        return Path(run.checkpoint), f"{run.checkpoint} (the newest portrait run under runs/)"
+    if (SHIPPED_PORTRAIT / "config.json").exists() or (SHIPPED_PORTRAIT / "model.safetensors").exists():
+        return SHIPPED_PORTRAIT, (f"{SHIPPED_PORTRAIT} (the model shipped with pcae, see its MODEL_CARD.md; "
+                                  "a portrait run of yours under runs/ or --checkpoint takes precedence)")
+    return Path(require_newest_run("portrait", "portrait model", "pcae train-portraits").checkpoint), ""
 
 
 @torch.no_grad()
@@ -203,10 +218,11 @@ def interpolate(checkpoint: str | os.PathLike | PortraitModel, a: str | os.PathL
         Interpolation; images are rows of (crop a, the steps samples, crop b).
     """
 
-    if steps < 2:
-        raise ValueError(f"steps must be >= 2, got {steps}")
-    if rows < 1:
-        raise ValueError(f"rows must be >= 1, got {rows}")
+    if not 2 <= steps <= MAX_STRIP:
+        raise ValueError(f"steps must be in [2, {MAX_STRIP}] (each step is a portrait drawn pixel by pixel), "
+                         f"got {steps}")
+    if not 1 <= rows <= MAX_STRIP:
+        raise ValueError(f"rows must be in [1, {MAX_STRIP}], got {rows}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     method = _sampler(sampler)
@@ -254,15 +270,18 @@ def _pcae_png():
     return info
 
 
-def save_samples(result: PortraitResult, path: str | os.PathLike, checkpoint: str = "") -> Path:
+def save_samples(result: PortraitResult, path: str | os.PathLike, checkpoint: str = "", *,
+                 force: bool = False) -> Path:
     """The samples as PNGs in a folder (sample_000.png, ...) + scores.json, or as one HDF5 file
     (path ending .h5): `images` uint8 (n, C, S, S) (pcae-images/1, so `h5:PATH` reads it),
-    `source` uint8 (1, C, S, S); attrs with the scores."""
+    `source` uint8 (1, C, S, S); attrs with the scores. An existing set is replaced only with
+    `force`, checked under the folder's lock: of two commands writing one folder, the second fails."""
 
     path = Path(path)
     meta = {"pcae": "portrait samples", "checkpoint": str(checkpoint), **result.summary(),
             "note": facenet_note(result.random_weights, result.facenet_weights)}
     if path.suffix.lower() in (".h5", ".hdf5"):
+        refuse_existing(path, force)
         with atomic_path(path, suffix=".h5") as tmp:
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("images", data=result.samples.numpy())
@@ -276,7 +295,10 @@ def save_samples(result: PortraitResult, path: str | os.PathLike, checkpoint: st
     paths_of = lambda folder: sorted(folder.glob("sample_*.png")) + [  # noqa: E731
         f for f in [folder / "scores.json"] if f.exists() or f.is_symlink()]
     with output_folder(path, "portrait samples folder", paths_of) as folder:
-        folder.replace()  # --force was checked by the caller: an older set (pcae's) waits aside
+        if folder.existing() and not force:  # under the lock: another command may have written it since
+            raise PcaeError(f"{path}: already holds portraits ({folder.existing()[0].name}, ...); pass "
+                            "--force to replace them")
+        folder.replace()  # an older set (pcae's) waits aside
         for k, image in enumerate(result.samples):
             array = image.permute(1, 2, 0).numpy()
             with atomic_path(path / f"sample_{k:03d}.png", suffix=".png") as tmp:

@@ -392,7 +392,11 @@ def test_interpolate_cli(run, tmp_path, monkeypatch, capsys):
     code, _, err = run_pcae(monkeypatch, capsys, "interpolate", DATA / "astronaut.jpg",
                             DATA / "coffee.jpg", "--checkpoint", out / "last.pt",
                             "--out", tmp_path / "x.png", "--steps", 1)
-    assert code == 1 and "--steps must be >= 2, got 1" in err
+    assert code == 1 and "--steps must be in [2, 64]" in err and "got 1" in err
+    code, _, err = run_pcae(monkeypatch, capsys, "interpolate", DATA / "astronaut.jpg",
+                            DATA / "coffee.jpg", "--checkpoint", out / "last.pt",
+                            "--out", tmp_path / "x.png", "--steps", 100000)
+    assert code == 1 and "--steps must be in [2, 64]" in err and not (tmp_path / "x.png").exists()
 
 
 # ----------------------------------------------------------------------------- dlib-conditioned portraits

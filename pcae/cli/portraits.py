@@ -14,8 +14,9 @@ from pcae.options import check_png_path, cli_callback
 def portrait_cmd(
     photo: Path = typer.Argument(..., help="A photo with a face."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A portrait checkpoint (pcae "
-                                              "train-portraits) (default: the newest finished portrait "
-                                              "run's best.pt under runs/)."),
+                                              "train-portraits) or exported folder (default: the newest "
+                                              "finished portrait run's best.pt under runs/, else the "
+                                              "model shipped with pcae)."),
     out: Path | None = typer.Option(None, "--out", callback=cli_callback(check_png_path), help="PNG grid to write: the source crop, then the "
                                        "portraits (default: portraits/PHOTO-NAME.png)."),
     n: int = typer.Option(16, "--n", help="Portraits to draw (one batch)."),
@@ -45,8 +46,7 @@ def portrait_cmd(
     from pcae.portrait import default_portrait_paths, draw_portraits, facenet_note, save_png_grid, save_samples
 
     checkpoint, out, chosen = default_portrait_paths(photo, checkpoint, out)
-    if chosen:
-        typer.echo(f"drawing with {chosen}", err=True)
+    typer.echo(f"model: {chosen or checkpoint}")
     refuse_existing(out, force)
     refuse_existing(samples_out, force)
     start = time.perf_counter()
@@ -57,7 +57,7 @@ def portrait_cmd(
     save_png_grid(tiles, nrow, out, {"pcae": "portrait grid: the source crop | the samples",
                                      "checkpoint": str(checkpoint), **r.summary(), "note": note}, gap=8)
     if samples_out is not None:
-        save_samples(r, samples_out, str(checkpoint))
+        save_samples(r, samples_out, str(checkpoint), force=force)
     S = r.samples.shape[-1]
     which = (f"; {r.faces_found} faces found, used face {r.face_index} (largest first; --face-index "
              "picks another)") if r.faces_found > 1 else ""
@@ -122,10 +122,13 @@ def _spread_text(spread: dict) -> str:
 def interpolate_cmd(
     a: Path = typer.Argument(..., help="Photo of the first face."),
     b: Path = typer.Argument(..., help="Photo of the second face."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="A portrait checkpoint."),
-    out: Path = typer.Option(..., "--out", callback=cli_callback(check_png_path), help="PNG grid: each row face a, the steps, face b."),
-    steps: int = typer.Option(8, "--steps", help="Portraits along the line (>= 2)."),
-    rows: int = typer.Option(1, "--rows", help="Rows, each with its own noise (the same along a row)."),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A portrait checkpoint or exported "
+                                              "folder (default: as for `pcae portrait`)."),
+    out: Path | None = typer.Option(None, "--out", callback=cli_callback(check_png_path), help="PNG grid: each "
+                                    "row face a, the steps, face b (default: portraits/A-NAME-B-NAME.png)."),
+    steps: int = typer.Option(8, "--steps", help="Portraits along the line (2 to 64)."),
+    rows: int = typer.Option(1, "--rows", help="Rows, each with its own noise (the same along a row; "
+                             "at most 64)."),
     sampler: Sampler = None,
     temperature: Temperature = 1.0,
     seed: Seed = 0,
@@ -134,8 +137,13 @@ def interpolate_cmd(
 ):
     """Morph face A into face B: portraits along the line between their FaceNet embeddings."""
     from pcae.files import refuse_existing
-    from pcae.portrait import facenet_note, interpolate, save_png_grid
+    from pcae.portrait import PORTRAITS_OUT, default_portrait_model, facenet_note, interpolate, save_png_grid
 
+    out = out or PORTRAITS_OUT / f"{a.stem}-{b.stem}.png"
+    chosen = ""
+    if checkpoint is None:
+        checkpoint, chosen = default_portrait_model()
+    typer.echo(f"model: {chosen or checkpoint}")
     refuse_existing(out, force)
     r = interpolate(checkpoint, a, b, steps, rows=rows, seed=seed, temperature=temperature,
                     sampler=sampler, device=device)
