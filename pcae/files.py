@@ -28,11 +28,17 @@ VERSION = "0.1.0"  # pcae's version, written into every checkpoint
 
 
 def cache_root() -> Path:
-    """pcae's cache folder: $PCAE_CACHE_DIR, else $XDG_CACHE_HOME/pcae, else ~/.cache/pcae."""
+    """pcae's cache folder: $PCAE_CACHE_DIR, else $XDG_CACHE_HOME/pcae, else ~/.cache/pcae (a user
+    with no home: pcae-cache-UID in the temp folder)."""
     base = os.environ.get("PCAE_CACHE_DIR")
     if base:
         return Path(base)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcae"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "pcae"
+    try:
+        return Path.home() / ".cache" / "pcae"
+    except (RuntimeError, KeyError):  # a service's user: no $HOME and no password entry
+        return Path(tempfile.gettempdir()) / f"pcae-cache-{os.getuid()}"
 
 HDF5_RESERVE = 4 << 20  # bytes kept free beside an HDF5 write (see ensure_space)
 

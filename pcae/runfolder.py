@@ -187,3 +187,15 @@ def brief(value, most: int = 20):
     if isinstance(value, (list, tuple)):
         return [brief(v, most) for v in value] if len(value) <= most else f"[{len(value)} items]"
     return value
+
+
+def skipped_items(tree, where: str = ""):
+    """(path, entry) for each entry of every list named "skipped" in nested dicts: the files a
+    data source or a face cache left out, which `brief` shortens to a count."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            path = f"{where} {key}".strip()
+            if key == "skipped" and isinstance(value, list):
+                yield from ((where, entry) for entry in value)
+            else:
+                yield from skipped_items(value, path)

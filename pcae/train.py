@@ -68,6 +68,7 @@ from pcae.runfolder import (
     open_board,
     open_run_folder,
     read_metrics,
+    skipped_items,
     write_json,
 )
 from pcae.steps import Interrupt, NonFiniteLoss, Objective, WeightAverage, learning_rate
@@ -260,8 +261,7 @@ class _Run:
 
         dist, config, task = self.dist, self.config, self.task
         if dist.main:
-            # held until the run ends: a second run into this folder stops at once, and the run
-            # --force replaces waits aside until this one's first last.pt
+            # held to the end: a second run here stops at once; a run --force replaces waits aside till last.pt
             self.folder = self.holds.enter_context(open_run_folder(self.out, self.resume, self.force))
             if config.tensorboard:
                 self.board = open_board(self.out)
@@ -274,9 +274,9 @@ class _Run:
         self.log.info("config %s", json.dumps(dataclasses.asdict(config)))
         for split, info in self.data_info.items():
             self.log.info("data %s: %s", split, json.dumps(brief(info), default=str))
-            for skipped in info.get("skipped", []) or []:
-                self.log.info("data %s: skipped %s", split, skipped)
         self.log.info("model %s: %s", task.kind, json.dumps(brief(task.configs()), default=str))
+        for where, skipped in skipped_items({"data": self.data_info, "model": task.configs()}):
+            self.log.info("%s: skipped %s", where, skipped)  # every file left out, one a line
 
     def _restore(self, checkpoint: dict):
         """Optimizer, position in the data, progress figures, raw weights and RNG states of last.pt."""

@@ -308,3 +308,20 @@ def test_a_text_file_given_as_a_checkpoint_is_one_line(tmp_path, monkeypatch, ca
     notes.write_text("root:x:0:0:root:/root:/bin/bash\n")  # the unpickler raised IndexError on this
     code, _, err = run_pcae(monkeypatch, capsys, "evaluate", notes)
     assert code == 1 and err.count("\n") == 1 and "not a torch file" in err, err
+
+
+def test_a_user_with_no_home_and_no_password_entry_still_has_a_cache(monkeypatch):
+    """A service's user (issue 35): no $HOME and no password entry, where Path.home() raises."""
+    from pathlib import Path
+
+    from pcae.files import cache_root
+
+    for name in ("PCAE_CACHE_DIR", "XDG_CACHE_HOME", "HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(Path, "home", staticmethod(no_home))
+    root = cache_root()
+    assert root.name.startswith("pcae-cache-") and root.parent.is_dir()

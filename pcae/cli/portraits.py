@@ -85,9 +85,11 @@ def portrait_lines(m: dict, S: int) -> list[str]:
         names = ", ".join(f"{name} x{j['names'].count(name)}" for name in sorted(set(j["names"]),
                                                                                   key=j["names"].count,
                                                                                   reverse=True)[:3])
-        named = "" if j["named"] is None else f"{j['named']:.0%} named as {m['person']}; "
-        lines.append(f"identity judge ({j['people']} people, {j['judge_accuracy']:.0%} on real test "
-                     f"faces): {named}it sees {names}")
+        judge = f"identity judge ({j['people']} people, {j['judge_accuracy']:.0%} on real test faces)"
+        if j["named"] is None:  # it can only name the people it was trained on
+            lines.append(f"{judge}: the photo's person is not one of them; the portraits look most like {names}")
+        else:
+            lines.append(f"{judge}: {j['named']:.0%} named as {m['person']}; it sees {names}")
     d = m["dlib"]
     if d is None:
         lines.append("dlib distance: not measured (dlib is not installed: pip install dlib-bin face-recognition-models)")
