@@ -31,7 +31,7 @@ LAYERS = [
                              "pcae.runfolder", "pcae.steps"]),
     ("8 tasks", ["pcae.tasks", "pcae.tasks."]),
     ("9 the table of kinds", ["pcae.kinds"]),
-    ("10 applications", ["pcae.inference", "pcae.portrait", "eval.compare", "embeddings", "embeddings."]),
+    ("10 applications", ["pcae.inference", "pcae.portrait", "pcae.demo", "eval.compare", "embeddings", "embeddings."]),
     ("11 the CLI", ["pcae.cli", "pcae.cli.", "pcae.entry", "pcae.__main__", "pcae",
                     "pcae.utils", "pcae.pixelcnn_task"]),  # the last two: deprecated names, kept importable
 ]

@@ -12,6 +12,7 @@ exit 0. The commands live by group:
     latents      embed, search, index merge|describe
     data         data info|import
     compare      compare-decoders
+    demo         demo (the web page, pcae/demo.py)
     common       the options several commands share, and the library defaults they show
 
 Thin on purpose: every command imports its library function inside its body, so `pcae --help`
@@ -26,7 +27,7 @@ import sys
 import typer
 
 from pcae import __version__
-from pcae.cli import compare, data, inference, latents, portraits, training
+from pcae.cli import compare, data, demo, inference, latents, portraits, training
 from pcae.errors import DiskFull, Interrupted, PcaeError, first_line, is_disk_full
 
 app = typer.Typer(
@@ -63,6 +64,7 @@ app.command("interpolate")(portraits.interpolate_cmd)
 app.command("train-ae")(training.train_ae_cmd)
 app.command("reconstruct")(inference.reconstruct_cmd)
 app.command("compare-decoders")(compare.compare_decoders_cmd)
+app.command("demo")(demo.demo_cmd)
 app.add_typer(data.app, name="data")
 app.add_typer(latents.index_app, name="index")
 
