@@ -1,6 +1,7 @@
 """`pcae demo`: the web page (pcae/demo.py) on this machine, until Ctrl-C."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -47,6 +48,7 @@ def demo_cmd(
     url = launch(app, host, port)
     typer.echo(f"serving on {url} (Ctrl-C to stop)")
     try:
-        app.block_thread()
+        while True:  # Ctrl-C ends it as every command: "interrupted", exit 130
+            time.sleep(1)
     finally:
         app.close()
