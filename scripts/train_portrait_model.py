@@ -117,7 +117,7 @@ def pct(v) -> str:
 def model_card(r: dict) -> str:
     """MODEL_CARD.md of the shipped folder, from the results of measure_and_ship."""
     u, k, b, f = r["unseen"], r["known_person"], r["bundled_people"], r["faces"]
-    minutes = (r["train_seconds"] or 0) / 60
+    took = f"{r['train_seconds'] / 60:.0f} min" if r.get("train_seconds") else "(time not recorded)"
     return f"""# pcae's portrait model
 
 What `pcae portrait photo.jpg` and `pcae interpolate a.jpg b.jpg` draw with when you have no portrait
@@ -150,7 +150,7 @@ people's photos are called a known person).
 ## How it was made
 `python scripts/train_portrait_model.py --lfw ../shared/faces-lfw --steps {r['step']}` (one
 command: the photos, `pcae train-portraits` with the recipe, the measures, this folder):
-{r['step']} steps of 32 faces, {minutes:.0f} min of training on {r['machine']} (bf16 autocast),
+{r['step']} steps of 32 faces, {took} of training on {r['machine']} (bf16 autocast),
 test bits/dim {r['test_bpd']:.3f}.
 
 ## Measured on people it never saw
@@ -239,7 +239,8 @@ def measure_and_ship(run: Path, out: Path) -> dict:
     u = results["unseen"]
     print(f"unseen: {u['people']} people, {u['sources']} sources, {u['portraits']} portraits; judge "
           f"{u['judge']['portraits']:.1%} (real photos {u['judge']['real']:.1%}), second judge "
-          f"{u['second_judge']['portraits']:.1%} (real {u['second_judge']['real']:.1%}), dlib {u['dlib']['portraits']:.1%} "
+          f"{u['second_judge']['portraits']:.1%} (real {u['second_judge']['real']:.1%}), "
+          f"dlib {u['dlib']['portraits']:.1%} "
           f"(real {u['dlib']['real']:.1%}); chance {u['chance']:.1%}")
     return results
 

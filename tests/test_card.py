@@ -90,11 +90,16 @@ def test_embed_takes_the_newest_finished_run_and_the_checkpoints_encoder(tmp_pat
 
 
 def test_portrait_without_a_checkpoint_uses_the_newest_portrait_run(tmp_path, monkeypatch, capsys):
+    import pcae.portrait
+
     monkeypatch.chdir(tmp_path)
     photo = tmp_path / "me.jpg"
     shutil.copy(DATA / "astronaut.jpg", photo)
-    code, _, err = run_pcae(monkeypatch, capsys, "portrait", photo, "--n", 2)
+    shipped = pcae.portrait.SHIPPED_PORTRAIT
+    monkeypatch.setattr(pcae.portrait, "SHIPPED_PORTRAIT", tmp_path / "no-shipped-model")
+    code, _, err = run_pcae(monkeypatch, capsys, "portrait", photo, "--n", 2)  # no run, no shipped model
     one_line_error(code, err, "no portrait model under runs/", "pcae train-portraits")
+    monkeypatch.setattr(pcae.portrait, "SHIPPED_PORTRAIT", shipped)  # a run of one's own comes first
 
     from test_portrait import make_photos
 
@@ -109,7 +114,7 @@ def test_portrait_without_a_checkpoint_uses_the_newest_portrait_run(tmp_path, mo
 
     code, out, err = run_pcae(monkeypatch, capsys, "portrait", photo, "--n", 2)
     assert code == 0, err
-    assert "runs/portraits/best.pt (the newest portrait run)" in err
+    assert out.startswith("model: runs/portraits/best.pt (the newest portrait run under runs/)")
     assert "wrote portraits/me.png" in out and (tmp_path / "portraits/me.png").is_file()
     code, _, err = run_pcae(monkeypatch, capsys, "portrait", photo, "--n", 2)
     one_line_error(code, err, "portraits/me.png: already exists")
