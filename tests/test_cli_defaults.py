@@ -172,3 +172,15 @@ def test_a_library_value_error_names_the_options_given(tmp_path, monkeypatch, ca
     code, _, err = run_pcae(monkeypatch, capsys, "train", "--resume", "--force", "--out", tmp_path / "run")
     assert code == 1 and err == "error: --resume and --force exclude each other\n", err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_library_message_names_the_options_the_user_typed():
+    """issue 35: `pcae portrait photo --face-index -1` said `face_index`, a Python parameter."""
+    from pcae.cli import cli_terms
+
+    line = "me.jpg: face_index must be in [0, 1) for an image with 1 face(s), got -1"
+    assert cli_terms(line, ["portrait", "me.jpg", "--face-index", "-1"]) == \
+        "me.jpg: --face-index must be in [0, 1) for an image with 1 face(s), got -1"
+    assert cli_terms(line, ["portrait", "me.jpg", "--face-index=-1"]).startswith("me.jpg: --face-index")
+    assert cli_terms(line, ["portrait", "me.jpg"]) == line  # not an option given: left as it is
+    assert cli_terms("a photo_too small", ["--n", "2"]) == "a photo_too small"

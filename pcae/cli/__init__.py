@@ -101,6 +101,14 @@ def value_error_line(e: ValueError, args: list[str]) -> str:
     return line if head is None else re.sub(r"\w+", option, head[0]) + line[head.end():]
 
 
+def cli_terms(line: str, args: list[str]) -> str:
+    """A library message in the command line's terms: a parameter name with an underscore that the
+    command line gave as an option ("face_index") is named as that option ("--face-index")."""
+    given = {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
+    return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b",
+                  lambda w: "--" + w[0].replace("_", "-") if "--" + w[0].replace("_", "-") in given else w[0], line)
+
+
 def _exit_now(code: int) -> None:
     """Leave without exit handlers: after a write that failed for want of space the HDF5 library
     crashes (segfault) in its own exit handler. Everything pcae writes is already closed or discarded."""
@@ -144,7 +152,7 @@ def main():
         _error(str(e))  # the message says what was saved
         sys.exit(130)
     except PcaeError as e:
-        _error(f"error: {e}")
+        _error(f"error: {cli_terms(str(e), sys.argv[1:])}")
         sys.exit(1)
     except ValueError as e:  # a library function refused an argument's value
         _error(f"error: {value_error_line(e, sys.argv[1:])}")
