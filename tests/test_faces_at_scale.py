@@ -156,3 +156,16 @@ def test_the_model_calls_an_unseen_person_known_at_most_as_calibrated(held_out_r
     rates = known_person_rates(model, cache)
     assert rates["unseen_photos"] > 0 and rates["unseen_called_known"] <= KNOWN_FALSE_RATE
     assert rates["threshold"] == model.people["threshold"] <= model.facenet.same_person
+
+
+def test_a_folder_where_everyone_has_one_photo_is_refused_not_trained_on_fewer_people(tmp_path, monkeypatch, capsys):
+    """Each person's only photo stays in training (issue 35), so there is no test face: one line."""
+    from helpers import run_pcae
+
+    for person in ("s01", "s02", "s04"):
+        (tmp_path / "one" / person).mkdir(parents=True)
+        shutil.copy(BUNDLED_FACES / "orl" / person / "1.png", tmp_path / "one" / person / "1.png")
+    code, out, err = run_pcae(monkeypatch, capsys, "train-portraits", "--data", f"folder:{tmp_path / 'one'}",
+                              "--out", tmp_path / "run", "--steps", 1)
+    assert code == 1 and "without dropping a person" in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "run").exists()

@@ -378,6 +378,9 @@ class PortraitSpec:
         faces = prepare_faces(source, cache, encoder, size, max_photos=self.max_photos, progress=progress,
                               reuse=reuse, holdout=self.holdout)
         encoder.cpu()
+        if faces["test"] == 0:  # split_faces keeps a person's only photo in training
+            raise PcaeError(f"{faces['origin']}: no face is left for testing without dropping a person "
+                            f"({faces['train']} faces, each person's only one): add a second photo of someone")
         channels = config.image_channels or (1 if faces["grey"] else 3)
         self.config((channels, size, size), encoder.dim)
         identity, people = _identity_and_people(faces, channels, encoder)
