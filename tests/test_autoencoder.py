@@ -279,7 +279,7 @@ def test_train_ae_help_lists_the_encoders(monkeypatch, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--bottleneck", "0"], "bottleneck must be >= 1, got 0"),
     (["--encoder", "vae"], "encoder must be one of conv, onehot, facenet, dlib, got 'vae'"),
-    (["--encoder-norm", "layer"], "encoder_norm must be batchnorm or none, got 'layer'"),
+    (["--encoder-norm", "layer"], "--encoder-norm must be batchnorm or none, got 'layer'"),
     (["--bottleneck", "5", "--freeze-encoder", "--encoder-checkpoint", "{ckpt}"],
      "{ckpt}: its conv encoder has dim 3, but --bottleneck is 5"),
     (["--encoder", "facenet"], "portraits need photos: faces (the bundled ones), folder:PATH or h5:PATH, "

@@ -224,7 +224,7 @@ def test_cli_bad_options(tmp_path, monkeypatch, capsys):
     assert code == 1 and "nothing to resume" in err
     code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", tmp_path / "a", "--channels", "8",
                             "--image-channels", "3", "--steps", "1")
-    assert code == 1 and "channels must be divisible by image_channels=3" in err
+    assert code == 1 and "channels must be divisible by --image-channels=3" in err
     assert not (tmp_path / "a").exists()  # a run that fails to start leaves nothing behind
     if not torch.cuda.is_available():
         code, _, err = run_pcae(monkeypatch, capsys, "train", "--out", tmp_path / "b", "--device", "cuda")
