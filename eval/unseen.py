@@ -128,7 +128,7 @@ def judge_unseen(model, cache, n: int = 8, sources: int = 2, *, seed: int = 0, t
     dlib = identity_judge()
     portrait_feats = {name: judge.features(portraits.flatten(0, 1)).view(len(chosen), n, -1)
                       for name, judge in judges.items()}
-    per_source = []
+    per_source, real_spread = [], {}
     for k, (u, r) in enumerate(chosen):
         # each person's gallery: their photos, less this source
         gallery_rows = [[at[q] for q in people[name] if q != r] for name in names]
@@ -147,8 +147,9 @@ def judge_unseen(model, cache, n: int = 8, sources: int = 2, *, seed: int = 0, t
             nearest = _nearest(described, [raw[g] for g in gallery_rows], cosine=False)
             item["dlib"] = float((nearest[1:] == u).float().mean())
             item["dlib_real"] = float(nearest[0] == u)
-            ratios = spread_ratios(spread(pose_and_light(portraits[k])),
-                                   spread(pose_and_light(images[[at[q] for q in people[names[u]]]])))
+            if u not in real_spread:  # the person's own photos: measured once, for all their sources
+                real_spread[u] = spread(pose_and_light(images[[at[q] for q in people[names[u]]]]))
+            ratios = spread_ratios(spread(pose_and_light(portraits[k])), real_spread[u])
             item.update(ratios)
         per_source.append(item)
 

@@ -23,7 +23,7 @@ split empty (folders of fewer than ~10 photos) the last face goes to test, so th
 With `holdout` > 0, whole people are held out (split 2: neither trained on nor tested by the loop;
 pcae.data.held_out_people): the people that measures of unseen faces are made on.
 
-Detection and embedding run in one worker process per core (dlib's HOG and ResNet, ~9 photos a
+Detection and embedding run in one worker process per core (pcae/face_workers.py) (dlib's HOG and ResNet, ~9 photos a
 second a core on LFW's 250x250 photos). Faces are written to CACHE.partial.h5 as they come, with
 how many photos are done: a preparation stopped by Ctrl-C or a kill goes on from there when run
 again with the same photos, and the finished cache replaces the partial file in one rename.
@@ -38,9 +38,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-import multiprocessing
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -63,6 +61,7 @@ from pcae.data import (
 )
 from pcae.formats import HELD_OUT
 from pcae.errors import PcaeError, first_line
+from pcae.face_workers import detections
 from pcae.files import atomic_path, cache_root, ensure_space, open_image
 
 CACHE_FORMAT = "pcae-faces/2"  # /2 added persons, people and grey; /1 caches still load
@@ -488,7 +487,7 @@ def _detect_into_partial(photos, cache: Path, encoder, image_size: int, listing:
             f.flush()
 
         checkpoint(done)
-        for k, (crop, prob, embedding, reason) in enumerate(_detections(photos, done, encoder, workers), done):
+        for k, (crop, prob, embedding, reason) in enumerate(detections(photos, done, encoder, workers), done):
             if crop is not None:
                 writer.add(torch.from_numpy(crop), prob, photos[k], torch.from_numpy(embedding))
             else:
@@ -500,54 +499,6 @@ def _detect_into_partial(photos, cache: Path, encoder, image_size: int, listing:
         checkpoint(len(photos))
         f.attrs["skipped"] = json.dumps(skipped)
         f.attrs["image_size"], f.attrs["facenet"] = image_size, json.dumps(encoder.config)
-
-
-_WORK: tuple = ()  # (photos, encoder) of the detection under way, inherited by forked workers
-
-
-def _detections(photos, start: int, encoder, workers: int | None):
-    """(crop uint8 array (3, F, F), score, embedding (D,), None) or (None, None, None, why) for
-    each photo from `start` on, in order: in forked worker processes, one per core (in this process
-    when one worker, or the encoder is on a GPU, which cannot cross a fork)."""
-    global _WORK
-    todo = range(start, len(photos))
-    on_cpu = all(p.device.type == "cpu" for p in encoder.parameters())
-    workers = workers or len(os.sched_getaffinity(0))
-    if workers <= 1 or not on_cpu or len(todo) < 2 * CHUNK or "fork" not in multiprocessing.get_all_start_methods():
-        _WORK = (photos, encoder)
-        yield from map(_detect_one, todo)
-        return
-    _WORK = (photos, encoder)
-    pool = multiprocessing.get_context("fork").Pool(min(workers, 16), initializer=_quiet_worker)
-    try:
-        yield from pool.imap(_detect_one, todo, chunksize=4)
-    finally:
-        pool.terminate()
-        pool.join()
-        _WORK = ()
-
-
-def _quiet_worker():
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it stops the pool
-    torch.set_num_threads(1)
-
-
-def _detect_one(k: int):
-    photos, encoder = _WORK
-    photo = photos[k]
-    try:
-        image = photo.load()
-    except Exception as e:  # PIL raises many types for broken files
-        return None, None, None, f"unreadable ({first_line(e, with_type=True)})"
-    try:
-        crop, prob, _ = encoder.detect(image)
-    except Exception as e:  # a detector's failure on one photo skips that photo
-        return None, None, None, f"detection failed ({first_line(e, with_type=True)})"
-    if crop is None:
-        return None, None, None, encoder.too_small(image) or f"no face ({encoder.miss_note(prob)})"
-    with torch.no_grad():
-        embedding = encoder(crop[None])[0].float().cpu()
-    return crop.numpy(), float(prob), embedding.numpy(), None
 
 
 def _cache_info(cache: Path, reused: str) -> dict:

@@ -22,7 +22,7 @@ LAYERS = [
     ("1 errors, options, files, outputs", ["pcae.errors", "pcae.options", "pcae.config", "pcae.files",
                                            "pcae.outputs", "pcae.machine", "pcae.images", "pcae.runs"]),
     ("2 data", ["pcae.data", "pcae.formats"]),
-    ("3 encoders", ["encoders", "encoders.", "pcae.faces"]),
+    ("3 encoders", ["encoders", "encoders.", "pcae.faces", "pcae.face_workers"]),
     ("4 models", ["pcae.pixelcnn", "pcae.sampling", "pcae.deconv", "pcae.autoencoder"]),
     ("5 checkpoint", ["pcae.checkpoint"]),
     ("6 metrics and judges", ["eval", "eval.metrics", "eval.judge", "eval.identity", "eval.faces", "eval.unseen",

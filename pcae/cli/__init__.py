@@ -86,12 +86,16 @@ def os_error_line(e: OSError) -> str:
     return f"{where + ': ' if where else ''}{e.strerror or first_line(e)}"
 
 
+def _options_given(args: list[str]) -> set[str]:
+    return {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
+
+
 def value_error_line(e: ValueError, args: list[str]) -> str:
     """One line for a library function's ValueError. It names its arguments ("steps must be >= 2,
     got 1", "resume and force exclude each other"): those the command line gave as options are
     named as such ("--steps must be >= 2, got 1")."""
     line = first_line(e, limit=1000)
-    given = {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
+    given = _options_given(args)
 
     def option(word: re.Match) -> str:
         flag = "--" + word[0].replace("_", "-")
@@ -104,7 +108,7 @@ def value_error_line(e: ValueError, args: list[str]) -> str:
 def cli_terms(line: str, args: list[str]) -> str:
     """A library message in the command line's terms: a parameter name with an underscore that the
     command line gave as an option ("face_index") is named as that option ("--face-index")."""
-    given = {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
+    given = _options_given(args)
     return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b",
                   lambda w: "--" + w[0].replace("_", "-") if "--" + w[0].replace("_", "-") in given else w[0], line)
 
