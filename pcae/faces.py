@@ -63,6 +63,7 @@ from pcae.formats import HELD_OUT
 from pcae.errors import PcaeError, first_line
 from pcae.face_workers import detections
 from pcae.files import atomic_path, cache_root, ensure_space, open_image
+from pcae.settings import DEFAULT_FACE_SIZE
 
 CACHE_FORMAT = "pcae-faces/2"  # /2 added persons, people and grey; /1 caches still load
 READABLE_FORMATS = ("pcae-faces/1", CACHE_FORMAT)
@@ -74,7 +75,6 @@ Progress = Callable[[int, int], None]  # (photos done, photos in all)
 # FaceNet
 
 
-DEFAULT_FACE_SIZE = 32  # side of the faces a portrait PixelCNN models, when not given
 FACE_ENCODERS = {"facenet": 512, "dlib": 128}  # the face encoders a portrait model can be conditioned on: dim
 
 

@@ -97,19 +97,40 @@ def test_compare_decoders_help_shows_compare_config_defaults():
     assert f"(default {config.lr}" in options["lr"].help
 
 
-def test_literal_defaults_reads_what_the_classes_hold():
-    from pcae.cli.common import literal_defaults
+def test_each_spec_is_its_torch_free_settings():
+    """issue 36: one source of truth, read by import. A spec adds methods (and PortraitSpec what
+    `prepare` finds, which are not options) to its settings; it redeclares no setting."""
+    from eval.compare import QUICK, CompareConfig
+    from eval.compare_config import QUICK as quick
+    from pcae import settings
+
+    for spec, own in ((PixelCNNSpec, settings.PixelCNNSettings), (AutoencoderSpec, settings.AutoencoderSettings),
+                      (PortraitSpec, settings.PortraitSettings)):
+        assert issubclass(spec, own)
+        options = {f.name: f.default for f in dataclasses.fields(spec) if f.metadata.get("option", True)}
+        assert options == settings.defaults(own), spec
+        assert not set(vars(spec).get("__annotations__", {})) & set(options), spec
     from pcae.faces import DEFAULT_FACE_SIZE
     from pcae.tasks.pixelcnn import CONDITIONS
 
-    for module, cls in (("pcae.tasks.pixelcnn", PixelCNNSpec), ("pcae.tasks.autoencoder", AutoencoderSpec),
-                        ("pcae.tasks.portrait", PortraitSpec), ("pcae.config", TrainConfig)):
-        read = literal_defaults(module, cls.__name__)
-        for f in dataclasses.fields(cls):
-            if f.default is not dataclasses.MISSING and f.name in read:
-                assert read[f.name] == f.default, (cls.__name__, f.name)
-    assert literal_defaults("pcae.tasks.pixelcnn")["CONDITIONS"] == CONDITIONS
-    assert literal_defaults("pcae.faces")["DEFAULT_FACE_SIZE"] == DEFAULT_FACE_SIZE
+    assert (CONDITIONS, DEFAULT_FACE_SIZE, QUICK) == (settings.CONDITIONS, settings.DEFAULT_FACE_SIZE, quick)
+    assert CompareConfig.__module__ == "eval.compare_config"
+
+
+def test_no_module_parses_python_source():
+    """The CLI reads no defaults out of source text (pcae.cli.common.literal_defaults is gone)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    parsing = []
+    for package in ("pcae", "encoders", "embeddings", "eval"):
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and \
+                        (node.value.id, node.attr) in {("ast", "parse"), ("ast", "literal_eval")}:
+                    parsing.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert not parsing, parsing
 
 
 def test_shared_options_are_declared_once():

@@ -19,8 +19,9 @@ PACKAGES = ("pcae", "encoders", "embeddings", "eval")
 
 # (layer, modules): a module's name, or a package prefix ending in "." for all its modules
 LAYERS = [
-    ("1 errors, options, files, outputs", ["pcae.errors", "pcae.options", "pcae.config", "pcae.files",
-                                           "pcae.outputs", "pcae.machine", "pcae.images", "pcae.runs"]),
+    ("1 errors, options, settings, files, outputs", ["pcae.errors", "pcae.options", "pcae.config", "pcae.settings",
+                                                     "eval.compare_config", "pcae.files", "pcae.outputs",
+                                                     "pcae.machine", "pcae.images", "pcae.runs"]),
     ("2 data", ["pcae.data", "pcae.formats"]),
     ("3 encoders", ["encoders", "encoders.", "pcae.faces", "pcae.face_workers"]),
     ("4 models", ["pcae.pixelcnn", "pcae.sampling", "pcae.deconv", "pcae.autoencoder"]),
@@ -35,7 +36,7 @@ LAYERS = [
     ("11 the CLI", ["pcae.cli", "pcae.cli.", "pcae.entry", "pcae.__main__", "pcae",
                     "pcae.utils", "pcae.pixelcnn_task"]),  # the last two: deprecated names, kept importable
 ]
-TORCH_FREE = {"pcae.errors", "pcae.options", "pcae.config", "pcae.files", "pcae.outputs", "pcae.machine",
+TORCH_FREE = {"pcae.errors", "pcae.options", "pcae.config", "pcae.settings", "eval.compare_config", "pcae.files", "pcae.outputs", "pcae.machine",
               "pcae.images", "pcae.runs", "pcae.data", "encoders", "pcae"}
 OPTIONAL = {"faiss", "h5py", "dlib", "facenet_pytorch", "matplotlib", "tensorboard", "torchvision",
             "safetensors", "huggingface_hub", "fcntl", "rich", "typer", "PIL", "torch.utils.tensorboard"}
@@ -153,7 +154,8 @@ def test_function_local_imports_are_for_optional_or_torch_free_reasons():
     assert not wrong, "\n".join(wrong)
 
 
-@pytest.mark.parametrize("module", ["pcae", "pcae.cli", "pcae.data", "pcae.config", "encoders"])
+@pytest.mark.parametrize("module", ["pcae", "pcae.cli", "pcae.data", "pcae.config", "pcae.settings",
+                                    "eval.compare_config", "encoders"])
 def test_the_cli_and_torch_free_modules_import_no_torch(module):
     import subprocess
 

@@ -4,22 +4,16 @@ A shared option is an Annotated type, used as `force: Force = False`: typer read
 and check from the type. The checks are pcae.options' (a bad value is a usage error, exit 2), the
 same functions the library runs.
 
-Defaults live in the library's configs and specs. TrainConfig is torch-free (pcae.config) and is
-read directly; the task specs (PixelCNNSpec, AutoencoderSpec, PortraitSpec), CompareConfig and a
-few constants sit in modules that import torch, which `pcae --help` must not, so
-`literal_defaults` reads their values from the source. tests/test_cli_defaults.py checks what it
-reads against the classes themselves.
+Defaults live in the library's torch-free dataclasses and are read by import: TrainConfig
+(pcae.config), the models' settings (pcae.settings) and CompareConfig (eval.compare_config).
 
 Help strings go through rich markup: a literal "[" is written "\\[" (pip install 'pcae\\[faces]').
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
-import functools
-import importlib.util
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -34,47 +28,6 @@ from pcae.options import (
     check_temperature,
     cli_callback,
 )
-
-
-def literal_defaults(module: str, owner: str | None = None) -> dict[str, Any]:
-    """The literal values assigned at the top level of `module` (owner None) or in the body of its
-    class `owner` (a dataclass: its fields' defaults), read from the source without importing it.
-
-    `dict(name=literal, ...)` counts as a literal, and so does in a class body the name of one
-    assigned at the module's top level; any other expression (field(...)) is skipped.
-    """
-    tree = _tree(module)
-    names = {} if owner is None else literal_defaults(module)
-    body = tree.body if owner is None else next(
-        node.body for node in tree.body if isinstance(node, ast.ClassDef) and node.name == owner)
-    values = {}
-    for node in body:
-        if isinstance(node, ast.AnnAssign) and node.value is not None:
-            targets, value = [node.target], node.value
-        elif isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        else:
-            continue
-        try:
-            literal = _literal(value, names)
-        except (ValueError, TypeError, SyntaxError):
-            continue
-        values.update({t.id: literal for t in targets if isinstance(t, ast.Name)})
-    return values
-
-
-@functools.lru_cache(maxsize=None)
-def _tree(module: str) -> ast.Module:
-    return ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
-
-
-def _literal(node: ast.expr, names: dict[str, Any]) -> Any:
-    if isinstance(node, ast.Name) and node.id in names:
-        return names[node.id]
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" \
-            and not node.args:
-        return {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-    return ast.literal_eval(node)
 
 
 TRAIN = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # TrainConfig's defaults

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import typer
 
-from pcae.cli.common import TRAIN, Data, DataRoot, Device, Force, Seed, literal_defaults, text
+from eval.compare_config import QUICK as COMPARE_QUICK  # --quick's settings
+from eval.compare_config import CompareConfig
+from pcae.cli.common import TRAIN, Data, DataRoot, Device, Force, Seed, text
+from pcae.settings import defaults
 
-COMPARE = literal_defaults("eval.compare", "CompareConfig")
-COMPARE_QUICK = literal_defaults("eval.compare")["QUICK"]  # --quick's settings
+COMPARE = defaults(CompareConfig)
 
 
 def _default(field: str) -> str:

@@ -3,9 +3,9 @@
 
 Each builds a TrainConfig from the shared training options (`training_options`, declared once) and
 a task spec from its model options (train-ae: pcae.kinds.autoencoder_spec decides which), then
-makes one call, pcae.train.train (pcae.cli.progress shows it). Every default is the library's: the shared options take TrainConfig's, the model options
-their spec's (PixelCNNSpec, AutoencoderSpec, PortraitSpec), read with `literal_defaults` so that
-`--help` imports no torch.
+makes one call, pcae.train.train (pcae.cli.progress shows it). Every default is the library's, read
+by import from torch-free dataclasses: the shared options take TrainConfig's (pcae.config), the
+model options their settings' (pcae.settings: those of PixelCNNSpec, AutoencoderSpec, PortraitSpec).
 """
 from __future__ import annotations
 
@@ -30,17 +30,15 @@ from pcae.cli.common import (
     ImageSize,
     Precision,
     Seed,
-    literal_defaults,
     text,
 )
 from pcae.cli.progress import run_training
 from pcae.config import TrainConfig
+from pcae.settings import CONDITIONS, AutoencoderSettings, PixelCNNSettings, PortraitSettings, defaults
+from pcae.settings import DEFAULT_FACE_SIZE as FACE_SIZE
 
-PIXELCNN = literal_defaults("pcae.tasks.pixelcnn", "PixelCNNSpec")
-AUTOENCODER = literal_defaults("pcae.tasks.autoencoder", "AutoencoderSpec")
-PORTRAIT = literal_defaults("pcae.tasks.portrait", "PortraitSpec")
-CONDITIONS = literal_defaults("pcae.tasks.pixelcnn")["CONDITIONS"]
-FACE_SIZE = literal_defaults("pcae.faces")["DEFAULT_FACE_SIZE"]
+PIXELCNN, AUTOENCODER = defaults(PixelCNNSettings), defaults(AutoencoderSettings)
+PORTRAIT = defaults(PortraitSettings)
 
 _JUDGE_HELP = ("At the end, score samples given the h of this many test images with a classifier "
                "trained on the data's labels (eval.judge; cached per data source); 0: off.")

@@ -1,7 +1,7 @@
 """The auto-encoder as a task for pcae.train's loop: `pcae train-ae`, checkpoint kind "autoencoder".
 
-`AutoencoderSpec` (the model options of `pcae train-ae`; image shape and class count come from
-the data) builds an `AutoencoderTask` around an `Autoencoder` (pcae/autoencoder.py): a conv or
+`AutoencoderSpec` (the model options of `pcae train-ae`: pcae.settings; image shape and class
+count come from the data) builds an `AutoencoderTask` around an `Autoencoder` (pcae/autoencoder.py): a conv or
 one-hot encoder and a PixelCNN or deconv decoder. A face encoder's PixelCNN is a portrait model
 (pcae/tasks/portrait.py); `pcae.kinds.autoencoder_spec` chooses which spec `train-ae` means.
 """
@@ -23,6 +23,7 @@ from pcae.deconv import DeconvConfig, DeconvDecoder
 from pcae.errors import PcaeError, first_line
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from pcae.resume import UNUSED, stored_values
+from pcae.settings import AutoencoderSettings
 from pcae.task import Task
 
 GRID_SAMPLES = 4  # PixelCNN samples per original in a training grid
@@ -149,45 +150,12 @@ def encoder_from_checkpoint(path) -> nn.Module:
         raise PcaeError(f"{path}: cannot rebuild its encoder ({first_line(e)})") from None
 
 @dataclass(frozen=True)
-class AutoencoderSpec:
-    """Model options for `pcae train-ae`; image shape and class count come from the data.
-
-    encoder: "conv" or "onehot" (None: "conv", or the --encoder-checkpoint's). A face encoder
-        (facenet, dlib) makes a portrait model, which has one path: pcae.tasks.portrait.PortraitSpec
-        (`autoencoder_spec` below chooses it for `pcae train-ae --encoder facenet`).
-    bottleneck: the conv encoder's m (None: 10, or the checkpoint encoder's dim, which it must match).
-    decoder: "pixelcnn" or "deconv" (with `deconv_output` "mse" or "categorical").
-    freeze_encoder: train the decoder only; the encoder's weights stay bit-identical.
-    encoder_checkpoint: an auto-encoder checkpoint whose encoder (and weights) to start from.
-    encoder_norm: the conv encoder's normalisation of h, "batchnorm" (default) or "none".
-    spatial_cond: condition the PixelCNN on h globally *and* through the location-dependent map
-        m(h) (the default), or globally only (False). The deconv decoder ignores it.
-    spatial_channels: channels c of the map s = m(h) (B, c, H, W).
-
-    The PixelCNN defaults (location-dependent h with a 32-channel map, 24 channels, one gated layer
-    after the 7x7 first one) are the measured recipe of benchmarks/ae_recipe.py: with global h only the decoder's
-    samples given h ignore h (the stack cannot tell where in the image it is, so h cannot say
-    where to put ink), and a shallow stack has to take the image's layout from m(h) instead of
-    from its own context, which is also cheaper per step.
-    """
+class AutoencoderSpec(AutoencoderSettings):
+    """`pcae train-ae`'s model (its options and their meaning: pcae.settings.AutoencoderSettings),
+    built from the data. A face encoder's PixelCNN is a portrait model: pcae.tasks.portrait.PortraitSpec
+    (`pcae.kinds.autoencoder_spec` chooses it for `pcae train-ae --encoder facenet`)."""
 
     kind: ClassVar[str] = "autoencoder"
-    encoder: str | None = None
-    bottleneck: int | None = None
-    encoder_channels: int = 32
-    encoder_norm: str = "batchnorm"
-    decoder: str = "pixelcnn"
-    channels: int = 24
-    n_layers: int = 1
-    kernel_size: int = 3
-    first_kernel_size: int = 7
-    head_channels: int = 0
-    spatial_cond: bool = True
-    spatial_channels: int = 32
-    deconv_output: str = "mse"
-    deconv_channels: int = 32
-    freeze_encoder: bool = False
-    encoder_checkpoint: str | None = None
 
     def __post_init__(self):
         if self.encoder is not None and self.encoder not in ENCODER_NAMES:

@@ -1,7 +1,7 @@
 """The PixelCNN alone, as a training task: `pcae train`, `pcae sample`, kind "pixelcnn".
 
-`PixelCNNSpec` (the model options of `pcae train`; image shape and class count come from the data)
-builds a `PixelCNNTask`: a Gated PixelCNN (pcae/pixelcnn.py) trained on the NLL, unconditional or
+`PixelCNNSpec` (the model options of `pcae train`: pcae.settings; image shape and class count
+come from the data) builds a `PixelCNNTask`: a Gated PixelCNN (pcae/pixelcnn.py) trained on the NLL, unconditional or
 given a class label. The label's h comes from the one-hot encoder (encoders/onehot.py), as every
 h in pcae comes from an encoder. `sample_checkpoint` draws from a trained one; `build_pixelcnn`
 rebuilds the bare model (pcae.kinds).
@@ -21,9 +21,8 @@ from pcae.errors import PcaeError
 from pcae.pixelcnn import GatedPixelCNN, PixelCNNConfig, bits_per_dim, nll_bits
 from pcae.resume import stored_values
 from pcae.sampling import sample
+from pcae.settings import CONDITIONS, PixelCNNSettings
 from pcae.task import Task
-
-CONDITIONS = ("none", "label")
 
 
 class PixelCNNTask(Task):
@@ -137,19 +136,10 @@ class PixelCNNTask(Task):
 
 
 @dataclass(frozen=True)
-class PixelCNNSpec:
-    """Model options for `pcae train`; the image shape and class count come from the data."""
+class PixelCNNSpec(PixelCNNSettings):
+    """`pcae train`'s model (its options: pcae.settings.PixelCNNSettings), built from the data."""
 
     kind: ClassVar[str] = "pixelcnn"
-    channels: int = 32
-    n_layers: int = 5
-    kernel_size: int = 3
-    first_kernel_size: int = 7
-    head_channels: int = 0
-    condition: str = "none"
-    gated: bool = True  # False: ReLU units (the original PixelCNN's), for the paper's comparison
-    stacks: int = 2  # 1: one masked stack, with the blind spot (the original PixelCNN's)
-    spatial_channels: int = 0  # with condition "label": 0 global h only; c > 0 also a c-channel map m(h)
 
     def build(self, dataset) -> PixelCNNTask:
         if self.condition not in CONDITIONS:

@@ -67,6 +67,7 @@ from eval.identity import IdentityJudge, identity_judge_of_cache
 from pcae.batches import resolve_device
 from pcae.data import BUNDLED_FACES, convert_images, image_files
 from pcae.formats import HELD_OUT
+from pcae.settings import PortraitSettings
 from pcae.errors import PcaeError
 from pcae.faces import (
     DEFAULT_FACE_SIZE,
@@ -261,44 +262,16 @@ class PortraitTask(Task):
         return task
 
 @dataclass(frozen=True)
-class PortraitSpec:
-    """A portrait run: the face encoder, face cache and model options.
+class PortraitSpec(PortraitSettings):
+    """A portrait run: its options (pcae.settings.PortraitSettings) and what `prepare` finds.
 
     `pcae.train.train(TrainConfig(data="faces", ...), PortraitSpec(...))` is the whole job
     (`pcae train-portraits` makes that call): a new run's `prepare` step detects and embeds the
     faces (the face cache, pcae.faces), trains the identity judge, and points the config's data
-    at the cache; the config's image_size is the faces' side (None: 32) and its image_channels
-    (None: 1 when every face is grey, else 3).
-
-    encoder: "auto" (FaceNet when its pretrained weights are on this machine, else dlib),
-        "facenet" (the paper's) or "dlib" (pretrained, offline; no facenet options).
-    facenet_weights: "vggface2" (None: that), "casia-webface", a file, or "random".
-    facenet_crop_size: MTCNN crop / FaceNet input side (None: 160, FaceNet's).
-    cache: the face cache (None: `default_cache_path(photos, encoder, variant)`).
-    max_photos: use only the first N photos (sorted by path).
-    spatial_channels: channels of the location-dependent map m(h); 0 = global h only.
-    identity_swap: probability that a training face is conditioned on the embedding of another
-        training photo of the same person (see the module docstring).
-    holdout: the fraction of people (of those with 5 photos or more) kept out of training and
-        test entirely, by a hash of their name (pcae.data.held_out_people): the people that
-        eval.unseen measures portraits of people never seen on.
+    at the cache.
     """
 
     kind: ClassVar[str] = "portrait"
-    channels: int = 24  # divisible by the image channels (3 for colour faces)
-    n_layers: int = 2
-    kernel_size: int = 3
-    first_kernel_size: int = 7
-    head_channels: int = 0
-    spatial_channels: int = 32
-    identity_swap: float = 0.0
-    h_noise: float = 0.5
-    encoder: str = "auto"
-    facenet_weights: str | None = None
-    facenet_crop_size: int | None = None
-    cache: str | None = None
-    max_photos: int | None = None
-    holdout: float = 0.0
     # set by prepare: the cache's info, the encoder that embedded it, the judge (not options)
     faces: dict = field(default_factory=dict, metadata={"option": False})
     facenet: Any = field(default=None, repr=False, compare=False, metadata={"option": False})
