@@ -7,8 +7,10 @@ trains it on the same sample of the whole dataset, so the parts share one quanti
 `merge_parts` can use FAISS's IVF `merge_from`. Parts that cannot be merged that way (HNSW, or IVF
 parts trained apart) are merged by adding their stored latents to a copy of the first part's index.
 
-Ids are the items' indexes in their data source; an appended source's ids start after the largest
-id already stored. Each source is a `segment` in the latents file's attrs, which is how search
+Every split of the source is embedded (train, then test: one segment each, ids running on over
+both) unless one is asked for. Ids are the items' indexes in their data source (the test split's
+after the train split's); an appended source's ids start after the largest id already stored.
+Each split of a source is a `segment` in the latents file's attrs, which is how search
 (embeddings/search.py, whose names are importable here too) finds the images of the neighbours;
 items read from a folder also record their file and its fingerprint (the segment its `root`), so a
 neighbour is drawn from the very file it was embedded from. Skipped items (unreadable files,
@@ -53,6 +55,7 @@ from encoders import ENCODER_NAMES, build_encoder
 from encoders.facenet import detect_crops, photo_files
 from pcae.data import load_dataset
 from pcae.errors import Interrupted, PcaeError, deferred_interrupt
+from pcae.options import SPLITS, check_split
 from pcae.outputs import output_folder, refuse_not_ours
 from pcae.runs import require_newest_run, run_of_checkpoint
 
@@ -182,31 +185,34 @@ def _batches(ds, rows: np.ndarray, batch_size: int):
 # ----------------------------------------------------------------------------- embed
 
 def embed(encoder: str | None = None, checkpoint=None, source: str | None = None, out="latents", *,
-          split: str = "train", index_string: str | None = None,
+          split: str | None = None, index_string: str | None = None,
           metric: str | None = None, append: bool = False, shard: tuple[int, int] | None = None,
           force: bool = False, batch_size: int = 256, data_root=None, limit: int | None = None,
           flat_max: int = ix.FLAT_MAX, facenet_weights: str | None = None,
           progress: Callable[[int, int], None] | None = None) -> dict:
-    """Embed one split of a data source into a latents folder (see the module docstring).
+    """Embed a data source (every split, or the one asked for) into a latents folder (see the
+    module docstring).
 
     Args:
         encoder: registered encoder name (None: the checkpoint's); checkpoint: a pcae checkpoint
             holding it (None for onehot and pretrained face encoders; with no encoder either, the
             newest finished auto-encoder run's, see `embed_inputs`).
-        source, split, data_root: what `pcae.data.load_dataset` reads (source None: the data the
+        source, data_root: what `pcae.data.load_dataset` reads (source None: the data the
             checkpoint's run trained on, else fashion-mnist).
+        split: "train" or "test"; None (the default): every item, train then test, one segment each.
         out: the latents folder (with `shard`, its part-i-of-n sub-folder is written).
         index_string, metric: index to build (None: chosen by size; metric defaults to l2, or to the
             existing folder's on append).
         append: add to the folder's latents and index (encoder, checkpoint, d and metric must match).
         shard: (i, n) to embed the i-th of n contiguous slices.
-        limit: embed only the first `limit` items of the split.
+        limit: embed only the first `limit` items (of the splits one after the other).
         facenet_weights: see `open_encoder`.
         progress: called as progress(done, total) after each batch.
     Returns:
         the index infos written to index_infos.json (plus `skipped`, the number of items without a
         latent, and `skipped_files`, [{file, reason}] for each: unreadable files, faceless photos),
-        and `random_weights`: whether the encoder is an untrained (random) FaceNet.
+        `splits` ({split: latents added}) and `random_weights`: whether the encoder is an untrained
+        (random) FaceNet.
     Raises:
         Interrupted: on Ctrl-C, which stops the embed at the next batch or before the commit,
             the folder as it was.
@@ -235,8 +241,10 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
         chosen = embed_inputs(encoder, checkpoint, source, data_root)
         checkpoint, source, data_root = chosen.checkpoint, chosen.source, chosen.data_root
         # onehot needs the number of classes before the data is opened with the encoder's options
-        probe = load_dataset(source, split, data_root=data_root) if encoder == "onehot" and checkpoint is None else None
-        enc, meta = open_encoder(encoder, checkpoint, probe.num_classes if probe else 0, facenet_weights)
+        splits = SPLITS if split is None else (check_split(split),)
+        probe = load_dataset(source, splits[0], data_root=data_root, empty_ok=len(splits) > 1) \
+            if encoder == "onehot" and checkpoint is None else None
+        enc, meta = open_encoder(encoder, checkpoint, probe.num_classes if probe is not None else 0, facenet_weights)
         if old:
             _check_same_encoder(out, old["meta"], meta, enc.dim)
         if index_string is not None:
@@ -245,53 +253,67 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
             except ValueError as e:
                 raise PcaeError(f"--index: {e}") from None
         options = _data_options(enc)
-        ds = probe if probe is not None and options["channels"] is None else \
-            load_dataset(source, split, data_root=data_root, **options)
-        n_all = len(ds) if limit is None else min(limit, len(ds))
+        datasets = [probe if probe is not None and options["channels"] is None and s == splits[0] else
+                    load_dataset(source, s, data_root=data_root, empty_ok=len(splits) > 1, **options)
+                    for s in splits]
+        # the splits' items one after another: ids (and --limit, --shard) run over the concatenation
+        bases = np.cumsum([0] + [len(ds) for ds in datasets])
+        n_all = int(bases[-1]) if limit is None else min(limit, int(bases[-1]))
         lo, hi = (shard[0] * n_all // shard[1], (shard[0] + 1) * n_all // shard[1]) if shard else (0, n_all)
-        rows = np.arange(lo, hi)
         first_id = old["next_id"] if old else 0
-        segment = {"source": source, "split": split, "origin": ds.info.get("origin"), "offset": first_id,
-                   "first_id": first_id + lo, "count": 0, "first_row": old["count"] if old else 0,
-                   "load": {**options, "data_root": None if data_root is None else str(data_root)},
-                   "classes": ds.classes}
-        if shard:
-            segment["shard"] = list(shard)
-        if photo_files(ds, []) is not None:  # a folder's files: each row records its own, to be drawn from it
-            segment["root"] = str(Path(ds.info["origin"]).resolve())
-        # the files the data source could not read (once, in shard 0), then the items the encoder could not embed
-        skipped = [] if shard and shard[0] else list(ds.info.get("skipped") or [])
+        parts, skipped = [], []  # (dataset, its rows, its segment) of each split with rows in [lo, hi)
+        for s, ds, base in zip(splits, datasets, bases):
+            rows = np.arange(max(lo, base), min(hi, base + len(ds))) - base
+            # the files the data source could not read (once, in shard 0), then the items the encoder could not embed
+            skipped += [] if shard and shard[0] else list(ds.info.get("skipped") or [])
+            if not len(rows):
+                continue
+            segment = {"source": source, "split": s, "origin": ds.info.get("origin"), "offset": first_id + int(base),
+                       "first_id": first_id + int(base + rows[0]), "count": 0, "first_row": 0,
+                       "load": {**options, "data_root": None if data_root is None else str(data_root)},
+                       "classes": ds.classes, "span": len(rows)}  # span: ids first_id .. first_id + span - 1
+            if shard:
+                segment["shard"] = list(shard)
+            if photo_files(ds, []) is not None:  # a folder's files: each row records its own, to be drawn from it
+                segment["root"] = str(Path(ds.info["origin"]).resolve())
+            parts.append((ds, rows, segment))
+        if not bases[-1]:  # every split empty (one asked for is refused by load_dataset)
+            why = f": {len(skipped)} unreadable, {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else ""
+            raise PcaeError(f"{datasets[0].info.get('origin') or source}: no images{why}")
+        total = sum(len(rows) for _, rows, _ in parts)
         why = "no face found" if getattr(enc, "detects_faces", False) else "no label"
+        what = f"{source} ({'+'.join(splits)})"
 
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         with folder.files([LATENTS, INDEX, INFOS]) as tmp:  # all three replaced together
             tmp_latents, tmp_index, tmp_infos = tmp[LATENTS], tmp[INDEX], tmp[INFOS]
-            segments = (old["meta"].get("segments", []) if old else []) + [segment]
+            segments = (old["meta"].get("segments", []) if old else []) + [seg for _, _, seg in parts]
             with LatentWriter(tmp_latents, enc.dim, {**meta, "segments": segments},
                               base=out / LATENTS if old else None) as writer:
                 done = 0
-                for r, images, labels in _batches(ds, rows, batch_size):
-                    photos = photo_files(ds, r)
-                    z, keep = _encode(enc, images, labels, photos)
-                    files = [ds.files[i] for i in r[keep]] if ds.files is not None else None
-                    prints = [file_fingerprint(p) for p, k in zip(photos, keep) if k] if photos else None
-                    writer.append(z, r[keep] + first_id, labels.numpy()[keep], files, prints)
-                    skipped += [{"file": ds.files[i] if ds.files is not None else f"id {i + first_id}",
-                                 "reason": why} for i in r[~keep]]
-                    done += len(r)
-                    ctrl_c.check()
-                    if progress:
-                        progress(done, len(rows))
-                segment["count"] = len(writer) - segment["first_row"]
-                segment["span"] = len(rows)  # ids first_id .. first_id + span - 1 (skipped ones included)
+                for ds, rows, segment in parts:
+                    segment["first_row"] = len(writer)
+                    for r, images, labels in _batches(ds, rows, batch_size):
+                        photos = photo_files(ds, r)
+                        z, keep = _encode(enc, images, labels, photos)
+                        files = [ds.files[i] for i in r[keep]] if ds.files is not None else None
+                        prints = [file_fingerprint(p) for p, k in zip(photos, keep) if k] if photos else None
+                        writer.append(z, r[keep] + segment["offset"], labels.numpy()[keep], files, prints)
+                        skipped += [{"file": ds.files[i] if ds.files is not None else f"id {i + segment['offset']}",
+                                     "reason": why} for i in r[~keep]]
+                        done += len(r)
+                        ctrl_c.check()
+                        if progress:
+                            progress(done, total)
+                    segment["count"] = len(writer) - segment["first_row"]
                 writer.set_attr("segments", segments)
-                writer.set_attr("next_id", int(first_id + n_all if not shard else first_id + hi))
+                writer.set_attr("next_id", int(first_id + (hi if shard else n_all)))
             embed_time = time.perf_counter() - t0
 
             with LatentStore(tmp_latents) as store:
                 if len(store) == 0:
-                    raise PcaeError(f"no latents: {source} ({split}) gave no item the {meta['encoder']} encoder could embed")
+                    raise PcaeError(f"no latents: {what} gave no item the {meta['encoder']} encoder could embed")
                 if old:
                     index = ix.load_index(out / INDEX)
                     ix.check_compatible(index, store.dim, metric, old["infos"])
@@ -302,15 +324,15 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
                              **ix.measure_recall(index, store.latents, metric)}
                 else:
                     train = None
-                    if shard:  # every shard trains on one common sample of the whole split
+                    if shard:  # every shard trains on one common sample of all the shards' items
                         index_string = index_string or ix.default_index_string(n_all, flat_max)
-                        train = _common_train_sample(enc, ds, n_all, index_string, metric, batch_size)
+                        train = _common_train_sample(enc, datasets, bases, n_all, index_string, metric, batch_size)
                     index, infos = ix.build_index(store.latents, index_string, metric, flat_max=flat_max,
                                                   train_vectors=train, seed=TRAIN_SEED)
             infos.update(bytes=_write_index(index, tmp_index),
                          encoder=meta["encoder"], checkpoint=meta["checkpoint"],
                          checkpoint_sha256=meta["checkpoint_sha256"], embed_time_s=round(embed_time, 3),
-                         images_per_s=round(len(rows) / max(embed_time, 1e-9), 1),
+                         images_per_s=round(total / max(embed_time, 1e-9), 1),
                          skipped=len(skipped) + (old["infos"].get("skipped", 0) if old else 0),
                          skipped_files=(old["infos"].get("skipped_files", []) if old else []) + skipped,
                          faiss_version=infos["faiss_version"])
@@ -319,7 +341,8 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
             infos["fingerprints"] = _fingerprints(tmp)
             tmp_infos.write_text(json.dumps(infos, indent=2) + "\n")
             ctrl_c.check()  # the last moment before the commit
-        return {**infos, "out": str(out), "random_weights": bool(meta["preprocessing"].get("random_weights"))}
+        return {**infos, "out": str(out), "random_weights": bool(meta["preprocessing"].get("random_weights")),
+                "splits": {seg["split"]: seg["count"] for _, _, seg in parts}}
 
 
 def skipped_text(infos: dict, limit: int = 5) -> str:
@@ -358,14 +381,18 @@ def _write_index(index, path: Path) -> int:
     return path.stat().st_size
 
 
-def _common_train_sample(enc, ds, n_all, index_string, metric, batch_size) -> np.ndarray | None:
-    """Latents of the same random sample of the whole split, for every shard (None: no training)."""
+def _common_train_sample(enc, datasets, bases, n_all, index_string, metric, batch_size) -> np.ndarray | None:
+    """Latents of the same random sample of the first n_all items of the splits one after another
+    (`datasets`, starting at `bases`), for every shard (None: the index needs no training)."""
     probe = ix.create_index(enc.dim, index_string, metric)
     if probe.is_trained:
         return None
     ivf = ix.extract_ivf(probe)
     rows = ix.sample_rows(n_all, 50 * ivf.nlist if ivf is not None else 100_000, TRAIN_SEED)
-    parts = [_encode(enc, x, y, photo_files(ds, r))[0] for r, x, y in _batches(ds, rows, batch_size)]
+    parts = []
+    for ds, base in zip(datasets, bases):
+        mine = rows[(rows >= base) & (rows < base + len(ds))] - base
+        parts += [_encode(enc, x, y, photo_files(ds, r))[0] for r, x, y in _batches(ds, mine, batch_size)]
     return np.concatenate(parts)
 
 

@@ -477,7 +477,7 @@ def _out_shape(native: tuple[int, int, int], channels, image_size) -> tuple[int,
 
 def load_dataset(source: str = DEFAULT_SOURCE, split: str = "train", *, channels: int | None = None,
                  image_size: int | None = None, data_root: str | os.PathLike | None = None,
-                 bundled: bool | None = None) -> ImageDataset:
+                 bundled: bool | None = None, empty_ok: bool = False) -> ImageDataset:
     """Open one split of a registered source as an ImageDataset.
 
     Args:
@@ -487,6 +487,7 @@ def load_dataset(source: str = DEFAULT_SOURCE, split: str = "train", *, channels
         image_size: square side S to resize + centre-crop to, None to keep.
         data_root: torchvision root for fashion-mnist / mnist / cifar10.
         bundled: fashion-mnist only: True forces the bundled subset; None reads PCAE_DATA_BUNDLED.
+        empty_ok: return an empty split (else PcaeError: a split with no image cannot train).
     Returns:
         ImageDataset; items (uint8 (C, H, W), int label or -1); `info` says where the data came from.
     """
@@ -514,7 +515,7 @@ def load_dataset(source: str = DEFAULT_SOURCE, split: str = "train", *, channels
     images = torch.cat(images) if images else torch.empty((0, *shape), dtype=torch.uint8)
     labels = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
     info["count"] = len(images)
-    if not len(images):                                    # also: every file of it unreadable
+    if not len(images) and not empty_ok:                   # also: every file of it unreadable
         rule = (f"; about 1 in {TEST_EVERY} files go to test, by a hash of the file path"
                 if source.startswith("folder:") else "")
         raise PcaeError(f"{sp.origin}: no images in the {split} split{rule}")

@@ -45,9 +45,9 @@ def test_train_ae_then_embed_then_search_with_no_options(tmp_path, monkeypatch, 
     assert "data fashion-mnist (what the run trained on)" in err
     with h5py.File(tmp_path / "latents/latents.h5", "r") as f:
         meta = json.loads(f.attrs["meta"]) if "meta" in f.attrs else dict(f.attrs)
-        assert f["latents"].shape == (10000, 10)  # the bundled train split, through the run's encoder
+        assert f["latents"].shape == (12000, 10)  # the bundled train and test splits, through the run's encoder
     assert str(meta.get("checkpoint", "")).endswith("runs/autoencoder/best.pt")
-    assert "wrote latents: 10000 latents of d=10 (conv)" in out
+    assert "wrote latents: 12000 latents (10000 train + 2000 test added) of d=10 (conv)" in out
 
     code, out, err = run_pcae(monkeypatch, capsys, "search", "latents", "id:0")
     assert code == 0, err
@@ -55,7 +55,7 @@ def test_train_ae_then_embed_then_search_with_no_options(tmp_path, monkeypatch, 
     assert len(rows) == 10 and [r[0] for r in rows] == [str(i) for i in range(1, 11)]
     distances = [float(r[2]) for r in rows]
     ids = [int(r[1]) for r in rows]
-    assert distances == sorted(distances) and 0 not in ids and all(0 < i < 10000 for i in ids)
+    assert distances == sorted(distances) and 0 not in ids and all(0 < i < 12000 for i in ids)
     with h5py.File(tmp_path / "latents/latents.h5", "r") as f:  # the nearest, found by brute force
         x = f["latents"][:]
     d = ((x - x[0]) ** 2).sum(1)

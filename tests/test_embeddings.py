@@ -256,14 +256,20 @@ def test_cli_embed_and_search(tmp_path, image_folder, conv_checkpoint):
     assert r.exit_code == 0, r.output
     infos = json.loads((out / INFOS).read_text())
     n = infos["count"]
-    assert 50 < n < 72 and infos["d"] == 8 and infos["index_string"] == "Flat" and infos["recall_at_10"] == 1.0
+    assert n == 72 and infos["d"] == 8 and infos["index_string"] == "Flat" and infos["recall_at_10"] == 1.0
     assert infos["checkpoint_sha256"] == file_sha256(conv_checkpoint) and infos["bytes"] == (out / INDEX).stat().st_size
     assert sorted(p.name for p in out.iterdir()) == sorted([LATENTS, INDEX, INFOS])  # no temp files left
     with LatentStore(out / LATENTS) as s:
         assert s.meta["encoder"] == "conv" and s.meta["encoder_config"]["bottleneck"] == 8
         assert s.meta["preprocessing"]["input"] == "images" and s.labels is not None
         ids = s.ids[:]
+        splits = [(seg["split"], seg["count"]) for seg in s.meta["segments"]]
     np.testing.assert_array_equal(ids, np.arange(n))
+    # issue 35: every photo of the folder is indexed, train then test, one segment each
+    assert [name for name, _ in splits] == ["train", "test"] and sum(c for _, c in splits) == 72
+    assert f"72 latents ({splits[0][1]} train + {splits[1][1]} test added)" in r.output, r.output
+    r = run("search", out, f"id:{n - 1}", "-k", 71, "--json", "--out", tmp_path / "all.png")  # a test item
+    assert r.exit_code == 0 and len(json.loads(r.output)["neighbours"]) == 71, r.output  # drawn from both splits
 
     r = run("search", out, "id:3", "-k", 5, "--json")
     assert r.exit_code == 0, r.output
@@ -291,9 +297,28 @@ def test_cli_embed_and_search(tmp_path, image_folder, conv_checkpoint):
     assert r.exit_code == 0 and json.loads((out / INFOS).read_text())["metric"] == "cosine"
 
 
+def test_embed_of_a_folder_keeps_a_photo_that_falls_in_test(tmp_path):
+    """A folder's only photo may hash into the test split: embed indexes it all the same."""
+    import hashlib
+
+    from PIL import Image
+
+    from embeddings.embed import embed
+
+    name = next(f"p{k}.png" for k in range(1000)
+                if int(hashlib.sha1(f"a/p{k}.png".encode()).hexdigest(), 16) % 10 == 0)
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    Image.new("L", (16, 16), 90).save(tmp_path / "photos" / "a" / name)
+    infos = embed("onehot", None, f"folder:{tmp_path / 'photos'}", tmp_path / "lat")
+    assert infos["count"] == 1 and infos["splits"] == {"test": 1}
+    assert embed("onehot", None, f"folder:{tmp_path / 'photos'}", tmp_path / "lat2", split="test")["count"] == 1
+    with pytest.raises(PcaeError, match="no images in the train split"):
+        embed("onehot", None, f"folder:{tmp_path / 'photos'}", tmp_path / "lat3", split="train")
+
+
 def test_cli_append(tmp_path, image_folder, conv_checkpoint):
     out, data = tmp_path / "lat", f"folder:{image_folder}"
-    assert run("embed", "--encoder", "onehot", "--data", data, "--out", out).exit_code == 0
+    assert run("embed", "--encoder", "onehot", "--data", data, "--split", "train", "--out", out).exit_code == 0
     n_train = json.loads((out / INFOS).read_text())["count"]
     r = run("embed", "--encoder", "onehot", "--data", data, "--split", "test", "--out", out, "--append")
     assert r.exit_code == 0, r.output

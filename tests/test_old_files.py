@@ -48,7 +48,7 @@ def test_old_autoencoder_checkpoint_reconstructs_and_embeds(v1, tmp_path, monkey
     assert json.loads(out)["kind"] == "autoencoder"
     out, _ = ok(run_pcae(monkeypatch, capsys, "embed", "--checkpoint", v1 / "autoencoder.pt",
                          "--limit", 10, "--out", tmp_path / "lat"))
-    assert "10 latents of d=4 (conv)" in out
+    assert "10 latents (10 train added) of d=4 (conv)" in out
 
 
 def test_old_latents_folder_searches_by_id_and_image(v1, tmp_path, monkeypatch, capsys):

@@ -11,8 +11,8 @@ from pathlib import Path
 import typer
 
 from encoders import ENCODER_NAMES
-from pcae.cli.common import DATA_SOURCE_HELP, DataRoot, Force, Split
-from pcae.options import check_png_path, cli_callback
+from pcae.cli.common import DATA_SOURCE_HELP, DataRoot, Force
+from pcae.options import check_png_path, check_split, cli_callback
 
 index_app = typer.Typer(help="Latent indexes: merge shard parts, describe a latents folder.",
                         no_args_is_help=True)
@@ -29,7 +29,8 @@ def embed_cmd(
                                        "the checkpoint's run trained on, else fashion-mnist."),
     out: Path = typer.Option(Path("latents"), "--out", help="Latents folder: latents.h5, index.faiss, "
                              "index_infos.json."),
-    split: Split = "train",
+    split: str | None = typer.Option(None, "--split", callback=cli_callback(check_split),
+                                     help="train or test (default: every item, both splits)."),
     index: str | None = typer.Option(None, "--index", help="faiss.index_factory string, e.g. Flat, "
                                         "IVF1024,Flat, HNSW32,Flat (default: Flat for small N, IVF above)."),
     metric: str | None = typer.Option(None, "--metric", help="l2 or cosine (default l2)."),
@@ -68,8 +69,9 @@ def embed_cmd(
                       batch_size=batch_size, data_root=chosen.data_root, limit=limit,
                       facenet_weights=facenet_weights, progress=progress)
     recall = infos["recall_at_10"]
-    typer.echo(f"wrote {infos['out']}: {infos['count']} latents of d={infos['d']} ({infos['encoder']}), "
-               f"index {infos['index_string']} {infos['metric']}, recall@10 "
+    added = " + ".join(f"{n} {s}" for s, n in infos["splits"].items())
+    typer.echo(f"wrote {infos['out']}: {infos['count']} latents ({added} added) of d={infos['d']} "
+               f"({infos['encoder']}), index {infos['index_string']} {infos['metric']}, recall@10 "
                f"{'-' if recall is None else f'{recall:.3f}'}, {infos['images_per_s']:.0f} images/s"
                + (f", {skipped_text(infos)}" if infos["skipped"] else ""))
     if infos["random_weights"]:
