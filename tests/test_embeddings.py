@@ -62,6 +62,13 @@ def test_default_large_index_recall_at_10():
     assert recall >= 0.95, (recall, infos)
 
 
+def test_a_flat_index_of_fewer_items_than_k_has_recall_1():
+    """3 vectors: the exact index finds all 3 of each query's 3 neighbours (it said 0.3, 3 of 10)."""
+    x = clustered(3)
+    index, infos = ix.build_index(x, "Flat", "l2")
+    assert infos["recall_at_10"] == 1.0 and ix.recall_at_k(index, x, x, "l2", k=10) == 1.0
+
+
 def test_save_load_round_trip(tmp_path, vectors):
     for s in ["Flat", "IVF32,Flat", "HNSW16,Flat"]:
         index, infos = ix.build_index(vectors, s, "cosine")
