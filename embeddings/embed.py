@@ -265,7 +265,8 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
         for s, ds, base in zip(splits, datasets, bases):
             rows = np.arange(max(lo, base), min(hi, base + len(ds))) - base
             # the files the data source could not read (once, in shard 0), then the items the encoder could not embed
-            skipped += [] if shard and shard[0] else list(ds.info.get("skipped") or [])
+            skipped += [] if shard and shard[0] else [item for item in ds.info.get("skipped") or []
+                                                      if item not in skipped]  # a class folder: once
             if not len(rows):
                 continue
             segment = {"source": source, "split": s, "origin": ds.info.get("origin"), "offset": first_id + int(base),

@@ -19,7 +19,7 @@ from embeddings.folder import LATENTS, _data_options, _recorded_encoder, open_fo
 from embeddings.store import file_fingerprint, open_latents
 from pcae.data import convert_images, load_dataset
 from pcae.errors import PcaeError
-from pcae.files import SOFTWARE, atomic_path, open_image
+from pcae.files import SOFTWARE, atomic_path, open_image, storable
 
 
 def search_folder(folder, query: str, k: int = 10, checkpoint=None) -> dict:
@@ -167,7 +167,7 @@ def draw_neighbours(folder, result: dict, out, query_file=None) -> Path:
     for ax, img, title in zip(axes[0], images, titles):
         a = img.numpy()
         ax.imshow(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=255)
-        ax.set_title(title, fontsize=7)
+        ax.set_title(storable(title), fontsize=7)  # a file or class name that is not UTF-8: escapes
         ax.axis("off")
     fig.tight_layout()
     out = Path(out)

@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from pcae.errors import PcaeError, first_line
+from pcae.formats import name_bytes, name_text
 from pcae.files import ensure_space
 
 FORMAT_VERSION = 1
@@ -128,7 +129,7 @@ class LatentWriter:
             raise ValueError(f"labels must have shape {ids.shape}, got {labels.shape}")
         texts = {}
         for name, values in zip(TEXT_COLUMNS, (files, file_fingerprints)):
-            texts[name] = [""] * len(ids) if values is None else [str(v) for v in values]
+            texts[name] = [b""] * len(ids) if values is None else [name_bytes(str(v)) for v in values]
             if len(texts[name]) != len(ids):
                 raise ValueError(f"{name} must name {len(ids)} rows, got {len(texts[name])}")
         n, b = len(self), len(ids)
@@ -228,8 +229,8 @@ class LatentStore:
                 return np.array([""] * len(positions), dtype=object)
             uniq, inverse = np.unique(positions, return_inverse=True)
             values = self._f[name][uniq] if len(uniq) else np.zeros(0, object)
-            return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in values],
-                            dtype=object)[inverse] if len(uniq) else np.zeros(0, object)
+            return np.array([name_text(v) for v in values], dtype=object)[inverse] if len(uniq) \
+                else np.zeros(0, object)
         uniq, inverse = np.unique(positions, return_inverse=True)
         return self._f[name][uniq][inverse] if len(uniq) else np.zeros(0, np.int64)
 

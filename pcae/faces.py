@@ -62,7 +62,7 @@ from pcae.data import (
 from pcae.formats import HELD_OUT
 from pcae.errors import PcaeError, first_line
 from pcae.face_workers import detections
-from pcae.files import atomic_path, cache_root, ensure_space, open_image
+from pcae.files import atomic_path, cache_root, ensure_space, open_image, storable
 from pcae.settings import DEFAULT_FACE_SIZE
 
 CACHE_FORMAT = "pcae-faces/2"  # /2 added persons, people and grey; /1 caches still load
@@ -161,7 +161,8 @@ def list_photos(source: str, max_photos: int | None = None) -> tuple[list[_Photo
             rel = p.relative_to(root).as_posix()
             st = p.stat()
             digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-            photos.append(_Photo(rel, person_of(rel), None, lambda p=p: _open_photo(p)))
+            name = storable(rel)  # the cache's names are text: a name's bytes that are not UTF-8 as escapes
+            photos.append(_Photo(name, person_of(name), None, lambda p=p: _open_photo(p)))
         return photos, str(root), digest.hexdigest()
     if kind == "h5" and arg:
         return _list_h5_photos(Path(arg).expanduser().resolve(), max_photos)

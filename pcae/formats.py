@@ -62,6 +62,17 @@ class Split:
     names: list[str] | None = None  # each decoded item's file (relative path), filled while chunks run
 
 
+def name_bytes(name: str) -> bytes:
+    """A file name as HDF5 stores it: its own bytes, also those that are not UTF-8 (Python names such
+    a file with surrogates: a Latin-1 name, or any non-ASCII one under LC_ALL=C with PYTHONUTF8=0)."""
+    return os.fsencode(name)
+
+
+def name_text(value) -> str:
+    """A stored file name back as Python names that file here (the inverse of `name_bytes`)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else str(value)
+
+
 def array_split(origin, images: np.ndarray, labels: np.ndarray, classes) -> Split:
     """A Split of arrays held in memory: images (N, C, H, W) uint8, labels (N,) int64."""
     def chunks(size):
@@ -230,8 +241,7 @@ def h5_split(path: Path, split: str) -> Split:
             if "files" in f:  # written by import_dataset from a folder: each row's file
                 if f["files"].shape != (n,):
                     raise PcaeError(f"{path}: 'files' has shape {f['files'].shape}, expected ({n},)")
-                names = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v)
-                         for v in f["files"][rows]]
+                names = [name_text(v) for v in f["files"][rows]]
             if has_labels and f["labels"].shape[0]:
                 labels = f["labels"][:]
                 top = int(labels.max())
@@ -333,8 +343,8 @@ def write_h5(out_path: Path, source: str, splits: dict[str, Split], shape: tuple
                         files = None
                 interrupt.check()  # the last moment before the file replaces the old one
                 if files:
-                    names = [name.encode("utf-8", "surrogateescape") for name in files]  # any file name
-                    f.create_dataset("files", data=np.array(names, dtype=object), dtype=h5py.string_dtype())
+                    names = np.array([name_bytes(name) for name in files], dtype=object)  # any file name
+                    f.create_dataset("files", data=names, dtype=h5py.string_dtype())
                 f.attrs["format"] = H5_FORMAT
                 f.attrs["source"] = source
                 f.attrs["origin"] = summary["origin"]

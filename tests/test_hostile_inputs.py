@@ -325,3 +325,38 @@ def test_a_user_with_no_home_and_no_password_entry_still_has_a_cache(monkeypatch
     monkeypatch.setattr(Path, "home", staticmethod(no_home))
     root = cache_root()
     assert root.name.startswith("pcae-cache-") and root.parent.is_dir()
+
+
+def test_a_file_name_that_is_not_utf8_is_indexed_and_drawn_from(tmp_path):
+    """issue 35 (odd locales): a Latin-1 file name, or any non-ASCII one where Python runs with
+    LC_ALL=C and PYTHONUTF8=0, reaches Python as surrogates, which HDF5 text cannot hold: `pcae
+    embed` failed on the whole folder. The latents store each file's own bytes (as `data import`
+    does), so search draws the neighbour from that very file; the face cache names it with escapes."""
+    from embeddings.embed import embed
+    from embeddings.search import draw_neighbours, search_folder
+    from embeddings.store import LatentStore
+    from pcae.faces import list_photos
+
+    root = tmp_path / "photos"
+    for person in ("a", "b"):
+        (root / person).mkdir(parents=True)
+        for k in range(3):
+            Image.new("L", (16, 16), 40 * k).save(root / person / f"{k}.png")
+    os.mkdir(os.fsencode(root) + b"/Zo\xeb")
+    for bad in (b"/a/Jos\xe9.png", b"/Zo\xeb/1.png"):
+        Image.new("L", (16, 16), 250).save(os.fsencode(root) + bad)
+    infos = embed("onehot", None, f"folder:{root}", tmp_path / "lat")
+    assert infos["count"] == 8 and not infos["skipped"], infos
+    with LatentStore(tmp_path / "lat" / "latents.h5") as store:
+        files = list(store.column("files", np.arange(len(store))))
+        assert "a/Jos\udce9.png" in files and "Zo\udceb/1.png" in files, files
+        odd = int(store.ids[files.index("a/Jos\udce9.png")])
+    result = search_folder(tmp_path / "lat", f"id:{odd}", k=7)
+    assert len(result["neighbours"]) == 7 and draw_neighbours(tmp_path / "lat", result, tmp_path / "n.png").is_file()
+    again = search_folder(tmp_path / "lat", f"id:{int(result['neighbours'][0]['id'])}", k=7)  # the odd one, drawn
+    assert odd in [n["id"] for n in again["neighbours"]]
+    draw_neighbours(tmp_path / "lat", again, tmp_path / "m.png")
+
+    photos = {photo.name: photo for photo in list_photos(f"folder:{root}")[0]}
+    assert photos["a/Jos\\udce9.png"].person == "a" and photos["Zo\\udceb/1.png"].person == "Zo\\udceb"
+    assert photos["a/Jos\\udce9.png"].load().size == (16, 16)
