@@ -123,12 +123,17 @@ def _folder(out: Path):
     return output_folder(out, "run folder", run_paths, committed=lambda folder: (folder / "last.pt").exists())
 
 
-def check_run_folder(out: Path, resume: bool, force: bool) -> None:
+def check_run_folder(out: Path, resume: bool, force: bool, data: str = "") -> None:
     """Refuse to write a run folder unless told: --resume continues it, --force replaces it (pcae's
-    own files of it only). Writes nothing, except to finish what a killed writer left (a run a
-    killed --force was replacing comes back)."""
+    own files of it only); and refuse one inside its own data folder (`data` "folder:PATH"), whose
+    next reading would take the run's images for data. Writes nothing, except to finish what a
+    killed writer left (a run a killed --force was replacing comes back)."""
     if resume and force:
         raise ValueError("resume and force exclude each other")
+    kind, _, folder = data.partition(":")
+    if kind == "folder" and folder and out.resolve().is_relative_to(Path(folder).expanduser().resolve()):
+        raise PcaeError(f"{out} is inside the data folder {folder}: the run's images (samples.png, "
+                        "curve.png) would become data of the next run; choose an --out outside it")
     if out.is_dir():
         with _folder(out):
             _check(out, resume, force)

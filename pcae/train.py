@@ -174,7 +174,7 @@ class _Run:
     # -- setup, stage by stage: nothing is written before _open_folder -------------------------
 
     def _setup(self):
-        check_run_folder(self.out, self.resume, self.force)  # every rank checks before anyone writes
+        check_run_folder(self.out, self.resume, self.force, self.config.data)  # every rank, before any write
         self.dist.barrier()
         checkpoint = self._load_config()
         _ = self.config.tensorboard and board_writer()  # a missing package: said before any face step

@@ -360,3 +360,36 @@ def test_a_file_name_that_is_not_utf8_is_indexed_and_drawn_from(tmp_path):
     photos = {photo.name: photo for photo in list_photos(f"folder:{root}")[0]}
     assert photos["a/Jos\\udce9.png"].person == "a" and photos["Zo\\udceb/1.png"].person == "Zo\\udceb"
     assert photos["a/Jos\\udce9.png"].load().size == (16, 16)
+
+
+def test_a_run_folder_inside_its_own_data_folder_is_refused(tmp_path, monkeypatch, capsys):
+    """issue 35 (outputs onto their inputs): `pcae train --data folder:cls --out cls/run` made
+    cls/run a third class of its own data (samples.png, curve.png), and --resume then failed with
+    "3 classes, the model was built for 2". Refused before anything is read or written."""
+    for name in ("x", "y"):
+        (tmp_path / "cls" / name).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(_gradient()).save(tmp_path / "cls" / name / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    for out in ("cls/run", "cls/x/run"):
+        code, _, err = run_pcae(monkeypatch, capsys, "train", "--data", "folder:cls", "--steps", 2, "--out", out)
+        assert code == 1 and err.strip().splitlines()[-1] == (
+            f"error: {out} is inside the data folder cls: the run's images (samples.png, curve.png) would "
+            "become data of the next run; choose an --out outside it"), err
+        assert not (tmp_path / out).exists()
+    code, _, err = run_pcae(monkeypatch, capsys, "train", "--data", "folder:cls", "--image-size", 8, "--steps", 1,
+                            "--channels", 3, "--n-layers", 0, "--eval-images", 2, "--judge-images", 0,
+                            "--batch-size", 4, "--out", "cls-run")  # beside it: fine
+    assert code == 0, err
+
+
+def test_pcae_traceback_shows_where_an_error_came_from(tmp_path):
+    """A user's error is one line; PCAE_TRACEBACK=1 prints the traceback above it (docs/faults.md),
+    for an error that is really a bug in pcae."""
+    command = [sys.executable, "-m", "pcae", "search", str(tmp_path / "nothing"), "id:0"]
+    plain = subprocess.run(command, capture_output=True, text=True)
+    shown = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PCAE_TRACEBACK": "1"})
+    line = f"error: {tmp_path / 'nothing'}: no such latents folder"
+    assert plain.returncode == shown.returncode == 1 and plain.stderr.strip() == line, plain.stderr
+    assert shown.stderr.startswith("Traceback") and "open_folder" in shown.stderr, shown.stderr
+    assert shown.stderr.strip().splitlines()[-1] == line

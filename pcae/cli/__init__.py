@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import traceback
 
 import typer
 
@@ -122,6 +123,10 @@ def _exit_now(code: int) -> None:
 
 
 def _error(line: str) -> None:
+    """The one line of an error; with PCAE_TRACEBACK=1, the traceback of what raised it first (to
+    see where a bug in pcae that surfaced as a user's error came from)."""
+    if os.environ.get("PCAE_TRACEBACK", "0") not in ("", "0") and sys.exc_info()[0] is not None:
+        traceback.print_exc()
     typer.secho(line, fg=typer.colors.RED, err=True)
 
 
