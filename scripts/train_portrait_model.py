@@ -251,7 +251,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "shipped-portrait")
     parser.add_argument("--photos", type=Path, default=ROOT / "runs" / "photos-lfw-bundled",
                         help="where the tree of links to the photos goes (its path keys the face cache)")
-    parser.add_argument("--steps", type=int, default=9000)
+    parser.add_argument("--steps", type=int, default=20000)  # the shipped model's
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args()
