@@ -279,8 +279,8 @@ def embed(encoder: str | None = None, checkpoint=None, source: str | None = None
                 segment["root"] = str(Path(ds.info["origin"]).resolve())
             parts.append((ds, rows, segment))
         if not bases[-1]:  # every split empty (one asked for is refused by load_dataset)
-            why = f": {len(skipped)} unreadable, {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else ""
-            raise PcaeError(f"{datasets[0].info.get('origin') or source}: no images{why}")
+            first = f": {len(skipped)} unreadable, {skipped[0]['file']}: {skipped[0]['reason']}" if skipped else ""
+            raise PcaeError(f"{datasets[0].info.get('origin') or source}: no images{first}")
         total = sum(len(rows) for _, rows, _ in parts)
         why = "no face found" if getattr(enc, "detects_faces", False) else "no label"
         what = f"{source} ({'+'.join(splits)})"

@@ -144,8 +144,7 @@ def recall_at_k(index: faiss.Index, vectors, queries: np.ndarray, metric: str, k
     """Mean |approximate top-k ∩ exact top-k| / k over the queries (k at most the number of vectors:
     with 3 vectors a perfect index finds all 3 of 3, not 3 of 10)."""
     k = min(k, len(vectors))
-    truth = truth[:, :k] if truth is not None else None
-    truth = exact_knn(vectors, queries, k, metric) if truth is None else truth
+    truth = exact_knn(vectors, queries, k, metric) if truth is None else truth[:, :k]
     _, got = search(index, queries, k, metric)
     return float(np.mean([len(set(a) & set(b)) / k for a, b in zip(got, truth)]))
 

@@ -43,6 +43,7 @@ HDF5 files larger than IN_MEMORY_LIMIT are read lazily, row by row.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import os
 import warnings
@@ -231,10 +232,7 @@ def held_out_people(persons: list[str | None], fraction: float) -> set[str]:
     `fraction` of its range (stable: the same person is held out whatever else the folder holds)."""
     if not 0 <= fraction < 1:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
-    counts: dict[str, int] = {}
-    for person in persons:
-        if person is not None:
-            counts[person] = counts.get(person, 0) + 1
+    counts = collections.Counter(p for p in persons if p is not None)
     return {p for p, n in counts.items() if n >= HOLDOUT_MIN_PHOTOS
             and int(hashlib.sha1(_path_bytes(p)).hexdigest()[:8], 16) < fraction * 2 ** 32}
 

@@ -13,6 +13,7 @@ its use in the task's `build`.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 CONDITIONS = ("none", "label")  # what a PixelCNN alone is conditioned on
@@ -115,4 +116,4 @@ class PortraitSettings:
 
 def defaults(settings: type) -> dict:
     """{field: default} of a settings dataclass (what the command line's options default to)."""
-    return {name: f.default for name, f in settings.__dataclass_fields__.items()}
+    return {f.name: f.default for f in dataclasses.fields(settings)}

@@ -11,7 +11,6 @@ Help strings go through rich markup: a literal "[" is written "\\[" (pip install
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -28,9 +27,10 @@ from pcae.options import (
     check_temperature,
     cli_callback,
 )
+from pcae.settings import defaults
 
 
-TRAIN = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # TrainConfig's defaults
+TRAIN = defaults(TrainConfig)
 
 
 def text(path: Path | None) -> str | None:

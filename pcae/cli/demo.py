@@ -29,14 +29,14 @@ def demo_cmd(
     from pcae.errors import PcaeError
 
     try:
-        from pcae.demo import build_app, find_models, launch
+        from pcae.demo import LOCAL_HOSTS, build_app, find_models, launch
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] in ("gradio", "gradio_client"):
             raise PcaeError("`pcae demo` needs Gradio: pip install 'pcae[demo]'") from None
         raise
     from pcae.cli.portraits import portrait_lines
 
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if host not in LOCAL_HOSTS:
         typer.secho(f"warning: listening on {host}: anyone who can reach this machine on port {port} can "
                     "use the page and this machine's CPU (no login)", fg=typer.colors.YELLOW, err=True)
     models = find_models(checkpoint, latents)
