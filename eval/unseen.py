@@ -82,14 +82,16 @@ def _nearest(vectors: torch.Tensor, galleries: list[torch.Tensor], cosine: bool)
 
 
 @torch.no_grad()
-def judge_unseen(model, cache, n: int = 8, sources: int = 2, *, seed: int = 0, temperature: float = 1.0,
-                 batch: int = 64, progress: Callable[[int, int], None] | None = None, second=None) -> dict:
+def judge_unseen(model, cache, n: int = 8, sources: int = 2, *, seed: int = 0, temperature: float | None = None,
+                 guidance: float | None = None, batch: int = 64, progress: Callable[[int, int], None] | None = None,
+                 second=None) -> dict:
     """Portraits of the held-out people of `cache`, judged among them (see the module docstring).
 
     Args:
         model: a pcae.tasks.portrait.PortraitModel trained on the cache's training split.
         cache: its face cache, prepared with a held-out fraction.
         n: portraits per source photo; sources: source photos per person (their first rows).
+        temperature, guidance: the sampler's (pcae.sampling.sample); None: the model's own.
         batch: portraits sampled at once.
         progress: called with (portraits drawn, portraits) while sampling.
         second: another, differently trained IdentityJudge (eval.identity): its figures are given
@@ -116,11 +118,13 @@ def judge_unseen(model, cache, n: int = 8, sources: int = 2, *, seed: int = 0, t
 
     device = next(model.decoder.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
+    temperature = model.sampling["temperature"] if temperature is None else temperature
+    guidance = model.sampling["guidance"] if guidance is None else guidance
     h = model.condition(raw[[at[r] for _, r in chosen]].to(device)).repeat_interleave(n, 0)
     drawn = []
     for lo in range(0, len(h), batch):
         drawn.append(sample(model.decoder, len(h[lo:lo + batch]), model.image_shape, h[lo:lo + batch],
-                            temperature, generator).to(torch.uint8).cpu())
+                            temperature, generator, guidance=guidance).to(torch.uint8).cpu())
         if progress is not None:
             progress(min(lo + batch, len(h)), len(h))
     portraits = torch.cat(drawn).view(len(chosen), n, C, S, S)
@@ -157,7 +161,7 @@ def judge_unseen(model, cache, n: int = 8, sources: int = 2, *, seed: int = 0, t
     varied = [max(s.get("pose_ratio") or 0, s.get("light_ratio") or 0) for s in per_source]
     return {
         "people": len(names), "photos": len(rows), "sources": len(chosen), "portraits": len(chosen) * n,
-        "per_source_portraits": n, "chance": 1 / len(names),
+        "per_source_portraits": n, "chance": 1 / len(names), "temperature": temperature, "guidance": guidance,
         **{name: {"portraits": mean(name), "real": mean(f"{name}_real")} for name in judges},
         "dlib": {"portraits": mean("dlib"), "real": mean("dlib_real")},
         "rms_mean": mean("rms_mean"), "near_copies": sum(s["near_copies"] for s in per_source),

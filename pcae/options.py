@@ -38,15 +38,24 @@ def check_precision(value: str) -> str:
     return value
 
 
-def check_temperature(value: float) -> float:
-    """A finite temperature >= 0 (0 = argmax; an infinite one would draw uniform noise)."""
+def _finite_non_negative(name: str, value) -> float:
     try:
         value = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"temperature must be a number, got {value!r}") from None
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"temperature must be finite and >= 0, got {value!r}")
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     return value
+
+
+def check_temperature(value: float) -> float:
+    """A finite temperature >= 0 (0 = argmax; an infinite one would draw uniform noise)."""
+    return _finite_non_negative("temperature", value)
+
+
+def check_guidance(value: float) -> float:
+    """A finite guidance >= 0 (pcae.sampling.sample; 0 = none)."""
+    return _finite_non_negative("guidance", value)
 
 
 SEED_MAX = 2 ** 32 - 1  # the largest seed numpy's global generator takes (torch's go higher)

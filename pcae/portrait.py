@@ -33,6 +33,7 @@ from pcae.errors import PcaeError
 from pcae.files import SOFTWARE, atomic_path, open_image, refuse_existing, storable
 from pcae.images import save_grid
 from pcae.kinds import task_from_checkpoint
+from pcae.options import check_guidance, check_temperature
 from pcae.outputs import output_folder
 from pcae.data import SHIPPED_PORTRAIT
 from pcae.runs import newest_run, require_newest_run
@@ -56,7 +57,8 @@ def load_portrait(path: str | os.PathLike | PortraitModel, device: str = "cpu") 
         return path.eval().to(resolve_device(device))
     checkpoint = load_checkpoint(path, kind="portrait")
     task = task_from_checkpoint(checkpoint, path)
-    model = PortraitModel(task.model, task.facenet, task.faces, task.identity, task.people, task.norm).float().eval()
+    model = PortraitModel(task.model, task.facenet, task.faces, task.identity, task.people, task.norm,
+                          task.sampling).float().eval()
     return model.to(resolve_device(device))
 
 
@@ -65,6 +67,19 @@ def _sampler(sampler: str | None) -> str:
         return "cached"
     check_sampler(sampler)
     return sampler
+
+
+def _check_sampling(temperature: float | None, guidance: float | None) -> None:
+    """Fail fast (before loading a model) on a bad temperature or guidance; None is the model's."""
+    for check, value in ((check_temperature, temperature), (check_guidance, guidance)):
+        if value is not None:
+            check(value)
+
+
+def _sampling(model: PortraitModel, temperature: float | None, guidance: float | None) -> tuple[float, float]:
+    """The temperature and guidance to draw with: those given, else the model's."""
+    return (model.sampling["temperature"] if temperature is None else temperature,
+            model.sampling["guidance"] if guidance is None else guidance)
 
 
 def _check_photo(path) -> Path:
@@ -89,6 +104,7 @@ class PortraitResult:
     sampler: str
     seed: int
     temperature: float
+    guidance: float = 0.0
     scores: dict = field(default_factory=dict)  # eval.faces.portrait_scores
 
     @property
@@ -109,7 +125,7 @@ class PortraitResult:
 
     def summary(self) -> dict:
         keys = ("photo", "probability", "faces_found", "face_index", "random_weights", "facenet_weights",
-                "sampler", "seed", "temperature")
+                "sampler", "seed", "temperature", "guidance")
         return {k: getattr(self, k) for k in keys} | {"n": len(self.samples), **self.scores}
 
 
@@ -146,7 +162,7 @@ def default_portrait_model() -> tuple[Path, str]:
 @torch.no_grad()
 def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | os.PathLike, n: int = 16, *,
                    face_index: int | None = None, sampler: str | None = None, seed: int = 0,
-                   temperature: float = 1.0, device: str = "cpu",
+                   temperature: float | None = None, guidance: float | None = None, device: str = "cpu",
                    progress: Callable[[int, int], None] | None = None,
                    references: list | tuple = ()) -> PortraitResult:
     """Draw n portraits of the person in `photo` in one batch, and score them.
@@ -156,7 +172,8 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
         photo: an image file; its largest face is used, or face `face_index` (largest first).
         n: number of portraits.
         sampler: a name in pcae.sampling.SAMPLERS (default "cached").
-        seed, temperature: for the sampler (temperature 0 = argmax).
+        seed, temperature, guidance: for the sampler (pcae.sampling.sample; temperature 0 =
+            argmax); None: the model's (PortraitModel.sampling).
         device: "cpu" or "cuda" (detection always runs on the CPU).
         progress: called with (rows done, rows) while sampling.
         references: real photos of the same person: their pose and lighting spread is the
@@ -167,18 +184,18 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    _check_sampling(temperature, guidance)
     method = _sampler(sampler)
     photo = _check_photo(photo)
     model = load_portrait(checkpoint, device)
+    temperature, guidance = _sampling(model, temperature, guidance)
     crop, prob, found = model.facenet.detect_file(photo, face_index)  # (3, F, F) uint8
     source = model.shrink(crop)  # (1, C, S, S)
     h = model.embed(crop[None])  # (1, D)
     target = next(model.decoder.parameters()).device
     generator = torch.Generator(target).manual_seed(seed)
     samples = sample(model.decoder, n, model.image_shape, model.condition(h).expand(n, -1), temperature,
-                     generator, method=method, progress=progress).to(torch.uint8).cpu()
+                     generator, method=method, progress=progress, guidance=guidance).to(torch.uint8).cpu()
     reference = None
     if references:  # detect_file gives the one-line errors of a missing or broken photo
         reference = torch.cat([model.shrink(model.facenet.detect_file(r)[0]) for r in references])
@@ -186,7 +203,7 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
     return PortraitResult(photo=str(photo), probability=prob, faces_found=found, face_index=face_index or 0,
                           source=source, samples=samples, random_weights=model.random_weights,
                           facenet_weights=encoder_weights(model.facenet), sampler=method, seed=seed,
-                          temperature=temperature, scores=scores)
+                          temperature=temperature, guidance=guidance, scores=scores)
 
 
 @dataclass
@@ -205,8 +222,9 @@ class Interpolation:
 
 @torch.no_grad()
 def interpolate(checkpoint: str | os.PathLike | PortraitModel, a: str | os.PathLike, b: str | os.PathLike,
-                steps: int = 8, *, rows: int = 1, seed: int = 0, temperature: float = 1.0,
-                sampler: str | None = None, face_index: tuple[int | None, int | None] = (None, None),
+                steps: int = 8, *, rows: int = 1, seed: int = 0, temperature: float | None = None,
+                guidance: float | None = None, sampler: str | None = None,
+                face_index: tuple[int | None, int | None] = (None, None),
                 device: str = "cpu") -> Interpolation:
     """Portraits along the line from the embedding of face a to that of face b.
 
@@ -223,11 +241,11 @@ def interpolate(checkpoint: str | os.PathLike | PortraitModel, a: str | os.PathL
                          f"got {steps}")
     if not 1 <= rows <= MAX_STRIP:
         raise ValueError(f"rows must be in [1, {MAX_STRIP}], got {rows}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    _check_sampling(temperature, guidance)
     method = _sampler(sampler)
     a, b = _check_photo(a), _check_photo(b)
     model = load_portrait(checkpoint, device)
+    temperature, guidance = _sampling(model, temperature, guidance)
     crops = [model.facenet.detect_file(p, i)[0] for p, i in zip((a, b), face_index)]
     e_a, e_b = model.embed(torch.stack(crops))  # (D,) each
     target = next(model.decoder.parameters()).device
@@ -239,7 +257,7 @@ def interpolate(checkpoint: str | os.PathLike | PortraitModel, a: str | os.PathL
             h = F.normalize(h, dim=0)
         generator = torch.Generator(target).manual_seed(seed)
         x = sample(model.decoder, rows, model.image_shape, model.condition(h[None]).expand(rows, -1),
-                   temperature, generator, method=method)
+                   temperature, generator, method=method, guidance=guidance)
         columns.append(x.to(torch.uint8).cpu())
     ends = [model.shrink(c).expand(rows, -1, -1, -1) for c in crops]
     grid = torch.stack([ends[0], *columns, ends[1]], dim=1).flatten(0, 1)  # row-major

@@ -63,6 +63,7 @@ import torch.nn.functional as F
 
 from pcae.errors import PcaeError
 from pcae.machine import check_fits
+from pcae.options import check_guidance
 from pcae.pixelcnn import GatedLayer, GatedPixelCNN
 
 Progress = Callable[[int, int], None]  # (rows done, rows in all)
@@ -105,13 +106,17 @@ def _row_draw(temperature: float, generator: torch.Generator | None, n: int, C: 
     return pick
 
 
-def check_sample_args(model: GatedPixelCNN, n: int, image_shape, h, temperature) -> tuple[int, int, int]:
+def check_sample_args(model: GatedPixelCNN, n: int, image_shape, h, temperature,
+                      guidance: float = 0.0) -> tuple[int, int, int]:
     """Validate sample() arguments before any compute; returns (C, H, W)."""
     cfg = model.config
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    check_guidance(guidance)
+    if guidance and not cfg.cond_dim:
+        raise ValueError("guidance needs a conditional model (cond_dim > 0)")
     if len(image_shape) != 3 or image_shape[0] != cfg.image_channels or min(image_shape) < 1:
         raise ValueError(f"image_shape must be ({cfg.image_channels}, H, W), got {tuple(image_shape)}")
     if cfg.spatial_cond and tuple(image_shape[1:]) != cfg.image_size:
@@ -127,19 +132,42 @@ def check_sample_args(model: GatedPixelCNN, n: int, image_shape, h, temperature)
 
 @torch.no_grad()
 def sample_naive(model, n, image_shape, h=None, temperature=1.0, generator=None,
-                 progress: Progress | None = None) -> torch.Tensor:
+                 progress: Progress | None = None, guidance: float = 0.0) -> torch.Tensor:
     """The reference sampler: one full forward pass per sub-pixel."""
     C, H, W = image_shape
     device = next(model.parameters()).device
-    x = torch.zeros(n, C, H, W, dtype=torch.long, device=device)
+    h, rows = _with_unconditioned(h, n, guidance)
+    pick = _guided(lambda logits, c, i, j: draw(logits, temperature, generator), n, guidance)
+    x = torch.zeros(rows, C, H, W, dtype=torch.long, device=device)
     for i in range(H):
         for j in range(W):
             for c in range(C):
-                logits = model(x, h)[:, :, c, i, j]  # (n, K)
-                x[:, c, i, j] = draw(logits, temperature, generator)
+                logits = model(x, h)[:, :, c, i, j]  # (rows, K)
+                x[:, c, i, j] = pick(logits, c, i, j)
         if progress is not None:
             progress(i + 1, H)
-    return x
+    return x[:n]
+
+
+def _with_unconditioned(h: torch.Tensor | None, n: int, guidance: float) -> tuple[torch.Tensor | None, int]:
+    """h and the batch to run: with guidance, n more rows given h = 0 (no one in particular)."""
+    if not guidance:
+        return h, n
+    return torch.cat([h, torch.zeros_like(h)]), 2 * n
+
+
+def _guided(pick: Pick, n: int, guidance: float) -> Pick:
+    """`pick` of guided logits [3]: with guidance w, the first n rows' logits l(x | h) pushed away
+    from the last n rows' l(x | 0), l(x | h) + w (l(x | h) - l(x | 0)); each level drawn goes to
+    both copies of its image."""
+    if not guidance:
+        return pick
+
+    def guided(logits: torch.Tensor, c: int, i: int, j: int) -> torch.Tensor:
+        given, free = logits[:n], logits[n:]
+        return pick(given + guidance * (given - free), c, i, j).repeat(2)
+
+    return guided
 
 
 def _row(bias: torch.Tensor | None, i: int) -> torch.Tensor | None:
@@ -430,17 +458,19 @@ def _use_graphs(model: GatedPixelCNN, cuda_graphs: bool | None) -> bool:
 
 @torch.no_grad()
 def sample_cached(model, n, image_shape, h=None, temperature=1.0, generator=None,
-                  progress: Progress | None = None, cuda_graphs: bool | None = None) -> torch.Tensor:
+                  progress: Progress | None = None, guidance: float = 0.0,
+                  cuda_graphs: bool | None = None) -> torch.Tensor:
     """The fast sampler [1]: cached activations, one pixel of work per step.
 
     `cuda_graphs`: replay each per-channel step as a CUDA graph; None means "when on CUDA"."""
-    run = _CachedRun(model, n, image_shape, h, _use_graphs(model, cuda_graphs))
+    h, rows = _with_unconditioned(h, n, guidance)
+    run = _CachedRun(model, rows, image_shape, h, _use_graphs(model, cuda_graphs))
     C, H, W = image_shape
     if temperature > 0 and run.x.device.type == "cpu":
         pick = _row_draw(temperature, generator, n, C, W, model.config.levels)
     else:  # a CUDA generator's offsets depend on the call sizes: one call per draw, as naive
         pick = lambda logits, c, i, j: draw(logits, temperature, generator)  # noqa: E731
-    return run.run(pick, progress)
+    return run.run(_guided(pick, n, guidance), progress)[:n]
 
 
 @torch.no_grad()
@@ -488,7 +518,7 @@ def check_sample_memory(model: GatedPixelCNN, n: int, image_shape, what: str = "
 
 def sample(model: GatedPixelCNN, n: int, image_shape, h: torch.Tensor | None = None,
            temperature: float = 1.0, generator: torch.Generator | None = None,
-           method: str = "cached", progress: Progress | None = None) -> torch.Tensor:
+           method: str = "cached", progress: Progress | None = None, guidance: float = 0.0) -> torch.Tensor:
     """Draw n images from p(x | h).
 
     Args:
@@ -500,11 +530,14 @@ def sample(model: GatedPixelCNN, n: int, image_shape, h: torch.Tensor | None = N
         generator: a torch.Generator on the model's device, for reproducible samples.
         method: a name in SAMPLERS ("cached", the fast default, or "naive", the reference).
         progress: called with (rows done, rows) after each finished row.
+        guidance: w >= 0; w > 0 draws from logits pushed away from those given h = 0 by w times
+            their difference (classifier-free guidance [3]), for a model trained with h = 0 on
+            some of its images (train-portraits --h-drop). It runs a second batch: twice the time.
     Returns:
         (n, C, H, W) long levels in [0, levels).
     """
-    image_shape = check_sample_args(model, n, image_shape, h, temperature)
-    check_sample_memory(model, n, image_shape)
+    image_shape = check_sample_args(model, n, image_shape, h, temperature, guidance)
+    check_sample_memory(model, 2 * n if guidance else n, image_shape)
     if method not in SAMPLERS:
         raise ValueError(f"method must be one of {sorted(SAMPLERS)}, got {method!r}")
     was_training = model.training
@@ -514,6 +547,6 @@ def sample(model: GatedPixelCNN, n: int, image_shape, h: torch.Tensor | None = N
             h = h.to(next(model.parameters()).device)
         if model.config.stacks == 1:  # the cached sampler keeps two stacks' states: one stack runs naive
             method = "naive"
-        return SAMPLERS[method](model, n, image_shape, h, temperature, generator, progress)
+        return SAMPLERS[method](model, n, image_shape, h, temperature, generator, progress, guidance)
     finally:
         model.train(was_training)

@@ -93,6 +93,9 @@ class PortraitSettings:
     identity_swap: probability that a training face is conditioned on the embedding of another
         training photo of the same person (pcae/tasks/portrait.py's docstring says why).
     h_noise: standard deviation of the Gaussian noise added to h while training.
+    h_drop: probability that a training face's h is 0 (the mean training face's embedding, h
+        being standardised): the decoder also learns p(face) of no one in particular, which
+        portraits drawn with guidance (pcae.sampling, `--guidance`) push away from.
     holdout: the fraction of people (of those with 5 photos or more) kept out of training and
         test entirely, by a hash of their name (pcae.data.held_out_people): the people that
         eval.unseen measures portraits of people never seen on.
@@ -106,6 +109,7 @@ class PortraitSettings:
     spatial_channels: int = 32
     identity_swap: float = 0.0
     h_noise: float = 0.5
+    h_drop: float = 0.0
     encoder: str = "auto"
     facenet_weights: str | None = None
     facenet_crop_size: int | None = None

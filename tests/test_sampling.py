@@ -140,3 +140,42 @@ def test_unconditional_model_rejects_h_and_cpu_rejects_cuda_graphs():
         sample(model, 3, shape, torch.zeros(3, 4))
     with pytest.raises(ValueError, match="cuda_graphs"):
         cached_logits(model, x, cuda_graphs=True)
+
+
+@pytest.mark.parametrize("name", ["C1-global-k5", "C3-spatial-k5"])
+def test_guidance_draws_from_the_guided_logits_alike_in_both_samplers(name):
+    """With guidance w each level is drawn from l(x|h) + w (l(x|h) - l(x|0)): both samplers give the
+    same images, and they are those of a model whose logits are that combination."""
+    model, shape, h, _ = inputs(CONFIGS[name])
+    w = 1.5
+    drawn = {m: sample(model, 3, shape, h, 1.0, torch.Generator().manual_seed(3), method=m, guidance=w)
+             for m in ("naive", "cached")}
+    assert torch.equal(drawn["naive"], drawn["cached"])
+
+    class Guided(torch.nn.Module):  # the guided logits as one model, sampled without guidance
+        def __init__(self):
+            super().__init__()
+            self.inner, self.config = model, model.config
+
+        def forward(self, x, h):
+            given, free = model(x, h), model(x, torch.zeros_like(h))
+            return given + w * (given - free)
+
+    want = sample(Guided(), 3, shape, h, 1.0, torch.Generator().manual_seed(3), method="naive")
+    assert torch.equal(drawn["naive"], want)
+    plain = sample(model, 3, shape, h, 1.0, torch.Generator().manual_seed(3))
+    assert not torch.equal(plain, drawn["cached"]), "guidance changed nothing"
+    assert torch.equal(plain, sample(model, 3, shape, h, 1.0, torch.Generator().manual_seed(3), guidance=0.0))
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf")])
+def test_bad_guidance_is_refused(bad):
+    model, shape, h, _ = inputs(CONFIGS["C1-global-k5"])
+    with pytest.raises(ValueError, match="guidance"):
+        sample(model, 3, shape, h, guidance=bad)
+
+
+def test_guidance_needs_a_conditional_model():
+    model, shape, _, _ = inputs(CONFIGS["C1"])
+    with pytest.raises(ValueError, match="conditional"):
+        sample(model, 3, shape, None, guidance=1.0)

@@ -20,6 +20,7 @@ from pcae.config import TrainConfig
 from pcae.data import source_names
 from pcae.options import (
     check_device,
+    check_guidance,
     check_png_path,
     check_precision,
     check_seed,
@@ -62,8 +63,14 @@ Precision = Annotated[str, typer.Option("--precision", callback=cli_callback(che
                                         help=PRECISION_HELP)]
 Seed = Annotated[int, typer.Option("--seed", callback=cli_callback(check_seed), help="Random seed (0 to 2**32 - 1).")]
 Sampler = Annotated[str | None, typer.Option("--sampler", help="cached (the default, fast) or naive (the reference).")]
-Temperature = Annotated[float, typer.Option("--temperature", callback=cli_callback(check_temperature),
-                                            help="Divides the logits; 0 = argmax.")]
+Temperature = Annotated[float | None, typer.Option(
+    "--temperature", callback=cli_callback(check_temperature),
+    help="Divides the logits; 0 = argmax (a portrait model's default is its own: 1 unless its config "
+         "says otherwise).")]
+Guidance = Annotated[float | None, typer.Option(
+    "--guidance", callback=cli_callback(check_guidance),
+    help="w >= 0: push each draw away from 'no one in particular' by w times (needs a model trained "
+         "with --h-drop; twice the time; default: the model's, 0 unless its config says otherwise).")]
 Force = Annotated[bool, typer.Option("--force", help="Replace existing outputs (only what pcae wrote; "
                                      "anything else is refused).")]
 PngOut = Annotated[Path, typer.Option("--out", callback=cli_callback(check_png_path), help="PNG grid to write.")]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pcae.cli.common import TRAIN, Device, Force, Sampler, Seed, Temperature
+from pcae.cli.common import TRAIN, Device, Force, Guidance, Sampler, Seed, Temperature
 from pcae.options import check_png_path, cli_callback
 
 
@@ -25,7 +25,8 @@ def portrait_cmd(
     samples_out: Path | None = typer.Option(None, "--samples-out", help="Also write the portraits: "
                                                "a folder of PNGs, or an .h5 file."),
     sampler: Sampler = None,
-    temperature: Temperature = 1.0,
+    temperature: Temperature = None,
+    guidance: Guidance = None,
     seed: Seed = 0,
     device: Device = TRAIN["device"],
     reference: list[Path] = typer.Option([], "--reference", help="A real photo of the same person "
@@ -51,7 +52,7 @@ def portrait_cmd(
     refuse_existing(samples_out, force)
     start = time.perf_counter()
     r = draw_portraits(checkpoint, photo, n, face_index=face_index, sampler=sampler, seed=seed,
-                       temperature=temperature, device=device, references=reference)
+                       temperature=temperature, guidance=guidance, device=device, references=reference)
     note = facenet_note(r.random_weights, r.facenet_weights)
     tiles, nrow = r.layout()
     save_png_grid(tiles, nrow, out, {"pcae": "portrait grid: the source crop | the samples",
@@ -62,7 +63,8 @@ def portrait_cmd(
     which = (f"; {r.faces_found} faces found, used face {r.face_index} (largest first; --face-index "
              "picks another)") if r.faces_found > 1 else ""
     typer.echo(f"face in {photo} (detector score {r.probability:.2f}{which}): {n} portraits of {S}x{S} "
-               f"in {time.perf_counter() - start:.1f} s ({r.sampler} sampler, seed {seed})")
+               f"in {time.perf_counter() - start:.1f} s ({r.sampler} sampler, seed {seed}, temperature "
+               f"{r.temperature:g}, guidance {r.guidance:g})")
     for line in portrait_lines(r.scores, S):
         typer.echo(line)
     typer.echo(f"wrote {out}" + (f" and {samples_out}" if samples_out is not None else ""))
@@ -132,7 +134,8 @@ def interpolate_cmd(
     rows: int = typer.Option(1, "--rows", help="Rows, each with its own noise (the same along a row; "
                              "at most 64)."),
     sampler: Sampler = None,
-    temperature: Temperature = 1.0,
+    temperature: Temperature = None,
+    guidance: Guidance = None,
     seed: Seed = 0,
     device: Device = TRAIN["device"],
     force: Force = False,
@@ -148,7 +151,7 @@ def interpolate_cmd(
     typer.echo(f"model: {chosen or checkpoint}")
     refuse_existing(out, force)
     r = interpolate(checkpoint, a, b, steps, rows=rows, seed=seed, temperature=temperature,
-                    sampler=sampler, device=device)
+                    guidance=guidance, sampler=sampler, device=device)
     note = facenet_note(r.random_weights, r.facenet_weights)
     save_png_grid(r.images, r.nrow, out, {"pcae": f"interpolation {a} -> {b}", "checkpoint": str(checkpoint),
                                           "steps": steps, "rows": rows, "seed": seed, "note": note})

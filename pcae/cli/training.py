@@ -338,6 +338,9 @@ def train_portraits_cmd(
     h_noise: float = typer.Option(PORTRAIT["h_noise"], "--h-noise", min=0, help="Gaussian noise added "
                                   "to h while training, in standard deviations of each embedding "
                                   "dimension."),
+    h_drop: float = typer.Option(PORTRAIT["h_drop"], "--h-drop", min=0, max=0.99, help="Probability that "
+                                 "a training face's h is 0 (no one in particular), so that portraits can "
+                                 "be drawn with --guidance."),
     kernel_size: KernelSize = PORTRAIT["kernel_size"],
     first_kernel_size: FirstKernelSize = PORTRAIT["first_kernel_size"],
     head_channels: HeadChannels = PORTRAIT["head_channels"],
@@ -359,5 +362,5 @@ def train_portraits_cmd(
                         channels=channels, n_layers=n_layers, kernel_size=kernel_size,
                         first_kernel_size=first_kernel_size, head_channels=head_channels,
                         spatial_channels=spatial_channels, identity_swap=identity_swap, h_noise=h_noise,
-                        holdout=holdout)
+                        h_drop=h_drop, holdout=holdout)
     run_training(config, spec, train["resume"], train["force"], given)

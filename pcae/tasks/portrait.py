@@ -126,7 +126,8 @@ class PortraitTask(Task):
 
     def __init__(self, config, facenet, faces: dict, embeddings: torch.Tensor | None = None,
                  identity=None, people: dict | None = None, identity_swap: float = 0.0,
-                 h_noise: float = 0.0, norm: Standardize | None = None):
+                 h_noise: float = 0.0, h_drop: float = 0.0, norm: Standardize | None = None,
+                 sampling: dict | None = None):
         if config.cond_dim != facenet.dim:
             raise ValueError(f"config.cond_dim must equal the face encoder's dim {facenet.dim}, "
                              f"got {config.cond_dim}")
@@ -134,7 +135,10 @@ class PortraitTask(Task):
             raise ValueError(f"identity_swap must be in [0, 1], got {identity_swap}")
         if not h_noise >= 0:
             raise ValueError(f"h_noise must be >= 0, got {h_noise}")
-        self.h_noise = float(h_noise)
+        if not 0 <= h_drop < 1:
+            raise ValueError(f"h_drop must be in [0, 1), got {h_drop}")
+        self.h_noise, self.h_drop = float(h_noise), float(h_drop)
+        self.sampling = sampling_defaults(sampling)
         self.norm = norm if norm is not None else Standardize(facenet.dim)  # identity until loaded
         self.config, self.facenet, self.faces = config, facenet, dict(faces)
         self.identity, self.people, self.identity_swap = identity, people, float(identity_swap)
@@ -169,7 +173,8 @@ class PortraitTask(Task):
     def configs(self):
         out = {"model": dataclasses.asdict(self.config), "facenet": self.facenet.config,
                "facenet_preprocessing": self.facenet.preprocessing, "faces": self.faces,
-               "portrait": {"identity_swap": self.identity_swap, "h_noise": self.h_noise}}
+               "portrait": {"identity_swap": self.identity_swap, "h_noise": self.h_noise,
+                            "h_drop": self.h_drop, "sampling": self.sampling}}
         if self.identity is not None:
             out["identity"] = {k: v for k, v in self.identity.state().items() if k != "state_dict"}
         if self.people is not None:
@@ -182,6 +187,8 @@ class PortraitTask(Task):
         h = self.h(rows)
         if self.h_noise:  # h is standardised: h_noise standard deviations of each dimension
             h = h + self.h_noise * torch.randn_like(h)
+        if self.h_drop:  # h = 0, the mean face's: the decoder learns p(face) too (for guidance)
+            h = h.masked_fill(torch.rand(len(h), 1, device=h.device) < self.h_drop, 0.0)
         logits = self.model.forward_float(self.model.scale(images), h)
         return {"bpd": bits_per_dim(logits, images)}
 
@@ -255,7 +262,8 @@ class PortraitTask(Task):
         recipe = configs.get("portrait", {})
         task = cls(PixelCNNConfig(**configs["model"]), facenet, configs["faces"], identity=identity,
                    people=people, identity_swap=recipe.get("identity_swap", 0.0),
-                   h_noise=recipe.get("h_noise", 0.0))
+                   h_noise=recipe.get("h_noise", 0.0), h_drop=recipe.get("h_drop", 0.0),
+                   sampling=recipe.get("sampling"))
         task.model.load_state_dict(states["model"])
         if "h_norm" in states:  # runs before it conditioned on the raw embeddings
             task.norm.load_state_dict(states["h_norm"])
@@ -292,6 +300,8 @@ class PortraitSpec(PortraitSettings):
                             f"{self.facenet_crop_size!r}")
         if not self.h_noise >= 0:
             raise PcaeError(f"--h-noise must be >= 0, got {self.h_noise!r}")
+        if not 0 <= self.h_drop < 1:
+            raise PcaeError(f"--h-drop must be in [0, 1), got {self.h_drop!r}")
         if not 0 <= self.identity_swap <= 1:
             raise PcaeError(f"--identity-swap must be in [0, 1], got {self.identity_swap!r}")
         if not 0 <= self.holdout < 1:
@@ -369,12 +379,14 @@ class PortraitSpec(PortraitSettings):
         paths = {name: ("model", name) for name in ("channels", "n_layers", "kernel_size",
                                                      "first_kernel_size", "head_channels")}
         paths |= {"encoder": ("facenet", "name"), "cache": ("faces", "cache"), "holdout": ("faces", "holdout"),
-                  "identity_swap": ("portrait", "identity_swap"), "h_noise": ("portrait", "h_noise")}
+                  "identity_swap": ("portrait", "identity_swap"), "h_noise": ("portrait", "h_noise"),
+                  "h_drop": ("portrait", "h_drop")}
         values = stored_values(configs, paths)
         model = configs.get("model", {}) if isinstance(configs.get("model"), dict) else {}
         values["spatial_channels"] = model.get("spatial_channels", 0) if model.get("spatial_cond") else 0
         values.setdefault("identity_swap", 0.0)
         values.setdefault("h_noise", 0.0)
+        values.setdefault("h_drop", 0.0)
         values.setdefault("holdout", 0.0)
         if values.get("encoder") == "facenet":
             values |= stored_values(configs, {"facenet_weights": ("facenet", "weights"),
@@ -394,7 +406,8 @@ class PortraitSpec(PortraitSettings):
         norm = Standardize(self.facenet.dim, table[torch.from_numpy(split == 0)])
         return PortraitTask(self.config(dataset.shape, self.facenet.dim), self.facenet, self.faces,
                             embeddings=table, identity=self.identity, people=self.people,
-                            identity_swap=self.identity_swap, h_noise=self.h_noise, norm=norm)
+                            identity_swap=self.identity_swap, h_noise=self.h_noise, h_drop=self.h_drop,
+                            norm=norm)
 
     def restore(self, checkpoint: dict) -> PortraitTask:
         return PortraitTask.from_checkpoint(checkpoint)
@@ -443,16 +456,24 @@ def known_threshold(means: torch.Tensor, unseen: torch.Tensor, same_person: floa
     return float(min(same_person, torch.quantile(nearest, KNOWN_FALSE_RATE, interpolation="lower")))
 
 
+def sampling_defaults(sampling: dict | None) -> dict:
+    """How a portrait model draws when not told: {"temperature", "guidance"} (pcae.sampling.sample),
+    1 and 0 unless its config says otherwise (the shipped model's were chosen by measuring)."""
+    return {"temperature": 1.0, "guidance": 0.0, **(sampling or {})}
+
+
 class PortraitModel(nn.Module):
     """A trained portrait checkpoint: the decoder, its face encoder, what they were trained on,
-    the identity judge and the people it knows (both None for runs made before them)."""
+    the identity judge and the people it knows (both None for runs made before them), and how it
+    draws when not told (`sampling`: temperature and guidance)."""
 
     def __init__(self, decoder, facenet, faces: dict, identity=None, people: dict | None = None,
-                 norm: Standardize | None = None):
+                 norm: Standardize | None = None, sampling: dict | None = None):
         super().__init__()
         self.decoder, self.facenet, self.faces = decoder, facenet, faces
         self.identity, self.people = identity, people
         self.norm = norm if norm is not None else Standardize(facenet.dim)
+        self.sampling = sampling_defaults(sampling)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -500,4 +521,5 @@ class PortraitModel(nn.Module):
 def build_portrait(checkpoint: dict) -> PortraitModel:
     """The bare model of a "portrait" checkpoint (pcae.kinds)."""
     task = PortraitTask.from_checkpoint(checkpoint)
-    return PortraitModel(task.model, task.facenet, task.faces, task.identity, task.people, task.norm)
+    return PortraitModel(task.model, task.facenet, task.faces, task.identity, task.people, task.norm,
+                         task.sampling)
