@@ -35,10 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "pcae" / "data" / "portrait"
 FIGURE = ROOT / "docs" / "portrait-unseen.png"
 
+# how the shipped model may draw, (temperature, guidance): the identity judge picks the one whose
+# portraits of the held-out people it names right most often, among those that keep the variety
+# targets (`varied`); the second judge and dlib, which play no part in the choice, check it
+SAMPLING = [(1.0, 0.0), (0.8, 0.0), (0.8, 0.5), (0.8, 1.0)]
+
 # the recipe: 32x32 grey faces, dlib-conditioned, a wider and deeper decoder than the default
 RECIPE = ["--encoder", "dlib", "--image-size", "32", "--holdout-people", "0.1", "--channels", "48",
-          "--n-layers", "5", "--spatial-channels", "32", "--h-noise", "0.5", "--batch-size", "32",
-          "--lr", "0.002", "--eval-every", "1000", "--eval-images", "500", "--checkpoint-every", "250",
+          "--n-layers", "5", "--spatial-channels", "32", "--h-noise", "0.5", "--h-drop", "0.1",
+          "--batch-size", "32", "--lr", "0.003", "--lr-schedule", "cosine", "--warmup-steps", "200",
+          "--eval-every", "1000", "--eval-images", "500", "--checkpoint-every", "250",
           "--judge-images", "100", "--precision", "auto"]
 
 
@@ -73,7 +79,8 @@ def train(tree: Path, run: Path, steps: int, resume: bool) -> float:
 @torch.no_grad()
 def known_faces_named(model, cache, prefixes=("orl/", "yale/"), per: int = 4, seed: int = 0) -> dict:
     """The identity judge on `per` portraits of each test photo of the bundled people (known to the
-    model): the fraction named as the photo's person, and the judge's own rate on those photos."""
+    model), drawn as the model draws (its `sampling`): the fraction named as the photo's person,
+    and the judge's own rate on those photos."""
     import h5py
 
     from pcae.data import convert_images
@@ -85,7 +92,8 @@ def known_faces_named(model, cache, prefixes=("orl/", "yale/"), per: int = 4, se
         embeddings = torch.from_numpy(f["embeddings"][rows])
         images = convert_images(torch.from_numpy(f["images"][rows]), model.image_shape[0])
     h = model.condition(embeddings).repeat_interleave(per, 0)
-    x = sample(model.decoder, len(h), model.image_shape, h, 1.0, torch.Generator().manual_seed(seed))
+    x = sample(model.decoder, len(h), model.image_shape, h, model.sampling["temperature"],
+               torch.Generator().manual_seed(seed), guidance=model.sampling["guidance"])
     names = model.identity.name(x.to(torch.uint8))
     truth = [persons[k] for k in rows for _ in range(per)]
     real = model.identity.name(images)
@@ -127,7 +135,8 @@ run of your own (a run under `runs/` or `--checkpoint` takes precedence; every o
 A conditional Gated PixelCNN p(face | h) of **32x32 grey faces**, h = the 128-d descriptor of dlib's
 ResNet face model (face-recognition-models, installed with pcae; not part of these files), frozen:
 48 channels, a 7x7 first layer and 5 gated 3x3 layers, h added globally and as a 32-channel map
-m(h), Gaussian noise of 0.5 standard deviations on h while training. Beside the decoder:
+m(h), Gaussian noise of 0.5 standard deviations on h while training and h = 0 (no one in
+particular) for 10 % of the faces, so that it can draw with guidance. Beside the decoder:
 the identity judge ({r['identity_judge']['people']} people, a pixel-space classifier), the
 {len_people(r)} people it knows (their names and mean descriptors) and the distance under which
 a photo is called one of them ({k['threshold']:.3f}, calibrated so that at most 5 % of the held-out
@@ -150,8 +159,22 @@ people's photos are called a known person).
 ## How it was made
 `python scripts/train_portrait_model.py --lfw ../shared/faces-lfw --steps {r['step']}` (one
 command: the photos, `pcae train-portraits` with the recipe, the measures, this folder):
-{r['step']} steps of 32 faces, {took} of training on {r['machine']} (bf16 autocast),
-test bits/dim {r['test_bpd']:.3f}.
+{r['step']} steps of 32 faces (AdamW, learning rate 3e-3 after 200 warm-up steps, cosine to 3e-4),
+{took} of training on {r['machine']} (bf16 autocast), test bits/dim {r['test_bpd']:.3f}.
+
+## How it draws
+Unless told otherwise (`--temperature`, `--guidance`), at temperature {r['sampling']['temperature']:g} and
+guidance {r['sampling']['guidance']:g}. The identity judge chose it among these settings: the one whose
+portraits of the held-out people it names right most often, among those that keep the variety targets
+(no near-copies, 90 % of the sources reaching half their person's pose or lighting spread). The second
+judge and dlib played no part in the choice.
+
+| temperature | guidance | identity judge | second judge | dlib | pose | lighting | sources varied | near-copies |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+{tried_rows(r['sampling_tried'])}
+
+Guidance draws each level from l(x | h) + w (l(x | h) - l(x | 0)): a second batch given h = 0, so a
+guided portrait takes twice the time.
 
 ## Measured on people it never saw
 {u['people']} held-out people, {u['sources']} source photos (2 a person), 8 portraits each. Who does a
@@ -187,6 +210,13 @@ def len_people(r: dict) -> str:
     return f"{r['known_people']:,}"
 
 
+def tried_rows(tried: list) -> str:
+    return "\n".join(
+        f"| {u['temperature']:g} | {u['guidance']:g} | {pct(u['judge']['portraits'])} | "
+        f"{pct(u['second_judge']['portraits'])} | {pct(u['dlib']['portraits'])} | {ratio(u['pose_ratio'])} | "
+        f"{ratio(u['light_ratio'])} | {pct(u['varied_sources'])} | {u['near_copies']} |" for u in tried)
+
+
 def ratio(v) -> str:
     return "-" if v is None else f"{v:.2f}x"
 
@@ -203,6 +233,12 @@ def table_rows(u: dict) -> str:
     return "\n".join(rows)
 
 
+def varied(u: dict) -> bool:
+    """The issue's variety targets: no near-copies, no copy of the source, and 90 % of the sources
+    reach half their person's pose or lighting spread."""
+    return u["near_copies"] == 0 and u["copies_of_source"] == 0 and (u["varied_sources"] or 0) >= 0.9
+
+
 def measure_and_ship(run: Path, out: Path) -> dict:
     """Steps 3 and 4 of the module docstring; returns the results."""
     from eval.identity import identity_judge_of_cache
@@ -216,15 +252,22 @@ def measure_and_ship(run: Path, out: Path) -> dict:
     cache = model.faces["cache"]
     start = time.time()
     second = identity_judge_of_cache(cache, model.image_shape[0], _second_judge(), listing=model.faces["listing"])
-    unseen = judge_unseen(model, cache, n=8, sources=2, second=second,
-                          progress=lambda done, total: print(f"unseen: {done}/{total} portraits", flush=True))
-    print(f"unseen people measured in {time.time() - start:.0f} s", flush=True)
+    tried = []
+    for temperature, guidance in SAMPLING:
+        tried.append(judge_unseen(model, cache, n=8, sources=2, second=second, temperature=temperature,
+                                  guidance=guidance))
+        print(f"unseen, temperature {temperature}, guidance {guidance}: {summary_line(tried[-1])}", flush=True)
+    unseen = max([u for u in tried if varied(u)] or tried, key=lambda u: u["judge"]["portraits"])
+    model.sampling = {"temperature": unseen["temperature"], "guidance": unseen["guidance"]}
+    print(f"unseen people measured in {time.time() - start:.0f} s; the model draws at {model.sampling}", flush=True)
     summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    strip = lambda u: {k: v for k, v in u.items() if k not in ("portrait_images", "source_images")}  # noqa: E731
     results = {
         "checkpoint": str(checkpoint), "step": load_checkpoint(checkpoint, lazy=True).get("step"),
         "train_seconds": summary.get("wall_seconds"), "machine": cpu_description(),
         "test_bpd": summary.get("final_test_bpd"), "faces": {k: v for k, v in model.faces.items() if k != "skipped"},
-        "unseen": {k: v for k, v in unseen.items() if k not in ("portrait_images", "source_images")},
+        "sampling": model.sampling, "unseen": strip(unseen),
+        "sampling_tried": [{k: v for k, v in strip(u).items() if k != "per_source"} for u in tried],
         "known_person": known_person_rates(model, cache),
         "bundled_people": known_faces_named(model, cache),
         "identity_judge": {"people": len(model.identity.people), "accuracy": model.identity.accuracy},
@@ -233,16 +276,23 @@ def measure_and_ship(run: Path, out: Path) -> dict:
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     figure(unseen, FIGURE)
-    export_pretrained(load_checkpoint(checkpoint), SHIPPED, force=True)
+    shipped = load_checkpoint(checkpoint)
+    shipped["configs"]["portrait"]["sampling"] = model.sampling  # how `pcae portrait` draws unless told
+    export_pretrained(shipped, SHIPPED, force=True)
     (SHIPPED / "MODEL_CARD.md").write_text(model_card(results))
-    print(json.dumps({k: v for k, v in results.items() if k not in ("unseen", "faces")}, indent=1, default=str))
-    u = results["unseen"]
-    print(f"unseen: {u['people']} people, {u['sources']} sources, {u['portraits']} portraits; judge "
-          f"{u['judge']['portraits']:.1%} (real photos {u['judge']['real']:.1%}), second judge "
-          f"{u['second_judge']['portraits']:.1%} (real {u['second_judge']['real']:.1%}), "
-          f"dlib {u['dlib']['portraits']:.1%} "
-          f"(real {u['dlib']['real']:.1%}); chance {u['chance']:.1%}")
+    print(json.dumps({k: v for k, v in results.items() if k not in ("unseen", "faces", "sampling_tried")},
+                     indent=1, default=str))
+    print(f"unseen: {unseen['people']} people, {unseen['sources']} sources, {unseen['portraits']} portraits; "
+          f"{summary_line(unseen)}; chance {unseen['chance']:.1%}")
     return results
+
+
+def summary_line(u: dict) -> str:
+    return (f"judge {u['judge']['portraits']:.1%} (real photos {u['judge']['real']:.1%}), second judge "
+            f"{u['second_judge']['portraits']:.1%} (real {u['second_judge']['real']:.1%}), dlib "
+            f"{u['dlib']['portraits']:.1%} (real {u['dlib']['real']:.1%}); pose {ratio(u['pose_ratio'])}, "
+            f"light {ratio(u['light_ratio'])}, {pct(u['varied_sources'])} of sources varied, "
+            f"{u['near_copies']} near-copies")
 
 
 def main() -> None:
@@ -251,7 +301,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "shipped-portrait")
     parser.add_argument("--photos", type=Path, default=ROOT / "runs" / "photos-lfw-bundled",
                         help="where the tree of links to the photos goes (its path keys the face cache)")
-    parser.add_argument("--steps", type=int, default=20000)  # the shipped model's
+    parser.add_argument("--steps", type=int, default=10000)  # the shipped model's
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args()
