@@ -178,7 +178,8 @@ def build_app(models: Models, describe: Callable[[dict, int], list[str]], device
                                   "checkpoint": str(models.portrait), **r.summary(), "note": note}, gap=8)
             head = [f"model: {models.portrait_note}",
                     f"face in {Path(upload).name} (detector score {r.probability:.2f}): {int(n)} portraits of "
-                    f"{S}x{S} in {time.perf_counter() - start:.1f} s ({r.sampler} sampler, seed {int(seed)})"]
+                    f"{S}x{S} in {time.perf_counter() - start:.1f} s ({r.sampler} sampler, seed {int(seed)}, "
+                    f"temperature {r.temperature:g}, guidance {r.guidance:g})"]
             lines = head + describe(r.scores, S) + [("warning: " if r.random_weights else "") + note]
             return str(crop), str(grid), _lines(lines), str(grid)
         except (PcaeError, ValueError, OSError) as e:
