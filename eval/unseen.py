@@ -118,8 +118,7 @@ def judge_unseen(model, cache, n: int = 8, sources: int = 2, *, seed: int = 0, t
 
     device = next(model.decoder.parameters()).device
     generator = torch.Generator(device).manual_seed(seed)
-    temperature = model.sampling["temperature"] if temperature is None else temperature
-    guidance = model.sampling["guidance"] if guidance is None else guidance
+    temperature, guidance = model.draw_settings(temperature, guidance)
     h = model.condition(raw[[at[r] for _, r in chosen]].to(device)).repeat_interleave(n, 0)
     drawn = []
     for lo in range(0, len(h), batch):

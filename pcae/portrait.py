@@ -76,12 +76,6 @@ def _check_sampling(temperature: float | None, guidance: float | None) -> None:
             check(value)
 
 
-def _sampling(model: PortraitModel, temperature: float | None, guidance: float | None) -> tuple[float, float]:
-    """The temperature and guidance to draw with: those given, else the model's."""
-    return (model.sampling["temperature"] if temperature is None else temperature,
-            model.sampling["guidance"] if guidance is None else guidance)
-
-
 def _check_photo(path) -> Path:
     """Fail fast (before loading a model) on a missing, non-image or unreadable photo."""
 
@@ -188,7 +182,7 @@ def draw_portraits(checkpoint: str | os.PathLike | PortraitModel, photo: str | o
     method = _sampler(sampler)
     photo = _check_photo(photo)
     model = load_portrait(checkpoint, device)
-    temperature, guidance = _sampling(model, temperature, guidance)
+    temperature, guidance = model.draw_settings(temperature, guidance)
     crop, prob, found = model.facenet.detect_file(photo, face_index)  # (3, F, F) uint8
     source = model.shrink(crop)  # (1, C, S, S)
     h = model.embed(crop[None])  # (1, D)
@@ -245,7 +239,7 @@ def interpolate(checkpoint: str | os.PathLike | PortraitModel, a: str | os.PathL
     method = _sampler(sampler)
     a, b = _check_photo(a), _check_photo(b)
     model = load_portrait(checkpoint, device)
-    temperature, guidance = _sampling(model, temperature, guidance)
+    temperature, guidance = model.draw_settings(temperature, guidance)
     crops = [model.facenet.detect_file(p, i)[0] for p, i in zip((a, b), face_index)]
     e_a, e_b = model.embed(torch.stack(crops))  # (D,) each
     target = next(model.decoder.parameters()).device

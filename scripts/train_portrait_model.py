@@ -92,8 +92,9 @@ def known_faces_named(model, cache, prefixes=("orl/", "yale/"), per: int = 4, se
         embeddings = torch.from_numpy(f["embeddings"][rows])
         images = convert_images(torch.from_numpy(f["images"][rows]), model.image_shape[0])
     h = model.condition(embeddings).repeat_interleave(per, 0)
-    x = sample(model.decoder, len(h), model.image_shape, h, model.sampling["temperature"],
-               torch.Generator().manual_seed(seed), guidance=model.sampling["guidance"])
+    temperature, guidance = model.draw_settings()
+    x = sample(model.decoder, len(h), model.image_shape, h, temperature, torch.Generator().manual_seed(seed),
+               guidance=guidance)
     names = model.identity.name(x.to(torch.uint8))
     truth = [persons[k] for k in rows for _ in range(per)]
     real = model.identity.name(images)

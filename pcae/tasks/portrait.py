@@ -475,6 +475,11 @@ class PortraitModel(nn.Module):
         self.norm = norm if norm is not None else Standardize(facenet.dim)
         self.sampling = sampling_defaults(sampling)
 
+    def draw_settings(self, temperature: float | None = None, guidance: float | None = None) -> tuple[float, float]:
+        """The temperature and guidance to draw with: those given, else the model's `sampling`."""
+        return (self.sampling["temperature"] if temperature is None else temperature,
+                self.sampling["guidance"] if guidance is None else guidance)
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         cfg = self.decoder.config
