@@ -14,8 +14,8 @@ labels are row numbers, and `faces_format` = CACHE_FORMAT): `images` uint8 (N, 3
 int64 (N,) = row number, `split` uint8 (N,) (0 train, 1 test, 2 held out), `crops` uint8 (N, 3, F, F),
 `embeddings` float32 (N, D), `probs` float32 (N,), `files` str (N,); attrs `source`, `origin`,
 `image_size`, `facenet` (encoder config JSON), `preprocessing` (JSON), `random_weights`,
-`weights_fingerprint` (sha1 of the encoder's state dict), `listing` (sha1 of the photos' names,
-sizes and mtimes), `skipped` (JSON).
+`weights_fingerprint` (sha1 of the encoder's state dict), `listing` (sha1 of the photos' names
+and contents), `skipped` (JSON).
 
 Splits follow pcae.data: a photo of a folder is in test when sha1 of its relative path is divisible
 by 10; rows of an HDF5 file by its `split` dataset, else every 10th row. When that leaves the test
@@ -141,8 +141,9 @@ def list_photos(source: str, max_photos: int | None = None) -> tuple[list[_Photo
     """The photos of `source` ("faces", "folder:PATH" or "h5:PATH"), sorted, with their person.
 
     Returns:
-        (photos, origin, listing): listing is a sha1 of names, sizes and mtimes, so a cache can
-        tell whether the photos changed.
+        (photos, origin, listing): for a folder, listing is a sha1 of the photos' names and
+        contents (not their times: a copy made without them is the same photos), so a cache can
+        tell whether the photos changed; an HDF5 file's names its path, size, time and rows.
     """
     if max_photos is not None and max_photos < 1:
         raise ValueError(f"max_photos must be >= 1, got {max_photos}")
@@ -158,9 +159,8 @@ def list_photos(source: str, max_photos: int | None = None) -> tuple[list[_Photo
         digest = hashlib.sha1()
         photos = []
         for p in files:
-            rel = p.relative_to(root).as_posix()
-            st = p.stat()
-            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+            rel = p.relative_to(root).as_posix()  # names and contents, not times: a copy is the same
+            digest.update(f"{rel}\0{hashlib.sha1(p.read_bytes()).hexdigest()}\n".encode("utf-8", "surrogateescape"))
             name = storable(rel)  # the cache's names are text: a name's bytes that are not UTF-8 as escapes
             photos.append(_Photo(name, person_of(name), None, lambda p=p: _open_photo(p)))
         return photos, str(root), digest.hexdigest()

@@ -178,6 +178,15 @@ def test_face_cache_is_redone_when_the_photos_change(run, facenet, tmp_path):
     prepare_faces(f"folder:{folder}", first, facenet, S)
     with h5py.File(first, "r") as f:
         listing = f.attrs["listing"]
+    for p in folder.iterdir():  # the same photos with other times (a copy without them): reused
+        os.utime(p, ns=(10**18, 10**18))
+    assert prepare_faces(f"folder:{folder}", first, facenet, S)["reused"] == "all"
+    data = bytearray((folder / "camera_flip.jpg").read_bytes())  # another photo of the same size: redone
+    data[-100] ^= 0xFF
+    (folder / "camera_flip.jpg").write_bytes(bytes(data))
+    assert prepare_faces(f"folder:{folder}", first, facenet, S)["reused"] == "none"
+    with h5py.File(first, "r") as f:
+        listing = f.attrs["listing"]
     (folder / "camera_crop.jpg").unlink()
     info = prepare_faces(f"folder:{folder}", first, facenet, S)
     assert info["reused"] == "none" and info["photos"] == len(list(photos.iterdir())) - 1
