@@ -2,7 +2,7 @@
 this process's place in a torchrun job.
 
 The data order is a pure function of (seed, epoch): epoch e is the permutation drawn from a
-generator seeded with (seed, e), so a checkpoint need only store (epoch, batches consumed in it)
+generator seeded with (seed, e) (of the images, each as often as the task's `repeats` says), so a checkpoint need only store (epoch, batches consumed in it)
 for a resumed run to see the same batches in the same order (pcae/train.py's exact resume).
 Data that fits is kept on the device and batches are gathered there; otherwise a DataLoader with
 workers, pinned memory and non-blocking copies. Under torchrun each rank takes its own slice of
@@ -50,11 +50,14 @@ class Feeder:
     """
 
     def __init__(self, dataset, batch_size: int, seed: int, rank: int, world: int,
-                 device: torch.device, num_workers: int, channels_last: bool = False):
+                 device: torch.device, num_workers: int, channels_last: bool = False,
+                 repeats: torch.Tensor | None = None):
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
         self.rank, self.world, self.device = rank, world, device
         self.num_workers, self.channels_last = num_workers, channels_last
-        self.n = len(dataset)
+        # an epoch holds image k repeats[k] times (oversampling; the task's `repeats`), else once
+        self.pool = None if repeats is None else torch.repeat_interleave(torch.arange(len(dataset)), repeats)
+        self.n = len(dataset) if self.pool is None else len(self.pool)
         self.global_batch = batch_size * world
         self.per_epoch = self.n // self.global_batch
         if self.per_epoch == 0:
@@ -85,6 +88,8 @@ class Feeder:
         """Endless batches from batch `position` of `epoch` on."""
         while True:
             order = data_order(self.seed, epoch, self.n)
+            if self.pool is not None:
+                order = self.pool[order]
             if self.images is not None:
                 order = order.to(self.images.device)
                 pin = not self.on_device and self.device.type == "cuda"

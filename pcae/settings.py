@@ -96,6 +96,8 @@ class PortraitSettings:
     h_drop: probability that a training face's h is 0 (the mean training face's embedding, h
         being standardised): the decoder also learns p(face) of no one in particular, which
         portraits drawn with guidance (pcae.sampling, `--guidance`) push away from.
+    oversample: "PATTERN[,PATTERN...]:K": each training face of a person whose name (their
+        folder, e.g. orl/s1) matches a pattern (fnmatch) appears K times an epoch; None: once.
     holdout: the fraction of people (of those with 5 photos or more) kept out of training and
         test entirely, by a hash of their name (pcae.data.held_out_people): the people that
         eval.unseen measures portraits of people never seen on.
@@ -110,6 +112,7 @@ class PortraitSettings:
     identity_swap: float = 0.0
     h_noise: float = 0.5
     h_drop: float = 0.0
+    oversample: str | None = None
     encoder: str = "auto"
     facenet_weights: str | None = None
     facenet_crop_size: int | None = None

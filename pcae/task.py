@@ -66,6 +66,11 @@ class Task:
         starts with a source image (then set apart by a gutter)."""
         return {}
 
+    def repeats(self, dataset) -> torch.Tensor | None:
+        """How many times each training image of `dataset` appears in an epoch (N,) long, to
+        oversample some; None: each once."""
+        return None
+
     def check_data(self, dataset) -> None:
         """Raise PcaeError when `dataset` does not fit this task (shape, labels)."""
 

@@ -251,8 +251,8 @@ class _Run:
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay,
                                            fused=self.fused or None)
         self.average = WeightAverage(model, config.ema) if config.ema else None
-        self.feeder = Feeder(self.train_ds, config.batch_size, config.seed, self.dist.rank,
-                             self.dist.world, device, config.num_workers, config.channels_last)
+        self.feeder = Feeder(self.train_ds, config.batch_size, config.seed, self.dist.rank, self.dist.world,
+                             device, config.num_workers, config.channels_last, self.task.repeats(self.train_ds))
         self.total = config.steps or config.epochs * self.feeder.per_epoch
 
     def _open_folder(self, resumed: bool):

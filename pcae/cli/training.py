@@ -341,6 +341,9 @@ def train_portraits_cmd(
     h_drop: float = typer.Option(PORTRAIT["h_drop"], "--h-drop", min=0, max=0.99, help="Probability that "
                                  "a training face's h is 0 (no one in particular), so that portraits can "
                                  "be drawn with --guidance."),
+    oversample: str = typer.Option(None, "--oversample", metavar="PATTERN[,PATTERN...]:K", help="Show each "
+                                   "training face of the people whose name (folder) matches a pattern K "
+                                   "times an epoch, e.g. 'orl/*,yale/*:4'."),
     kernel_size: KernelSize = PORTRAIT["kernel_size"],
     first_kernel_size: FirstKernelSize = PORTRAIT["first_kernel_size"],
     head_channels: HeadChannels = PORTRAIT["head_channels"],
@@ -362,5 +365,5 @@ def train_portraits_cmd(
                         channels=channels, n_layers=n_layers, kernel_size=kernel_size,
                         first_kernel_size=first_kernel_size, head_channels=head_channels,
                         spatial_channels=spatial_channels, identity_swap=identity_swap, h_noise=h_noise,
-                        h_drop=h_drop, holdout=holdout)
+                        h_drop=h_drop, oversample=oversample, holdout=holdout)
     run_training(config, spec, train["resume"], train["force"], given)

@@ -50,6 +50,7 @@ Shapes: n samples, C channels (1 or 3), S image side, F encoder crop side, D emb
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +128,7 @@ class PortraitTask(Task):
     def __init__(self, config, facenet, faces: dict, embeddings: torch.Tensor | None = None,
                  identity=None, people: dict | None = None, identity_swap: float = 0.0,
                  h_noise: float = 0.0, h_drop: float = 0.0, norm: Standardize | None = None,
-                 sampling: dict | None = None):
+                 sampling: dict | None = None, oversample: str | None = None):
         if config.cond_dim != facenet.dim:
             raise ValueError(f"config.cond_dim must equal the face encoder's dim {facenet.dim}, "
                              f"got {config.cond_dim}")
@@ -138,6 +139,8 @@ class PortraitTask(Task):
         if not 0 <= h_drop < 1:
             raise ValueError(f"h_drop must be in [0, 1), got {h_drop}")
         self.h_noise, self.h_drop = float(h_noise), float(h_drop)
+        self.oversample = oversample
+        parse_oversample(oversample)
         self.sampling = sampling_defaults(sampling)
         self.norm = norm if norm is not None else Standardize(facenet.dim)  # identity until loaded
         self.config, self.facenet, self.faces = config, facenet, dict(faces)
@@ -174,13 +177,27 @@ class PortraitTask(Task):
         out = {"model": dataclasses.asdict(self.config), "facenet": self.facenet.config,
                "facenet_preprocessing": self.facenet.preprocessing, "faces": self.faces,
                "portrait": {"identity_swap": self.identity_swap, "h_noise": self.h_noise,
-                            "h_drop": self.h_drop, "sampling": self.sampling}}
+                            "h_drop": self.h_drop, "sampling": self.sampling, "oversample": self.oversample}}
         if self.identity is not None:
             out["identity"] = {k: v for k, v in self.identity.state().items() if k != "state_dict"}
         if self.people is not None:
             out["people"] = {"names": self.people["names"], "pose_light": self.people["pose_light"],
                              "threshold": self.people.get("threshold")}
         return out
+
+    def repeats(self, dataset):
+        """K for each training face of the people --oversample names (by their name's patterns), else 1."""
+        patterns, k = parse_oversample(self.oversample)
+        if not patterns:
+            return None
+        persons, _ = load_persons(self.faces["cache"])
+        rows = dataset.labels if dataset.labels is not None else [dataset[i][1] for i in range(len(dataset))]
+        named = torch.tensor([any(fnmatch.fnmatchcase(persons[int(r)], g) for g in patterns) for r in rows])
+        if not named.any():
+            raise PcaeError(f"--oversample {self.oversample}: no training face's person matches "
+                            f"{', '.join(patterns)} (people are named by their folder, e.g. "
+                            f"{persons[int(rows[0])] or '(none)'})")
+        return torch.where(named, k, 1)
 
     def loss(self, images, labels):
         rows = self._swapped(labels) if self.identity_swap else labels
@@ -263,7 +280,7 @@ class PortraitTask(Task):
         task = cls(PixelCNNConfig(**configs["model"]), facenet, configs["faces"], identity=identity,
                    people=people, identity_swap=recipe.get("identity_swap", 0.0),
                    h_noise=recipe.get("h_noise", 0.0), h_drop=recipe.get("h_drop", 0.0),
-                   sampling=recipe.get("sampling"))
+                   sampling=recipe.get("sampling"), oversample=recipe.get("oversample"))
         task.model.load_state_dict(states["model"])
         if "h_norm" in states:  # runs before it conditioned on the raw embeddings
             task.norm.load_state_dict(states["h_norm"])
@@ -302,6 +319,7 @@ class PortraitSpec(PortraitSettings):
             raise PcaeError(f"--h-noise must be >= 0, got {self.h_noise!r}")
         if not 0 <= self.h_drop < 1:
             raise PcaeError(f"--h-drop must be in [0, 1), got {self.h_drop!r}")
+        parse_oversample(self.oversample)
         if not 0 <= self.identity_swap <= 1:
             raise PcaeError(f"--identity-swap must be in [0, 1], got {self.identity_swap!r}")
         if not 0 <= self.holdout < 1:
@@ -380,13 +398,14 @@ class PortraitSpec(PortraitSettings):
                                                      "first_kernel_size", "head_channels")}
         paths |= {"encoder": ("facenet", "name"), "cache": ("faces", "cache"), "holdout": ("faces", "holdout"),
                   "identity_swap": ("portrait", "identity_swap"), "h_noise": ("portrait", "h_noise"),
-                  "h_drop": ("portrait", "h_drop")}
+                  "h_drop": ("portrait", "h_drop"), "oversample": ("portrait", "oversample")}
         values = stored_values(configs, paths)
         model = configs.get("model", {}) if isinstance(configs.get("model"), dict) else {}
         values["spatial_channels"] = model.get("spatial_channels", 0) if model.get("spatial_cond") else 0
         values.setdefault("identity_swap", 0.0)
         values.setdefault("h_noise", 0.0)
         values.setdefault("h_drop", 0.0)
+        values.setdefault("oversample", None)
         values.setdefault("holdout", 0.0)
         if values.get("encoder") == "facenet":
             values |= stored_values(configs, {"facenet_weights": ("facenet", "weights"),
@@ -407,7 +426,7 @@ class PortraitSpec(PortraitSettings):
         return PortraitTask(self.config(dataset.shape, self.facenet.dim), self.facenet, self.faces,
                             embeddings=table, identity=self.identity, people=self.people,
                             identity_swap=self.identity_swap, h_noise=self.h_noise, h_drop=self.h_drop,
-                            norm=norm)
+                            norm=norm, oversample=self.oversample)
 
     def restore(self, checkpoint: dict) -> PortraitTask:
         return PortraitTask.from_checkpoint(checkpoint)
@@ -440,6 +459,17 @@ def _identity_and_people(faces: dict, channels: int, encoder):
     unseen = embeddings[torch.from_numpy(split == HELD_OUT)]
     return identity, {"names": names, "embeddings": means, "pose_light": pose_light,
                       "threshold": known_threshold(means, unseen, encoder.same_person)}
+
+
+def parse_oversample(text: str | None) -> tuple[list[str], int]:
+    """--oversample "PATTERN[,PATTERN...]:K" -> (the patterns, K); ([], 1) for None; PcaeError if malformed."""
+    if text is None:
+        return [], 1
+    patterns, _, k = text.rpartition(":")
+    if not patterns or not k.isdigit() or int(k) < 1:
+        raise PcaeError(f"--oversample must be PATTERN[,PATTERN...]:K (K >= 1; e.g. 'orl/*,yale/*:4'), "
+                        f"got {text!r}")
+    return patterns.split(","), int(k)
 
 
 KNOWN_FALSE_RATE = 0.05  # at most this fraction of unseen people's photos is called a known person
