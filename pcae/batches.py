@@ -2,8 +2,9 @@
 this process's place in a torchrun job.
 
 The data order is a pure function of (seed, epoch): epoch e is the permutation drawn from a
-generator seeded with (seed, e) (of the images, each as often as the task's `repeats` says), so a checkpoint need only store (epoch, batches consumed in it)
-for a resumed run to see the same batches in the same order (pcae/train.py's exact resume).
+generator seeded with (seed, e) (of the images, each as often as the task's `repeats` says), so a
+checkpoint need only store (epoch, batches consumed in it) for a resumed run to see the same
+batches in the same order (pcae/train.py's exact resume).
 Data that fits is kept on the device and batches are gathered there; otherwise a DataLoader with
 workers, pinned memory and non-blocking copies. Under torchrun each rank takes its own slice of
 every global batch (the DistributedSampler idea without its padding).

@@ -160,7 +160,11 @@ def list_photos(source: str, max_photos: int | None = None) -> tuple[list[_Photo
         photos = []
         for p in files:
             rel = p.relative_to(root).as_posix()  # names and contents, not times: a copy is the same
-            digest.update(f"{rel}\0{hashlib.sha1(p.read_bytes()).hexdigest()}\n".encode("utf-8", "surrogateescape"))
+            try:
+                content = hashlib.sha1(p.read_bytes()).hexdigest()
+            except OSError as e:  # unreadable: skipped with its reason when its face is looked for
+                content = f"unreadable: {e.strerror}"
+            digest.update(f"{rel}\0{content}\n".encode("utf-8", "surrogateescape"))
             name = storable(rel)  # the cache's names are text: a name's bytes that are not UTF-8 as escapes
             photos.append(_Photo(name, person_of(name), None, lambda p=p: _open_photo(p)))
         return photos, str(root), digest.hexdigest()

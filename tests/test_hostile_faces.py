@@ -179,3 +179,28 @@ def test_an_iphone_heic_photo_is_read_like_a_jpeg(tmp_path):
     read = open_image(tmp_path / "IMG_0001.HEIC", "RGB")
     assert read.size == (64, 48)
     assert np.abs(np.asarray(read, float).mean((0, 1)) - (200, 100, 50)).max() < 8
+
+
+def test_a_photo_that_cannot_be_read_is_still_listed(tmp_path, monkeypatch):
+    """The face cache's listing hashes every photo's contents; a photo another user owns (mode 600:
+    the tests run as root, so reading is refused here by hand) is listed, not a crash, and the
+    listing tells it from the readable photo (its face is then skipped, with the reason, as before)."""
+    import errno
+
+    from pcae.faces import list_photos
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (folder / name).write_bytes((DATA / "astronaut.jpg").read_bytes())
+    readable = list_photos(f"folder:{folder}")[2]
+    real = Path.read_bytes
+
+    def read_bytes(path):
+        if path.name == "b.jpg":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    photos, _, listing = list_photos(f"folder:{folder}")
+    assert [p.name for p in photos] == ["a.jpg", "b.jpg"] and listing != readable
